@@ -1,0 +1,217 @@
+"""Reading and writing images and label maps with their patient-space geometry kept exactly.
+
+Everything is a SimpleITK image (LPS world coordinates, millimetres). Accepted inputs: NIfTI
+(.nii, .nii.gz), NRRD (.nrrd, .nhdr, .seg.nrrd), MetaImage (.mha, .mhd) and a folder holding one
+DICOM series. Files are written atomically: to a temporary name in the target folder, then renamed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import labels as scheme
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Largest allowed difference between two grids, relative to the voxel size.
+GRID_TOLERANCE = 1e-3
+
+
+def has_image_suffix(path: str | os.PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(IMAGE_SUFFIXES)
+
+
+def _dicom_series(folder: Path) -> list[str]:
+    reader = sitk.ImageSeriesReader
+    series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        # series may sit one level down (a study folder); only look there if it is unambiguous
+        raise InputError(f"{folder}: no DICOM series found in this folder")
+    if len(series_ids) > 1:
+        raise InputError(
+            f"{folder}: holds {len(series_ids)} DICOM series ({', '.join(series_ids[:3])}...); "
+            "point to a folder with exactly one series"
+        )
+    return list(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+
+
+def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
+    """Read the single DICOM series in ``folder`` (slices sorted by position by GDCM)."""
+    files = _dicom_series(Path(folder))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOff()
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputError(f"{folder}: the DICOM series could not be read ({_first_line(error)})") from None
+    for key in ("0020|000d", "0020|000e", "0008|0060", "0010|0020"):
+        if reader.HasMetaDataKey(0, key):
+            image.SetMetaData(key, reader.GetMetaData(0, key).strip())
+    return image
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # ITK puts the useful sentence last ("Description: ...")
+    for line in reversed(lines):
+        if line.startswith("Description:"):
+            return line.removeprefix("Description:").strip()
+    return lines[-1] if lines else type(error).__name__
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read a 3D image from a file or a DICOM series folder.
+
+    Raises :class:`InputError` with a one-line reason when the path is missing, unreadable or not 3D.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        image = read_dicom_series(path)
+    else:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise InputError(f"{path}: not a readable image ({_first_line(error)})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar image is needed")
+    if image.GetDimension() != 3:
+        raise InputError(f"{path}: is a {image.GetDimension()}D image; a 3D volume is needed")
+    if min(image.GetSize()) < 1:
+        raise InputError(f"{path}: is empty")
+    if image.GetSize()[0] * image.GetSize()[1] * image.GetSize()[2] > 0 and sorted(image.GetSize())[1] == 1:
+        raise InputError(f"{path}: has size {image.GetSize()}, which is not a 3D volume (a single line of voxels)")
+    return image
+
+
+def check_finite(image: sitk.Image, what: str = "image") -> None:
+    """Raise :class:`InputError` when ``image`` holds NaN or infinite voxels."""
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        count = int((~np.isfinite(array)).sum())
+        raise InputError(f"{what}: {count} voxels are NaN or infinite")
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """True when ``a`` and ``b`` have the same size, spacing, origin and direction."""
+    if a.GetSize() != b.GetSize():
+        return False
+    spacing = np.asarray(a.GetSpacing())
+    if not np.allclose(spacing, b.GetSpacing(), rtol=GRID_TOLERANCE, atol=0):
+        return False
+    if not np.allclose(a.GetOrigin(), b.GetOrigin(), atol=GRID_TOLERANCE * spacing.min()):
+        return False
+    return np.allclose(a.GetDirection(), b.GetDirection(), atol=GRID_TOLERANCE)
+
+
+def describe_grid(image: sitk.Image) -> str:
+    spacing = "x".join(f"{s:.3g}" for s in image.GetSpacing())
+    return f"size {'x'.join(map(str, image.GetSize()))}, spacing {spacing} mm, origin {tuple(round(o, 2) for o in image.GetOrigin())}"
+
+
+def check_label_map(label_map: sitk.Image, reference: sitk.Image | None = None, what: str = "label map") -> np.ndarray:
+    """Validate a label map and return its voxels as an int array (z, y, x).
+
+    Checks: integer values, every value in the label scheme, not empty, and (when ``reference``
+    is given) the same grid as the image.
+    """
+    if reference is not None and not same_grid(label_map, reference):
+        raise InputError(
+            f"{what} and image are on different grids ({describe_grid(label_map)} vs {describe_grid(reference)}); "
+            "resample the label map onto the image first"
+        )
+    array = sitk.GetArrayFromImage(label_map)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(f"{what}: holds NaN or infinite values")
+        if not np.array_equal(array, np.round(array)):
+            raise InputError(f"{what}: holds non-integer values; is it a probability map or an image?")
+    array = array.astype(np.int64)
+    values = np.unique(array)
+    values = values[values != 0]
+    if values.size == 0:
+        raise InputError(f"{what}: is empty (no labelled voxel)")
+    unknown = [int(v) for v in values if not scheme.is_known(int(v))]
+    if unknown:
+        shown = ", ".join(map(str, unknown[:8])) + (" ..." if len(unknown) > 8 else "")
+        raise InputError(
+            f"{what}: labels {shown} are outside the SpineAnalysis scheme "
+            "(vertebrae 1-28 VerSe ids, discs 100 + vertebra above, 60 cord, 61 canal)"
+        )
+    return array.astype(np.uint16)
+
+
+def read_label_map(path: str | os.PathLike, reference: sitk.Image | None = None) -> sitk.Image:
+    """Read and validate a label map (see :func:`check_label_map`); returned as UInt16."""
+    image = read_image(path)
+    array = check_label_map(image, reference, what=str(path))
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(image)
+    return result
+
+
+def label_map_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A UInt16 label map holding ``array`` (z, y, x) on exactly the grid of ``reference``."""
+    if tuple(array.shape[::-1]) != tuple(reference.GetSize()):
+        raise ValueError(f"array shape {array.shape} does not match image size {reference.GetSize()}")
+    result = sitk.GetImageFromArray(np.asarray(array, dtype=np.uint16))
+    result.CopyInformation(reference)
+    return result
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write ``image`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        sitk.WriteImage(image, temporary, compress)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+def index_to_lps_matrix(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix mapping (i, j, k, 1) voxel indices to LPS millimetres."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
+
+
+def lps_to_ras(points: np.ndarray) -> np.ndarray:
+    """LPS (ITK, DICOM) to RAS (Slicer, NIfTI) coordinates: flip the first two axes."""
+    points = np.array(points, dtype=float)
+    points[..., :2] *= -1
+    return points

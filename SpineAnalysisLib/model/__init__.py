@@ -1,0 +1,1 @@
+"""The segmentation model: network, preprocessing, training, inference and level labelling."""

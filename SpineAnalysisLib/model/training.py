@@ -1,0 +1,217 @@
+"""Training the segmentation network on partially annotated lumbar MRI.
+
+``spineanalysis train`` runs :func:`train`. Reproducible (fixed split and seeds), resumable (a
+checkpoint holds network, optimiser, step and random states) and logged (``log.jsonl``: loss per
+step window, validation Dice per class every ``validate_every`` steps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .augment import SliceAugmenter
+from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from .dataset import TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
+from .losses import partial_label_loss
+from .network import NetworkConfig, build_network
+from .predict import predict_volume
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 3000
+    batch_size: int = 8
+    crop: int = 224
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 20261123
+    validation_fraction: float = 0.2
+    validate_every: int = 500
+    checkpoint_every: int = 100
+    labelled_slice_fraction: float = 0.85
+    disc_case_weight: float = 4.0  # cases with expert disc labels are drawn this much more often
+    threads: int = 2
+    network: dict = field(default_factory=lambda: NetworkConfig().to_dict())
+
+
+def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
+    total = prediction.sum() + truth.sum()
+    if truth.sum() == 0:
+        return None
+    return float(2 * np.logical_and(prediction, truth).sum() / total)
+
+
+def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device) -> dict:
+    """Dice of the vertebral-body class and the disc class (union of levels) on annotated cases.
+
+    Scored only where the case annotates the class: disc Dice on expert disc labels only
+    (cases whose source is IVD), vertebra Dice on VB cases.
+    """
+    vertebra_channels = [LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES]
+    disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
+    scores: dict[str, list[float]] = {"vertebra": [], "disc": [], "level_exact": []}
+    for case in cases:
+        classes, _ = predict_volume(network, case.image.astype(np.float32), device)
+        if case.record.source.startswith("VB"):
+            annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
+            truth = np.isin(case.target, annotated)
+            predicted = np.isin(classes, vertebra_channels) & _restrict_to_annotated_levels(classes, case, annotated)
+            dice = _dice(predicted, truth)
+            if dice is not None:
+                scores["vertebra"].append(dice)
+            exact = _dice(np.isin(classes, annotated) & (classes == case.target), truth)
+            if exact is not None:
+                scores["level_exact"].append(exact)
+        if case.record.source == "IVD":
+            truth = np.isin(case.target, disc_channels)
+            dice = _dice(np.isin(classes, disc_channels), truth)
+            if dice is not None:
+                scores["disc"].append(dice)
+    return {key: (float(np.mean(values)) if values else None) for key, values in scores.items()}
+
+
+def _restrict_to_annotated_levels(classes: np.ndarray, case: TrainingCase, annotated: list[int]) -> np.ndarray:
+    # only the annotated levels' extent counts (unannotated neighbours, e.g. T12 in an L1-L5 case, are not errors)
+    rows = np.flatnonzero(np.isin(case.target, annotated).any(axis=(0, 2)))
+    mask = np.zeros(classes.shape, bool)
+    if rows.size:
+        mask[:, max(0, rows[0] - 3) : rows[-1] + 4, :] = True
+    return mask
+
+
+class SliceSampler:
+    def __init__(self, cases: list[TrainingCase], config: TrainingConfig):
+        self.cases = cases
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        weights = np.array([config.disc_case_weight if c.record.source == "IVD" else 1.0 for c in cases])
+        self.weights = weights / weights.sum()
+        self.augmenter = SliceAugmenter(config.crop, seed=config.seed)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, targets, annotated = [], [], []
+        for _ in range(self.config.batch_size):
+            case = self.cases[self.rng.choice(len(self.cases), p=self.weights)]
+            if case.labelled_slices.size and self.rng.random() < self.config.labelled_slice_fraction:
+                index = int(self.rng.choice(case.labelled_slices))
+            else:
+                index = int(self.rng.integers(case.image.shape[0]))
+            target = case.target[index]
+            rows, cols = np.nonzero(target)
+            if rows.size:
+                centre = (float(rows.mean()), float(cols.mean()))
+            else:
+                centre = (target.shape[0] / 2, target.shape[1] / 2)
+            image, label = self.augmenter(case.image[index].astype(np.float32), target, centre)
+            images.append(image)
+            targets.append(label)
+            annotated.append(torch.from_numpy(case.annotated))
+        return torch.stack(images), torch.stack(targets), torch.stack(annotated)
+
+
+def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampler: SliceSampler, config: TrainingConfig) -> None:
+    state = {
+        "network": network.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "config": asdict(config),
+        "sampler_rng": sampler.rng.bit_generator.state,
+        "augmenter_rng": sampler.augmenter.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+    }
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)
+
+
+def train(
+    output_dir: Path,
+    config: TrainingConfig | None = None,
+    data_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    case_ids: list[str] | None = None,
+) -> Path:
+    """Train (or resume) into ``output_dir``; returns the path of the final network weights."""
+    config = config or TrainingConfig()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    records = read_manifest(data_dir or default_data_dir())
+    if case_ids:
+        records = [r for r in records if r.case_id in case_ids]
+    train_records, validation_records = split_cases(records, config.validation_fraction, config.seed)
+    (output_dir / "split.json").write_text(
+        json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1)
+    )
+    started = time.time()
+    train_cases = [load_training_case(r) for r in train_records]
+    validation_cases = [load_training_case(r) for r in validation_records]
+    log(f"loaded {len(train_cases)} training and {len(validation_cases)} validation cases in {time.time() - started:.0f} s")
+
+    network = build_network(NetworkConfig.from_dict(config.network)).to(device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(1, config.steps // 30)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))
+    )
+    sampler = SliceSampler(train_cases, config)
+    checkpoint = output_dir / "checkpoint.pt"
+    step = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)  # our own checkpoint (optimiser + RNG states)
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        sampler.augmenter.rng.bit_generator.state = state["augmenter_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        log(f"resumed from step {step}")
+
+    log_file = (output_dir / "log.jsonl").open("a")
+    window_losses: list[float] = []
+    window_start = time.time()
+    while step < config.steps:
+        network.train()
+        images, targets, annotated = sampler.batch()
+        logits = network(images.to(device))
+        loss = partial_label_loss(logits, targets.to(device), annotated.to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+        optimiser.step()
+        scheduler.step()
+        step += 1
+        window_losses.append(float(loss))
+        if step % 25 == 0 or step == config.steps:
+            record = {"step": step, "loss": float(np.mean(window_losses)), "lr": scheduler.get_last_lr()[0], "seconds_per_step": (time.time() - window_start) / len(window_losses), "elapsed_s": time.time() - started}
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            log(f"step {step}/{config.steps} loss {record['loss']:.4f} ({record['seconds_per_step']:.2f} s/step)")
+            window_losses, window_start = [], time.time()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_checkpoint(checkpoint, network, optimiser, scheduler, step, sampler, config)
+        if validation_cases and (step % config.validate_every == 0 or step == config.steps):
+            scores = validation_dice(network, validation_cases, device)
+            log_file.write(json.dumps({"step": step, "validation": scores}) + "\n")
+            log_file.flush()
+            log(f"validation at step {step}: {scores}")
+    weights = output_dir / "network.pt"
+    torch.save(network.state_dict(), weights)
+    (output_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=1))
+    log(f"finished {config.steps} steps in {(time.time() - started) / 60:.1f} min; weights {weights}")
+    return weights
