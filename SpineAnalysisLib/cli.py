@@ -1,0 +1,153 @@
+"""``spineanalysis``: the command-line entry point.
+
+    spineanalysis analyze IMAGE -o OUTDIR        segment + measure + report (the usual command)
+    spineanalysis segment IMAGE -o LABELS.nii.gz  label map on the image grid
+    spineanalysis measure IMAGE LABELS -o OUTDIR  measurements.csv / .json from a label map
+    spineanalysis evaluate [--data DIR]           score a model on labelled cases
+    spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
+    spineanalysis models                          list available models
+
+Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import SpineAnalysisError
+
+
+def _progress_printer(enabled: bool):
+    def report(fraction: float, message: str) -> None:
+        if enabled:
+            print(f"progress: {fraction:.3f} {message}", flush=True)
+
+    return report
+
+
+def _add_subject_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sex", choices=["F", "M"], help="patient sex, for normative z-scores")
+    parser.add_argument("--age", type=float, help="patient age in years, for normative z-scores")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spineanalysis", description="Spine MRI segmentation, level labelling and measurements.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    analyze = commands.add_parser("analyze", help="segment + measure + report.png")
+    analyze.add_argument("image", help="NIfTI/NRRD/MHA file or DICOM series folder")
+    analyze.add_argument("-o", "--output", required=True, help="output folder")
+    _add_model_options(analyze)
+    _add_subject_options(analyze)
+
+    segment = commands.add_parser("segment", help="write the label map of an image")
+    segment.add_argument("image")
+    segment.add_argument("-o", "--output", required=True, help="label map file (.nii.gz, .nrrd, ...)")
+    _add_model_options(segment)
+
+    measure = commands.add_parser("measure", help="measure an existing label map")
+    measure.add_argument("image")
+    measure.add_argument("labels")
+    measure.add_argument("-o", "--output", required=True, help="output folder")
+    _add_subject_options(measure)
+
+    evaluate = commands.add_parser("evaluate", help="score a model on labelled cases (Dice, level identification, ASD, DHI agreement)")
+    evaluate.add_argument("--data", help="folder with manifest.csv (default: ../shared/data/lumbar_mri)")
+    evaluate.add_argument("--cases", default="validation", help="'validation' (the fixed split), 'all', or comma-separated case ids")
+    evaluate.add_argument("-o", "--output", help="write the full report as JSON here")
+    _add_model_options(evaluate)
+
+    train = commands.add_parser("train", help="train the segmentation network (resumes from RUNDIR/checkpoint.pt)")
+    train.add_argument("-o", "--output", required=True, help="run folder (checkpoints, log.jsonl)")
+    train.add_argument("--data", help="folder with manifest.csv (default: ../shared/data/lumbar_mri)")
+    train.add_argument("--steps", type=int, default=2500)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--seed", type=int, default=20261123)
+    train.add_argument("--threads", type=int, default=2)
+
+    commands.add_parser("models", help="list available models")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import imageio
+
+    if args.command == "segment":
+        from .inference import segment_image
+
+        image = imageio.read_image(args.image)
+        result = segment_image(image, args.model, args.device, _progress_printer(args.progress), threads=args.threads)
+        imageio.write_image(result.label_map, args.output)
+        _print_summary(result.summary())
+        return 0
+    if args.command == "measure":
+        from .measurements import measure_case, write_measurements
+
+        image = imageio.read_image(args.image)
+        label_map = imageio.read_label_map(args.labels, reference=image)
+        measurements = measure_case(image, label_map, sex=args.sex, age=args.age)
+        csv_path, _ = write_measurements(measurements, args.output)
+        print(f"wrote {csv_path}")
+        return 0
+    if args.command == "analyze":
+        from .pipeline import analyze
+
+        outputs = analyze(args.image, args.output, model=args.model, device=args.device, sex=args.sex, age=args.age, progress=_progress_printer(args.progress), threads=args.threads)
+        for name, path in outputs.items():
+            print(f"{name}: {path}")
+        return 0
+    if args.command == "evaluate":
+        from .evaluation import evaluate_model, format_report
+
+        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=_progress_printer(args.progress))
+        print(format_report(report))
+        if args.output:
+            imageio.write_text(json.dumps(report, indent=1), args.output)
+        return 0
+    if args.command == "train":
+        from .model.training import TrainingConfig, train
+
+        config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
+        train(Path(args.output), config, data_dir=Path(args.data) if args.data else None)
+        return 0
+    if args.command == "models":
+        from .model.store import list_models
+
+        for info in list_models():
+            metrics = info.manifest.get("validation", {})
+            print(f"{info.label}\t{info.folder}\t{json.dumps(metrics)}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"levels: {', '.join(summary['levels']) or 'none'}")
+    print(f"level confidence: {summary['confidence']:.2f} (anchor {summary['anchor'] or '-'})")
+    for flag in summary["flags"] + summary["warnings"]:
+        print(f"note: {flag}")
+    print(f"{summary['seconds']:.1f} s on {summary['device']} with {summary['model']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SpineAnalysisError as error:
+        print(f"spineanalysis: error: {error}", file=sys.stderr)
+        return 2
+    except InterruptedError:
+        print("spineanalysis: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("spineanalysis: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,222 @@
+"""Scoring a model on labelled cases: ``spineanalysis evaluate``.
+
+Metrics (computed only for structures the case annotates; the shared data are partially labelled):
+
+* Dice of the vertebral-body class (all bodies as one class, within the cranio-caudal range of the
+  annotated bodies, so unannotated neighbours such as T12 in an L1-L5 case are not counted as errors)
+  and of the disc class (expert disc labels only), and Dice per level.
+* Level identification rate, VerSe rule (Sekuboyina et al., MedIA 2021): a reference structure is
+  identified when the predicted structure of the same kind whose centroid is closest to the reference
+  centroid lies within 20 mm and has the same level.
+* Average symmetric surface distance (mm) of each class.
+* Disc-height agreement: ``dhi`` and ``height_mean_mm`` measured by the measurement engine on the
+  predicted and on the reference masks. Reference discs of body-only cases are the gap pseudo-labels
+  of :mod:`SpineAnalysisLib.model.dataset` (stated in the report), those of disc cases are expert labels.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import labels as scheme
+from .model.dataset import add_pseudo_discs, default_data_dir, read_manifest, split_cases
+from .model.preprocessing import sagittal_frame
+
+IDENTIFICATION_RADIUS_MM = 20.0
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = int(a.sum()) + int(b.sum())
+    return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def average_surface_distance(a: np.ndarray, b: np.ndarray, reference: sitk.Image) -> float | None:
+    """Average symmetric surface distance in mm between two boolean masks on ``reference``'s grid."""
+    if not a.any() or not b.any():
+        return None
+    images = []
+    for mask in (a, b):
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        image.CopyInformation(reference)
+        images.append(image)
+    distances = []
+    for source, target in ((images[0], images[1]), (images[1], images[0])):
+        contour = sitk.GetArrayViewFromImage(sitk.LabelContour(source, fullyConnected=False)) > 0
+        target_contour = sitk.GetArrayViewFromImage(sitk.LabelContour(target, fullyConnected=False)) > 0
+        # distance from each surface voxel of source to the surface of target
+        distance_to_surface = sitk.GetArrayViewFromImage(
+            sitk.SignedMaurerDistanceMap(_image_like(target_contour, reference), squaredDistance=False, useImageSpacing=True)
+        )
+        distances.append(np.abs(distance_to_surface[contour]))
+    return float(np.concatenate(distances).mean())
+
+
+def _image_like(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.CopyInformation(reference)
+    return image
+
+
+def centroids_mm(label_array: np.ndarray, reference: sitk.Image, wanted) -> dict[int, np.ndarray]:
+    """Physical (LPS) centroid of each label in ``wanted`` present in the array."""
+    matrix = np.asarray(reference.GetDirection()).reshape(3, 3) @ np.diag(reference.GetSpacing())
+    origin = np.asarray(reference.GetOrigin())
+    result = {}
+    for label in wanted:
+        index = np.argwhere(label_array == label)
+        if index.size:
+            result[label] = origin + matrix @ index.mean(axis=0)[::-1]
+    return result
+
+
+def identification(predicted: np.ndarray, reference: np.ndarray, image: sitk.Image, reference_labels) -> tuple[int, int, list[str]]:
+    """(identified, total, misidentified names) by the VerSe rule for the given reference labels."""
+    reference_centroids = centroids_mm(reference, image, reference_labels)
+    predicted_labels = [int(v) for v in np.unique(predicted) if v]
+    predicted_centroids = centroids_mm(predicted, image, predicted_labels)
+    identified, errors = 0, []
+    for label, centre in reference_centroids.items():
+        same_kind = {p: c for p, c in predicted_centroids.items() if scheme.is_vertebra(p) == scheme.is_vertebra(label)}
+        if not same_kind:
+            errors.append(f"{scheme.structure_name(label)}: not found")
+            continue
+        nearest = min(same_kind, key=lambda p: np.linalg.norm(same_kind[p] - centre))
+        distance = float(np.linalg.norm(same_kind[nearest] - centre))
+        if nearest == label and distance <= IDENTIFICATION_RADIUS_MM:
+            identified += 1
+        else:
+            errors.append(f"{scheme.structure_name(label)}: nearest is {scheme.structure_name(nearest)} at {distance:.0f} mm")
+    return identified, len(reference_centroids), errors
+
+
+def _reference_with_pseudo_discs(reference: np.ndarray, image: sitk.Image, annotated: set[int]) -> np.ndarray:
+    frame = sagittal_frame(image)
+    canonical = frame.to_canonical(reference.astype(np.int32))
+    add_pseudo_discs(canonical, annotated, int(25.0 / frame.spacing[1]))
+    return frame.from_canonical(canonical)
+
+
+def evaluate_case(record, model_name=None, device="auto") -> dict:
+    from .inference import segment_image
+    from .measurements import measure_case
+
+    image = sitk.ReadImage(str(record.image_file))
+    reference_image = sitk.ReadImage(str(record.label_file))
+    reference = sitk.GetArrayFromImage(reference_image).astype(np.int32)
+    started = time.time()
+    result = segment_image(image, model_name, device)
+    seconds = time.time() - started
+    predicted = sitk.GetArrayFromImage(result.label_map).astype(np.int32)
+    annotated = set(record.annotated_labels)
+    vertebrae = sorted(l for l in annotated if scheme.is_vertebra(l))
+    discs = sorted(l for l in annotated if scheme.is_disc(l))
+    case: dict = {"case_id": record.case_id, "seconds": round(seconds, 2), "flags": result.report.flags, "confidence": result.report.confidence, "dice_per_level": {}}
+    if vertebrae:
+        truth = np.isin(reference, vertebrae)
+        window = np.zeros_like(truth)
+        frame = sagittal_frame(image)
+        si_axis = frame.axes[1]
+        extent = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != si_axis)))
+        index = [slice(None)] * 3
+        index[si_axis] = slice(max(0, extent[0] - 3), extent[-1] + 4)
+        window[tuple(index)] = True
+        predicted_class = np.isin(predicted, [l for l in range(1, 29)]) & window
+        case["dice_vertebra"] = dice(predicted_class, truth)
+        case["asd_vertebra_mm"] = average_surface_distance(predicted_class, truth, image)
+    if discs:
+        truth = np.isin(reference, discs)
+        predicted_class = (predicted > 100) & (predicted < 130)
+        case["dice_disc"] = dice(predicted_class, truth)
+        case["asd_disc_mm"] = average_surface_distance(predicted_class, truth, image)
+    for label in vertebrae + discs:
+        case["dice_per_level"][scheme.structure_name(label)] = dice(predicted == label, reference == label)
+    found, total, errors = identification(predicted, reference, image, vertebrae + discs)
+    case["identified"], case["identifiable"], case["identification_errors"] = found, total, errors
+
+    # disc-height agreement between measurements on predicted and reference masks
+    reference_for_measure = _reference_with_pseudo_discs(reference, image, annotated) if vertebrae else reference
+    agreement = {}
+    try:
+        reference_map = sitk.GetImageFromArray(reference_for_measure.astype(np.uint16))
+        reference_map.CopyInformation(image)
+        on_reference = {(m.level, m.parameter): m.value for m in measure_case(image, reference_map) if m.structure == "disc"}
+        on_prediction = {(m.level, m.parameter): m.value for m in measure_case(image, result.label_map) if m.structure == "disc"} if result.report.levels else {}
+        for (level, parameter), value in on_reference.items():
+            if parameter in ("dhi", "height_mean_mm") and value is not None and on_prediction.get((level, parameter)) is not None:
+                agreement.setdefault(parameter, []).append((level, value, on_prediction[(level, parameter)]))
+    except Exception as error:  # measurement failure is reported, not fatal for the evaluation
+        case["measurement_error"] = f"{type(error).__name__}: {error}"
+    case["disc_agreement"] = agreement
+    case["reference_discs"] = "gap pseudo-labels between expert bodies" if vertebrae else "expert disc labels"
+    return case
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None) -> dict:
+    records = read_manifest(Path(data_dir) if data_dir else default_data_dir())
+    if cases == "validation":
+        records = split_cases(records)[1]
+    elif cases != "all":
+        wanted = set(cases.split(","))
+        records = [r for r in records if r.case_id in wanted]
+    results = []
+    for number, record in enumerate(records):
+        results.append(evaluate_case(record, model_name, device))
+        if progress:
+            progress((number + 1) / len(records), record.case_id)
+    per_level: dict[str, list[float]] = {}
+    for case in results:
+        for level, value in case["dice_per_level"].items():
+            if value is not None:
+                per_level.setdefault(level, []).append(value)
+    agreement = {}
+    for parameter in ("dhi", "height_mean_mm"):
+        pairs = [(ref, pred) for case in results for _, ref, pred in case["disc_agreement"].get(parameter, [])]
+        if pairs:
+            ref, pred = np.array(pairs).T
+            agreement[parameter] = {"n": len(pairs), "mean_abs_difference": float(np.mean(np.abs(pred - ref))), "bias": float(np.mean(pred - ref)),
+                                    "correlation": float(np.corrcoef(ref, pred)[0, 1]) if len(pairs) > 2 else None}
+    identified = sum(c["identified"] for c in results)
+    identifiable = sum(c["identifiable"] for c in results)
+    summary = {
+        "cases": len(results),
+        "dice_vertebra": _mean(c.get("dice_vertebra") for c in results),
+        "dice_disc": _mean(c.get("dice_disc") for c in results),
+        "asd_vertebra_mm": _mean(c.get("asd_vertebra_mm") for c in results),
+        "asd_disc_mm": _mean(c.get("asd_disc_mm") for c in results),
+        "level_identification_rate": identified / identifiable if identifiable else None,
+        "identified": identified,
+        "identifiable": identifiable,
+        "dice_per_level": {level: float(np.mean(v)) for level, v in sorted(per_level.items(), key=lambda kv: scheme.anatomical_rank(scheme.label_from_name(kv[0])))},
+        "disc_agreement": agreement,
+        "mean_seconds_per_case": _mean(c["seconds"] for c in results),
+        "disc_cases": [c["case_id"] for c in results if "dice_disc" in c],
+    }
+    return {"summary": summary, "cases": results}
+
+
+def format_report(report: dict) -> str:
+    s = report["summary"]
+    fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
+    lines = [
+        f"cases: {s['cases']} (disc Dice on expert disc labels of: {', '.join(s['disc_cases']) or 'none'})",
+        f"vertebral-body class Dice: {fmt(s['dice_vertebra'])}   ASD {fmt(s['asd_vertebra_mm'], '{:.2f}')} mm",
+        f"disc class Dice:           {fmt(s['dice_disc'])}   ASD {fmt(s['asd_disc_mm'], '{:.2f}')} mm",
+        f"level identification rate: {fmt(s['level_identification_rate'])} ({s['identified']}/{s['identifiable']}, VerSe rule, 20 mm)",
+        "Dice per level: " + ", ".join(f"{k} {v:.3f}" for k, v in s["dice_per_level"].items()),
+    ]
+    for parameter, stats in s["disc_agreement"].items():
+        lines.append(f"{parameter} agreement (prediction vs reference masks): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
+    lines.append(f"mean time per case: {fmt(s['mean_seconds_per_case'], '{:.1f}')} s")
+    for case in report["cases"]:
+        if case["identification_errors"]:
+            lines.append(f"  {case['case_id']}: " + "; ".join(case["identification_errors"]))
+    return "\n".join(lines)

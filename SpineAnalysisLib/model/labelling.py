@@ -1,0 +1,222 @@
+"""From the network's per-level class map to named vertebrae and discs in anatomical order.
+
+Steps (all in the network frame: slice, row superior->inferior, column anterior->posterior):
+
+1. Vertebral bodies are the connected components of all vertebra channels; components smaller than
+   ``MIN_VERTEBRA_MM3`` (or a fraction of the typical body) and components far from the spinal column
+   are removed as spurious islands. A component that holds two well separated predicted levels
+   (two bodies joined through a missed disc) is split by level.
+2. Levels: the bodies, ordered superior to inferior, get consecutive levels (one level is skipped
+   where the gap between two bodies is about twice the typical spacing). The start level is the one
+   whose sequence the network's votes support best; so the count starts from the most confident
+   anchor (S1 when the sacrum is in view and recognised, otherwise the level the network recognises
+   best). The vote margin is reported as a confidence, with flags when it is low.
+3. Each disc component is assigned to the gap between the two bodies around its centroid and named
+   after the body above; components outside any gap next to the column are kept only right above
+   the top body or right below the bottom one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import labels as scheme
+from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+
+MIN_VERTEBRA_MM3 = 1500.0
+MIN_DISC_MM3 = 250.0
+#: A body whose centroid is further than this from the column's median position is dropped.
+MAX_OFF_AXIS_MM = 45.0
+LOW_CONFIDENCE = 0.6
+
+
+@dataclass
+class LabellingReport:
+    levels: list[str] = field(default_factory=list)  # cranial to caudal, vertebrae and discs
+    confidence: float = 0.0  # 0..1: how strongly the network's votes support the chosen level count
+    anchor: str = ""  # the level the count is anchored on
+    flags: list[str] = field(default_factory=list)
+    removed_islands: int = 0
+
+    def to_dict(self) -> dict:
+        return {"levels": self.levels, "confidence": round(self.confidence, 3), "anchor": self.anchor, "flags": self.flags, "removed_islands": self.removed_islands}
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    components = sitk.ConnectedComponent(image, False)
+    array = sitk.GetArrayFromImage(components)
+    return array, int(array.max())
+
+
+@dataclass
+class _Body:
+    mask_index: np.ndarray  # flat indices of its voxels
+    votes: np.ndarray  # fraction of voxels per vertebra class (len(VERTEBRA_CLASSES))
+    centroid: np.ndarray  # (slice, row, column) mm
+    volume: float
+
+
+def _bodies(classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]:
+    vertebra_channels = np.array([LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES])
+    channel_to_position = np.full(len(CHANNEL_LABELS), -1)
+    channel_to_position[vertebra_channels] = np.arange(len(vertebra_channels))
+    voxel_volume = float(np.prod(spacing))
+    components, count = _components(np.isin(classes, vertebra_channels))
+    flat_components = components.ravel()
+    order = np.argsort(flat_components, kind="stable")
+    sorted_ids = flat_components[order]
+    bounds = np.searchsorted(sorted_ids, np.arange(count + 2))
+    flat_classes = classes.ravel()
+    bodies = []
+    for component in range(1, count + 1):
+        index = order[bounds[component] : bounds[component + 1]]
+        positions = channel_to_position[flat_classes[index]]
+        votes = np.bincount(positions, minlength=len(vertebra_channels)).astype(float)
+        # two bodies joined by a missed disc: split when two levels each hold a typical body's share
+        strong = np.flatnonzero(votes * voxel_volume >= 0.3 * 20000.0)
+        if strong.size >= 2:
+            coordinates = np.column_stack(np.unravel_index(index, classes.shape)).astype(float)
+            rows = coordinates[:, 1]
+            centres = {p: rows[positions == p].mean() for p in strong}
+            nearest = strong[np.argmin(np.abs(rows[:, None] - np.array([centres[p] for p in strong])[None]), axis=1)]
+            for p in strong:
+                part = index[nearest == p]
+                bodies.append(_make_body(part, np.bincount(channel_to_position[flat_classes[part]], minlength=len(vertebra_channels)), classes.shape, spacing))
+            continue
+        bodies.append(_make_body(index, votes, classes.shape, spacing))
+    return bodies, count
+
+
+def _make_body(index: np.ndarray, votes: np.ndarray, shape, spacing: np.ndarray) -> _Body:
+    coordinates = np.column_stack(np.unravel_index(index, shape)).astype(float)
+    return _Body(index, votes / max(1.0, votes.sum()), coordinates.mean(axis=0) * spacing, len(index) * float(np.prod(spacing)))
+
+
+def _level_sequence(bodies: list[_Body]) -> tuple[list[int], float, list[str]]:
+    """Positions in the extended level list for each body (cranial to caudal) and a confidence."""
+    flags: list[str] = []
+    rows = np.array([b.centroid[1] for b in bodies])
+    steps = np.ones(len(bodies) - 1, int)
+    if len(bodies) >= 3:
+        gaps = np.diff(rows)
+        typical = np.median(gaps)
+        steps = np.clip(np.round(gaps / typical), 1, 2).astype(int)
+        if (steps > 1).any():
+            flags.append("a vertebra seems to be missing between detected bodies; its level was skipped")
+    offsets = np.concatenate([[0], np.cumsum(steps)])
+    n_classes = len(VERTEBRA_CLASSES)
+    scores = {}
+    for start in range(-int(offsets[-1]) - 3, n_classes):
+        positions = start + offsets
+        if positions[-1] >= n_classes:  # nothing is below S1
+            continue
+        score = sum(b.votes[p] if 0 <= p < n_classes else 0.0 for b, p in zip(bodies, positions))
+        scores[start] = score / len(bodies)
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    best_start, best = ranked[0]
+    second = ranked[1][1] if len(ranked) > 1 else 0.0
+    confidence = float(np.clip(best - second + best * 0.5, 0.0, 1.0)) if best > 0 else 0.0
+    return list(best_start + offsets), confidence, flags
+
+
+def _position_to_vertebra(position: int) -> int:
+    """Position in VERTEBRA_CLASSES, extended cranially by counting (T9, T8, ...)."""
+    if position >= 0:
+        return VERTEBRA_CLASSES[position]
+    label = VERTEBRA_CLASSES[0]
+    for _ in range(-position):
+        label = scheme.previous_vertebra(label)
+        if label is None:
+            raise ValueError("level count above C1")
+    return label
+
+
+def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, LabellingReport]:
+    """Scheme label map (uint16, same shape) from a network class map in the network frame."""
+    spacing = np.asarray(spacing_mm, float)
+    report = LabellingReport()
+    result = np.zeros(classes.shape, np.uint16)
+    bodies, _ = _bodies(classes, spacing)
+    if bodies:
+        typical = float(np.median([b.volume for b in bodies if b.volume >= MIN_VERTEBRA_MM3] or [0]))
+        kept = [b for b in bodies if b.volume >= max(MIN_VERTEBRA_MM3, 0.15 * typical)]
+        if kept:
+            column = np.median([b.centroid[2] for b in kept])
+            centre = np.median([b.centroid[0] for b in kept])
+            kept = [b for b in kept if abs(b.centroid[2] - column) <= MAX_OFF_AXIS_MM and abs(b.centroid[0] - centre) <= MAX_OFF_AXIS_MM]
+        report.removed_islands += len(bodies) - len(kept)
+        bodies = sorted(kept, key=lambda b: b.centroid[1])
+    if not bodies:
+        report.flags.append("no vertebrae found")
+        return result, report
+
+    positions, confidence, flags = _level_sequence(bodies)
+    report.flags.extend(flags)
+    report.confidence = confidence
+    vertebrae = [_position_to_vertebra(p) for p in positions]
+    for body, label in zip(bodies, vertebrae):
+        result.ravel()[body.mask_index] = label
+    best_anchor = int(np.argmax([b.votes[p] if 0 <= p < len(VERTEBRA_CLASSES) else 0 for b, p in zip(bodies, positions)]))
+    report.anchor = "S1" if vertebrae[-1] == 26 and bodies[-1].votes[-1] > 0.5 else scheme.vertebra_name(vertebrae[best_anchor])
+    if confidence < LOW_CONFIDENCE:
+        report.flags.append(f"level count uncertain (confidence {confidence:.2f}): check for a transitional vertebra (L6/T13, sacralisation)")
+    if 26 not in vertebrae:
+        report.flags.append(f"S1 not in view or not recognised: levels counted from {report.anchor}")
+    if any(p < 0 for p in positions):
+        report.flags.append("vertebrae above T10 were named by counting only")
+
+    _assign_discs(classes, spacing, bodies, vertebrae, result, report)
+    present = [int(v) for v in np.unique(result) if v]
+    report.levels = [scheme.structure_name(v) for v in sorted(present, key=scheme.anatomical_rank)]
+    return result, report
+
+
+def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:
+    disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
+    components, count = _components(np.isin(classes, disc_channels))
+    if count == 0:
+        return
+    voxel_volume = float(np.prod(spacing))
+    rows = np.array([b.centroid[1] for b in bodies])
+    gap_mm = float(np.median(np.diff(rows))) if len(rows) > 1 else 35.0
+    column = np.median([b.centroid[2] for b in bodies])
+    by_disc: dict[int, list[tuple[float, np.ndarray]]] = {}
+    flat = components.ravel()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(count + 2))
+    for component in range(1, count + 1):
+        index = order[bounds[component] : bounds[component + 1]]
+        volume = len(index) * voxel_volume
+        if volume < MIN_DISC_MM3:
+            report.removed_islands += 1
+            continue
+        centroid = np.column_stack(np.unravel_index(index, classes.shape)).mean(axis=0) * spacing
+        if abs(centroid[2] - column) > MAX_OFF_AXIS_MM:
+            report.removed_islands += 1
+            continue
+        above = int(np.searchsorted(rows, centroid[1])) - 1  # index of the body above
+        if above >= len(bodies) - 1:  # below the lowest body
+            label_above = vertebrae[-1]
+            if label_above == 26 or centroid[1] - rows[-1] > gap_mm:
+                report.removed_islands += 1
+                continue
+        elif above < 0:  # above the top body
+            label_above = scheme.previous_vertebra(vertebrae[0])
+            if label_above is None or rows[0] - centroid[1] > gap_mm:
+                report.removed_islands += 1
+                continue
+        else:
+            label_above = vertebrae[above]
+        by_disc.setdefault(scheme.disc_label(label_above), []).append((volume, index))
+    for disc, parts in by_disc.items():
+        largest = max(volume for volume, _ in parts)
+        for volume, index in parts:
+            if volume < 0.2 * largest:
+                report.removed_islands += 1
+                continue
+            free = result.ravel()[index] == 0
+            result.ravel()[index[free]] = disc

@@ -1,0 +1,80 @@
+"""``report.png``: the mid-sagittal slice with coloured, named levels and the key numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import labels as scheme
+from .model.preprocessing import normalise_intensity, sagittal_frame
+
+KEY_DISC_PARAMETERS = (("height_mean_mm", "h {:.1f} mm"), ("dhi", "DHI {:.2f}"), ("delta_si", "ΔSI {:.0f}"), ("pfirrmann_estimate", "Pf {:.0f}"))
+KEY_VERTEBRA_PARAMETERS = (("height_anterior_mm", "Ha {:.1f}"), ("height_posterior_mm", "Hp {:.1f}"), ("genant_grade", "Genant {:.0f}"), ("slip_percent", "slip {:.0f}%"))
+
+
+def _values_by_level(measurements) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for m in measurements:
+        if m.value is not None:
+            table.setdefault(m.level, {})[m.parameter] = m.value
+    return table
+
+
+def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: str | Path, title: str = "", notes: list[str] | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = sagittal_frame(image)
+    picture = normalise_intensity(frame.to_canonical(sitk.GetArrayFromImage(image)))
+    labels = frame.to_canonical(sitk.GetArrayFromImage(label_map))
+    counts = (labels > 0).reshape(labels.shape[0], -1).sum(axis=1)
+    index = int(np.argmax(counts)) if counts.any() else labels.shape[0] // 2
+    slice_image, slice_labels = picture[index], labels[index]
+    row_mm, col_mm = frame.spacing[1], frame.spacing[2]
+    extent = (0, slice_image.shape[1] * col_mm, slice_image.shape[0] * row_mm, 0)
+
+    values = _values_by_level(measurements)
+    figure, axis = plt.subplots(figsize=(10, 8), dpi=100)
+    axis.imshow(slice_image, cmap="gray", extent=extent, interpolation="bilinear")
+    overlay = np.zeros((*slice_labels.shape, 4))
+    present = sorted((int(v) for v in np.unique(labels) if v), key=scheme.anatomical_rank)
+    for label in present:
+        overlay[slice_labels == label] = (*scheme.structure_color(label), 0.45)
+    axis.imshow(overlay, extent=extent, interpolation="nearest")
+    for label in present:
+        rows, cols = np.nonzero(labels[:, :, :] == label)[1:]
+        if rows.size == 0:
+            continue
+        name = scheme.structure_name(label)
+        y = rows.mean() * row_mm
+        x_right = cols.max() * col_mm + 8
+        entries = KEY_DISC_PARAMETERS if scheme.is_disc(label) else KEY_VERTEBRA_PARAMETERS
+        numbers = [fmt.format(values[name][key]) for key, fmt in entries if key in values.get(name, {})]
+        text = name + ("  " + "  ".join(numbers) if numbers else "")
+        axis.text(x_right, y, text, color=scheme.structure_color(label), fontsize=8 if scheme.is_disc(label) else 9,
+                  va="center", ha="left", fontweight="bold" if scheme.is_vertebra(label) else "normal",
+                  bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5))
+    spine = values.get("L1-S1", {}) | values.get("L1-L5", {})
+    lines = [title] if title else []
+    if "lumbar_lordosis_deg" in spine:
+        lines.append(f"lumbar lordosis {spine['lumbar_lordosis_deg']:.0f}°")
+    for m in measurements:
+        if m.structure == "spine" and m.parameter == "sacral_slope_deg" and m.value is not None:
+            lines.append(f"sacral slope {m.value:.0f}°")
+    lines.extend(notes or [])
+    axis.set_title("\n".join(lines), fontsize=9, loc="left")
+    axis.set_xlabel("anterior → posterior (mm)")
+    axis.set_ylabel("superior → inferior (mm)")
+    axis.set_xlim(0, max(extent[1], extent[1] + 10))
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+    return path

@@ -1,0 +1,208 @@
+"""Network frame, partial-label losses, level labelling and safe model loading (no trained weights needed)."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from SpineAnalysisLib import labels as scheme
+from SpineAnalysisLib.errors import ModelError
+from SpineAnalysisLib.model import store
+from SpineAnalysisLib.model.classes import CHANNEL_LABELS, LABEL_TO_CHANNEL, NUM_CHANNELS
+from SpineAnalysisLib.model.dataset import add_pseudo_discs
+from SpineAnalysisLib.model.labelling import label_levels
+from SpineAnalysisLib.model.losses import marginal_cross_entropy, partial_dice_loss
+from SpineAnalysisLib.model.network import NetworkConfig, build_network
+from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
+
+
+def _image_with_direction(direction, size=(6, 7, 8)):
+    image = sitk.Image(size, sitk.sitkFloat32)
+    image.SetDirection(direction)
+    return image
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [
+        (0, 0, -1, 0, 1, 0, -1, 0, 0),  # the shared data: I, P, R
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),  # axial LPS
+        (0, 0, 1, 1, 0, 0, 0, -1, 0),  # sagittal stack, index axes P?, S, L permuted
+        (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS-like file
+    ],
+)
+def test_sagittal_frame_puts_superior_top_and_anterior_left(direction):
+    image = _image_with_direction(direction)
+    array = np.zeros(image.GetSize()[::-1], np.float32)
+    # mark the voxel that is most superior, most anterior and most right
+    lps = np.array([[image.TransformIndexToPhysicalPoint((int(i), int(j), int(k))) for i, j, k in [idx]] for idx in np.ndindex(*image.GetSize())])[:, 0]
+    score = lps[:, 2] - lps[:, 1] - lps[:, 0] * 1e-3  # superior, anterior (LPS y small), right (x small)
+    target = list(np.ndindex(*image.GetSize()))[int(np.argmax(score))]
+    array[target[::-1]] = 1
+    frame = sagittal_frame(image)
+    canonical = frame.to_canonical(array)
+    position = np.argwhere(canonical == 1)[0]
+    assert position[1] == 0 and position[2] == 0  # top row, left column
+    np.testing.assert_array_equal(frame.from_canonical(canonical), array)
+
+
+def test_oblique_frame_reports_its_angle():
+    angle = np.radians(20)
+    direction = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    frame = sagittal_frame(_image_with_direction(tuple(direction.ravel())))
+    assert frame.obliqueness_deg == pytest.approx(20, abs=0.01)
+
+
+def test_normalise_intensity_handles_constant_and_non_finite_volumes():
+    assert normalise_intensity(np.full((4, 4, 4), 7.0)).max() == 0
+    volume = np.linspace(0, 100, 64).reshape(4, 4, 4)
+    volume[0, 0, 0] = np.nan
+    result = normalise_intensity(volume)
+    assert np.isfinite(result).all() and result.min() == 0 and result.max() == 1
+
+
+def test_marginal_loss_equals_cross_entropy_when_everything_is_annotated():
+    torch.manual_seed(0)
+    logits = torch.randn(2, NUM_CHANNELS, 5, 5)
+    target = torch.randint(0, NUM_CHANNELS, (2, 5, 5))
+    annotated = torch.ones(2, NUM_CHANNELS, dtype=torch.bool)
+    expected = torch.nn.functional.cross_entropy(logits, target)
+    assert marginal_cross_entropy(logits, target, annotated).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_marginal_loss_does_not_punish_unannotated_structures():
+    logits = torch.full((1, NUM_CHANNELS, 1, 1), -10.0)
+    disc = LABEL_TO_CHANNEL[123]
+    logits[0, disc] = 10.0  # confident L4-L5 disc on a voxel labelled 0
+    target = torch.zeros(1, 1, 1, dtype=torch.long)
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, 0] = True
+    assert marginal_cross_entropy(logits, target, annotated).item() < 1e-3  # disc not annotated: no penalty
+    annotated[0, disc] = True
+    assert marginal_cross_entropy(logits, target, annotated).item() > 10  # annotated: background was right
+
+
+def test_partial_dice_ignores_unannotated_channels():
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = LABEL_TO_CHANNEL[22]
+    logits = torch.full((1, NUM_CHANNELS, 4, 4), -20.0)
+    logits[0, LABEL_TO_CHANNEL[22], :2] = 20
+    logits[0, 0, 2:] = 20
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, [0, LABEL_TO_CHANNEL[22]]] = True
+    assert partial_dice_loss(logits, target, annotated).item() < 1e-3
+
+
+def test_pseudo_discs_fill_the_gap_between_consecutive_bodies():
+    labels = np.zeros((3, 40, 20), np.int32)  # slice, row (S->I), column (A->P)
+    labels[:, 5:15, 4:16] = 22  # L3
+    labels[:, 20:30, 6:18] = 23  # L4, shifted posteriorly
+    added = add_pseudo_discs(labels, {22, 23}, max_gap_px=25)
+    assert added == {122}
+    disc = labels == 122
+    assert disc[:, 15:20, 6:16].all()  # the gap over the columns both bodies cross
+    assert disc.sum() == 3 * 5 * 10
+
+
+def test_pseudo_discs_skip_non_consecutive_or_distant_bodies():
+    labels = np.zeros((1, 80, 10), np.int32)
+    labels[:, 0:10] = 21
+    labels[:, 50:60] = 22  # 40 px gap
+    assert add_pseudo_discs(labels, {21, 22}, max_gap_px=25) == set()
+
+
+def _class_map(levels, spacing=(4.0, 1.0, 1.0), with_discs=True, rows_per_level=36):
+    """A network class map: bodies of 28 mm and discs of 8 mm stacked from the top, 10 slices thick."""
+    shape = (10, rows_per_level * len(levels) + 20, 60)
+    classes = np.zeros(shape, np.uint8)
+    for i, label in enumerate(levels):
+        top = 10 + i * rows_per_level
+        classes[:, top : top + 28, 15:45] = LABEL_TO_CHANNEL[label]
+        below = scheme.next_vertebra(label)
+        if with_discs and below is not None and scheme.disc_label(label) in LABEL_TO_CHANNEL and i + 1 < len(levels):
+            classes[:, top + 28 : top + 36, 17:43] = LABEL_TO_CHANNEL[scheme.disc_label(label)]
+    return classes
+
+
+def test_labelling_names_levels_and_puts_discs_between_their_vertebrae():
+    levels = [20, 21, 22, 23, 24, 26]
+    labels, report = label_levels(_class_map(levels), (4.0, 1.0, 1.0))
+    assert report.levels == ["L1", "L1-L2", "L2", "L2-L3", "L3", "L3-L4", "L4", "L4-L5", "L5", "L5-S1", "S1"]
+    assert report.anchor == "S1"
+    assert report.confidence > 0.6
+    rows = {int(v): np.argwhere(labels == v)[:, 1].mean() for v in np.unique(labels) if v}
+    for disc in (120, 121, 122, 123, 124):
+        above = scheme.vertebra_above_disc(disc)
+        assert rows[above] < rows[disc] < rows[scheme.next_vertebra(above)]
+
+
+def test_labelling_corrects_an_inconsistent_vote():
+    classes = _class_map([20, 21, 22, 23, 24, 26])
+    classes[classes == LABEL_TO_CHANNEL[22]] = LABEL_TO_CHANNEL[21]  # the network calls L3 "L2" too
+    labels, report = label_levels(classes, (4.0, 1.0, 1.0))
+    assert [n for n in report.levels if "-" not in n] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def test_labelling_removes_small_islands_and_far_blobs():
+    classes = _class_map([22, 23, 24])
+    classes[0:2, 100:104, 0:3] = LABEL_TO_CHANNEL[21]  # 32 voxels x 4 mm3: an island
+    labels, report = label_levels(classes, (4.0, 1.0, 1.0))
+    assert report.removed_islands >= 1
+    assert 21 not in np.unique(labels)
+
+
+def test_no_vertebrae_found_gives_an_empty_result():
+    labels, report = label_levels(np.zeros((5, 50, 50), np.uint8), (4.0, 1.0, 1.0))
+    assert not labels.any()
+    assert "no vertebrae found" in report.flags
+
+
+def _save_model(tmp_path, tamper=None):
+    network = build_network(NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0))
+    info = store.write_model(tmp_path / "m", network.state_dict(), {"name": "tiny", "version": "1", "network": NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0).to_dict()})
+    if tamper:
+        tamper(info)
+    return info
+
+
+def test_model_loads_after_checksum_verification(tmp_path):
+    info = _save_model(tmp_path)
+    network = store.load_network(store.find_model(str(info.folder)))
+    assert sum(p.numel() for p in network.parameters()) > 0
+
+
+def test_corrupt_weights_are_refused(tmp_path):
+    info = _save_model(tmp_path, lambda i: i.weights_path.write_bytes(i.weights_path.read_bytes()[:-10] + b"0123456789"))
+    with pytest.raises(ModelError, match="corrupt or was changed"):
+        store.load_network(info)
+
+
+def test_missing_weights_are_named(tmp_path):
+    info = _save_model(tmp_path, lambda i: i.weights_path.unlink())
+    with pytest.raises(ModelError, match="is missing"):
+        store.load_network(info)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_pickled_objects_are_not_executed(tmp_path, capsys):
+    def replace_with_pickle(info):
+        torch.save({"weight": Payload()}, info.weights_path)
+        manifest = json.loads((info.folder / "manifest.json").read_text())
+        manifest["sha256"] = store.sha256_of(info.weights_path)
+        (info.folder / "manifest.json").write_text(json.dumps(manifest))
+
+    info = _save_model(tmp_path, replace_with_pickle)
+    with pytest.raises(ModelError, match="could not be loaded"):
+        store.load_network(store.find_model(str(info.folder)))
+    assert "arbitrary code ran" not in capsys.readouterr().out
+
+
+def test_unknown_model_name_lists_what_exists():
+    with pytest.raises(ModelError, match="not found"):
+        store.find_model("no-such-model")
