@@ -5,6 +5,7 @@
     spineanalysis measure IMAGE LABELS -o OUTDIR  measurements.csv / .json from a label map
     spineanalysis evaluate [--data DIR]           score a model on labelled cases
     spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
+    spineanalysis export-model RUNDIR -o FOLDER   weights + checksum + manifest from a run
     spineanalysis models                          list available models
 
 Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=20261123)
     train.add_argument("--threads", type=int, default=2)
 
+    export = commands.add_parser("export-model", help="turn a training run into a model folder (weights, checksum, manifest)")
+    export.add_argument("run", help="training run folder")
+    export.add_argument("-o", "--output", required=True, help="model folder to write")
+    export.add_argument("--name", default="spine-mri-2d")
+    export.add_argument("--version", default="1.0.0")
+    export.add_argument("--evaluation", help="JSON written by 'spineanalysis evaluate -o', stored as validation metrics")
+
     commands.add_parser("models", help="list available models")
     return parser
 
@@ -119,6 +127,13 @@ def _run(args: argparse.Namespace) -> int:
 
         config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None)
+        return 0
+    if args.command == "export-model":
+        from .model.store import export_run
+
+        evaluation = json.loads(Path(args.evaluation).read_text()) if args.evaluation else None
+        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation)
+        print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     if args.command == "models":
         from .model.store import list_models

@@ -91,6 +91,49 @@ def _bodies(classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]
     return bodies, count
 
 
+def _split_tall_bodies(bodies: list[_Body], classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]:
+    """Split components that span several bodies (joined where a thin disc was missed).
+
+    A component taller than 1.6 typical body heights is cut at the rows where its cross-section is
+    smallest (the narrow bridge through the missed disc), at least 0.6 body heights apart.
+    """
+    if len(bodies) < 3:
+        return bodies, 0
+    extents = []
+    for body in bodies:
+        rows = np.unravel_index(body.mask_index, classes.shape)[1]
+        extents.append((rows.max() - rows.min() + 1) * spacing[1])
+    typical = float(np.median(extents))
+    vertebra_channels = np.array([LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES])
+    channel_to_position = np.full(len(CHANNEL_LABELS), -1)
+    channel_to_position[vertebra_channels] = np.arange(len(vertebra_channels))
+    result, splits = [], 0
+    for body, extent in zip(bodies, extents):
+        count = int(round((extent + 0.3 * typical) / (1.3 * typical)))
+        if extent < 1.6 * typical or count < 2:
+            result.append(body)
+            continue
+        rows = np.unravel_index(body.mask_index, classes.shape)[1]
+        top = rows.min()
+        profile = np.bincount(rows - top).astype(float)
+        margin, separation = 0.4 * typical / spacing[1], 0.6 * typical / spacing[1]
+        cuts: list[int] = []
+        for row in np.argsort(profile, kind="stable"):
+            if row < margin or row > len(profile) - 1 - margin or any(abs(row - c) < separation for c in cuts):
+                continue
+            cuts.append(int(row))
+            if len(cuts) == count - 1:
+                break
+        edges = [0, *sorted(cuts), len(profile)]
+        for start, stop in zip(edges, edges[1:]):
+            part = body.mask_index[(rows - top >= start) & (rows - top < stop)]
+            if part.size:
+                votes = np.bincount(channel_to_position[classes.ravel()[part]], minlength=len(vertebra_channels)).astype(float)
+                result.append(_make_body(part, votes, classes.shape, spacing))
+        splits += len(cuts)
+    return result, splits
+
+
 def _make_body(index: np.ndarray, votes: np.ndarray, shape, spacing: np.ndarray) -> _Body:
     coordinates = np.column_stack(np.unravel_index(index, shape)).astype(float)
     return _Body(index, votes / max(1.0, votes.sum()), coordinates.mean(axis=0) * spacing, len(index) * float(np.prod(spacing)))
@@ -141,6 +184,9 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
     report = LabellingReport()
     result = np.zeros(classes.shape, np.uint16)
     bodies, _ = _bodies(classes, spacing)
+    bodies, splits = _split_tall_bodies(bodies, classes, spacing)
+    if splits:
+        report.flags.append(f"{splits} joined vertebral bodies were separated at their narrowest rows: check those discs")
     if bodies:
         typical = float(np.median([b.volume for b in bodies if b.volume >= MIN_VERTEBRA_MM3] or [0]))
         kept = [b for b in bodies if b.volume >= max(MIN_VERTEBRA_MM3, 0.15 * typical)]

@@ -127,3 +127,35 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
     manifest = dict(manifest, weights=weights_name, sha256=sha256_of(weights), channel_labels=list(CHANNEL_LABELS))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return ModelInfo(manifest["name"], str(manifest["version"]), folder, manifest)
+
+
+def export_run(run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None) -> ModelInfo:
+    """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder."""
+    run_dir = Path(run_dir)
+    state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
+    config = json.loads((run_dir / "training_config.json").read_text())
+    split = json.loads((run_dir / "split.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    elapsed = max((r.get("elapsed_s", 0) for r in log), default=0)
+    manifest = {
+        "name": name,
+        "version": version,
+        "description": "2D sagittal U-Net (MONAI) predicting vertebral bodies T10-S1 and discs T10-T11..L5-S1 per level; levels made consistent by SpineAnalysisLib.model.labelling",
+        "network": config["network"],
+        "expected_input": {
+            "modality": "MR (T1, T2, STIR/TIRM, Dixon/water-fat); CT is refused",
+            "orientation": "any; processed as sagittal slices (axial/coronal stacks are reformatted, with a warning)",
+            "in_plane_spacing_mm": 1.0,
+            "intensity": "robust percentile normalisation (0.5-99.5 %) per volume",
+        },
+        "training": {
+            "data": "../shared/data/lumbar_mri (FastCleverSeg redistribution of MyoSegmenTUM, Chu 2015, Zukic 2014, Menezes-Reis 2016)",
+            "train_cases": split["train"],
+            "validation_cases": split["validation"],
+            "config": {k: v for k, v in config.items() if k != "network"},
+            "wall_clock_minutes": round(elapsed / 60, 1),
+            "hardware": "2-core CPU (no GPU)",
+        },
+        "validation": (evaluation or {}).get("summary", {}),
+    }
+    return write_model(Path(folder), state, manifest)

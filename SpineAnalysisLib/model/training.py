@@ -196,7 +196,7 @@ def train(
         optimiser.step()
         scheduler.step()
         step += 1
-        window_losses.append(float(loss))
+        window_losses.append(loss.item())
         if step % 25 == 0 or step == config.steps:
             record = {"step": step, "loss": float(np.mean(window_losses)), "lr": scheduler.get_last_lr()[0], "seconds_per_step": (time.time() - window_start) / len(window_losses), "elapsed_s": time.time() - started}
             log_file.write(json.dumps(record) + "\n")

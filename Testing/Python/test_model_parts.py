@@ -206,3 +206,16 @@ def test_pickled_objects_are_not_executed(tmp_path, capsys):
 def test_unknown_model_name_lists_what_exists():
     with pytest.raises(ModelError, match="not found"):
         store.find_model("no-such-model")
+
+
+def test_joined_bodies_are_split_at_the_missed_disc():
+    classes = _class_map([20, 21, 22, 23, 24, 26])
+    rows = np.arange(classes.shape[1])
+    # the L1-L2 disc is missed: a narrow bridge of "L1" joins L1 and L2
+    bridge = (rows >= 10 + 28) & (rows < 10 + 36)
+    classes[:, bridge, :] = 0
+    classes[:, bridge, 28:32] = LABEL_TO_CHANNEL[20]
+    classes[classes == LABEL_TO_CHANNEL[21]] = LABEL_TO_CHANNEL[20]  # and calls both bodies L1
+    labels, report = label_levels(classes, (4.0, 1.0, 1.0))
+    assert [n for n in report.levels if "-" not in n] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+    assert any("separated" in f for f in report.flags)

@@ -1,0 +1,61 @@
+"""The command line: outputs on the input grid, one-line errors."""
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from SpineAnalysisLib.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+SAMPLE_LABELS = ROOT / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_labels.nii.gz"
+
+
+def _small_sample(tmp_path):
+    path = tmp_path / "small.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:, :, 24:40], str(path))
+    return path
+
+
+def test_segment_writes_a_label_map_on_the_input_grid(tmp_path, capsys):
+    image_path = _small_sample(tmp_path)
+    assert main(["segment", str(image_path), "-o", str(tmp_path / "labels.nii.gz"), "--device", "cpu", "--progress"]) == 0
+    out = capsys.readouterr().out
+    assert "progress: 1.000 done" in out and "levels:" in out
+    image, labels = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(tmp_path / "labels.nii.gz"))
+    assert labels.GetSize() == image.GetSize()
+    np.testing.assert_allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(labels.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert sitk.GetArrayFromImage(labels).max() > 0
+
+
+def test_analyze_writes_every_output(tmp_path):
+    assert main(["analyze", str(_small_sample(tmp_path)), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"labels.nii.gz", "measurements.csv", "measurements.json", "report.png", "summary.json"} <= names
+    header = (tmp_path / "out" / "measurements.csv").read_text().splitlines()[0]
+    assert header.startswith("structure,level,parameter,value,unit")
+    assert (tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_measure_on_expert_labels(tmp_path):
+    assert main(["measure", str(SAMPLE), str(SAMPLE_LABELS), "-o", str(tmp_path)]) == 0
+    rows = (tmp_path / "measurements.csv").read_text().splitlines()
+    assert any(row.startswith("vertebra,L3,height_anterior_mm,") for row in rows)
+
+
+def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not an image")
+    assert main(["segment", str(broken), "-o", str(tmp_path / "x.nii.gz")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("spineanalysis: error:") and "\n" not in error
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_grid_mismatch_in_measure_is_named(tmp_path, capsys):
+    labels = sitk.ReadImage(str(SAMPLE_LABELS))[:, :, 1:]
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    assert main(["measure", str(SAMPLE), str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "out")]) == 2
+    assert "different grids" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""Real inference with the shipped weights on a small real input (a crop of the bundled sample)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SpineAnalysisLib import labels as scheme
+from SpineAnalysisLib.errors import InputError
+from SpineAnalysisLib.inference import pick_device, segment_image
+from SpineAnalysisLib.model.store import find_model
+
+SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def small_real_image():
+    image = sitk.ReadImage(str(SAMPLE))
+    return image[:, :, 20:44]  # 24 central sagittal slices, geometry kept
+
+
+@pytest.fixture(scope="module")
+def result(small_real_image):
+    return segment_image(small_real_image, device="cpu")
+
+
+def _si_centroids(label_map):
+    array = sitk.GetArrayFromImage(label_map)
+    centres = {}
+    for label in np.unique(array):
+        if label:
+            index = np.argwhere(array == label).mean(axis=0)[::-1]
+            centres[int(label)] = label_map.TransformContinuousIndexToPhysicalPoint(index.tolist())[2]  # LPS z: superior
+    return centres
+
+
+def test_shipped_model_is_found_and_verified():
+    info = find_model()
+    assert info.manifest["sha256"] and info.weights_path.stat().st_size < 50 * 2**20
+
+
+def test_label_map_is_on_the_input_grid(small_real_image, result):
+    label_map = result.label_map
+    assert label_map.GetSize() == small_real_image.GetSize()
+    assert label_map.GetSpacing() == small_real_image.GetSpacing()
+    assert label_map.GetOrigin() == small_real_image.GetOrigin()
+    assert label_map.GetDirection() == small_real_image.GetDirection()
+
+
+def test_lumbar_levels_are_found_in_anatomical_order(result):
+    centres = _si_centroids(result.label_map)
+    vertebrae = sorted((v for v in centres if scheme.is_vertebra(v)), key=scheme.anatomical_rank)
+    assert {21, 22, 23, 24} <= set(vertebrae), result.report.levels  # the sample shows L1-L5 (expert labels)
+    heights = [centres[v] for v in vertebrae]
+    assert heights == sorted(heights, reverse=True)  # each level below the previous one
+
+
+def test_discs_sit_between_their_vertebrae(result):
+    centres = _si_centroids(result.label_map)
+    discs = [d for d in centres if scheme.is_disc(d)]
+    assert len(discs) >= 3
+    for disc in discs:
+        above = scheme.vertebra_above_disc(disc)
+        below = scheme.next_vertebra(above)
+        if above in centres:
+            assert centres[disc] < centres[above]
+        if below in centres:
+            assert centres[disc] > centres[below]
+
+
+def test_vertebrae_match_the_expert_labels_of_the_sample(small_real_image, result):
+    reference = sitk.ReadImage(str(SAMPLE).replace("_image", "_labels"))[:, :, 20:44]
+    truth = sitk.GetArrayFromImage(reference)
+    predicted = sitk.GetArrayFromImage(result.label_map)
+    for level in (21, 22, 23, 24):
+        a, b = truth == level, predicted == level
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7, scheme.structure_name(level)
+
+
+def _like(image, array):
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
+def test_uniform_volume_has_no_vertebrae(small_real_image):
+    result = segment_image(_like(small_real_image, np.full(small_real_image.GetSize()[::-1], 100, np.uint8)), device="cpu")
+    assert "no vertebrae found" in result.report.flags
+    assert not sitk.GetArrayFromImage(result.label_map).any()
+
+
+def test_random_noise_has_no_vertebrae(small_real_image):
+    noise = np.random.default_rng(1).integers(0, 255, small_real_image.GetSize()[::-1]).astype(np.uint8)
+    result = segment_image(_like(small_real_image, noise), device="cpu")
+    assert result.report.levels == [] or len([l for l in result.report.levels if "-" not in l]) == 0
+
+
+def test_ct_volume_is_refused(small_real_image):
+    hounsfield = np.full(small_real_image.GetSize()[::-1], -1000, np.int16)
+    hounsfield[:, 40:120, 60:100] = 300
+    with pytest.raises(InputError, match="CT volume"):
+        segment_image(_like(small_real_image, hounsfield), device="cpu")
+
+
+def test_non_finite_voxels_are_handled(small_real_image):
+    array = sitk.GetArrayFromImage(small_real_image).astype(np.float32)
+    array[0, :10, :10] = np.nan
+    array[1, :10, :10] = np.inf
+    result = segment_image(_like(small_real_image, array), device="cpu")
+    assert any("NaN" in w for w in result.warnings)
+    assert len(result.report.levels) >= 5
+
+
+def test_2d_image_is_refused():
+    with pytest.raises(InputError, match="3D"):
+        segment_image(sitk.Image(64, 64, sitk.sitkUInt8), device="cpu")
+
+
+def test_cancel_stops_inference(small_real_image):
+    with pytest.raises(InterruptedError):
+        segment_image(small_real_image, device="cpu", cancel=lambda: True)
+
+
+def test_device_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(InputError):
+        pick_device("tpu")
