@@ -1,0 +1,56 @@
+"""The module file outside Slicer: metadata, parameter node, and its own self-test on a real MRML scene."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+
+def test_module_metadata_satisfies_generic_tests(spine_module):
+    """WITH_GENERIC_TESTS needs non-empty title, categories, contributors, help and acknowledgement."""
+    parent = types.SimpleNamespace(path=spine_module.__file__)
+    module = spine_module.SpineAnalysis(parent)
+    assert parent.title == "Spine Analysis"
+    assert parent.categories == ["Segmentation", "Quantification"]
+    assert parent.contributors and all(c.strip() for c in parent.contributors)
+    assert parent.helpText.strip()
+    for source in ("FastCleverSeg", "MyoSegmenTUM", "BianqueNet", "Menezes-Reis"):
+        assert source in parent.acknowledgementText
+    assert module.moduleName == "SpineAnalysis"
+
+
+def test_parameter_node_defaults_and_node_references(spine_module, slicer_scene):
+    logic = spine_module.SpineAnalysisLogic()
+    parameters = logic.getParameterNode()
+    assert (parameters.model, parameters.device, parameters.sex, parameters.age, parameters.autoUpdate) == ("default", "auto", "unknown", 0, True)
+    volume = slicer_scene.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mri")
+    segmentation = slicer_scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    parameters.inputVolume = volume
+    parameters.segmentation = segmentation
+    parameters.device = "cpu"
+    # the values live in the scene's singleton parameter node, so a new logic sees them
+    again = spine_module.SpineAnalysisLogic().getParameterNode()
+    assert again.inputVolume is volume and again.segmentation is segmentation and again.device == "cpu"
+    with pytest.raises(ValueError):
+        parameters.device = "tpu"
+
+
+def test_self_test_workflow(spine_module, slicer_scene):
+    """The module's own SpineAnalysisTest (as "Reload and Test" runs it), on a slicer-core scene.
+
+    test_workflow: loads the synthetic phantom, checks segment names and terminology, erases the top 2 mm of
+    the L4-L5 disc through updateSegmentBinaryLabelmapFromArray, recomputes and checks height_mean_mm dropped
+    by 2 mm (within a voxel), then shifts the levels down and checks names, terminology and table rows.
+    test_sample: the bundled MRI sample with expert L1-L5 labels: names, plausible heights, level order.
+    """
+    spine_module.SpineAnalysisTest().runTest()
+
+
+def test_self_test_finds_the_bundled_sample(spine_module):
+    """test_sample skips only when no sample is bundled; in this repository one is, so it really runs."""
+    import os
+
+    folder = os.path.join(spine_module._LIBRARY_PARENT, "Resources", "Samples")
+    assert os.path.isfile(os.path.join(folder, spine_module.SpineAnalysisTest.SAMPLE_IMAGE))
+    assert os.path.isfile(os.path.join(folder, spine_module.SpineAnalysisTest.SAMPLE_LABELS))
