@@ -590,9 +590,12 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         node.EndModify(wasModified)
 
     @staticmethod
-    def terminologyEntry(label: int) -> str:
-        """Slicer's serialised terminology entry (category, type, anatomic context) of a scheme label."""
-        structure = scheme.structure(label)
+    def terminologyEntry(label: int, name: str | None = None) -> str:
+        """Slicer's serialised terminology entry (category, type, anatomic context) of a scheme label.
+
+        ``name`` keeps a disc's own neighbours ("L5-L6" gets the generic disc code, not L5/S1's).
+        """
+        structure = scheme.structure_for_name(name) if name else scheme.structure(label)
         return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
             TERMINOLOGY_CONTEXT,
             CATEGORY_CODE[1], CATEGORY_CODE[0], CATEGORY_CODE[2],
@@ -620,7 +623,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         self._suppressEvents += 1
         try:
             segment.SetColor(*structure.color)
-            segment.SetTag(segment.GetTerminologyEntryTagName(), self.terminologyEntry(label))
+            segment.SetTag(segment.GetTerminologyEntryTagName(), self.terminologyEntry(label, segment.GetName()))
             # Not SetLabelValue: that is the segment's value inside its shared labelmap layer, and changing it
             # without the voxels hands the segment other voxels. Label values come from names on export.
         finally:

@@ -64,6 +64,15 @@ _VERTEBRA_SNOMED: dict[int, tuple[str, str]] = {
     28: ("51282000", "Vertebra"),  # T13 has no code of its own
 }
 DISC_SNOMED = ("360499006", "Intervertebral disc")
+# Per-level disc codes of DICOM CID 7604 where one exists; other discs use DISC_SNOMED.
+_DISC_LEVEL_SNOMED: dict[int, tuple[str, str]] = {
+    119: ("76206002", "T12/L1 intervertebral disc"),
+    120: ("80064006", "L1/L2 intervertebral disc"),
+    121: ("67459009", "L2/L3 intervertebral disc"),
+    122: ("62551000", "L3/L4 intervertebral disc"),
+    123: ("84020006", "L4/L5 intervertebral disc"),
+    124: ("715056000", "L5/S1 intervertebral disc"),
+}
 SPINAL_CORD_SNOMED = ("2748008", "Spinal cord")
 SPINAL_CANAL_SNOMED = ("61853006", "Spinal canal")
 
@@ -191,14 +200,19 @@ def structure_color(label: int) -> tuple[float, float, float]:
     raise ValueError(f"label {label} is not in the SpineAnalysis label scheme")
 
 
-def structure(label: int) -> Structure:
-    """Everything the scheme knows about ``label``; ValueError for labels outside it."""
-    name = structure_name(label)
+def structure(label: int, vertebra_below: int | None = None) -> Structure:
+    """Everything the scheme knows about ``label``; ValueError for labels outside it.
+
+    ``vertebra_below`` names a disc after a non-standard neighbour (124 above an L6 is "L5-L6"); the
+    per-level disc code then falls back to the generic disc code.
+    """
+    name = disc_name(label, vertebra_below) if is_disc(label) else structure_name(label)
     if is_vertebra(label):
         code, meaning = _VERTEBRA_SNOMED[label]
         kind = "vertebra"
     elif is_disc(label):
-        code, meaning = DISC_SNOMED
+        standard = vertebra_below is None or vertebra_below == next_vertebra(vertebra_above_disc(label))
+        code, meaning = _DISC_LEVEL_SNOMED.get(label, DISC_SNOMED) if standard else DISC_SNOMED
         kind = "disc"
     elif label == SPINAL_CORD:
         code, meaning = SPINAL_CORD_SNOMED
@@ -207,6 +221,15 @@ def structure(label: int) -> Structure:
         code, meaning = SPINAL_CANAL_SNOMED
         kind = "canal"
     return Structure(label, name, kind, structure_color(label), code, meaning)
+
+
+def structure_for_name(name: str) -> Structure:
+    """:func:`structure` of a name, keeping the name's own neighbours ("L5-L6" stays "L5-L6")."""
+    label = label_from_name(name)
+    if is_disc(label):
+        lower = name.strip().replace("/", "-").upper().split("-", 1)[1]
+        return structure(label, vertebra_below=label_from_name(lower))
+    return structure(label)
 
 
 def all_labels() -> list[int]:

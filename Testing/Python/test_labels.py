@@ -59,5 +59,12 @@ def test_terminology_codes():
     assert scheme.structure(24).snomed_code == "49668003"  # L5
     assert scheme.structure(26).snomed_code == "65985001"  # S1
     assert scheme.structure(20).snomed_code == "66794005"  # L1
-    assert scheme.structure(123).snomed_code == "360499006"  # intervertebral disc
+    assert scheme.structure(123).snomed_code == "84020006"  # L4/L5 intervertebral disc (CID 7604)
+    assert scheme.structure(110).snomed_code == "360499006"  # a disc without a per-level code
     assert scheme.structure(123).kind == "disc"
+
+
+def test_disc_code_follows_its_neighbours():
+    assert scheme.structure_for_name("L5-S1").snomed_code == "715056000"
+    l5_l6 = scheme.structure_for_name("L5-L6")
+    assert l5_l6.name == "L5-L6" and l5_l6.snomed_code == "360499006"

@@ -129,7 +129,7 @@ def test_load_inputs_names_colours_terminology_and_hierarchy(logic, loaded, slic
         assert category == "123037004"
         assert context == "Segmentation category and type - DICOM master list"
     assert _type_code(_segment(logic, segmentation, "L4"))[0] == "11994002"
-    assert _type_code(_segment(logic, segmentation, "L4-L5"))[0] == "360499006"
+    assert _type_code(_segment(logic, segmentation, "L4-L5"))[0] == "84020006"
     # reference geometry = the input volume (needed for DICOM SEG export); same subject hierarchy folder
     assert segmentation.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is volume
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_scene.scene)
