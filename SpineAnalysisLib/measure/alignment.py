@@ -1,0 +1,108 @@
+"""Spinal alignment: lumbar lordosis, sacral slope and the largest coronal Cobb angle (degrees).
+
+Endplate lines are corner-to-corner lines from :mod:`.landmarks` (each vertebra in its own mid-sagittal or
+mid-coronal plane; all these planes are parallel, so their 2D directions are directly comparable). Angles
+between endplates: theta = atan2(u1 x u2, u1 . u2).
+
+* ``lumbar_lordosis_deg``: L1 superior endplate to S1 superior endplate (level "L1-S1"); when S1 is not in view
+  or cannot be measured, L1 superior to the lowest lumbar vertebra's inferior endplate ("L1-L5"). Positive =
+  lordosis (endplates converging posteriorly). Supine MRI values are smaller than standing radiograph values.
+* ``sacral_slope_deg``: S1 superior endplate against the patient anterior-posterior axis (the table's AP axis on
+  a supine scan), positive when its anterior end is lower (the usual sense).
+* ``cobb_max_deg``: the largest angle between any two endplates (superior or inferior) of two different
+  labelled vertebrae, each measured in the vertebra's mid-coronal plane; 0 for a straight spine.
+"""
+
+from __future__ import annotations
+
+from .. import labels as scheme
+from . import plane
+from .landmarks import angle_between, angle_of
+from .sections import Spine
+
+Row = tuple[str, str, "float | None", str, str]  # level, parameter, value, unit, note
+
+#: (parameter, unit) of the spine rows, in output order.
+PARAMETERS = (("lumbar_lordosis_deg", "deg"), ("sacral_slope_deg", "deg"), ("cobb_max_deg", "deg"))
+
+
+def _quad(spine: Spine, vertebra: int, axes=plane.SAGITTAL):
+    if vertebra not in spine.present:
+        return None, f"{scheme.vertebra_name(vertebra)} not labelled"
+    section = spine.section(vertebra, axes)
+    if section.quad is None:
+        return None, f"{scheme.vertebra_name(vertebra)} {section.reason}"
+    return section.quad, ""
+
+
+def lordosis(spine: Spine) -> Row:
+    top, why_top = _quad(spine, 20)
+    s1, why_s1 = _quad(spine, 26)
+    lowest = 25 if 25 in spine.present else 24
+    if s1 is not None:
+        level, reference, how = "L1-S1", s1.upper_direction, "L1 superior to S1 superior endplate"
+    else:
+        l5, why_l5 = _quad(spine, lowest)
+        name = scheme.vertebra_name(lowest)
+        level = f"L1-{name}"
+        if l5 is None:
+            note = "; ".join(x for x in (why_top, why_s1, why_l5) if x)
+            return (level, "lumbar_lordosis_deg", None, "deg", note)
+        reference = l5.lower_direction
+        how = f"L1 superior to {name} inferior endplate ({why_s1 if 26 in spine.present else 'S1 not in view'})"
+    if top is None:
+        return (level, "lumbar_lordosis_deg", None, "deg", why_top)
+    value = angle_between(top.upper_direction, reference)
+    return (level, "lumbar_lordosis_deg", value, "deg", how + "; positive = lordosis")
+
+
+def sacral_slope(spine: Spine) -> Row:
+    s1, why = _quad(spine, 26)
+    if s1 is None:
+        return ("S1", "sacral_slope_deg", None, "deg", why if 26 in spine.present else "S1 not in view")
+    return ("S1", "sacral_slope_deg", -angle_of(s1.upper_direction), "deg", "S1 superior endplate vs patient AP axis")
+
+
+def cobb_max(spine: Spine) -> Row:
+    tilts = []  # (angle, vertebra, "superior"/"inferior")
+    skipped = []
+    measured = []
+    for v in spine.vertebrae:
+        quad, why = _quad(spine, v, plane.CORONAL)
+        if quad is None:
+            skipped.append(why)
+            continue
+        measured.append(v)
+        tilts.append((angle_of(quad.upper_direction), v, "superior"))
+        tilts.append((angle_of(quad.lower_direction), v, "inferior"))
+    names = [scheme.vertebra_name(v) for v in measured]
+    labelled = [scheme.vertebra_name(v) for v in spine.vertebrae]
+    level = f"{names[0]}-{names[-1]}" if measured else (f"{labelled[0]}-{labelled[-1]}" if labelled else "")
+    if len(measured) < 2:
+        note = "needs two vertebrae measurable in their mid-coronal planes"
+        if skipped:
+            note += ": " + "; ".join(skipped)
+        return (level, "cobb_max_deg", None, "deg", note)
+    best = (0.0, None, None)
+    for i, a in enumerate(tilts):
+        for b in tilts[i + 1 :]:
+            if a[1] == b[1]:
+                continue
+            d = abs(a[0] - b[0])
+            if d > best[0]:
+                best = (d, a, b)
+    value, a, b = best
+    if a is None:
+        note = "all endplates parallel"
+    else:
+        upper, lower = sorted((a, b), key=lambda t: scheme.anatomical_rank(t[1]))
+        note = (
+            f"between {scheme.vertebra_name(upper[1])} {upper[2]} and {scheme.vertebra_name(lower[1])} {lower[2]} endplates"
+        )
+    if skipped:
+        note += "; not measured: " + "; ".join(skipped)
+    return (level, "cobb_max_deg", value, "deg", note)
+
+
+def rows(spine: Spine) -> list[Row]:
+    return [lordosis(spine), sacral_slope(spine), cobb_max(spine)]

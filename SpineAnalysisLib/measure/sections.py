@@ -1,0 +1,190 @@
+"""Mid-plane sections of each structure and their landmarks, computed once per measurement run.
+
+:class:`Spine` wraps a validated :class:`~.inputs.Volume` and lazily computes, per label:
+
+* the mid-sagittal section (patient sagittal plane through the label's centroid) - a small label patch
+  around the structure's bounding box, the structure's mask, whether the field of view cuts it in that plane,
+  and its four corners (:func:`.landmarks.fit_quad`);
+* the mid-coronal section of vertebrae (for the Cobb angle);
+* the grey values of the image on a disc's sagittal patch (for delta SI).
+
+Neighbour relations (vertebra below/above, the local spine axis used as orientation prior) come from the
+labels present in the map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import labels as scheme
+from . import plane
+from .inputs import Volume
+from .landmarks import LandmarkError, Quad, fit_quad, principal_angle
+
+CUT_REASON = "cut by the field of view (touches the volume border in its mid-{plane} plane)"
+
+
+@dataclass
+class Section:
+    """One structure in one plane."""
+
+    label: int
+    patch: plane.Patch  # label values (plane.OUTSIDE outside the volume)
+    mask: np.ndarray  # bool, the structure's pixels
+    area: float  # mm^2
+    cut: bool  # touches the volume border in this plane
+    quad: Quad | None
+    reason: str  # why quad is None ("" otherwise)
+    _points: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def h(self) -> float:
+        return self.patch.h
+
+    def points(self) -> np.ndarray:
+        """Plane coordinates (N, 2, mm) of the structure's pixels (computed once)."""
+        if self._points is None:
+            self._points = self.patch.points(self.mask)
+        return self._points
+
+
+class Spine:
+    """Lazy, cached per-structure geometry of one label map."""
+
+    def __init__(self, volume: Volume):
+        self.volume = volume
+        self.label_map = volume.label_map
+        self.h = plane.patch_spacing(self.label_map)
+        self.present = set(volume.stats)
+        self.vertebrae = sorted((v for v in self.present if scheme.is_vertebra(v)), key=scheme.anatomical_rank)
+        self.discs_labelled = sorted((d for d in self.present if scheme.is_disc(d)), key=scheme.anatomical_rank)
+        self._sections: dict[tuple[str, int], Section] = {}
+        self._tau: dict[str, float] = {}
+        self._image_patches: dict[int, plane.Patch] = {}
+
+    # ----- neighbours -----
+    def vertebra_below(self, vertebra: int) -> int | None:
+        """The labelled vertebra directly below (transitional L6 / T13 respected), else None."""
+        if vertebra == 24 and 25 in self.present:
+            return 25
+        if vertebra == 19 and 28 in self.present:
+            return 28
+        below = scheme.next_vertebra(vertebra)
+        return below if below in self.present else None
+
+    def vertebra_above(self, vertebra: int) -> int | None:
+        for v in self.vertebrae:
+            if self.vertebra_below(v) == vertebra:
+                return v
+        return None
+
+    def disc_neighbours(self, disc: int) -> tuple[int, int | None]:
+        """(vertebra above, vertebra below) of a disc label; below = the standard neighbour when not labelled."""
+        above = scheme.vertebra_above_disc(disc)
+        below = self.vertebra_below(above)
+        if below is None:
+            below = scheme.next_vertebra(above)
+        return above, below
+
+    def discs(self) -> list[int]:
+        """Discs to report: labelled ones and those between two labelled vertebrae."""
+        found = set(self.discs_labelled)
+        for v in self.vertebrae:
+            if self.vertebra_below(v) is not None:
+                found.add(scheme.disc_label(v))
+        return sorted(found, key=scheme.anatomical_rank)
+
+    def disc_name(self, disc: int) -> str:
+        above, below = self.disc_neighbours(disc)
+        return scheme.disc_name(disc, below)
+
+    # ----- orientation prior -----
+    def prior_angle(self, label: int, axes: plane.PlaneAxes, points: np.ndarray) -> float:
+        """Rough direction (radians) of the structure's front axis in the plane.
+
+        The local spine axis joins the centroids of the nearest labelled structures above and below (vertebrae
+        or discs); the front axis is perpendicular to it. Without neighbours: the mask's major principal axis,
+        else the patient axis.
+        """
+        rank = scheme.anatomical_rank(label)
+        ranked = [(scheme.anatomical_rank(x), x) for x in self.present if scheme.is_vertebra(x) or scheme.is_disc(x)]
+        above = [x for r, x in sorted(ranked) if r < rank]
+        below = [x for r, x in sorted(ranked) if r > rank]
+        c = self.volume.stats
+        top = c[above[-1]].centroid_lps if above else c[label].centroid_lps
+        bottom = c[below[0]].centroid_lps if below else c[label].centroid_lps
+        up = axes.to2d(top) - axes.to2d(bottom)
+        if np.linalg.norm(up) > 1e-6:
+            up = up / np.linalg.norm(up)
+            if up[1] > 0.3:  # a spine axis running roughly superior-inferior
+                return float(np.arctan2(-up[0], up[1]))
+        angle = principal_angle(points)
+        return 0.0 if angle is None or abs(angle) > np.radians(45) else angle
+
+    def tau(self, axes: plane.PlaneAxes) -> float:
+        """Depth (mm) beyond which outline deviations count as concavities: 1.5 in-plane voxels, at least 1 mm."""
+        if axes.name not in self._tau:
+            self._tau[axes.name] = max(1.0, 1.5 * plane.in_plane_resolution(self.label_map, axes))
+        return self._tau[axes.name]
+
+    # ----- sections -----
+    def section(self, label: int, axes: plane.PlaneAxes = plane.SAGITTAL) -> Section:
+        key = (axes.name, label)
+        if key not in self._sections:
+            self._sections[key] = self._make_section(label, axes)
+        return self._sections[key]
+
+    def _margins(self, label: int, axes: plane.PlaneAxes):
+        if scheme.is_disc(label) and axes is plane.SAGITTAL:
+            return (45.0, 6.0, 15.0, 15.0)  # room behind the disc for the CSF reference
+        return (3.0, 3.0, 3.0, 3.0)
+
+    def _make_section(self, label: int, axes: plane.PlaneAxes) -> Section:
+        stats = self.volume.stats[label]
+        u_range, v_range = plane.bounds_2d(self.volume.bbox_corners_lps(label), axes, self._margins(label, axes))
+        patch = plane.resample(self.label_map, axes, axes.depth(stats.centroid_lps), u_range, v_range, self.h)
+        mask = patch.values == label
+        area = float(mask.sum()) * self.h * self.h
+        cut = plane.touches(mask, patch.values == plane.OUTSIDE)
+        quad = None
+        reason = ""
+        section = Section(label, patch, mask, area, cut, None, "")
+        if not mask.any():
+            reason = f"not present in its mid-{axes.name} plane"
+        elif cut:
+            reason = CUT_REASON.format(plane=axes.name)
+        else:
+            outline = patch.points(plane.ring(mask))
+            drop = "outward" if scheme.is_disc(label) else "inward"
+            try:
+                prior = self.prior_angle(label, axes, outline)
+                quad = fit_quad(
+                    outline,
+                    self.h,
+                    prior,
+                    self.tau(axes),
+                    drop=drop,
+                    area=area,
+                    plate_trim=0.15 if scheme.is_disc(label) else 0.1,
+                    wall_trim=0.15,
+                    ends="extent" if scheme.is_disc(label) else "walls",
+                    chord_points=None if scheme.is_disc(label) else section.points(),
+                )
+            except LandmarkError as error:
+                reason = f"corners not found in its mid-{axes.name} plane: {error}"
+        section.quad = quad
+        section.reason = reason
+        return section
+
+    def image_patch(self, label: int) -> plane.Patch | None:
+        """Grey values of the image on the sagittal patch of ``label`` (nearest neighbour, 0 outside)."""
+        image = self.volume.image
+        if image is None:
+            return None
+        if label not in self._image_patches:
+            patch = self.section(label).patch
+            self._image_patches[label] = plane.resample_like(image, patch, default=0, pixel_type=sitk.sitkFloat64)
+        return self._image_patches[label]

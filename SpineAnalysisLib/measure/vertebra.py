@@ -1,0 +1,159 @@
+"""Vertebral body measurements in the body's mid-sagittal plane.
+
+All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
+
+* Heights (quantitative morphometry, six-point placement; Genant et al., J Bone Miner Res 8:1137, 1993):
+  anterior = |AS - AI|, posterior = |PS - PI| (corners from :mod:`.landmarks`); middle = chord of the mask
+  along the body's own superior-inferior axis at the anterior-posterior mid-point, so a central endplate
+  depression (biconcave fracture) shortens it.
+* ``wedge_ratio`` = anterior / posterior, ``biconcavity_ratio`` = middle / posterior height.
+* ``genant_grade`` (semi-quantitative grade, Genant 1993; thresholds as summarised by Wáng et al., Quant
+  Imaging Med Surg 2019): height loss = the largest of the wedge loss 1 - Ha/Hp, the biconcave loss
+  1 - Hm/Hp and - when both neighbouring (non-sacral) bodies are measured - the crush loss 1 - Hp/mean(Hp of
+  the neighbours); grade 0 below 20 %, 1 for 20-25 %, 2 for 25-40 %, 3 above 40 %. The posterior height is
+  the reference for wedge and biconcave deformities because it is the least affected in osteoporotic
+  fractures; a normal L5 (taller anteriorly) therefore does not count as deformed.
+* ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
+* ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior-inferior
+  corner from the posterior-superior corner of the vertebra below, measured along that lower vertebra's
+  superior endplate, divided by the endplate's length, x 100; positive = anterolisthesis.
+* ``volume_mm3`` = voxel count x voxel volume (3D; missing when the body touches the volume border).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import labels as scheme
+from .sections import Spine
+
+#: (parameter, unit) of a vertebra, in output order.
+PARAMETERS = (
+    ("height_anterior_mm", "mm"),
+    ("height_middle_mm", "mm"),
+    ("height_posterior_mm", "mm"),
+    ("wedge_ratio", "ratio"),
+    ("biconcavity_ratio", "ratio"),
+    ("genant_grade", "grade"),
+    ("ap_depth_mm", "mm"),
+    ("volume_mm3", "mm3"),
+    ("slip_percent", "percent"),
+    ("centroid_r_mm", "mm"),
+    ("centroid_a_mm", "mm"),
+    ("centroid_s_mm", "mm"),
+)
+
+#: Genant semi-quantitative grade thresholds on the height loss (fractions).
+GENANT_THRESHOLDS = (0.20, 0.25, 0.40)
+
+
+def genant_grade(loss: float) -> int:
+    """0 below 20 %, 1 for 20-25 %, 2 for 25-40 %, 3 above 40 % height loss."""
+    if loss < GENANT_THRESHOLDS[0]:
+        return 0
+    if loss < GENANT_THRESHOLDS[1]:
+        return 1
+    if loss <= GENANT_THRESHOLDS[2]:
+        return 2
+    return 3
+
+
+def meyerding_grade(percent: float) -> str:
+    """Meyerding grade of an anterolisthesis: I <= 25 %, II <= 50 %, III <= 75 %, IV <= 100 %, V above."""
+    for limit, grade in ((25, "I"), (50, "II"), (75, "III"), (100, "IV")):
+        if percent <= limit:
+            return grade
+    return "V"
+
+
+def heights(spine: Spine, vertebra: int) -> tuple[float, float | None, float] | None:
+    section = spine.section(vertebra)
+    if section.quad is None:
+        return None
+    q = section.quad
+    return q.front_height, q.middle_height, q.back_height
+
+
+def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
+    """Meyerding slip (%) of ``vertebra`` on the vertebra below, with a note."""
+    below = spine.vertebra_below(vertebra)
+    if below is None:
+        return None, "no vertebra below labelled"
+    upper = spine.section(vertebra).quad
+    lower = spine.section(below).quad
+    if upper is None:
+        return None, spine.section(vertebra).reason
+    if lower is None:
+        return None, f"{scheme.vertebra_name(below)}: {spine.section(below).reason}"
+    e = lower.AS - lower.PS
+    length = float(np.linalg.norm(e))
+    percent = 100.0 * float((upper.PI - lower.PS) @ e) / (length * length)
+    if percent >= 0:
+        note = f"on {scheme.vertebra_name(below)}; Meyerding grade {meyerding_grade(percent)}"
+    else:
+        note = f"on {scheme.vertebra_name(below)}; negative = retrolisthesis"
+    return percent, note
+
+
+def _neighbour_posterior_heights(spine: Spine, vertebra: int) -> list[float] | None:
+    above = spine.vertebra_above(vertebra)
+    below = spine.vertebra_below(vertebra)
+    if above is None or below is None or 26 in (above, below, vertebra):
+        return None
+    result = []
+    for n in (above, below):
+        q = spine.section(n).quad
+        if q is None:
+            return None
+        result.append(q.back_height)
+    return result
+
+
+def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]]:
+    """(parameter, value, unit, note) rows of one vertebra, in contract order."""
+    section = spine.section(vertebra)
+    stats = spine.volume.stats[vertebra]
+    out: list[tuple[str, float | None, str, str]] = []
+    reason = section.reason
+    h = heights(spine, vertebra)
+    if h is None:
+        for name in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm"):
+            out.append((name, None, "mm", reason))
+        out += [("wedge_ratio", None, "ratio", reason), ("biconcavity_ratio", None, "ratio", reason)]
+        out += [("genant_grade", None, "grade", reason), ("ap_depth_mm", None, "mm", reason)]
+    else:
+        ant, mid, post = h
+        mid_note = "" if mid is not None else "no chord through the body's mid-point"
+        out.append(("height_anterior_mm", ant, "mm", ""))
+        out.append(("height_middle_mm", mid, "mm", mid_note))
+        out.append(("height_posterior_mm", post, "mm", ""))
+        out.append(("wedge_ratio", ant / post, "ratio", "anterior / posterior height"))
+        if mid is None:
+            out.append(("biconcavity_ratio", None, "ratio", mid_note))
+        else:
+            out.append(("biconcavity_ratio", mid / post, "ratio", "middle / posterior height"))
+        losses = {"wedge": 1.0 - ant / post}
+        if mid is not None:
+            losses["biconcave"] = 1.0 - mid / post
+        neighbours = _neighbour_posterior_heights(spine, vertebra)
+        if neighbours is not None:
+            losses["crush"] = 1.0 - post / float(np.mean(neighbours))
+        kind = max(losses, key=losses.get)
+        loss = max(0.0, losses[kind])
+        note = f"height loss {100 * loss:.0f} % ({kind})" if loss > 0 else "no height loss"
+        if neighbours is None:
+            note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies)"
+        out.append(("genant_grade", float(genant_grade(loss)), "grade", note))
+        q = section.quad
+        out.append(("ap_depth_mm", (q.upper_width + q.lower_width) / 2.0, "mm", "mean endplate length"))
+    if stats.touches_border:
+        out.append(("volume_mm3", None, "mm3", "cut by the field of view (touches the volume border)"))
+    else:
+        out.append(("volume_mm3", stats.count * spine.volume.voxel_volume, "mm3", ""))
+    percent, note = slip(spine, vertebra)
+    out.append(("slip_percent", percent, "percent", note))
+    c = stats.centroid_lps
+    out.append(("centroid_r_mm", float(-c[0]), "mm", "RAS"))
+    out.append(("centroid_a_mm", float(-c[1]), "mm", "RAS"))
+    out.append(("centroid_s_mm", float(c[2]), "mm", "RAS"))
+    return out

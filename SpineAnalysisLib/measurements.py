@@ -1,0 +1,182 @@
+"""Clinical measurements of the lumbar spine from a label map (and optionally the MR image).
+
+Public API: :class:`Measurement`, :func:`measure_case`, :func:`measurements_to_table`,
+:func:`write_measurements`. The geometry lives in :mod:`SpineAnalysisLib.measure`.
+
+All lengths are in millimetres and angles in degrees, in *patient* space: voxel spacing (also strongly
+anisotropic, e.g. 0.6 x 0.6 x 3.5 mm) and oblique direction matrices are taken into account, and LPS or RAS
+files give the same values. Every structure is measured in its own mid-sagittal plane - the patient's sagittal
+plane (normal = patient left-right axis) through the structure's centroid - resampled at 0.2-0.5 mm with
+nearest-neighbour interpolation (:mod:`.measure.plane`). Corners of vertebral bodies come from
+:mod:`.measure.landmarks`.
+
+Parameters (``structure``, ``parameter``, ``unit``):
+
+* disc (level "L4-L5"): ``height_anterior_mm``, ``height_middle_mm``, ``height_posterior_mm``,
+  ``height_mean_mm``, ``segmental_angle_deg``, ``volume_mm3``, ``dh_bianque`` (mm), ``dhi``, ``hdr``,
+  ``delta_si``, ``pfirrmann_estimate``, ``dhi_z``, ``hdr_z``, ``delta_si_z`` - see :mod:`.measure.disc`,
+  :mod:`.measure.bianque` (BianqueNet: Zheng et al., Nat Commun 13:841, 2022) and :mod:`.measure.normative`.
+* vertebra (level "L3"): ``height_anterior_mm``, ``height_middle_mm``, ``height_posterior_mm``,
+  ``wedge_ratio``, ``biconcavity_ratio``, ``genant_grade``, ``ap_depth_mm``, ``volume_mm3``,
+  ``slip_percent``, ``centroid_r_mm``, ``centroid_a_mm``, ``centroid_s_mm`` - see :mod:`.measure.vertebra`.
+* spine: ``lumbar_lordosis_deg`` (level "L1-S1" or "L1-L5"), ``sacral_slope_deg`` ("S1"), ``cobb_max_deg``
+  (level = the span of vertebrae measured) - see :mod:`.measure.alignment`.
+
+A value that cannot be measured (structure cut by the field of view, neighbour missing, no image, ...) is
+``None`` with the reason in ``note``; nothing is ever guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import imageio
+from . import labels as scheme
+from .errors import InputError
+from .measure import alignment, disc, inputs, normative, vertebra
+from .measure.sections import Spine
+
+CSV_COLUMNS = ("structure", "level", "parameter", "value", "unit", "note")
+TABLE_KEYS = CSV_COLUMNS + ("label",)
+
+
+@dataclass
+class Measurement:
+    """One measured value.
+
+    ``value`` is None when the parameter could not be measured; ``note`` then gives the reason (otherwise an
+    optional method note). ``label`` is the structure's label id (None for spine rows).
+    """
+
+    structure: str  # "disc" | "vertebra" | "spine"
+    level: str  # "L4-L5", "L3"; for spine rows the span, e.g. "L1-S1"
+    parameter: str
+    value: float | None
+    unit: str  # "mm", "deg", "mm3", "ratio", "percent", "grade", "z", ""
+    note: str = ""
+    label: int | None = None
+
+
+def _requested(labels: Iterable[int] | None) -> set[int] | None:
+    if labels is None:
+        return None
+    wanted = set()
+    for label in labels:
+        try:
+            value = int(label)
+        except (TypeError, ValueError):
+            raise InputError(f"labels: {label!r} is not a label id") from None
+        if not scheme.is_known(value):
+            raise InputError(f"labels: {value} is not in the SpineAnalysis label scheme")
+        wanted.add(value)
+    return wanted
+
+
+def _row(structure: str, level: str, parameter: str, value, unit: str, note: str, label: int | None) -> Measurement:
+    if value is not None:
+        value = float(value)
+        if not math.isfinite(value):
+            value = None
+            note = (note + "; " if note else "") + "not measurable (numerical failure)"
+    return Measurement(structure, level, parameter, value, unit, note, label)
+
+
+def _guarded(compute, parameters):
+    """Rows of one structure; a numerical failure on an odd outline yields missing values, not a crash."""
+    try:
+        return compute()
+    except (ArithmeticError, ValueError, IndexError, np.linalg.LinAlgError) as error:
+        note = f"not measurable: {type(error).__name__}: {error}".splitlines()[0]
+        return [(name, None, unit, note) for name, unit in parameters]
+
+
+def measure_case(
+    image: sitk.Image | None,
+    label_map: sitk.Image,
+    *,
+    sex: str | None = None,
+    age: float | None = None,
+    labels: Iterable[int] | None = None,
+) -> list[Measurement]:
+    """Measure every vertebra, disc and the spine's alignment in ``label_map``.
+
+    ``image`` (same grid as the label map) is only needed for the signal-intensity parameters (``delta_si``,
+    ``pfirrmann_estimate``, ``delta_si_z``); without it they are reported missing with a reason. ``sex``
+    ("F"/"M") and ``age`` (years) select the BianqueNet reference for the z-scores. ``labels`` restricts the
+    output to these structures (their neighbours are still used); spine rows are only produced when
+    ``labels`` is None. Discs are reported when labelled or when both bounding vertebrae are labelled.
+
+    Rows come in anatomical order (vertebrae and discs cranial to caudal), then the spine rows.
+    Raises :class:`InputError` (one line) for unusable inputs.
+    """
+    sex = normative.normalise_sex(sex)
+    age = normative.check_age(age)
+    wanted = _requested(labels)
+    volume = inputs.load(image, label_map)
+    spine = Spine(volume)
+
+    structures = [(v, "vertebra") for v in spine.vertebrae] + [(d, "disc") for d in spine.discs()]
+    structures.sort(key=lambda item: scheme.anatomical_rank(item[0]))
+    result: list[Measurement] = []
+    for label, kind in structures:
+        if wanted is not None and label not in wanted:
+            continue
+        if kind == "vertebra":
+            level = scheme.vertebra_name(label)
+            rows = _guarded(lambda: vertebra.rows(spine, label), vertebra.PARAMETERS)
+        else:
+            level = spine.disc_name(label)
+            rows = _guarded(lambda: disc.rows(spine, label, sex, age), disc.PARAMETERS)
+        for parameter, value, unit, note in rows:
+            result.append(_row(kind, level, parameter, value, unit, note, label))
+    if wanted is None:
+        try:
+            spine_rows = alignment.rows(spine)
+        except (ArithmeticError, ValueError, IndexError, np.linalg.LinAlgError) as error:
+            note = f"not measurable: {type(error).__name__}: {error}".splitlines()[0]
+            spine_rows = [("", name, None, unit, note) for name, unit in alignment.PARAMETERS]
+        for level, parameter, value, unit, note in spine_rows:
+            result.append(_row("spine", level, parameter, value, unit, note, None))
+    return result
+
+
+def measurements_to_table(measurements: Iterable[Measurement]) -> list[dict]:
+    """Rows as dicts with keys structure, level, parameter, value, unit, note, label."""
+    return [{key: getattr(m, key) for key in TABLE_KEYS} for m in measurements]
+
+
+def _format_value(value: float | None) -> str:
+    if value is None:
+        return ""
+    return repr(round(float(value), 6))
+
+
+def write_measurements(measurements: Iterable[Measurement], outdir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write OUTDIR/measurements.csv (columns structure,level,parameter,value,unit,note; empty value when
+    missing) and OUTDIR/measurements.json (a list of row objects with ``label`` too, null when missing).
+    Both files are written atomically."""
+    measurements = list(measurements)
+    outdir = Path(outdir)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for m in measurements:
+        writer.writerow([m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note])
+    csv_path = imageio.write_text(buffer.getvalue(), outdir / "measurements.csv")
+    rows = []
+    for m in measurements:
+        row = asdict(m)
+        row["value"] = None if m.value is None else round(float(m.value), 6)
+        rows.append({key: row[key] for key in TABLE_KEYS})
+    json_path = imageio.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", outdir / "measurements.json")
+    return csv_path, json_path

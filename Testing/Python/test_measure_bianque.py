@@ -1,0 +1,208 @@
+"""BianqueNet parameters against their published definitions (Zheng et al., Nat Commun 13:841, 2022).
+
+DH (area-based, 0.8 x height for a rectangle), DHI (2 DH / (HV_upper + HV_lower); DH / HV_L5 at L5-S1), HDR
+(DH / W_big), delta SI (histogram peaks normalised to CSF), the Pfirrmann rule and the healthy-reference
+z-scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import phantoms as ph
+from SpineAnalysisLib.errors import InputError
+from SpineAnalysisLib.measure import bianque, normative, plane
+from SpineAnalysisLib.measure.sections import Section
+from SpineAnalysisLib.measurements import measure_case
+
+
+def rows_by(rows):
+    return {(r.level, r.parameter): r for r in rows}
+
+
+# ----- pure definitions ------------------------------------------------------------------------------------
+def _rectangle_section(width: float, height: float, h: float = 0.25, bulge: float = 0.0) -> Section:
+    """A disc mask: rectangle width x height (mm) centred at 0, optionally with a bulge beyond its ends."""
+    n = int(80 / h)
+    u0 = v0 = -40.0 + h / 2  # pixel centres symmetric about 0: the mask is exactly width x height
+    cols, rows = np.meshgrid(np.arange(n), np.arange(n))
+    u, v = u0 + cols * h, v0 + rows * h
+    mask = (np.abs(u) <= width / 2 + bulge) & (np.abs(v) <= height / 2)
+    values = np.where(mask, 123, 0).astype(np.uint16)
+    patch = plane.Patch(values, u0, v0, h, plane.SAGITTAL, 0.0)
+    return Section(123, patch, mask, float(mask.sum()) * h * h, False, None, "")
+
+
+def test_dh_of_a_rectangle_is_0_8_times_its_height():
+    section = _rectangle_section(36.0, 10.0)
+    dh, w_small = bianque.dh_area(section, np.array([18.0, 0.0]), np.array([-18.0, 0.0]))
+    assert w_small == pytest.approx(36.0)
+    assert dh == pytest.approx(0.8 * 10.0, abs=0.1)  # the band edges are resolved to one 0.25 mm pixel
+
+
+def test_w_big_includes_the_bulge_beyond_the_corner_midpoints():
+    section = _rectangle_section(36.0, 10.0, bulge=3.0)  # mask 42 mm wide, corners 36 mm apart
+    width = bianque.w_big(section, np.array([18.0, 0.0]), np.array([-18.0, 0.0]))
+    assert width == pytest.approx(42.0, abs=0.3)
+
+
+def test_histogram_peaks_and_delta_si_formula():
+    # 600 nucleus pixels at 200, 400 annulus pixels at 100, a little noise at other values
+    disc = np.r_[np.full(600, 200), np.full(400, 100), np.arange(120, 180)]
+    peak1, peak2 = bianque.histogram_peaks(disc)
+    assert (peak1, peak2) == (200, 100)  # |100 - 190| * 400 beats |200 - 190| * 600
+    assert bianque.delta_si(disc, 250) == pytest.approx(100 * 255 / 250)
+    # peak2 is the weighted distance rule, not simply the second most frequent value
+    disc = np.r_[np.full(500, 120), np.full(450, 114), np.full(60, 20)]
+    peak1, peak2 = bianque.histogram_peaks(disc)
+    assert peak1 == 120 and peak2 == 20  # |20 - 114| * 60 = 5640 > |114 - 114| * 450 = 0
+    assert bianque.delta_si(disc, 0) is None
+
+
+@pytest.mark.parametrize(
+    "value, grade",
+    [
+        (150.0, 1),  # above the grade I mean
+        (121.97, 1),
+        (110.0, 1),  # (121.97 - 110) / 9.96 = 1.20 SD from I, (110 - 95.34) / 7.20 = 2.04 SD from II
+        (105.0, 2),  # 1.70 SD from I, 1.34 SD from II
+        (95.34, 2),
+        (84.0, 3),  # 1.575 SD from II, 1.493 SD from III
+        (72.34, 3),
+        (60.0, 3),  # 1.58 SD from III, 1.81 SD from IV
+        (55.0, 4),  # 2.22 SD from III, 1.22 SD from IV
+        (44.63, 4),
+        (32.0, 5),  # 1.49 SD from IV, 1.23 SD from V
+        (20.60, 5),
+        (0.0, 5),  # below the grade V mean
+    ],
+)
+def test_pfirrmann_rule(value, grade):
+    assert bianque.pfirrmann_estimate(value) == grade
+
+
+def test_pfirrmann_boundaries_explicitly():
+    assert bianque.pfirrmann_estimate(121.971) == 1
+    assert bianque.pfirrmann_estimate(20.599) == 5
+    # midpoint in SD units between grade II (95.34, 7.20) and III (72.34, 7.81): 95.34 - 7.20 t = 72.34 + 7.81 t
+    t = (95.34 - 72.34) / (7.20 + 7.81)
+    boundary = 95.34 - 7.20 * t
+    assert bianque.pfirrmann_estimate(boundary + 0.01) == 2
+    assert bianque.pfirrmann_estimate(boundary - 0.01) == 3
+
+
+def test_normative_tables_sex_age_and_pooling():
+    # code table, female = their sex 0
+    z, note = normative.z_score("dhi", "L4-L5", 0.3688, "F")
+    assert z == pytest.approx(0.0) and "female" in note
+    z, _ = normative.z_score("dhi", "L4-L5", 0.3841 + 0.0497, "M")
+    assert z == pytest.approx(1.0)
+    # no sex: equal mixture of the two references
+    mean, sd, note = normative.reference("hdr", "L1-L2")
+    assert mean == pytest.approx((0.2164 + 0.2119) / 2)
+    assert sd == pytest.approx(np.sqrt((0.0222**2 + 0.0237**2) / 2 + ((0.2164 - 0.2119) / 2) ** 2))
+    assert "sex not given" in note
+    # age band (spreadsheets), female 40-50 at L3-L4: 0.354 +- 0.032
+    z, note = normative.z_score("dhi", "L3-L4", 0.354 - 0.064, "F", 45)
+    assert z == pytest.approx(-2.0) and "40-50" in note
+    # age band without sex: n-weighted pooling of 0.281 (n 55, 20-30 male) and 0.261 (n 63, female)
+    mean, _, note = normative.reference("dhi", "L1-L2", None, 25)
+    assert mean == pytest.approx((0.261 * 63 + 0.281 * 55) / 118)
+    # delta SI: pooled, code table without age, band with age; age outside the bands -> all ages
+    assert normative.reference("delta_si", "L5-S1")[:2] == (99.70, 9.92)
+    assert normative.reference("delta_si", "L5-S1", "F", 75)[:2] == (64.3, 20.9)
+    mean, sd, note = normative.reference("delta_si", "L5-S1", None, 95)
+    assert (mean, sd) == (99.70, 9.92) and "outside" in note
+    # no reference outside L1-L2 .. L5-S1; DH is never z-scored
+    assert normative.z_score("dhi", "T12-L1", 0.3)[0] is None
+    with pytest.raises(ValueError):
+        normative.reference("dh_bianque", "L4-L5")
+    with pytest.raises(InputError, match="sex"):
+        normative.normalise_sex("X")
+    with pytest.raises(InputError, match="age"):
+        normative.check_age(-3)
+
+
+# ----- on a phantom ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rect_spine():
+    # rectangles: bodies 26 mm (S1 20 mm), discs 10 mm, all 36 mm deep -> HV = body height
+    return ph.build_spine((22, 23, 24, 26), heights={"default": 26.0, 26: (20.0, 20.0)}, discs=10.0)
+
+
+@pytest.fixture(scope="module")
+def rect_case(rect_spine):
+    spacing, direction = (0.8, 0.8, 0.8), ph.oblique(20.0, axis=(0.2, 0.4, 0.9))
+    label_map, image = ph.render_phantom(rect_spine, spacing, direction)
+    return label_map, image, rows_by(measure_case(image, label_map, sex="F"))
+
+
+def test_dh_dhi_hdr_on_rectangular_discs(rect_spine, rect_case):
+    _, _, table = rect_case
+    tol = 0.8  # one voxel
+    for level, upper, lower in (("L3-L4", 22, 23), ("L4-L5", 23, 24)):
+        dh = table[(level, "dh_bianque")].value
+        assert dh == pytest.approx(0.8 * 10.0, abs=0.8 * tol)
+        hv_upper, hv_lower = rect_spine.hv(upper), rect_spine.hv(lower)
+        assert hv_upper == pytest.approx(26.0)
+        expected = 2 * dh / (hv_upper + hv_lower)
+        assert table[(level, "dhi")].value == pytest.approx(expected, rel=tol / 26)
+        assert table[(level, "hdr")].value == pytest.approx(dh / 36.0, rel=tol / 36 + 0.01)
+        assert "2 DH / (HV upper + HV lower)" in table[(level, "dhi")].note
+    # L5-S1: DH / HV_L5 (S1 is only 20 mm: the other formula would give 2 DH / 46)
+    dh = table[("L5-S1", "dh_bianque")].value
+    assert table[("L5-S1", "dhi")].value == pytest.approx(dh / 26.0, rel=tol / 26)
+    assert table[("L5-S1", "dhi")].value != pytest.approx(2 * dh / 46.0, rel=0.05)
+    assert "L5-S1" in table[("L5-S1", "dhi")].note
+
+
+def test_z_scores_use_the_reported_values(rect_case):
+    _, _, table = rect_case
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        for parameter in ("dhi", "hdr", "delta_si"):
+            expected, note = normative.z_score(parameter, level, table[(level, parameter)].value, "F")
+            row = table[(level, f"{parameter}_z")]
+            assert row.value == pytest.approx(expected)
+            assert row.unit == "z"
+            assert ("female" in row.note) if parameter != "delta_si" else ("pooled" in row.note)
+    assert not any(key[1] == "dh_bianque_z" for key in table)
+
+
+def test_delta_si_with_automatic_csf_reference(rect_case):
+    _, _, table = rect_case
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        row = table[(level, "delta_si")]
+        # nucleus 200, annulus 100, CSF 250 (uint8): |200 - 100| * 255 / 250 = 102
+        assert row.value == pytest.approx(102.0)
+        assert "automatic" in row.note
+        assert table[(level, "pfirrmann_estimate")].value == 2
+
+
+def test_delta_si_with_canal_label_and_float_image(rect_spine):
+    spine = ph.build_spine((22, 23, 24), heights=26.0, discs=10.0, canal_label=True)
+    label_map, image = ph.render_phantom(spine, (0.7, 0.7, 0.7), ph.oblique(10.0))
+    table = rows_by(measure_case(image, label_map))
+    assert table[("L3-L4", "delta_si")].value == pytest.approx(102.0)
+    assert "label 61" in table[("L3-L4", "delta_si")].note
+    # a float image with another scale: the ratio is scale-free, only 0-255 quantisation remains
+    scaled = sitk.Cast(image, sitk.sitkFloat32) * 3.7
+    table = rows_by(measure_case(scaled, label_map))
+    assert table[("L3-L4", "delta_si")].value == pytest.approx(102.0, abs=2.0)
+
+
+def test_delta_si_missing_without_image_or_without_bright_csf(rect_case):
+    label_map, image, _ = rect_case
+    table = rows_by(measure_case(None, label_map))
+    for parameter in ("delta_si", "pfirrmann_estimate", "delta_si_z"):
+        row = table[("L4-L5", parameter)]
+        assert row.value is None and "no image" in row.note
+    assert table[("L4-L5", "dhi")].value is not None  # geometry does not need the image
+    # a T1-like image (CSF darker than the disc): no CSF reference, no made-up delta SI
+    array = sitk.GetArrayFromImage(image)
+    t1 = np.where(array == ph.CSF, 30, array).astype(np.uint8)
+    t1_image = sitk.GetImageFromArray(t1)
+    t1_image.CopyInformation(image)
+    row = rows_by(measure_case(t1_image, label_map))[("L4-L5", "delta_si")]
+    assert row.value is None and row.note

@@ -1,0 +1,189 @@
+"""The public measurement API: contract parameter names, units, row order, label restriction, CSV/JSON files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+import phantoms as ph
+from SpineAnalysisLib import labels as scheme
+from SpineAnalysisLib.measurements import (
+    Measurement,
+    measure_case,
+    measurements_to_table,
+    write_measurements,
+)
+
+DISC_PARAMETERS = {
+    "height_anterior_mm": "mm",
+    "height_middle_mm": "mm",
+    "height_posterior_mm": "mm",
+    "height_mean_mm": "mm",
+    "segmental_angle_deg": "deg",
+    "volume_mm3": "mm3",
+    "dh_bianque": "mm",
+    "dhi": "ratio",
+    "hdr": "ratio",
+    "delta_si": "",
+    "pfirrmann_estimate": "grade",
+    "dhi_z": "z",
+    "hdr_z": "z",
+    "delta_si_z": "z",
+}
+VERTEBRA_PARAMETERS = {
+    "height_anterior_mm": "mm",
+    "height_middle_mm": "mm",
+    "height_posterior_mm": "mm",
+    "wedge_ratio": "ratio",
+    "biconcavity_ratio": "ratio",
+    "genant_grade": "grade",
+    "ap_depth_mm": "mm",
+    "volume_mm3": "mm3",
+    "slip_percent": "percent",
+    "centroid_r_mm": "mm",
+    "centroid_a_mm": "mm",
+    "centroid_s_mm": "mm",
+}
+SPINE_PARAMETERS = {"lumbar_lordosis_deg": "deg", "sacral_slope_deg": "deg", "cobb_max_deg": "deg"}
+
+
+@pytest.fixture(scope="module")
+def case():
+    spine = ph.build_spine((21, 22, 23, 24, 26), heights=26.0, discs=(11.0, 8.0), top_angle=8.0)
+    label_map, image = ph.render_phantom(spine, (1.0, 1.0, 1.2), ph.oblique(12.0))
+    return label_map, image, measure_case(image, label_map, sex="M", age=52)
+
+
+def test_contract_names_units_and_types(case):
+    _, _, rows = case
+    assert all(isinstance(r, Measurement) for r in rows)
+    by_structure = {}
+    for r in rows:
+        by_structure.setdefault((r.structure, r.level), []).append(r)
+        assert r.value is None or (isinstance(r.value, float) and math.isfinite(r.value))
+        if r.value is None:
+            assert r.note, f"{r.level} {r.parameter}: missing without a reason"
+    expected = {"disc": DISC_PARAMETERS, "vertebra": VERTEBRA_PARAMETERS}
+    for (structure, level), group in by_structure.items():
+        if structure == "spine":
+            continue
+        params = [r.parameter for r in group]
+        assert params == list(expected[structure]), (structure, level)
+        assert all(r.unit == expected[structure][r.parameter] for r in group)
+        label = group[0].label
+        assert all(r.label == label for r in group)
+        assert scheme.structure_name(label) == level
+    spine_rows = [r for r in rows if r.structure == "spine"]
+    assert {r.parameter: r.unit for r in spine_rows} == SPINE_PARAMETERS
+    assert all(r.label is None for r in spine_rows)
+    levels = {r.parameter: r.level for r in spine_rows}
+    assert levels["sacral_slope_deg"] == "S1"
+    assert levels["lumbar_lordosis_deg"] == "L1-S1"  # L1 not labelled: reported missing with the reason
+    lordosis = next(r for r in spine_rows if r.parameter == "lumbar_lordosis_deg")
+    assert lordosis.value is None and "L1 not labelled" in lordosis.note
+    assert levels["cobb_max_deg"] == "L2-S1"
+
+
+def test_rows_in_anatomical_order(case):
+    _, _, rows = case
+    structures = []
+    for r in rows:
+        key = (r.structure, r.level)
+        if not structures or structures[-1] != key:
+            structures.append(key)
+    assert structures == [
+        ("vertebra", "L2"),
+        ("disc", "L2-L3"),
+        ("vertebra", "L3"),
+        ("disc", "L3-L4"),
+        ("vertebra", "L4"),
+        ("disc", "L4-L5"),
+        ("vertebra", "L5"),
+        ("disc", "L5-S1"),
+        ("vertebra", "S1"),
+        ("spine", "L1-S1"),
+        ("spine", "S1"),
+        ("spine", "L2-S1"),
+    ]
+    assert [r.structure for r in rows][-3:] == ["spine"] * 3
+
+
+def test_restricting_to_labels_gives_the_same_values(case):
+    label_map, image, rows = case
+    full = {(r.level, r.parameter): r.value for r in rows}
+    only = measure_case(image, label_map, sex="M", age=52, labels=[23, 123])
+    assert {(r.structure, r.level) for r in only} == {("vertebra", "L4"), ("disc", "L4-L5")}
+    assert not any(r.structure == "spine" for r in only)
+    for r in only:
+        assert r.value == full[(r.level, r.parameter)], (r.level, r.parameter)
+    # slip of L4 needs L5, DHI of L4-L5 needs L4 and L5: still measured
+    assert next(r for r in only if r.parameter == "slip_percent").value is not None
+    assert next(r for r in only if r.parameter == "dhi").value is not None
+    assert measure_case(image, label_map, labels=[]) == []
+
+
+def test_table_and_files(case, tmp_path):
+    _, _, rows = case
+    table = measurements_to_table(rows)
+    assert len(table) == len(rows)
+    assert list(table[0]) == ["structure", "level", "parameter", "value", "unit", "note", "label"]
+    csv_path, json_path = write_measurements(rows, tmp_path / "out")
+    assert csv_path == tmp_path / "out" / "measurements.csv" and json_path.name == "measurements.json"
+    with open(csv_path, newline="", encoding="utf-8") as stream:
+        reader = csv.reader(stream)
+        header = next(reader)
+        body = list(reader)
+    assert header == ["structure", "level", "parameter", "value", "unit", "note"]
+    assert len(body) == len(rows)
+    for line, r in zip(body, rows):
+        assert line[:3] == [r.structure, r.level, r.parameter]
+        if r.value is None:
+            assert line[3] == ""
+        else:
+            assert float(line[3]) == pytest.approx(r.value, abs=1e-6)
+        assert line[4:] == [r.unit, r.note]
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert len(data) == len(rows)
+    for item, r in zip(data, rows):
+        assert set(item) == {"structure", "level", "parameter", "value", "unit", "note", "label"}
+        assert item["label"] == r.label
+        assert (item["value"] is None) == (r.value is None)
+    # no temporary files left behind, overwriting works
+    write_measurements(rows[:3], tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["measurements.csv", "measurements.json"]
+    assert len(json.loads(json_path.read_text(encoding="utf-8"))) == 3
+
+
+def test_transitional_l6_names_its_discs():
+    spine = ph.build_spine((23, 24, 25, 26), heights=26.0, discs=10.0, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    rows = measure_case(None, label_map)
+    discs = [(r.level, r.label) for r in rows if r.structure == "disc" and r.parameter == "height_middle_mm"]
+    assert discs == [("L4-L5", 123), ("L5-L6", 124), ("L6-S1", 125)]
+    for r in rows:
+        if r.structure == "disc" and r.parameter == "height_middle_mm":
+            assert r.value == pytest.approx(10.0, abs=1.0)
+    slip = next(r for r in rows if r.level == "L5" and r.parameter == "slip_percent")
+    assert "on L6" in slip.note
+
+
+def test_a_numerical_failure_in_one_structure_does_not_sink_the_case(case, monkeypatch):
+    label_map, image, _ = case
+    from SpineAnalysisLib.measure import vertebra
+
+    original = vertebra.rows
+
+    def broken(spine, label):
+        if label == 22:
+            raise ZeroDivisionError("float division by zero")
+        return original(spine, label)
+
+    monkeypatch.setattr(vertebra, "rows", broken)
+    rows = measure_case(image, label_map)
+    l3 = [r for r in rows if r.structure == "vertebra" and r.level == "L3"]
+    assert [r.parameter for r in l3] == list(VERTEBRA_PARAMETERS)
+    assert all(r.value is None and "ZeroDivisionError" in r.note for r in l3)
+    assert any(r.value is not None for r in rows if r.level == "L4")
