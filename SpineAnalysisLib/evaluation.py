@@ -45,10 +45,10 @@ def average_surface_distance(a: np.ndarray, b: np.ndarray, reference: sitk.Image
         images.append(image)
     distances = []
     for source, target in ((images[0], images[1]), (images[1], images[0])):
-        contour = sitk.GetArrayViewFromImage(sitk.LabelContour(source, fullyConnected=False)) > 0
-        target_contour = sitk.GetArrayViewFromImage(sitk.LabelContour(target, fullyConnected=False)) > 0
+        contour = sitk.GetArrayFromImage(sitk.LabelContour(source, fullyConnected=False)) > 0
+        target_contour = sitk.GetArrayFromImage(sitk.LabelContour(target, fullyConnected=False)) > 0
         # distance from each surface voxel of source to the surface of target
-        distance_to_surface = sitk.GetArrayViewFromImage(
+        distance_to_surface = sitk.GetArrayFromImage(
             sitk.SignedMaurerDistanceMap(_image_like(target_contour, reference), squaredDistance=False, useImageSpacing=True)
         )
         distances.append(np.abs(distance_to_surface[contour]))

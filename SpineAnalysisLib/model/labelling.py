@@ -31,6 +31,8 @@ MIN_DISC_MM3 = 250.0
 #: A body whose centroid is further than this from the column's median position is dropped.
 MAX_OFF_AXIS_MM = 45.0
 LOW_CONFIDENCE = 0.6
+#: Two predicted levels whose centres are closer than this (mm) are one body with an uncertain vote.
+MIN_BODY_SEPARATION_MM = 15.0
 
 
 @dataclass
@@ -80,13 +82,17 @@ def _bodies(classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]
         strong = np.flatnonzero(votes * voxel_volume >= 0.3 * 20000.0)
         if strong.size >= 2:
             coordinates = np.column_stack(np.unravel_index(index, classes.shape)).astype(float)
-            rows = coordinates[:, 1]
-            centres = {p: rows[positions == p].mean() for p in strong}
-            nearest = strong[np.argmin(np.abs(rows[:, None] - np.array([centres[p] for p in strong])[None]), axis=1)]
-            for p in strong:
-                part = index[nearest == p]
-                bodies.append(_make_body(part, np.bincount(channel_to_position[flat_classes[part]], minlength=len(vertebra_channels)), classes.shape, spacing))
-            continue
+            rows_mm = coordinates[:, 1] * spacing[1]
+            centres = np.array([rows_mm[positions == p].mean() for p in strong])
+            # levels voted in the same rows are one uncertain body, not two bodies
+            groups = _group_close(strong, centres, MIN_BODY_SEPARATION_MM)
+            if len(groups) >= 2:
+                group_centres = np.array([np.mean([centres[list(strong).index(p)] for p in group]) for group in groups])
+                nearest = np.argmin(np.abs(rows_mm[:, None] - group_centres[None]), axis=1)
+                for g in range(len(groups)):
+                    part = index[nearest == g]
+                    bodies.append(_make_body(part, np.bincount(channel_to_position[flat_classes[part]], minlength=len(vertebra_channels)), classes.shape, spacing))
+                continue
         bodies.append(_make_body(index, votes, classes.shape, spacing))
     return bodies, count
 
@@ -109,7 +115,7 @@ def _split_tall_bodies(bodies: list[_Body], classes: np.ndarray, spacing: np.nda
     channel_to_position[vertebra_channels] = np.arange(len(vertebra_channels))
     result, splits = [], 0
     for body, extent in zip(bodies, extents):
-        count = int(round((extent + 0.3 * typical) / (1.3 * typical)))
+        count = min(4, int(round((extent + 0.3 * typical) / (1.3 * typical))))
         if extent < 1.6 * typical or count < 2:
             result.append(body)
             continue
@@ -132,6 +138,18 @@ def _split_tall_bodies(bodies: list[_Body], classes: np.ndarray, spacing: np.nda
                 result.append(_make_body(part, votes, classes.shape, spacing))
         splits += len(cuts)
     return result, splits
+
+
+def _group_close(items: np.ndarray, centres: np.ndarray, distance: float) -> list[list[int]]:
+    """Group items whose centres (mm) are closer than ``distance`` to the previous one, in centre order."""
+    order = np.argsort(centres)
+    groups = [[int(items[order[0]])]]
+    for previous, current in zip(order, order[1:]):
+        if centres[current] - centres[previous] < distance:
+            groups[-1].append(int(items[current]))
+        else:
+            groups.append([int(items[current])])
+    return groups
 
 
 def _make_body(index: np.ndarray, votes: np.ndarray, shape, spacing: np.ndarray) -> _Body:
@@ -178,24 +196,31 @@ def _position_to_vertebra(position: int) -> int:
     return label
 
 
+def _remove_islands(bodies: list[_Body], report: LabellingReport) -> list[_Body]:
+    """Drop components that are too small or lie away from the column; sort the rest cranial to caudal."""
+    if not bodies:
+        return bodies
+    typical = float(np.median([b.volume for b in bodies if b.volume >= MIN_VERTEBRA_MM3] or [0]))
+    kept = [b for b in bodies if b.volume >= max(MIN_VERTEBRA_MM3, 0.15 * typical)]
+    if kept:
+        column = np.median([b.centroid[2] for b in kept])
+        centre = np.median([b.centroid[0] for b in kept])
+        kept = [b for b in kept if abs(b.centroid[2] - column) <= MAX_OFF_AXIS_MM and abs(b.centroid[0] - centre) <= MAX_OFF_AXIS_MM]
+    report.removed_islands += len(bodies) - len(kept)
+    return sorted(kept, key=lambda b: b.centroid[1])
+
+
 def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, LabellingReport]:
     """Scheme label map (uint16, same shape) from a network class map in the network frame."""
     spacing = np.asarray(spacing_mm, float)
     report = LabellingReport()
     result = np.zeros(classes.shape, np.uint16)
     bodies, _ = _bodies(classes, spacing)
+    bodies = _remove_islands(bodies, report)
     bodies, splits = _split_tall_bodies(bodies, classes, spacing)
     if splits:
         report.flags.append(f"{splits} joined vertebral bodies were separated at their narrowest rows: check those discs")
-    if bodies:
-        typical = float(np.median([b.volume for b in bodies if b.volume >= MIN_VERTEBRA_MM3] or [0]))
-        kept = [b for b in bodies if b.volume >= max(MIN_VERTEBRA_MM3, 0.15 * typical)]
-        if kept:
-            column = np.median([b.centroid[2] for b in kept])
-            centre = np.median([b.centroid[0] for b in kept])
-            kept = [b for b in kept if abs(b.centroid[2] - column) <= MAX_OFF_AXIS_MM and abs(b.centroid[0] - centre) <= MAX_OFF_AXIS_MM]
-        report.removed_islands += len(bodies) - len(kept)
-        bodies = sorted(kept, key=lambda b: b.centroid[1])
+        bodies = _remove_islands(bodies, report)
     if not bodies:
         report.flags.append("no vertebrae found")
         return result, report

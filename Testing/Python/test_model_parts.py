@@ -219,3 +219,13 @@ def test_joined_bodies_are_split_at_the_missed_disc():
     labels, report = label_levels(classes, (4.0, 1.0, 1.0))
     assert [n for n in report.levels if "-" not in n] == ["L1", "L2", "L3", "L4", "L5", "S1"]
     assert any("separated" in f for f in report.flags)
+
+
+def test_a_body_with_two_level_votes_in_the_same_rows_stays_one_body():
+    classes = _class_map([20, 21, 22, 23, 24, 26])
+    l3 = classes == LABEL_TO_CHANNEL[22]
+    left_half = np.zeros_like(l3)
+    left_half[:5] = True
+    classes[l3 & left_half] = LABEL_TO_CHANNEL[23]  # half of L3's slices vote "L4"
+    labels, report = label_levels(classes, (4.0, 1.0, 1.0))
+    assert [n for n in report.levels if "-" not in n] == ["L1", "L2", "L3", "L4", "L5", "S1"]
