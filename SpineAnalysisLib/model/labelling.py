@@ -173,8 +173,7 @@ def _level_sequence(bodies: list[_Body]) -> tuple[list[int], float, list[str]]:
     scores = {}
     for start in range(-int(offsets[-1]) - 3, n_classes):
         positions = start + offsets
-        if positions[-1] >= n_classes:  # nothing is below S1
-            continue
+        # bodies counted below S1 are sacral segments (S2, S3...): allowed, scored 0, not labelled
         score = sum(b.votes[p] if 0 <= p < n_classes else 0.0 for b, p in zip(bodies, positions))
         scores[start] = score / len(bodies)
     ranked = sorted(scores.items(), key=lambda item: -item[1])
@@ -227,6 +226,13 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
 
     positions, confidence, flags = _level_sequence(bodies)
     report.flags.extend(flags)
+    sacral = sum(p >= len(VERTEBRA_CLASSES) for p in positions)
+    if sacral:
+        report.flags.append(f"{sacral} bodies below S1 were taken as sacral segments and not labelled")
+        bodies, positions = bodies[: len(bodies) - sacral], positions[: len(positions) - sacral]
+        if not bodies:
+            report.flags.append("no vertebrae found")
+            return result, report
     report.confidence = confidence
     vertebrae = [_position_to_vertebra(p) for p in positions]
     for body, label in zip(bodies, vertebrae):

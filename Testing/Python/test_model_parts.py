@@ -229,3 +229,10 @@ def test_a_body_with_two_level_votes_in_the_same_rows_stays_one_body():
     classes[l3 & left_half] = LABEL_TO_CHANNEL[23]  # half of L3's slices vote "L4"
     labels, report = label_levels(classes, (4.0, 1.0, 1.0))
     assert [n for n in report.levels if "-" not in n] == ["L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def test_sacral_segments_below_s1_do_not_shift_the_count():
+    classes = _class_map([18, 19, 20, 21, 22, 23, 24, 26, 26, 26], with_discs=False)  # S1 + two sacral segments voting "S1"
+    labels, report = label_levels(classes, (4.0, 1.0, 1.0))
+    assert [n for n in report.levels if "-" not in n] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+    assert any("sacral segments" in f for f in report.flags)
