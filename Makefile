@@ -26,6 +26,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) Testing/Benchmarks/benchmark_measure.py
 	$(PY) Testing/Benchmarks/benchmark_segment.py
+	$(PY) Testing/Benchmarks/benchmark_batch.py --cases 12
 
 clean:
 	rm -rf out .pytest_cache

@@ -7,6 +7,12 @@
     spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
     spineanalysis export-model RUNDIR -o FOLDER   weights + checksum + manifest from a run
     spineanalysis models                          list available models
+    spineanalysis batch INPUT -o OUTDIR           a cohort on Dask, resumable (docs/batch.md)
+    spineanalysis cohort-report OUTDIR            rebuild a batch's cohort table and report.html
+    spineanalysis export-training IMAGE LABELS -o DATASET   corrected case -> training dataset folder
+    spineanalysis finetune DATASET -o MODELDIR    fine-tune a model on such a folder (new model version)
+    spineanalysis dicom-seg DICOM LABELS -o SEG.dcm   DICOM SEG (--read SEG.dcm REFERENCE -o LABELS)
+    spineanalysis export-measurements IMAGE LABELS -o CSV   measurements with DICOM study/series UIDs
 
 Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
 """
@@ -84,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--evaluation", help="JSON written by 'spineanalysis evaluate -o', stored as validation metrics")
 
     commands.add_parser("models", help="list available models")
+    from .batch.cli import add_commands as _add_batch_commands
+
+    _add_batch_commands(commands)
+    from .interop_cli import add_commands as _add_interop_commands
+
+    _add_interop_commands(commands)
     return parser
 
 
@@ -131,10 +143,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export-model":
         from .model.store import export_run
 
-        evaluation = json.loads(Path(args.evaluation).read_text()) if args.evaluation else None
+        evaluation = json.loads(Path(args.evaluation).read_text(encoding="utf-8")) if args.evaluation else None
         info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
+    if args.command in ("batch", "cohort-report"):
+        from .batch.cli import run as _run_batch_command
+
+        return _run_batch_command(args)
+    if args.command in ("export-training", "finetune", "dicom-seg", "export-measurements"):
+        from .interop_cli import run as _run_interop_command
+
+        return _run_interop_command(args)
     if args.command == "models":
         from .model.store import list_models
 

@@ -168,6 +168,13 @@ def label_map_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return result
 
 
+def _default_mode() -> int:
+    """The mode a plain ``open()`` would give (mkstemp's 0600 would hide outputs on shared filesystems)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``image`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
@@ -177,6 +184,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     os.close(handle)
     try:
         sitk.WriteImage(image, temporary, compress)
+        os.chmod(temporary, _default_mode())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -193,6 +201,7 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
+        os.chmod(temporary, _default_mode())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -57,7 +57,7 @@ class TrainingCase:
 def read_manifest(data_dir: Path | None = None, kind: str = "image+labels") -> list[CaseRecord]:
     data_dir = Path(data_dir or default_data_dir())
     records = []
-    with open(data_dir / "manifest.csv", newline="") as stream:
+    with open(data_dir / "manifest.csv", newline="", encoding="utf-8") as stream:
         for row in csv.DictReader(stream):
             if row["split"] != "shared" or row["kind"] != kind:
                 continue

@@ -62,7 +62,7 @@ def sha256_of(path: Path) -> str:
 def _read_manifest(folder: Path) -> ModelInfo | None:
     path = folder / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
         return ModelInfo(manifest["name"], str(manifest["version"]), folder, manifest)
     except (OSError, ValueError, KeyError):
         return None
@@ -133,9 +133,9 @@ def export_run(run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: 
     """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder."""
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
-    config = json.loads((run_dir / "training_config.json").read_text())
-    split = json.loads((run_dir / "split.json").read_text())
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    config = json.loads((run_dir / "training_config.json").read_text(encoding="utf-8"))
+    split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     elapsed = max((r.get("elapsed_s", 0) for r in log), default=0)
     manifest = {
         "name": name,

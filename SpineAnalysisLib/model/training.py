@@ -20,7 +20,7 @@ import torch
 
 from .augment import SliceAugmenter
 from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
-from .dataset import TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
+from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
 from .losses import partial_label_loss
 from .network import NetworkConfig, build_network
 from .predict import predict_volume
@@ -41,6 +41,9 @@ class TrainingConfig:
     disc_case_weight: float = 4.0  # cases with expert disc labels are drawn this much more often
     threads: int = 2
     network: dict = field(default_factory=lambda: NetworkConfig().to_dict())
+    log_every: int = 25  # steps per loss line in log.jsonl
+    annotated_case_weight: float = 1.0  # sampling weight of annotator-corrected cases (source "ANN", see finetune)
+    freeze_batch_norm: bool = False  # keep batch-norm running statistics (fine-tuning with small batches)
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
@@ -54,14 +57,15 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
     """Dice of the vertebral-body class and the disc class (union of levels) on annotated cases.
 
     Scored only where the case annotates the class: disc Dice on expert disc labels only
-    (cases whose source is IVD), vertebra Dice on VB cases.
+    (cases whose source is IVD), vertebra Dice on VB cases; annotator-corrected cases (source ANN,
+    from :mod:`SpineAnalysisLib.finetune`) count for both.
     """
     vertebra_channels = [LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES]
     disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
     scores: dict[str, list[float]] = {"vertebra": [], "disc": [], "level_exact": []}
     for case in cases:
         classes, _ = predict_volume(network, case.image.astype(np.float32), device)
-        if case.record.source.startswith("VB"):
+        if case.record.source.startswith("VB") or case.record.source == "ANN":
             annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
             predicted = np.isin(classes, vertebra_channels) & _restrict_to_annotated_levels(classes, case, annotated)
@@ -71,7 +75,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
             exact = _dice(np.isin(classes, annotated) & (classes == case.target), truth)
             if exact is not None:
                 scores["level_exact"].append(exact)
-        if case.record.source == "IVD":
+        if case.record.source in ("IVD", "ANN"):
             truth = np.isin(case.target, disc_channels)
             dice = _dice(np.isin(classes, disc_channels), truth)
             if dice is not None:
@@ -93,7 +97,9 @@ class SliceSampler:
         self.cases = cases
         self.config = config
         self.rng = np.random.default_rng(config.seed)
-        weights = np.array([config.disc_case_weight if c.record.source == "IVD" else 1.0 for c in cases])
+        weights = np.array([
+            config.disc_case_weight if c.record.source == "IVD" else config.annotated_case_weight if c.record.source == "ANN" else 1.0 for c in cases
+        ])
         self.weights = weights / weights.sum()
         self.augmenter = SliceAugmenter(config.crop, seed=config.seed)
 
@@ -140,8 +146,16 @@ def train(
     data_dir: Path | None = None,
     log: Callable[[str], None] = print,
     case_ids: list[str] | None = None,
+    records: list[CaseRecord] | None = None,
+    validation_records: list[CaseRecord] | None = None,
+    initial_state: dict | None = None,
 ) -> Path:
-    """Train (or resume) into ``output_dir``; returns the path of the final network weights."""
+    """Train (or resume) into ``output_dir``; returns the path of the final network weights.
+
+    ``records`` trains on these cases instead of the manifest of ``data_dir`` (split by
+    :func:`split_cases` unless ``validation_records`` gives the validation cases). ``initial_state`` is a
+    state dict to start from (fine-tuning); a checkpoint in ``output_dir`` takes precedence when resuming.
+    """
     config = config or TrainingConfig()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -150,10 +164,14 @@ def train(
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    records = read_manifest(data_dir or default_data_dir())
+    if records is None:
+        records = read_manifest(data_dir or default_data_dir())
     if case_ids:
         records = [r for r in records if r.case_id in case_ids]
-    train_records, validation_records = split_cases(records, config.validation_fraction, config.seed)
+    if validation_records is None:
+        train_records, validation_records = split_cases(records, config.validation_fraction, config.seed)
+    else:
+        train_records = list(records)
     (output_dir / "split.json").write_text(
         json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1)
     )
@@ -163,6 +181,8 @@ def train(
     log(f"loaded {len(train_cases)} training and {len(validation_cases)} validation cases in {time.time() - started:.0f} s")
 
     network = build_network(NetworkConfig.from_dict(config.network)).to(device)
+    if initial_state is not None:
+        network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in initial_state.items()})
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 30)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -182,11 +202,15 @@ def train(
         step = state["step"]
         log(f"resumed from step {step}")
 
-    log_file = (output_dir / "log.jsonl").open("a")
+    log_file = (output_dir / "log.jsonl").open("a", encoding="utf-8")
     window_losses: list[float] = []
     window_start = time.time()
     while step < config.steps:
         network.train()
+        if config.freeze_batch_norm:
+            for module in network.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         images, targets, annotated = sampler.batch()
         logits = network(images.to(device))
         loss = partial_label_loss(logits, targets.to(device), annotated.to(device))
@@ -197,7 +221,7 @@ def train(
         scheduler.step()
         step += 1
         window_losses.append(loss.item())
-        if step % 25 == 0 or step == config.steps:
+        if step % max(1, config.log_every) == 0 or step == config.steps:
             record = {"step": step, "loss": float(np.mean(window_losses)), "lr": scheduler.get_last_lr()[0], "seconds_per_step": (time.time() - window_start) / len(window_losses), "elapsed_s": time.time() - started}
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()

@@ -34,14 +34,14 @@ def test_analyze_writes_every_output(tmp_path):
     assert main(["analyze", str(_small_sample(tmp_path)), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"labels.nii.gz", "measurements.csv", "measurements.json", "report.png", "summary.json"} <= names
-    header = (tmp_path / "out" / "measurements.csv").read_text().splitlines()[0]
+    header = (tmp_path / "out" / "measurements.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("structure,level,parameter,value,unit")
     assert (tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_measure_on_expert_labels(tmp_path):
     assert main(["measure", str(SAMPLE), str(SAMPLE_LABELS), "-o", str(tmp_path)]) == 0
-    rows = (tmp_path / "measurements.csv").read_text().splitlines()
+    rows = (tmp_path / "measurements.csv").read_text(encoding="utf-8").splitlines()
     assert any(row.startswith("vertebra,L3,height_anterior_mm,") for row in rows)
 
 

@@ -113,3 +113,16 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
 
 def test_lps_to_ras():
     np.testing.assert_allclose(imageio.lps_to_ras([1.0, 2.0, 3.0]), [-1.0, -2.0, 3.0])
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        imageio.write_text("x", tmp_path / "b.txt")
+        imageio.write_image(oblique_image(), tmp_path / "a.nrrd")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.nrrd").stat().st_mode & 0o777 == 0o644

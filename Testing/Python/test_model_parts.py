@@ -193,7 +193,7 @@ class Payload:
 def test_pickled_objects_are_not_executed(tmp_path, capsys):
     def replace_with_pickle(info):
         torch.save({"weight": Payload()}, info.weights_path)
-        manifest = json.loads((info.folder / "manifest.json").read_text())
+        manifest = json.loads((info.folder / "manifest.json").read_text(encoding="utf-8"))
         manifest["sha256"] = store.sha256_of(info.weights_path)
         (info.folder / "manifest.json").write_text(json.dumps(manifest))
 

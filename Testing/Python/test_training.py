@@ -36,7 +36,7 @@ def _dataset(folder):
     rng = np.random.default_rng(0)
     rows = [_write_case(folder, f"VB3_{i:02d}", [21, 22, 23], rng) for i in range(4)]
     rows += [_write_case(folder, f"IVD_{i:02d}", [121, 122], rng) for i in range(2)]
-    with open(folder / "manifest.csv", "w", newline="") as stream:
+    with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
@@ -55,10 +55,10 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     weights = train(run, config, data_dir=data, log=messages.append)
     assert any("resumed from step 25" in m for m in messages)
     assert weights.exists()
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and losses[-1] < losses[0]  # it learns
     validation = [r["validation"] for r in records if "validation" in r]
     assert validation and validation[-1]["vertebra"] is not None
-    split = json.loads((run / "split.json").read_text())
+    split = json.loads((run / "split.json").read_text(encoding="utf-8"))
     assert not set(split["train"]) & set(split["validation"])

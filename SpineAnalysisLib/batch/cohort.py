@@ -1,0 +1,198 @@
+"""The cohort table, rebuilt from the per-case outputs (so a rerun never duplicates rows).
+
+``measurements.parquet`` and ``measurements.csv`` hold one row per case and measurement (tidy/long format):
+``case_id, age, sex, structure, level, parameter, value, unit, note, label, model``, cases in case-id order and
+each case's rows in the order of its own measurements.csv. Only finished cases of the current case list
+(``cases.csv``) are in it. ``value`` is empty (null) where the parameter could not be measured, with the reason in
+``note``. The table is derived data: delete it, or run ``spineanalysis cohort-report OUTDIR``, and it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .. import imageio
+from ..errors import SpineAnalysisError
+from ..measurements import CSV_COLUMNS
+from .discover import Case, read_case_list
+from .state import DONE, BatchState
+
+TABLE_COLUMNS = ("case_id", "age", "sex") + CSV_COLUMNS + ("label", "model")
+CASE_LIST = "cases.csv"
+CASE_LIST_COLUMNS = ("case_id", "path", "age", "sex")
+
+
+def require_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise SpineAnalysisError("writing the cohort table needs pyarrow: pip install 'spineanalysis[batch]' (or -r requirements.txt)") from None
+
+
+def write_case_list(outdir: Path, cases: list[Case]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CASE_LIST_COLUMNS)
+    for case in cases:
+        writer.writerow([case.case_id, case.path, "" if case.age is None else f"{case.age:g}", case.sex or ""])
+    return imageio.write_text(buffer.getvalue(), Path(outdir) / CASE_LIST)
+
+
+def read_cases(outdir: Path) -> list[Case]:
+    path = Path(outdir) / CASE_LIST
+    if not path.is_file():
+        raise SpineAnalysisError(f"{outdir}: no {CASE_LIST}; is this the output folder of 'spineanalysis batch'?")
+    return read_case_list(path)
+
+
+def _case_rows(case_dir: Path) -> list[dict]:
+    json_path = case_dir / "measurements.json"
+    if json_path.is_file():
+        return json.loads(json_path.read_text(encoding="utf-8"))
+    rows = []
+    with open(case_dir / "measurements.csv", newline="", encoding="utf-8") as stream:
+        for row in csv.DictReader(stream):
+            row["value"] = float(row["value"]) if row.get("value") else None
+            row["label"] = None
+            rows.append(row)
+    return rows
+
+
+def iter_case_rows(outdir: Path, cases: list[Case]):
+    """(case, tidy rows) of every finished case, in case-id order, read from its own files one case at a time."""
+    state = BatchState(outdir)
+    for case in sorted(cases, key=lambda c: c.case_id):
+        folder = state.case_dir(case)
+        if not (folder / DONE).is_file():
+            continue
+        done = state.done_info(case) or {}
+        rows = [{"case_id": case.case_id, "age": case.age, "sex": case.sex, **{key: row.get(key) for key in CSV_COLUMNS},
+                 "label": row.get("label"), "model": done.get("model", "")} for row in _case_rows(folder)]
+        yield case, rows
+
+
+def collect_rows(outdir: Path, cases: list[Case]) -> list[dict]:
+    """Tidy rows of every finished case (all in memory: for small cohorts and tests)."""
+    return [row for _, rows in iter_case_rows(outdir, cases) for row in rows]
+
+
+class TableWriter:
+    """``stem``.parquet and ``stem``.csv written in batches (memory stays small for any cohort size), renamed into
+    place by :meth:`close` (atomic: readers see the old or the new table). ``types``: column -> float|int|bool.
+    The CSV is Arrow's (RFC 4180: header and text quoted, empty field = missing, booleans true/false)."""
+
+    def __init__(self, stem: Path, columns: tuple[str, ...], types: dict[str, str]):
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+
+        self.columns, self.types = columns, types
+        arrow_types = {"float": pa.float64(), "int": pa.int32(), "bool": pa.bool_()}
+        self.schema = pa.schema([(name, arrow_types.get(types.get(name, ""), pa.string())) for name in columns])
+        self.paths = (stem.with_suffix(".parquet"), stem.with_suffix(".csv"))
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        self.temporaries = []
+        for path in self.paths:
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            os.close(handle)
+            self.temporaries.append(temporary)
+        self.parquet = pq.ParquetWriter(self.temporaries[0], self.schema)
+        self.csv = pa_csv.CSVWriter(self.temporaries[1], self.schema, write_options=pa_csv.WriteOptions(quoting_style="needed"))
+        self.rows = 0
+
+    def _column(self, name: str, rows: list[dict]) -> list:
+        kind = self.types.get(name)
+        values = [row.get(name) for row in rows]
+        if kind == "float":
+            return [None if v is None or v == "" else float(v) for v in values]
+        if kind == "int":
+            return [None if v is None or v == "" else int(v) for v in values]
+        if kind == "bool":
+            return [None if v is None else bool(v) for v in values]
+        return [None if v is None else str(v) for v in values]
+
+    def write(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+
+        if not rows:
+            return
+        table = pa.Table.from_pydict({name: self._column(name, rows) for name in self.columns}, schema=self.schema)
+        self.parquet.write_table(table)
+        self.csv.write_table(table)
+        self.rows += len(rows)
+
+    def close(self) -> tuple[Path, Path]:
+        self.parquet.close()
+        self.csv.close()
+        for temporary, path in zip(self.temporaries, self.paths):
+            os.replace(temporary, path)
+        return self.paths
+
+    def abort(self) -> None:
+        for closing in (self.parquet.close, self.csv.close):
+            try:
+                closing()
+            except Exception:
+                pass
+        for temporary in self.temporaries:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+def write_table(rows: list[dict], columns: tuple[str, ...], types: dict[str, str], stem: Path) -> tuple[Path, Path]:
+    """``stem``.parquet and ``stem``.csv from a list of rows (see :class:`TableWriter`)."""
+    writer = TableWriter(stem, columns, types)
+    try:
+        writer.write(rows)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+MEASUREMENT_TYPES = {"age": "float", "value": "float", "label": "int"}
+
+
+def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *, min_reference_n: int | None = None,
+                   reference: str = "auto", report: bool = True, batch_cases: int = 500) -> dict[str, Path]:
+    """Rebuild measurements.*, normative.*, errors.csv and (``report``) report.html from the per-case outputs.
+
+    The cohort table is streamed ``batch_cases`` cases at a time; only the disc rows that the normative comparison
+    and the report use are kept in memory (about 20 per case)."""
+    from . import normative
+    from .html import REPORT_PARAMETERS
+
+    require_pyarrow()
+    outdir = Path(outdir)
+    if cases is None:
+        cases = read_cases(outdir)
+    kept: list[dict] = []
+    pending: list[dict] = []
+    writer = TableWriter(outdir / "measurements", TABLE_COLUMNS, MEASUREMENT_TYPES)
+    try:
+        for count, (_, rows) in enumerate(iter_case_rows(outdir, cases), start=1):
+            pending.extend(rows)
+            kept.extend(r for r in rows if r["structure"] == "disc" and r["parameter"] in REPORT_PARAMETERS and r["value"] is not None)
+            if count % batch_cases == 0:
+                writer.write(pending)
+                pending = []
+        writer.write(pending)
+        outputs: dict[str, Path] = {}
+        outputs["measurements_parquet"], outputs["measurements_csv"] = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    comparison = normative.compare(kept, min_n=min_reference_n, reference=reference)
+    outputs["normative_parquet"], outputs["normative_csv"] = write_table(comparison, normative.COLUMNS, normative.TYPES, outdir / "normative")
+    outputs["errors"], _ = BatchState(outdir).write_errors_csv(cases)
+    if report:
+        from .html import write_cohort_report
+
+        outputs["report"] = write_cohort_report(outdir, cases, kept, comparison, min_reference_n=min_reference_n or normative.MIN_REFERENCE_N)
+    return outputs

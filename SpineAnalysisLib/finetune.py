@@ -1,0 +1,362 @@
+"""Fine-tuning a model on annotator-corrected cases (a dataset folder written by :mod:`.annotation`).
+
+:func:`finetune` starts from a model's weights (the shipped model by default) and its own network
+configuration, trains with :func:`SpineAnalysisLib.model.training.train` (progress lines, resumable
+checkpoints, CPU or CUDA), and writes a *new* model - its own name and version, manifest and sha256 - into a
+model folder (by default the user model folder, where :func:`~SpineAnalysisLib.model.store.list_models` finds
+it). The base model is never modified and the default model does not change: a fine-tuned model is used
+only when picked by name (no surprise retraining).
+
+Cases of the dataset folder become training records with source ``ANN``: annotated labels are every label
+present in the corrected map plus the labels ``dataset.json`` declares (a declared label absent from a case
+is taken as truly absent). Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
+folder first (labels nearest-neighbour). Validation figures (Dice per level, vertebrae and discs) are
+computed before and after on held-out cases: annotated cases grouped by study (all of them when there is
+only one study, which is then reported), plus the shipped validation split when shipped data are mixed in.
+
+The run folder ``.<model folder name>.run`` beside the model folder holds checkpoints; running the same
+command again resumes there. The model folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from . import __version__
+from . import annotation
+from .errors import InputError, ModelError
+from .model import store
+from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
+from .model.network import NetworkConfig, build_network
+from .model.predict import predict_volume
+from .model.preprocessing import sagittal_frame
+from .model.training import TrainingConfig, train
+
+ANNOTATED_SOURCE = "ANN"
+
+
+@dataclass
+class FinetuneResult:
+    model: store.ModelInfo
+    before: dict
+    after: dict
+    losses: list[float]
+    train_cases: list[str]
+    validation_cases: list[str]
+    seconds: float
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first_loss(self) -> float | None:
+        return self.losses[0] if self.losses else None
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
+
+    def summary(self) -> dict:
+        return {
+            "model": self.model.label,
+            "folder": str(self.model.folder),
+            "sha256": self.model.manifest.get("sha256"),
+            "device": self.device,
+            "seconds": round(self.seconds, 1),
+            "train_cases": self.train_cases,
+            "validation_cases": self.validation_cases,
+            "loss_first": self.first_loss,
+            "loss_last": self.last_loss,
+            "validation_before": self.before,
+            "validation_after": self.after,
+            "notes": self.notes,
+        }
+
+
+def user_model_folder() -> Path:
+    """Where fine-tuned models go: the first folder of ``$SPINEANALYSIS_MODELS``, else ``~/.spineanalysis/models``."""
+    folders = [p for p in os.environ.get("SPINEANALYSIS_MODELS", "").split(os.pathsep) if p]
+    return Path(folders[0]) if folders else Path.home() / ".spineanalysis" / "models"
+
+
+# -- dataset folder -> training records ------------------------------------------------------------
+def _resample_in_plane(image: sitk.Image, labels: sitk.Image) -> tuple[sitk.Image, sitk.Image] | None:
+    """Image and labels with 1 mm sagittal pixels (slice thickness kept); None when they already are."""
+    frame = sagittal_frame(labels)
+    if max(abs(s - 1.0) for s in frame.spacing[1:]) <= 1e-3:
+        return None
+    spacing = list(labels.GetSpacing())
+    size = list(labels.GetSize())
+    new_spacing, new_size = spacing[:], size[:]
+    for numpy_axis in frame.axes[1:]:
+        axis = 2 - numpy_axis
+        new_spacing[axis] = 1.0
+        new_size[axis] = max(1, int(round(size[axis] * spacing[axis])))
+    direction = np.asarray(labels.GetDirection(), float).reshape(3, 3)
+    origin = np.asarray(labels.GetOrigin(), float) + direction @ ((np.asarray(new_spacing) - np.asarray(spacing)) / 2)
+    grid = sitk.Image(new_size, sitk.sitkUInt8)
+    grid.SetSpacing(new_spacing)
+    grid.SetOrigin(tuple(origin))
+    grid.SetDirection(labels.GetDirection())
+    resampled_image = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    resampled_labels = sitk.Resample(labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return resampled_image, resampled_labels
+
+
+def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> list[CaseRecord]:
+    """Training records of an annotation dataset folder (resampled copies go to ``work_dir`` when needed)."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise InputError(f"{dataset_dir}: no such dataset folder")
+    dataset = annotation.read_dataset_json(dataset_dir)
+    if dataset is None:
+        raise InputError(f"{dataset_dir}: has no dataset.json; export corrected cases into it first (export-training)")
+    declared = {value for value in annotation.declared_labels(dataset).values() if value}
+    cases = annotation.list_cases(dataset_dir)
+    if not cases:
+        raise InputError(f"{dataset_dir}: holds no case with both imagesTr/<case>_0000.nii.gz and labelsTr/<case>.nii.gz")
+    records = []
+    for case_id in cases:
+        paths = annotation.case_file_paths(dataset_dir, case_id)
+        labels = sitk.ReadImage(str(paths["labels"]))
+        present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v}
+        group = case_id
+        if paths["provenance"].exists():
+            try:
+                provenance = json.loads(paths["provenance"].read_text(encoding="utf-8"))
+                group = provenance.get("source_image", {}).get("StudyInstanceUID") or case_id
+            except (OSError, ValueError):
+                pass
+        image_file, label_file = paths["image"], paths["labels"]
+        if work_dir is not None:
+            target_image = Path(work_dir) / "images" / f"{case_id}.nii.gz"
+            target_labels = Path(work_dir) / "labels" / f"{case_id}.nii.gz"
+            stamp = Path(work_dir) / "labels" / f"{case_id}.source"
+            source_stamp = f"{paths['labels'].stat().st_mtime_ns} {paths['image'].stat().st_mtime_ns}"
+            if target_labels.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == source_stamp:
+                image_file, label_file = target_image, target_labels
+            else:
+                resampled = _resample_in_plane(sitk.ReadImage(str(paths["image"])), labels)
+                if resampled is not None:
+                    target_image.parent.mkdir(parents=True, exist_ok=True)
+                    target_labels.parent.mkdir(parents=True, exist_ok=True)
+                    sitk.WriteImage(resampled[0], str(target_image), True)
+                    sitk.WriteImage(resampled[1], str(target_labels), True)
+                    stamp.write_text(source_stamp)
+                    image_file, label_file = target_image, target_labels
+        records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(present | declared))))
+    if not any(set(r.annotated_labels) & set(LABEL_TO_CHANNEL) - {0} for r in records):
+        raise InputError(f"{dataset_dir}: no case holds a level the network predicts ({', '.join(map(str, CHANNEL_LABELS[1:]))})")
+    return records
+
+
+# -- validation figures -----------------------------------------------------------------------------
+def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
+    total = a.sum() + b.sum()
+    if b.sum() == 0:
+        return None
+    return float(2 * np.logical_and(a, b).sum() / total)
+
+
+def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device) -> dict:
+    """Mean Dice per level (the predicted level must be the right one) over annotated, present levels:
+    all levels, vertebrae, discs; and the number of cases."""
+    vertebra_channels = {LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES}
+    disc_channels = {LABEL_TO_CHANNEL[d] for d in DISC_CLASSES}
+    all_scores, vertebra_scores, disc_scores = [], [], []
+    for case in cases:
+        classes, _ = predict_volume(network, case.image.astype(np.float32), device)
+        for channel in np.flatnonzero(case.annotated):
+            if channel == 0:
+                continue
+            dice = _dice(classes == channel, case.target == channel)
+            if dice is None:
+                continue
+            all_scores.append(dice)
+            (vertebra_scores if channel in vertebra_channels else disc_scores if channel in disc_channels else []).append(dice)
+
+    def mean(values):
+        return round(float(np.mean(values)), 4) if values else None
+
+    return {"level_dice": mean(all_scores), "vertebra_level_dice": mean(vertebra_scores), "disc_level_dice": mean(disc_scores), "cases": len(cases), "levels_scored": len(all_scores)}
+
+
+# -- fine-tuning -----------------------------------------------------------------------------------
+def _next_version(name: str) -> str:
+    versions = [m.version for m in store.list_models() if m.name == name]
+    numbers = [int(v) for v in versions if v.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def _split_annotated(records: list[CaseRecord], seed: int, fraction: float) -> tuple[list[CaseRecord], list[CaseRecord], bool]:
+    groups = {r.subject_group for r in records}
+    if len(groups) < 2:
+        return list(records), list(records), True
+    train_records, validation_records = split_cases(records, fraction, seed)
+    return train_records, validation_records, False
+
+
+def finetune(
+    dataset_dir: str | os.PathLike,
+    output_model_dir: str | os.PathLike | None = None,
+    base_model: str | None = None,
+    steps: int = 300,
+    mix_shipped_data: bool = False,
+    shipped_data_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    batch_size: int = 8,
+    crop: int | None = None,
+    learning_rate: float = 2e-4,
+    seed: int = 20261123,
+    threads: int = 2,
+    validation_fraction: float = 0.2,
+    annotated_share: float = 0.5,
+    checkpoint_every: int = 50,
+    log_every: int = 25,
+    freeze_batch_norm: bool = True,
+    keep_run: bool = False,
+    log: Callable[[str], None] = print,
+) -> FinetuneResult:
+    """Fine-tune ``base_model`` (default: the shipped model) on the cases of ``dataset_dir``.
+
+    ``mix_shipped_data`` adds the shipped training data (``shipped_data_dir`` or ``../shared/data/lumbar_mri``);
+    annotated cases are then drawn ``annotated_share`` of the time. Returns the new model and the validation
+    figures before and after. ``freeze_batch_norm`` keeps the base model's batch-norm statistics (small
+    fine-tuning batches would otherwise shift them). Raises :class:`InputError`/:class:`ModelError` with a
+    one-line reason.
+    """
+    started = time.time()
+    if steps < 1:
+        raise InputError("steps must be at least 1")
+    base = store.find_model(base_model)
+    base_network = store.load_network(base)  # verifies the checksum
+    network_config = dict(base.manifest["network"])
+    name = name or (base.name if base.name.endswith("-finetuned") else f"{base.name}-finetuned")
+    version = version or _next_version(name)
+    output_model_dir = Path(output_model_dir) if output_model_dir else user_model_folder() / f"{name}-{version}"
+    output_model_dir = output_model_dir.expanduser().resolve()
+    if output_model_dir.exists() and any(output_model_dir.iterdir()):
+        raise InputError(f"{output_model_dir}: already exists; a fine-tuned model is never written over another model")
+    try:
+        output_model_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{output_model_dir.parent}: cannot create the model folder ({error.strerror or error})") from None
+    if not os.access(output_model_dir.parent, os.W_OK):
+        raise InputError(f"{output_model_dir.parent}: not writable")
+    run_dir = output_model_dir.parent / f".{output_model_dir.name}.run"
+    run_dir.mkdir(exist_ok=True)
+
+    notes: list[str] = []
+    annotated = dataset_records(dataset_dir, run_dir / "data")
+    ann_train, ann_validation, same = _split_annotated(annotated, seed, validation_fraction)
+    if same:
+        notes.append("only one study in the dataset: validation figures are on the training case(s)")
+    train_records, validation_records = list(ann_train), list(ann_validation)
+    config_extra = {}
+    if mix_shipped_data:
+        data_dir = Path(shipped_data_dir) if shipped_data_dir else default_data_dir()
+        if not (data_dir / "manifest.csv").exists():
+            raise InputError(f"{data_dir}: shipped training data not found (manifest.csv); set SPINEANALYSIS_DATA or pass --data")
+        shipped_train, shipped_validation = split_cases(read_manifest(data_dir), validation_fraction, seed)
+        train_records += shipped_train
+        validation_records += shipped_validation
+        shipped_weight = sum(4.0 if r.source == "IVD" else 1.0 for r in shipped_train)
+        share = min(max(annotated_share, 0.01), 0.99)
+        config_extra["annotated_case_weight"] = shipped_weight * share / (1 - share) / max(1, len(ann_train))
+        notes.append(f"mixed with {len(shipped_train)} shipped training cases from {data_dir}")
+    net = NetworkConfig.from_dict(network_config)
+    crop = crop or 224
+    if crop % net.size_multiple:
+        raise InputError(f"crop {crop} must be a multiple of {net.size_multiple} for this network")
+    config = TrainingConfig(
+        steps=steps, batch_size=batch_size, crop=crop, learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
+        validate_every=steps, checkpoint_every=checkpoint_every, threads=threads, network=network_config, log_every=log_every,
+        freeze_batch_norm=freeze_batch_norm, **config_extra,
+    )  # fmt: skip
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(threads)
+    log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")
+
+    validation_cases = [load_training_case(r) for r in validation_records]
+    before = validation_figures(base_network.to(device), validation_cases, device)
+    log(f"validation before: {before}")
+    initial_state = {k: v.detach().cpu() for k, v in base_network.state_dict().items()}
+    del base_network
+    # validation runs here, before and after, on the same cases (not a second time inside train)
+    weights = train(run_dir, config, log=log, records=train_records, validation_records=[], initial_state=initial_state)
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    tuned = build_network(net)
+    tuned.load_state_dict(state)
+    after = validation_figures(tuned.to(device).eval(), validation_cases, device)
+    log(f"validation after: {after}")
+    (run_dir / "split.json").write_text(json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1))
+    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
+        stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    losses = [float(r["loss"]) for r in records if "loss" in r]
+    elapsed = max((r.get("elapsed_s", 0) for r in records), default=0.0)
+
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    manifest = {
+        "name": name,
+        "version": version,
+        "description": f"{base.label} fine-tuned on annotator-corrected cases ({Path(dataset_dir).name})",
+        "network": network_config,
+        "expected_input": base.manifest.get("expected_input", {}),
+        "base_model": {"name": base.name, "version": base.version, "sha256": base.manifest.get("sha256")},
+        "created_utc": created,
+        "software": f"SpineAnalysis {__version__}",
+        "training": {
+            "kind": "fine-tune",
+            "dataset": str(Path(dataset_dir).resolve()),
+            "train_cases": [r.case_id for r in train_records],
+            "validation_cases": [r.case_id for r in validation_records],
+            "mixed_with_shipped_data": bool(mix_shipped_data),
+            "config": {k: v for k, v in asdict(config).items() if k != "network"},
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "wall_clock_minutes": round(elapsed / 60, 2),
+            "hardware": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({threads} threads)",
+            "notes": notes,
+        },
+        "validation": {"before": before, "after": after},
+    }
+    partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
+    try:
+        store.write_model(partial, state, manifest)
+        shutil.copyfile(run_dir / "log.jsonl", partial / "training_log.jsonl")
+        if output_model_dir.exists():
+            output_model_dir.rmdir()  # empty (checked above)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
+        os.replace(partial, output_model_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    info = store.find_model(str(output_model_dir))
+    try:
+        store.load_network(info)  # the written model loads and its checksum holds
+    except ModelError:
+        raise
+    if not keep_run:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    log(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256'][:12]}...)")
+    return FinetuneResult(
+        info, before, after, losses, [r.case_id for r in train_records], [r.case_id for r in validation_records],
+        time.time() - started, device.type, notes,
+    )  # fmt: skip

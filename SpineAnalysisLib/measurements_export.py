@@ -1,0 +1,77 @@
+"""Measurements as a structured CSV that carries the DICOM identifiers of the measured series.
+
+One row per measured value (long format, ready for a database or a registry import)::
+
+    PatientID, StudyInstanceUID, SeriesInstanceUID, Modality, structure, level, label,
+    snomed_code, snomed_meaning, parameter, value, unit, note
+
+The identifiers come from the image's metadata (:func:`SpineAnalysisLib.imageio.read_image` keeps DICOM tags
+0010|0020, 0020|000d, 0020|000e and 0008|0060 when it reads a DICOM series folder) or are given explicitly;
+they are empty for NIfTI/NRRD input. ``include_patient_id=False`` leaves PatientID out (pseudonymous
+exports). The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from . import imageio
+from . import labels as scheme
+from .measurements import Measurement, _format_value
+
+DICOM_TAGS = {"PatientID": "0010|0020", "StudyInstanceUID": "0020|000d", "SeriesInstanceUID": "0020|000e", "Modality": "0008|0060"}
+MEASUREMENT_COLUMNS = ("structure", "level", "label", "snomed_code", "snomed_meaning", "parameter", "value", "unit", "note")
+
+
+def dicom_identifiers(image: sitk.Image | None) -> dict[str, str]:
+    """PatientID, StudyInstanceUID, SeriesInstanceUID and Modality from an image read from DICOM ("" when absent)."""
+    result = {}
+    for name, tag in DICOM_TAGS.items():
+        result[name] = image.GetMetaData(tag).strip() if image is not None and image.HasMetaDataKey(tag) else ""
+    return result
+
+
+def _codes(measurement: Measurement) -> tuple[str, str]:
+    try:
+        if measurement.structure in ("vertebra", "disc") and measurement.level:
+            structure = scheme.structure_for_name(measurement.level)
+        elif measurement.label is not None:
+            structure = scheme.structure(int(measurement.label))
+        else:
+            return "", ""
+    except ValueError:
+        return "", ""
+    return structure.snomed_code, structure.snomed_meaning
+
+
+def structured_rows(measurements: Iterable[Measurement], identifiers: dict[str, str], include_patient_id: bool = True) -> list[list[str]]:
+    columns = [c for c in DICOM_TAGS if include_patient_id or c != "PatientID"]
+    rows = [columns + list(MEASUREMENT_COLUMNS)]
+    for m in measurements:
+        code, meaning = _codes(m)
+        rows.append(
+            [identifiers.get(c, "") or "" for c in columns]
+            + [m.structure, m.level, "" if m.label is None else str(int(m.label)), code, meaning, m.parameter, _format_value(m.value), m.unit, m.note]
+        )
+    return rows
+
+
+def write_structured_csv(
+    measurements: Iterable[Measurement],
+    path: str | os.PathLike,
+    image: sitk.Image | None = None,
+    identifiers: dict[str, str] | None = None,
+    include_patient_id: bool = True,
+) -> Path:
+    """Write the measurements with the DICOM study/series identifiers (``identifiers`` override the image's)."""
+    values = dicom_identifiers(image)
+    values.update({k: v for k, v in (identifiers or {}).items() if v is not None})
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(structured_rows(measurements, values, include_patient_id))
+    return imageio.write_text(buffer.getvalue(), Path(path))

@@ -1,0 +1,219 @@
+"""Batch building blocks without a cluster: input discovery, state/commit, cohort table, normative comparison, HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from SpineAnalysisLib.batch import cohort, html, normative
+from SpineAnalysisLib.batch.discover import Case, discover_cases, read_case_list
+from SpineAnalysisLib.batch.runner import Progress
+from SpineAnalysisLib.batch.state import DONE, BatchState, commit, one_line, partial_dir
+from SpineAnalysisLib.errors import InputError
+from SpineAnalysisLib.measure import normative as bianque
+
+
+def _touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------ discovery
+def test_folder_discovery_is_recursive_with_stable_ids(tmp_path):
+    root = tmp_path / "in"
+    _touch(root / "sub-01" / "anat" / "T2w.nii.gz")
+    _touch(root / "b.nrrd")
+    _touch(root / "a.nii")
+    _touch(root / "a.nii.gz")  # same stem: both keep their suffix
+    _touch(root / "notes.txt")
+    _touch(root / ".hidden" / "x.nii.gz")
+    _touch(root / "series1" / "IM0001", b"\0" * 128 + b"DICM" + b"\0" * 16)  # DICOM file without suffix
+    _touch(root / "series1" / "IM0002", b"\0" * 128 + b"DICM" + b"\0" * 16)
+    _touch(root / "series2" / "1.dcm")
+    _touch(root / "out" / "cases" / "z.nii.gz")  # the output folder inside INPUT is skipped
+    cases = discover_cases(root, exclude=root / "out")
+    ids = [c.case_id for c in cases]
+    assert ids == sorted(["sub-01__anat__T2w", "b", "a_nii", "a_nii_gz", "series1", "series2"])
+    by_id = {c.case_id: c for c in cases}
+    assert by_id["series1"].path == str((root / "series1").resolve())
+    assert discover_cases(root, exclude=root / "out") == cases  # stable
+    assert [c.case_id for c in discover_cases(root, exclude=root / "out", pattern="*.nrrd")] == ["b"]
+    with pytest.raises(InputError, match="no images"):
+        discover_cases(tmp_path / "in" / "sub-01", pattern="*.mha")
+
+
+def test_csv_listing_with_age_sex_relative_paths_and_per_row_problems(tmp_path):
+    listing = tmp_path / "lists" / "cohort.csv"
+    _touch(tmp_path / "img" / "p1.nii.gz")
+    listing.parent.mkdir()
+    listing.write_text("\ufeffcase_id,path,age,sex,site\nP1,../img/p1.nii.gz,54,female,A\nP 2,/data/p2.nii.gz,,M,B\nP3,x.nii,abc,F,\n\n", encoding="utf-8")
+    cases = read_case_list(listing)
+    assert [c.case_id for c in cases] == ["P1", "P 2", "P3"]
+    assert cases[0].path == str((tmp_path / "img" / "p1.nii.gz").resolve()) and cases[0].age == 54 and cases[0].sex == "F"
+    assert cases[1].age is None and cases[1].sex == "M" and not cases[1].problem
+    assert "age" in cases[2].problem and "line 4" in cases[2].problem
+    assert discover_cases(listing) == cases
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,file\na,b\n", "case_id and path"),
+    ("case_id,path\na,x.nii\na,y.nii\n", "occurs twice"),
+    ("case_id,path\na b,x.nii\na_b,y.nii\n", "same output folder"),
+])
+def test_malformed_listing_is_one_input_error(tmp_path, text, message):
+    listing = tmp_path / "c.csv"
+    listing.write_text(text)
+    with pytest.raises(InputError, match=message):
+        read_case_list(listing)
+
+
+# ------------------------------------------------------------------ state
+def test_commit_is_all_or_nothing_and_first_execution_wins(tmp_path):
+    case = Case("c1", "/x.nii")
+    final = tmp_path / "cases" / "c1"
+    first, second = partial_dir(tmp_path, case), partial_dir(tmp_path, case)
+    for folder, text in ((first, "first"), (second, "second")):
+        _touch(folder / "measurements.csv", text.encode())
+        _touch(folder / DONE, b"{}")
+    assert commit(first, final) is True
+    assert commit(second, final) is False  # a duplicate execution is discarded
+    assert (final / "measurements.csv").read_text(encoding="utf-8") == "first" and not second.exists()
+    stale = partial_dir(tmp_path, Case("c2", "/y.nii"))
+    _touch(stale / "labels.nii.gz")
+    state = BatchState(tmp_path)
+    assert state.is_done(case) and not state.is_done("c2")
+    assert state.clean_partials() == 1 and not stale.exists() and final.exists()
+
+
+def test_errors_csv_is_rebuilt_from_records_without_duplicates(tmp_path):
+    state = BatchState(tmp_path)
+    a, b = Case("a", "/a.nii"), Case("b", "/b.nii")
+    state.record_error(a, "input", "first\nsecond line")
+    state.record_error(a, "input", "again")  # replaces, not appends
+    state.record_error(b, "processing", "boom")
+    _touch(tmp_path / "cases" / "b" / DONE, b"{}")  # b finished later: not an error any more
+    path, count = state.write_errors_csv([a, b])
+    rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
+    assert count == 1 and [r["case_id"] for r in rows] == ["a"] and rows[0]["error"] == "again"
+    assert one_line(ValueError("x\ny")) == "ValueError: x" and one_line(InputError("bad\nmore")) == "bad"
+
+
+def test_only_one_batch_writes_into_a_folder(tmp_path):
+    with BatchState(tmp_path).lock():
+        with pytest.raises(InputError, match="another batch"):
+            with BatchState(tmp_path).lock():
+                pass
+    with BatchState(tmp_path).lock():  # released
+        pass
+
+
+def test_progress_line_has_rate_and_eta():
+    stream = io.StringIO()
+    bar = Progress(10, 3, stream, interval=0)
+    bar.started -= 20
+    bar.update(done=3, failed=1)
+    line = stream.getvalue().strip()
+    assert "4/10 (40%)" in line and "3 done, 1 failed, 3 finished earlier" in line
+    assert "720 cases/h" in line and "ETA 30s" in line
+
+
+# ------------------------------------------------------------------ cohort table and normative comparison
+def _rows(n_per_group: int, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_per_group * 2):
+        sex = "F" if i % 2 else "M"
+        age = 40 + rng.random() * 9.9
+        for level in ("L4-L5", "T12-L1"):
+            value = rng.gauss(0.37, 0.05)
+            rows.append({"case_id": f"c{i:04d}", "age": age, "sex": sex, "structure": "disc", "level": level, "parameter": "dhi",
+                         "value": value, "unit": "ratio", "note": "", "label": 123, "model": "m"})
+    rows.append({"case_id": "low", "age": 45.0, "sex": "F", "structure": "disc", "level": "L4-L5", "parameter": "dhi", "value": 0.05,
+                 "unit": "ratio", "note": "", "label": 123, "model": "m"})
+    rows.append({"case_id": "low", "age": 45.0, "sex": "F", "structure": "disc", "level": "L4-L5", "parameter": "hdr", "value": None,
+                 "unit": "ratio", "note": "not measurable", "label": 123, "model": "m"})
+    return rows
+
+
+def test_cohort_percentiles_when_the_stratum_is_large_enough():
+    comparison = normative.compare(_rows(120), min_n=100)
+    low = [r for r in comparison if r["case_id"] == "low"]
+    assert len(low) == 1  # missing values are not compared
+    low = low[0]
+    assert low["reference"] == "cohort" and low["cohort_stratum"] == "L4-L5, female, age 40-50" and low["cohort_n"] == 121
+    assert low["percentile"] == pytest.approx(100 * 0.5 / 121) and low["flag"] is True and low["cohort_z"] < -5
+    expected_z, _ = bianque.z_score("dhi", "L4-L5", 0.05, "F", 45.0)  # the BianqueNet columns come from the shared tables
+    assert low["bianquenet_z"] == pytest.approx(expected_z)
+    thoracolumbar = [r for r in comparison if r["level"] == "T12-L1"]
+    assert all(r["reference"] == "cohort" and r["bianquenet_z"] is None for r in thoracolumbar)
+    flagged = [r for r in comparison if r["flag"]]
+    assert 0.02 < len(flagged) / len(comparison) < 0.08  # about 5 % of a normal sample, plus the outlier
+
+
+def test_small_cohort_falls_back_to_bianquenet_and_reports_missing_reference():
+    comparison = normative.compare(_rows(10), min_n=100)
+    low = next(r for r in comparison if r["case_id"] == "low")
+    mean, sd, _ = bianque.reference("dhi", "L4-L5", "F", 45.0)
+    assert low["reference"] == "BianqueNet" and low["bianquenet_mean"] == mean
+    assert low["percentile"] == pytest.approx(50 * (1 + math.erf((0.05 - mean) / sd / math.sqrt(2)))) and low["flag"] is True
+    assert "cohort stratum has 11 values" in low["note"]
+    t12 = next(r for r in comparison if r["level"] == "T12-L1")
+    assert t12["reference"] == "none" and t12["flag"] is None and "no BianqueNet reference" in t12["note"]
+    forced = normative.compare(_rows(10), min_n=100, reference="cohort")
+    assert all(r["reference"] == "none" for r in forced)
+    assert all(r["reference"] in ("BianqueNet", "none") for r in normative.compare(_rows(120), reference="bianquenet"))
+
+
+def test_table_writer_roundtrips_parquet_and_csv_with_missing_values(tmp_path):
+    import pyarrow.parquet as pq
+
+    rows = _rows(2)
+    parquet, csv_path = cohort.write_table(rows, cohort.TABLE_COLUMNS, cohort.MEASUREMENT_TYPES, tmp_path / "measurements")
+    table = pq.read_table(parquet).to_pylist()
+    assert len(table) == len(rows) and table[-1]["value"] is None and table[0]["label"] == 123
+    read = list(csv.DictReader(csv_path.open(encoding="utf-8", newline="")))
+    assert [r["case_id"] for r in read] == [r["case_id"] for r in rows] and read[-1]["value"] == ""
+
+
+def test_cohort_rebuild_reads_finished_cases_only_and_writes_reports(tmp_path):
+    cases = [Case("a", "/a.nii", 35.0, "F"), Case("b", "/b.nii", 62.0, "M"), Case("c", "/c.nii")]
+    for case, dhi in ((cases[0], 0.36), (cases[1], 0.12)):
+        rows = [{"structure": "disc", "level": "L4-L5", "parameter": "dhi", "value": dhi, "unit": "ratio", "note": "", "label": 123},
+                {"structure": "disc", "level": "L4-L5", "parameter": "delta_si", "value": 80.0, "unit": "", "note": "", "label": 123},
+                {"structure": "vertebra", "level": "L4", "parameter": "height_anterior_mm", "value": None, "unit": "mm", "note": "cut <b>", "label": 23}]
+        folder = tmp_path / "cases" / case.case_id
+        _touch(folder / "measurements.json", json.dumps(rows).encode())
+        _touch(folder / DONE, json.dumps({"model": "m 1"}).encode())
+        page = html.write_case_page(folder, case.case_id, case.path, rows, {"model": "m 1", "levels": ["L4", "L4-L5"]}, case.age, case.sex)
+        assert "cut &lt;b&gt;" in page.read_text(encoding="utf-8") and 'src="report.png"' in page.read_text(encoding="utf-8")
+    BatchState(tmp_path).record_error(cases[2], "input", "broken file")
+    cohort.write_case_list(tmp_path, cases)
+    outputs = cohort.rebuild_cohort(tmp_path)
+    table = list(csv.DictReader(outputs["measurements_csv"].open(encoding="utf-8", newline="")))
+    assert {r["case_id"] for r in table} == {"a", "b"} and len(table) == 6
+    assert cohort.rebuild_cohort(tmp_path)["measurements_csv"].read_text(encoding="utf-8") == outputs["measurements_csv"].read_text(encoding="utf-8")  # no duplicates
+    report = outputs["report"].read_text(encoding="utf-8")
+    assert "1</b> failed" in report and "broken file" in report and 'href="cases/b/case.html"' in report
+    for name in ("distributions.png", "dhi_vs_age.png", "delta_si_vs_age.png"):
+        assert (tmp_path / "cohort" / name).read_bytes()[:4] == b"\x89PNG"
+    flagged = [r for r in csv.DictReader(outputs["normative_csv"].open(encoding="utf-8", newline="")) if r["flag"] == "true"]
+    assert [(r["case_id"], r["parameter"]) for r in flagged] == [("b", "dhi")]  # DHI 0.12 at 62: far below healthy
+
+
+def test_setup_errors_stop_the_batch_with_one_line(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+
+    _touch(tmp_path / "in" / "a.nii.gz")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "no-such-model", "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("spineanalysis: error: model 'no-such-model' not found") and "\n" not in error
+    assert main(["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+    assert main(["cohort-report", str(tmp_path / "in")]) == 2
+    assert "no cases.csv" in capsys.readouterr().err

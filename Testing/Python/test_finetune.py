@@ -1,0 +1,171 @@
+"""Fine-tuning from an exported dataset folder: a tiny model the test creates, a few steps on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from dicom_series import spine_phantom
+from SpineAnalysisLib import annotation, finetune, imageio
+from SpineAnalysisLib.cli import main
+from SpineAnalysisLib.errors import InputError
+from SpineAnalysisLib.model import store
+from SpineAnalysisLib.model.network import NetworkConfig, build_network
+
+TINY = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=0)
+FAST = {"batch_size": 4, "crop": 64, "learning_rate": 3e-3, "threads": 2, "log_every": 5, "checkpoint_every": 10}
+
+
+def _sagittal(array, spacing=(0.8, 0.8, 4.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)  # 0.8 mm sagittal pixels: the fine-tune resamples them to 1 mm
+    image.SetDirection((0, 0, -1, 1, 0, 0, 0, -1, 0))
+    return image
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "dataset"
+    for i in range(3):
+        image_array, labels = spine_phantom(shape=(6, 64, 48), seed=i)
+        image = _sagittal(image_array)
+        original = labels.copy()
+        original[original == 123] = 0
+        annotation.export_training_case(image, imageio.label_map_like(labels, image), folder, f"case{i}",
+                                        original_label_map=imageio.label_map_like(original, image), model="tiny 1")  # fmt: skip
+    return folder
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    """A model folder on $SPINEANALYSIS_MODELS holding a tiny, untrained base model (never $HOME)."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("SPINEANALYSIS_MODELS", str(folder))
+    torch.manual_seed(0)
+    base = store.write_model(folder / "tiny-1", build_network(TINY).state_dict(), {"name": "tiny", "version": "1", "network": TINY.to_dict()})
+    return folder, base
+
+
+def test_dataset_folder_becomes_records_with_declared_labels(dataset, tmp_path):
+    records = finetune.dataset_records(dataset, tmp_path / "work")
+    assert [r.case_id for r in records] == ["case0", "case1", "case2"] and {r.source for r in records} == {"ANN"}
+    assert records[0].annotated_labels == (22, 23, 24, 122, 123)
+    resampled = sitk.ReadImage(str(records[0].label_file))
+    assert resampled.GetSpacing()[:2] == (1.0, 1.0) and resampled.GetSpacing()[2] == 4.0  # in-plane 1 mm, slices kept
+    assert set(np.unique(sitk.GetArrayFromImage(resampled))) == {0, 22, 23, 24, 122, 123}
+
+
+def test_finetune_writes_a_new_checksummed_model_and_its_loss_decreases(dataset, models, tmp_path):
+    folder, base = models
+    messages = []
+    # the tiny base is untrained, so its batch-norm statistics are learnt too (a real base keeps them: see below)
+    result = finetune.finetune(dataset, base_model="tiny", steps=30, log=messages.append, freeze_batch_norm=False, **FAST)
+    assert result.model.name == "tiny-finetuned" and result.model.version == "1"
+    assert result.model.folder == (folder / "tiny-finetuned-1").resolve()  # the user model folder ($SPINEANALYSIS_MODELS)
+    manifest = json.loads((result.model.folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sha256"] == store.sha256_of(result.model.folder / "weights.pt")
+    assert manifest["network"] == TINY.to_dict()  # the base model's own configuration, not the default one
+    assert manifest["base_model"] == {"name": "tiny", "version": "1", "sha256": base.manifest["sha256"]}
+    assert manifest["training"]["kind"] == "fine-tune" and manifest["validation"]["after"]["cases"] == 1
+    network = store.load_network(store.find_model("tiny-finetuned"))  # loadable, checksum verified
+    assert sum(p.numel() for p in network.parameters()) == sum(p.numel() for p in build_network(TINY).parameters())
+    assert len(result.losses) == 6 and result.last_loss < result.first_loss  # it learns
+    assert result.before["level_dice"] is not None and result.after["level_dice"] > result.before["level_dice"]
+    assert any(m.startswith("step 30/30") for m in messages) and any("validation before" in m for m in messages)
+    assert result.train_cases and result.validation_cases and not set(result.train_cases) & set(result.validation_cases)
+    assert store.find_model("tiny").version == "1"  # the base model is still what "tiny" means
+    assert not (folder / ".tiny-finetuned-1.run").exists()  # run folder removed after success
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny-1", "tiny-finetuned-1"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(result.model.folder.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's private 0700
+    with pytest.raises(InputError, match="already exists"):
+        finetune.finetune(dataset, result.model.folder, base_model="tiny", steps=1, **FAST)
+
+
+def test_an_interrupted_finetune_resumes_from_its_checkpoint(dataset, models, tmp_path):
+    _, base = models
+    target = tmp_path / "out" / "tuned"
+
+    def interrupt(message):
+        if message.startswith("step 15/"):  # logged before the step-15 checkpoint: the last one is at step 10
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(dataset, target, base_model=str(base.folder), steps=15, log=interrupt, **FAST)
+    assert not target.exists()  # nothing half-written where the model goes
+    assert (tmp_path / "out" / ".tuned.run" / "checkpoint.pt").exists()
+    messages = []
+    result = finetune.finetune(dataset, target, base_model=str(base.folder), steps=15, log=messages.append, **FAST)
+    assert any(m == "resumed from step 10" for m in messages)
+    assert result.model.folder == target.resolve() and (target / "training_log.jsonl").exists()
+    # by default the base model's batch-norm statistics are kept (small fine-tuning batches would shift them)
+    tuned = torch.load(target / "weights.pt", weights_only=True)
+    original = torch.load(base.weights_path, weights_only=True)
+    statistics = [k for k in original if k.endswith(("running_mean", "running_var"))]
+    assert statistics and all(torch.equal(tuned[k], original[k]) for k in statistics)
+    assert not all(torch.equal(tuned[k], original[k]) for k in original)  # the weights did change
+
+
+def test_mixing_with_shipped_data(dataset, models, tmp_path):
+    from test_training import _dataset
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    _dataset(shipped)  # six tiny cases in the shared data's format, with a manifest.csv
+    _, base = models
+    result = finetune.finetune(dataset, tmp_path / "mixed", base_model=str(base.folder), steps=5, mix_shipped_data=True, shipped_data_dir=shipped, **FAST)
+    assert {"case0", "case1", "case2"} & set(result.train_cases) and any(c.startswith("VB3_") for c in result.train_cases)
+    assert any("mixed with" in n for n in result.notes)
+    config = json.loads((result.model.folder / "manifest.json").read_text(encoding="utf-8"))["training"]["config"]
+    assert config["annotated_case_weight"] > 1  # the annotated cases are not drowned by the shipped ones
+    with pytest.raises(InputError, match="shipped training data not found"):
+        finetune.finetune(dataset, tmp_path / "x", base_model=str(base.folder), steps=1, mix_shipped_data=True, shipped_data_dir=tmp_path, **FAST)
+
+
+def test_bad_input(models, tmp_path):
+    _, base = models
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no dataset.json"):
+        finetune.finetune(tmp_path / "empty", tmp_path / "m", base_model=str(base.folder), steps=1, **FAST)
+    with pytest.raises(InputError, match="no such dataset folder"):
+        finetune.finetune(tmp_path / "missing", tmp_path / "m", base_model=str(base.folder), steps=1, **FAST)
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_finetune(dataset, models, tmp_path, capsys):
+    _, base = models
+    out = tmp_path / "cli-model"
+    code = main(["finetune", str(dataset), "-o", str(out), "--base", str(base.folder), "--steps", "4", "--crop", "64", "--batch-size", "2",
+                 "--summary", str(tmp_path / "summary.json")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "model tiny-finetuned" in printed and "validation before" in printed and "validation after" in printed
+    assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))["sha256"] == store.find_model(str(out)).manifest["sha256"]
+    assert main(["finetune", str(tmp_path / "nothing"), "--base", str(base.folder)]) == 2
+
+
+def test_smoke_finetune_from_the_shipped_model(tmp_path):
+    """The shipped model (or $SPINEANALYSIS_MODELS' spine-mri-2d): 2 steps on two tiny cases; the new model keeps the
+    shipped network configuration and loads. Skipped when no shipped model is installed."""
+    from SpineAnalysisLib.errors import ModelError
+
+    try:
+        shipped = store.find_model(None)
+    except ModelError:
+        pytest.skip("no shipped model installed")
+    folder = tmp_path / "dataset"
+    for i in range(2):
+        image_array, labels = spine_phantom(shape=(6, 64, 48), seed=i)
+        image = _sagittal(image_array)
+        annotation.export_training_case(image, imageio.label_map_like(labels, image), folder, f"c{i}")
+    result = finetune.finetune(folder, tmp_path / "model", steps=2, batch_size=2, threads=2, log=lambda m: None)
+    assert result.model.manifest["network"] == shipped.manifest["network"]
+    assert result.model.manifest["base_model"]["sha256"] == shipped.manifest["sha256"]
+    store.load_network(result.model)
