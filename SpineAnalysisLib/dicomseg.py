@@ -18,7 +18,6 @@ Needs ``highdicom`` (optional dependency ``spineanalysis[dicom]``, ``pip install
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -209,18 +208,7 @@ def write_dicom_seg(
         raise InputError(f"{source_dicom_folder}: highdicom could not build the SEG ({str(error).splitlines()[0][:300]})") from None
     seg.SeriesDescription = series_description[:64]
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not mkstemp: its 0600 mode would stay on the SEG; a plain open() honours the umask
-    temporary = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        seg.save_as(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return imageio.write_atomically(path, seg.save_as, suffix=".tmp")
 
 
 def _segment_labels(seg, unknown: str) -> dict[int, tuple[int, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -175,15 +176,18 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write ``image`` atomically (temporary file in the same folder, then rename)."""
+def write_atomically(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Call ``write(temporary_path)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers never see a half-written file, and a failure leaves the previous file untouched and no
+    temporary behind. The file gets the mode a plain ``open()`` would give.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
-        sitk.WriteImage(image, temporary, compress)
+        write(temporary)
         os.chmod(temporary, _default_mode())
         os.replace(temporary, path)
     except BaseException:
@@ -191,23 +195,23 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
             os.unlink(temporary)
         raise
     return path
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write ``image`` atomically (temporary file in the same folder, then rename)."""
+    name = str(path)
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+    return write_atomically(path, lambda temporary: sitk.WriteImage(image, temporary, compress), suffix)
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+    """Write a UTF-8 text file atomically."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
-        os.chmod(temporary, _default_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+
+    return write_atomically(path, write)
 
 
 def index_to_lps_matrix(image: sitk.Image) -> np.ndarray:

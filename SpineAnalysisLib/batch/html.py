@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -81,17 +79,9 @@ def write_case_page(folder: Path, case_id: str, source: str, rows: list[dict], s
 
 # ---------------------------------------------------------------- cohort
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
-        figure.savefig(temporary, dpi=90)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    from ..imageio import write_atomically
+
+    return write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=90), suffix=".png")
 
 
 def _level_key(level: str):
