@@ -43,7 +43,7 @@ from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_trai
 from .model.network import NetworkConfig, build_network
 from .model.predict import predict_volume
 from .model.preprocessing import sagittal_frame
-from .model.training import TrainingConfig, train
+from .model.training import TrainingConfig, _dice, train
 
 ANNOTATED_SOURCE = "ANN"
 
@@ -163,13 +163,6 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
 
 
 # -- validation figures -----------------------------------------------------------------------------
-def _dice(a: np.ndarray, b: np.ndarray) -> float | None:
-    total = a.sum() + b.sum()
-    if b.sum() == 0:
-        return None
-    return float(2 * np.logical_and(a, b).sum() / total)
-
-
 def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device) -> dict:
     """Mean Dice per level (the predicted level must be the right one) over annotated, present levels:
     all levels, vertebrae, discs; and the number of cases."""

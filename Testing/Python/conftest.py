@@ -92,3 +92,15 @@ def spine_module():
         if path not in sys.path:
             sys.path.insert(0, path)
     return importlib.import_module("SpineAnalysis")
+
+
+@pytest.fixture
+def logic(spine_module, slicer_scene):
+    """The module's Logic on the real slicer-core scene."""
+    return spine_module.SpineAnalysisLogic()
+
+
+@pytest.fixture
+def phantom(spine_module, tmp_path):
+    """(image path, label path, S bounds per structure) of the module's synthetic L3-L5 phantom."""
+    return spine_module.SpineAnalysisTest.makePhantom(str(tmp_path))

@@ -18,16 +18,6 @@ from SpineAnalysisLib import labels as scheme
 from SpineAnalysisLib.errors import InputError
 
 
-@pytest.fixture
-def logic(spine_module, slicer_scene):
-    return spine_module.SpineAnalysisLogic()
-
-
-@pytest.fixture
-def phantom(spine_module, tmp_path):
-    return spine_module.SpineAnalysisTest.makePhantom(str(tmp_path))
-
-
 def _model_output(phantom):
     """What the stand-in model "finds": the phantom without its L4-L5 disc."""
     labels = sitk.ReadImage(phantom[1])

@@ -21,17 +21,6 @@ from SpineAnalysisLib.errors import InputError
 
 
 @pytest.fixture
-def logic(spine_module, slicer_scene):
-    return spine_module.SpineAnalysisLogic()
-
-
-@pytest.fixture
-def phantom(spine_module, tmp_path):
-    """(image path, label path, S bounds per structure) of the module's synthetic L3-L5 phantom."""
-    return spine_module.SpineAnalysisTest.makePhantom(str(tmp_path))
-
-
-@pytest.fixture
 def loaded(logic, phantom):
     volume, segmentation = logic.loadInputs(phantom[0], phantom[1])
     return volume, segmentation
