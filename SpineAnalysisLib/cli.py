@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--seed", type=int, default=20261123)
     train.add_argument("--threads", type=int, default=2)
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
+    train.add_argument("--validate-every", type=int, default=1250, help="steps between validation scores in log.jsonl")
+    train.add_argument(
+        "--init-from", help="start from these weights: a model name or folder (checksum verified) or a run's network.pt (continued training)"
+    )
 
     export = commands.add_parser("export-model", help="turn a training run into a model folder (weights, checksum, manifest)")
     export.add_argument("run", help="training run folder")
@@ -137,8 +142,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from .model.training import TrainingConfig, train
 
-        config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads)
-        train(Path(args.output), config, data_dir=Path(args.data) if args.data else None)
+        from .model.store import initial_weights
+
+        config = TrainingConfig(
+            steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+            learning_rate=args.learning_rate, validate_every=args.validate_every, initialised_from=args.init_from or "",
+        )
+        initial_state = initial_weights(args.init_from) if args.init_from else None
+        train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)
         return 0
     if args.command == "export-model":
         from .model.store import export_run

@@ -118,6 +118,20 @@ def load_network(info: ModelInfo, device: torch.device | str = "cpu") -> torch.n
     return network.to(device).eval()
 
 
+def initial_weights(source: str) -> dict:
+    """Weights to start training from: a model (name, name@version or folder; checksum verified) or a weights file.
+
+    A weights file (e.g. a run's ``network.pt``) is loaded with ``weights_only=True``.
+    """
+    path = Path(source)
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ModelError(f"{source}: not a loadable weights file ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+    return load_network(find_model(source)).state_dict()
+
+
 def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: str = "weights.pt") -> ModelInfo:
     """Save weights (half precision floats to keep the file small) and a manifest with their checksum."""
     folder.mkdir(parents=True, exist_ok=True)

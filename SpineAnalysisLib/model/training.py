@@ -44,6 +44,7 @@ class TrainingConfig:
     log_every: int = 25  # steps per loss line in log.jsonl
     annotated_case_weight: float = 1.0  # sampling weight of annotator-corrected cases (source "ANN", see finetune)
     freeze_batch_norm: bool = False  # keep batch-norm running statistics (fine-tuning with small batches)
+    initialised_from: str = ""  # weights training started from (continued training / fine-tuning), empty: random
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
