@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=20261123)
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
+    train.add_argument("--disc-case-weight", type=float, default=4.0, help="how much more often cases with expert disc labels are drawn")
     train.add_argument("--validate-every", type=int, default=1250, help="steps between validation scores in log.jsonl")
     train.add_argument(
         "--init-from", help="start from these weights: a model name or folder (checksum verified) or a run's network.pt (continued training)"
@@ -146,7 +147,8 @@ def _run(args: argparse.Namespace) -> int:
 
         config = TrainingConfig(
             steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-            learning_rate=args.learning_rate, validate_every=args.validate_every, initialised_from=args.init_from or "",
+            learning_rate=args.learning_rate, validate_every=args.validate_every,
+            disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)
