@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="spine-mri-2d")
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--evaluation", help="JSON written by 'spineanalysis evaluate -o', stored as validation metrics")
+    export.add_argument("--slice-smoothing-mm", type=float, default=1.0, help="Gaussian width (mm) for averaging neighbouring slices' probabilities; 0: off")
+    export.add_argument("--earlier-minutes", type=float, default=0.0, help="training minutes of the run this one continued from")
 
     commands.add_parser("models", help="list available models")
     from .batch.cli import add_commands as _add_batch_commands
@@ -157,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         from .model.store import export_run
 
         evaluation = json.loads(Path(args.evaluation).read_text(encoding="utf-8")) if args.evaluation else None
-        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation)
+        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, args.slice_smoothing_mm, args.earlier_minutes)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     if args.command in ("batch", "cohort-report"):

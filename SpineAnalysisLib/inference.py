@@ -125,6 +125,8 @@ def segment_image(
         progress=lambda f: report_progress(0.05 + 0.85 * f, "segmenting"),
         cancel=cancel,
         amp=torch_device.type == "cuda",
+        slice_spacing_mm=frame.spacing[0],
+        smoothing_sigma_mm=float(info.manifest.get("inference", {}).get("slice_smoothing_sigma_mm", 0.0)),
     )
     report_progress(0.92, "naming levels")
     labels_canonical, report = label_levels(classes, frame.spacing)

@@ -143,8 +143,16 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
     return ModelInfo(manifest["name"], str(manifest["version"]), folder, manifest)
 
 
-def export_run(run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None) -> ModelInfo:
-    """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder."""
+def export_run(
+    run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None,
+    slice_smoothing_sigma_mm: float = 1.0, earlier_minutes: float = 0.0,
+) -> ModelInfo:
+    """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder.
+
+    ``slice_smoothing_sigma_mm`` is stored as the model's inference setting (see
+    :func:`SpineAnalysisLib.model.predict.predict_volume`); ``earlier_minutes`` is the training time of
+    the run this one continued from, so the manifest states the whole cost.
+    """
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
     config = json.loads((run_dir / "training_config.json").read_text(encoding="utf-8"))
@@ -167,9 +175,10 @@ def export_run(run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: 
             "train_cases": split["train"],
             "validation_cases": split["validation"],
             "config": {k: v for k, v in config.items() if k != "network"},
-            "wall_clock_minutes": round(elapsed / 60, 1),
+            "wall_clock_minutes": round(elapsed / 60 + earlier_minutes, 1),
             "hardware": "2-core CPU (no GPU)",
         },
+        "inference": {"slice_smoothing_sigma_mm": slice_smoothing_sigma_mm},
         "validation": (evaluation or {}).get("summary", {}),
     }
     return write_model(Path(folder), state, manifest)

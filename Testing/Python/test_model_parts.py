@@ -236,3 +236,36 @@ def test_sacral_segments_below_s1_do_not_shift_the_count():
     labels, report = label_levels(classes, (4.0, 1.0, 1.0))
     assert [n for n in report.levels if "-" not in n] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]
     assert any("sacral segments" in f for f in report.flags)
+
+
+def test_slice_smoothing_mixes_only_close_slices():
+    from SpineAnalysisLib.model.predict import slice_smoothing_weights
+
+    assert len(slice_smoothing_weights(1.0, 1.0)) == 5  # 1 mm slices: neighbours within 2 mm
+    assert list(slice_smoothing_weights(4.0, 1.0)) == [1.0]  # thick slices are never mixed
+    assert list(slice_smoothing_weights(1.0, 0.0)) == [1.0]
+    assert list(slice_smoothing_weights(None, 1.0)) == [1.0]
+
+
+def test_smoothed_prediction_is_independent_of_the_batch_size():
+    """Batches fetch the neighbouring slices they need, so batch edges leave no trace."""
+    from SpineAnalysisLib.model.predict import predict_volume, slice_smoothing_weights
+
+    torch.manual_seed(0)
+    network = build_network(NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0))
+    volume = np.random.default_rng(1).random((11, 32, 32)).astype(np.float32)
+    device = torch.device("cpu")
+    one_batch, _ = predict_volume(network, volume, device, slices_per_batch=11, slice_spacing_mm=1.0, smoothing_sigma_mm=1.0)
+    small_batches, _ = predict_volume(network, volume, device, slices_per_batch=3, slice_spacing_mm=1.0, smoothing_sigma_mm=1.0)
+    np.testing.assert_array_equal(one_batch, small_batches)
+
+    with torch.inference_mode():  # the same by hand: weighted mean of slice probabilities, renormalised at the ends
+        probs = torch.softmax(network.eval()(torch.from_numpy(volume)[:, None]), dim=1).numpy()
+    weights = slice_smoothing_weights(1.0, 1.0)
+    expected = np.zeros_like(probs)
+    for i in range(len(volume)):
+        used = [(w, i + k - 2) for k, w in enumerate(weights) if 0 <= i + k - 2 < len(volume)]
+        expected[i] = sum(w * probs[j] for w, j in used) / sum(w for w, _ in used)
+    assert (one_batch == expected.argmax(axis=1)).mean() > 0.999
+    unsmoothed, _ = predict_volume(network, volume, device, slices_per_batch=4)
+    assert (unsmoothed == probs.argmax(axis=1)).mean() > 0.999

@@ -63,6 +63,17 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     split = json.loads((run / "split.json").read_text(encoding="utf-8"))
     assert not set(split["train"]) & set(split["validation"])
 
+    # the run becomes a checksummed model folder that inference can load
+    from SpineAnalysisLib.model.store import export_run, find_model, load_network
+
+    evaluation = {"summary": {"dice_vertebra": 0.5}}
+    info = export_run(run, tmp_path / "model", "tiny", "0.1.0", evaluation, slice_smoothing_sigma_mm=1.5, earlier_minutes=10)
+    manifest = find_model(str(tmp_path / "model")).manifest
+    assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.5}
+    assert manifest["validation"] == {"dice_vertebra": 0.5}
+    assert manifest["training"]["train_cases"] == split["train"] and manifest["training"]["wall_clock_minutes"] >= 10
+    load_network(info)
+
 
 def test_continued_training_starts_from_given_weights(tmp_path):
     import pytest
