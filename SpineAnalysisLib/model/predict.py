@@ -31,8 +31,8 @@ def predict_volume(
     probabilities of neighbouring sagittal slices with a Gaussian of this width (in mm) before the
     argmax, so that a 2D network's slices agree at the lateral edges of a structure; slices further
     apart than twice the width (thick-slice acquisitions) are not mixed. Returns (channel index uint8,
-    max probability float16) arrays; memory stays bounded by one batch of logits (plus the
-    neighbouring slices the smoothing needs).
+    max probability float16) arrays; memory stays bounded by one batch of probabilities plus the
+    few neighbouring slices the smoothing keeps.
     """
     from .preprocessing import resample_slices
 
@@ -43,23 +43,30 @@ def predict_volume(
     halo = len(weights) // 2
     classes = np.zeros((n_slices, *size), np.uint8)
     confidence = np.zeros((n_slices, *size), np.float16)
+    # probabilities of slices [buffer_start, stop) not yet needed by every neighbour: each slice runs once
+    buffer: torch.Tensor | None = None
+    buffer_start = done = 0
     with torch.inference_mode():
         for start in range(0, n_slices, slices_per_batch):
             if cancel is not None and cancel():
                 raise InterruptedError("cancelled")
             stop = min(n_slices, start + slices_per_batch)
-            low, high = max(0, start - halo), min(n_slices, stop + halo)
-            batch = torch.from_numpy(np.ascontiguousarray(volume[low:high], dtype=np.float32))[:, None].to(device)
+            batch = torch.from_numpy(np.ascontiguousarray(volume[start:stop], dtype=np.float32))[:, None].to(device)
             with torch.autocast(device_type=device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16, enabled=amp):
                 logits = sliding_window_inference(
                     batch, roi_size=_window_for(batch.shape[-2:]), sw_batch_size=slices_per_batch, predictor=network, overlap=0.25, mode="gaussian"
                 )
-            logits = resample_slices(logits.float(), tuple(size))
-            probs = torch.softmax(logits, dim=1)
-            probs = _smooth_across_slices(probs, weights, start - low, stop - low)
-            best, index = probs.max(dim=1)
-            classes[start:stop] = index.to("cpu", torch.uint8).numpy()
-            confidence[start:stop] = best.to("cpu", torch.float16).numpy()
+            probs = torch.softmax(resample_slices(logits.float(), tuple(size)), dim=1)
+            buffer = probs if buffer is None else torch.cat([buffer, probs])
+            ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run
+            if ready > done:
+                smoothed = _smooth_across_slices(buffer, weights, done - buffer_start, ready - buffer_start)
+                best, index = smoothed.max(dim=1)
+                classes[done:ready] = index.to("cpu", torch.uint8).numpy()
+                confidence[done:ready] = best.to("cpu", torch.float16).numpy()
+                done = ready
+                keep_from = max(0, done - halo)
+                buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from
             if progress is not None:
                 progress(min(1.0, stop / n_slices))
     return classes, confidence
