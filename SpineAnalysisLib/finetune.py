@@ -35,7 +35,7 @@ import SimpleITK as sitk
 import torch
 
 from . import __version__
-from . import annotation
+from . import annotation, imageio
 from .errors import InputError, ModelError
 from .model import store
 from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
@@ -334,9 +334,7 @@ def finetune(
         shutil.copyfile(run_dir / "log.jsonl", partial / "training_log.jsonl")
         if output_model_dir.exists():
             output_model_dir.rmdir()  # empty (checked above)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o777 & ~umask)  # mkdtemp's 0700 would hide the model from other users
+        os.chmod(partial, imageio.default_mode(directory=True))
         os.replace(partial, output_model_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -169,11 +169,12 @@ def label_map_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return result
 
 
-def _default_mode() -> int:
-    """The mode a plain ``open()`` would give (mkstemp's 0600 would hide outputs on shared filesystems)."""
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open()`` (or ``mkdir()``) would give; mkstemp's 0600 and mkdtemp's 0700 would hide
+    outputs from other users on shared filesystems."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None], suffix: str = "") -> Path:
@@ -188,7 +189,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None], suff
     os.close(handle)
     try:
         write(temporary)
-        os.chmod(temporary, _default_mode())
+        os.chmod(temporary, default_mode())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -131,6 +131,7 @@ class TableWriter:
         self.parquet.close()
         self.csv.close()
         for temporary, path in zip(self.temporaries, self.paths):
+            os.chmod(temporary, imageio.default_mode())
             os.replace(temporary, path)
         return self.paths
 

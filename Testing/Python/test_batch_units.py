@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import math
+import os
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,10 @@ def test_table_writer_roundtrips_parquet_and_csv_with_missing_values(tmp_path):
     assert len(table) == len(rows) and table[-1]["value"] is None and table[0]["label"] == 123
     read = list(csv.DictReader(csv_path.open(encoding="utf-8", newline="")))
     assert [r["case_id"] for r in read] == [r["case_id"] for r in rows] and read[-1]["value"] == ""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (parquet, csv_path):  # like every other output: not mkstemp's private 0600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_cohort_rebuild_reads_finished_cases_only_and_writes_reports(tmp_path):
