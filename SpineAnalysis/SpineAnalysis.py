@@ -94,7 +94,7 @@ DEFAULT_MODEL_CHOICE = "default"
 #: Volume node attribute: the DICOM series folder the volume was loaded from.
 DICOM_FOLDER_ATTRIBUTE = "SpineAnalysis.DicomFolder"
 #: DICOM identifiers written with the measurements (volume node attributes "DICOM.<name>").
-DICOM_IDENTIFIER_TAGS = {"PatientID": "0010|0020", "StudyInstanceUID": "0020|000d", "SeriesInstanceUID": "0020|000e", "Modality": "0008|0060"}
+DICOM_IDENTIFIER_TAGS = spineIO.DICOM_IDENTIFIER_TAGS
 
 #: Measurement parameters in the order of the measurement contract (table columns follow it).
 PARAMETER_ORDER = (
@@ -832,9 +832,9 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         if os.path.isdir(imagePath):
             image = spineIO.read_image(imagePath)
             volumeNode = self.sitkToVolumeNode(image, name=name)
-            for attribute, tag in DICOM_IDENTIFIER_TAGS.items():  # kept for the structured measurement export
-                if image.HasMetaDataKey(tag) and image.GetMetaData(tag).strip():
-                    volumeNode.SetAttribute(f"DICOM.{attribute}", image.GetMetaData(tag).strip())
+            for attribute, value in spineIO.dicom_identifiers(image).items():  # kept for the structured measurement export
+                if value:
+                    volumeNode.SetAttribute(f"DICOM.{attribute}", value)
             volumeNode.SetAttribute(DICOM_FOLDER_ATTRIBUTE, os.path.abspath(imagePath))  # the source series of a DICOM SEG
         else:
             if not os.path.isfile(imagePath):

@@ -48,7 +48,7 @@ FILE_ENDING = ".nii.gz"
 CHANNEL_SUFFIX = "_0000"
 CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: DICOM identifiers kept in the provenance (never the patient's ID or name).
-PROVENANCE_DICOM_KEYS = {"0020|000d": "StudyInstanceUID", "0020|000e": "SeriesInstanceUID", "0008|0060": "Modality"}
+PROVENANCE_DICOM_KEYS = {tag: name for name, tag in imageio.DICOM_IDENTIFIER_TAGS.items() if name != "PatientID"}
 
 
 @dataclass

@@ -21,6 +21,8 @@ from .errors import InputError
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Largest allowed difference between two grids, relative to the voxel size.
 GRID_TOLERANCE = 1e-3
+#: DICOM identifiers :func:`read_dicom_series` keeps on the image (name -> tag).
+DICOM_IDENTIFIER_TAGS = {"PatientID": "0010|0020", "StudyInstanceUID": "0020|000d", "SeriesInstanceUID": "0020|000e", "Modality": "0008|0060"}
 
 
 def has_image_suffix(path: str | os.PathLike) -> bool:
@@ -53,10 +55,18 @@ def read_dicom_series(folder: str | os.PathLike) -> sitk.Image:
         image = reader.Execute()
     except RuntimeError as error:
         raise InputError(f"{folder}: the DICOM series could not be read ({_first_line(error)})") from None
-    for key in ("0020|000d", "0020|000e", "0008|0060", "0010|0020"):
+    for key in DICOM_IDENTIFIER_TAGS.values():
         if reader.HasMetaDataKey(0, key):
             image.SetMetaData(key, reader.GetMetaData(0, key).strip())
     return image
+
+
+def dicom_identifiers(image: sitk.Image | None) -> dict[str, str]:
+    """PatientID, StudyInstanceUID, SeriesInstanceUID and Modality of an image read from DICOM ("" when absent)."""
+    result = {}
+    for name, tag in DICOM_IDENTIFIER_TAGS.items():
+        result[name] = image.GetMetaData(tag).strip() if image is not None and image.HasMetaDataKey(tag) else ""
+    return result
 
 
 def _first_line(error: BaseException) -> str:

@@ -23,18 +23,10 @@ import SimpleITK as sitk
 
 from . import imageio
 from . import labels as scheme
+from .imageio import DICOM_IDENTIFIER_TAGS, dicom_identifiers
 from .measurements import Measurement, _format_value
 
-DICOM_TAGS = {"PatientID": "0010|0020", "StudyInstanceUID": "0020|000d", "SeriesInstanceUID": "0020|000e", "Modality": "0008|0060"}
 MEASUREMENT_COLUMNS = ("structure", "level", "label", "snomed_code", "snomed_meaning", "parameter", "value", "unit", "note")
-
-
-def dicom_identifiers(image: sitk.Image | None) -> dict[str, str]:
-    """PatientID, StudyInstanceUID, SeriesInstanceUID and Modality from an image read from DICOM ("" when absent)."""
-    result = {}
-    for name, tag in DICOM_TAGS.items():
-        result[name] = image.GetMetaData(tag).strip() if image is not None and image.HasMetaDataKey(tag) else ""
-    return result
 
 
 def _codes(measurement: Measurement) -> tuple[str, str]:
@@ -51,7 +43,7 @@ def _codes(measurement: Measurement) -> tuple[str, str]:
 
 
 def structured_rows(measurements: Iterable[Measurement], identifiers: dict[str, str], include_patient_id: bool = True) -> list[list[str]]:
-    columns = [c for c in DICOM_TAGS if include_patient_id or c != "PatientID"]
+    columns = [c for c in DICOM_IDENTIFIER_TAGS if include_patient_id or c != "PatientID"]
     rows = [columns + list(MEASUREMENT_COLUMNS)]
     for m in measurements:
         code, meaning = _codes(m)
