@@ -36,7 +36,7 @@ import torch
 
 from . import __version__
 from . import annotation, imageio
-from .errors import InputError, ModelError
+from .errors import InputError
 from .model import store
 from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
 from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
@@ -266,7 +266,8 @@ def finetune(
         shipped_train, shipped_validation = split_cases(read_manifest(data_dir), validation_fraction, seed)
         train_records += shipped_train
         validation_records += shipped_validation
-        shipped_weight = sum(4.0 if r.source == "IVD" else 1.0 for r in shipped_train)
+        disc_case_weight = TrainingConfig().disc_case_weight  # as the sampler will draw the shipped cases
+        shipped_weight = sum(disc_case_weight if r.source == "IVD" else 1.0 for r in shipped_train)
         share = min(max(annotated_share, 0.01), 0.99)
         config_extra["annotated_case_weight"] = shipped_weight * share / (1 - share) / max(1, len(ann_train))
         notes.append(f"mixed with {len(shipped_train)} shipped training cases from {data_dir}")
@@ -310,6 +311,7 @@ def finetune(
         "description": f"{base.label} fine-tuned on annotator-corrected cases ({Path(dataset_dir).name})",
         "network": network_config,
         "expected_input": base.manifest.get("expected_input", {}),
+        "inference": base.manifest.get("inference", {}),  # e.g. slice smoothing: the base model's way of running
         "base_model": {"name": base.name, "version": base.version, "sha256": base.manifest.get("sha256")},
         "created_utc": created,
         "software": f"SpineAnalysis {__version__}",
@@ -340,10 +342,7 @@ def finetune(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     info = store.find_model(str(output_model_dir))
-    try:
-        store.load_network(info)  # the written model loads and its checksum holds
-    except ModelError:
-        raise
+    store.load_network(info)  # the written model loads and its checksum holds
     if not keep_run:
         shutil.rmtree(run_dir, ignore_errors=True)
     log(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256'][:12]}...)")

@@ -48,7 +48,8 @@ def models(tmp_path, monkeypatch):
     folder = tmp_path / "models"
     monkeypatch.setenv("SPINEANALYSIS_MODELS", str(folder))
     torch.manual_seed(0)
-    base = store.write_model(folder / "tiny-1", build_network(TINY).state_dict(), {"name": "tiny", "version": "1", "network": TINY.to_dict()})
+    manifest = {"name": "tiny", "version": "1", "network": TINY.to_dict(), "inference": {"slice_smoothing_sigma_mm": 1.0}}
+    base = store.write_model(folder / "tiny-1", build_network(TINY).state_dict(), manifest)
     return folder, base
 
 
@@ -72,6 +73,7 @@ def test_finetune_writes_a_new_checksummed_model_and_its_loss_decreases(dataset,
     assert manifest["sha256"] == store.sha256_of(result.model.folder / "weights.pt")
     assert manifest["network"] == TINY.to_dict()  # the base model's own configuration, not the default one
     assert manifest["base_model"] == {"name": "tiny", "version": "1", "sha256": base.manifest["sha256"]}
+    assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.0}  # runs the way its base model runs
     assert manifest["training"]["kind"] == "fine-tune" and manifest["validation"]["after"]["cases"] == 1
     network = store.load_network(store.find_model("tiny-finetuned"))  # loadable, checksum verified
     assert sum(p.numel() for p in network.parameters()) == sum(p.numel() for p in build_network(TINY).parameters())
@@ -167,5 +169,6 @@ def test_smoke_finetune_from_the_shipped_model(tmp_path):
         annotation.export_training_case(image, imageio.label_map_like(labels, image), folder, f"c{i}")
     result = finetune.finetune(folder, tmp_path / "model", steps=2, batch_size=2, threads=2, log=lambda m: None)
     assert result.model.manifest["network"] == shipped.manifest["network"]
+    assert result.model.manifest["inference"] == shipped.manifest["inference"]
     assert result.model.manifest["base_model"]["sha256"] == shipped.manifest["sha256"]
     store.load_network(result.model)
