@@ -145,6 +145,16 @@ def _check_original(original: sitk.Image, reference: sitk.Image) -> np.ndarray:
     return imageio.check_label_map(original, reference, what="original label map")
 
 
+def split_model_text(text: str) -> tuple[str, str | None]:
+    """("name", "version") of "name 1.0.0" or "name@1.0.0"; the version is None for a bare name."""
+    text = text.strip()
+    for separator in ("@", " "):
+        if separator in text:
+            name, version = text.split(separator, 1)
+            return name.strip(), version.strip()
+    return text, None
+
+
 def _model_description(model: Any) -> dict | None:
     """``ModelInfo`` (name, version, sha256), a dict, or a string ("name 1.0.0" / "name@1.0.0")."""
     if model is None or model == "":
@@ -152,12 +162,8 @@ def _model_description(model: Any) -> dict | None:
     if isinstance(model, dict):
         return {k: model[k] for k in ("name", "version", "sha256", "folder") if k in model}
     if isinstance(model, str):
-        text = model.strip()
-        for separator in ("@", " "):
-            if separator in text:
-                name, version = text.split(separator, 1)
-                return {"name": name.strip(), "version": version.strip()}
-        return {"name": text, "version": None}
+        name, version = split_model_text(model)
+        return {"name": name, "version": version}
     name = getattr(model, "name", None)
     if name is None:
         raise InputError(f"model: expected a ModelInfo, dict or string, got {type(model).__name__}")

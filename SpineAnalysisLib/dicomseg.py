@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from . import __version__
 from . import imageio
 from . import labels as scheme
+from .annotation import split_model_text
 from .errors import InputError
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -108,11 +109,8 @@ def _model_fields(model: Any) -> tuple[str, str] | None:
     if isinstance(model, dict):
         return str(model.get("name") or "model"), str(model.get("version") or "unknown")
     if isinstance(model, str):
-        for separator in ("@", " "):
-            if separator in model.strip():
-                name, version = model.strip().split(separator, 1)
-                return name.strip(), version.strip()
-        return model.strip(), "unknown"
+        name, version = split_model_text(model)
+        return name, "unknown" if version is None else version
     return str(getattr(model, "name", "model")), str(getattr(model, "version", "unknown"))
 
 
