@@ -162,11 +162,14 @@ def _run(args: argparse.Namespace) -> int:
         info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, args.slice_smoothing_mm, args.earlier_minutes)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
-    if args.command in ("batch", "cohort-report"):
+    from .batch.cli import COMMANDS as BATCH_COMMANDS
+    from .interop_cli import COMMANDS as INTEROP_COMMANDS
+
+    if args.command in BATCH_COMMANDS:
         from .batch.cli import run as _run_batch_command
 
         return _run_batch_command(args)
-    if args.command in ("export-training", "finetune", "dicom-seg", "export-measurements"):
+    if args.command in INTEROP_COMMANDS:
         from .interop_cli import run as _run_interop_command
 
         return _run_interop_command(args)
