@@ -57,7 +57,7 @@ def predict_volume(
                     batch, roi_size=_window_for(batch.shape[-2:]), sw_batch_size=slices_per_batch, predictor=network, overlap=0.25, mode="gaussian"
                 )
             probs = torch.softmax(resample_slices(logits.float(), tuple(size)), dim=1)
-            buffer = probs if buffer is None else torch.cat([buffer, probs])
+            buffer = probs if buffer is None or not len(buffer) else torch.cat([buffer, probs])  # no copy without smoothing
             ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run
             if ready > done:
                 smoothed = _smooth_across_slices(buffer, weights, done - buffer_start, ready - buffer_start)
