@@ -5,6 +5,12 @@ labels listed in its manifest row. Disc pseudo-labels are added where two consec
 bodies are both annotated: in each sagittal slice and each anterior-posterior column crossed by both
 bodies, the voxels between the lower edge of the upper body and the upper edge of the lower body.
 Those discs then count as annotated for that case.
+
+The gap is only an outer bound of the disc: expert disc outlines (Menezes-Reis et al.) leave the
+endplate rows out and bulge past the vertebral rims. So the pseudo-disc voxels within
+``PSEUDO_DISC_BORDER_MM`` of a body, and the unlabelled voxels within that distance in front of and
+behind the pseudo-disc, are marked :data:`NOT_BODY` ("background or disc, not a vertebral body")
+instead of being forced to one convention; the expert disc cases then decide where a disc ends.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from .preprocessing import normalise_intensity, sagittal_frame
 
 #: The longest gap (mm) between two bodies still filled as disc.
 MAX_PSEUDO_DISC_GAP_MM = 25.0
+#: Width (mm) of the uncertain border of a pseudo-disc (at each endplate and in front / behind).
+PSEUDO_DISC_BORDER_MM = 2.0
+#: Target value of voxels known not to be a vertebral body but either background or disc.
+NOT_BODY = 255
 
 
 def default_data_dir() -> Path:
@@ -49,7 +59,7 @@ class TrainingCase:
 
     record: CaseRecord
     image: np.ndarray  # float16, normalised to [0, 1]
-    target: np.ndarray  # uint8 channel index
+    target: np.ndarray  # uint8 channel index, or NOT_BODY where only "not a vertebral body" is known
     annotated: np.ndarray  # bool (NUM_CHANNELS,), channel 0 always True
     labelled_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
@@ -119,6 +129,27 @@ def add_pseudo_discs(target_labels: np.ndarray, annotated: set[int], max_gap_px:
     return added
 
 
+def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int], border_px: int) -> None:
+    """Relabel the uncertain border of gap pseudo-discs as :data:`NOT_BODY` (in place, canonical frame).
+
+    Border: pseudo-disc voxels within ``border_px`` rows of a vertebral body, and background voxels
+    within ``border_px`` columns (anterior/posterior) of a pseudo-disc.
+    """
+    if not pseudo_discs or border_px <= 0:
+        return
+    from scipy import ndimage
+
+    discs = np.isin(target_labels, list(pseudo_discs))
+    bodies = (target_labels > 0) & (target_labels < 100)
+    vertical = np.zeros((1, 2 * border_px + 1, 1), bool)
+    vertical[0, :, 0] = True
+    horizontal = np.zeros((1, 1, 2 * border_px + 1), bool)
+    horizontal[0, 0, :] = True
+    near_endplate = discs & ndimage.binary_dilation(bodies, vertical)
+    beside = (target_labels == 0) & ndimage.binary_dilation(discs, horizontal)
+    target_labels[near_endplate | beside] = -1
+
+
 def load_training_case(record: CaseRecord) -> TrainingCase:
     label_image = sitk.ReadImage(str(record.label_file))
     frame = sagittal_frame(label_image)
@@ -126,10 +157,13 @@ def load_training_case(record: CaseRecord) -> TrainingCase:
         raise ValueError(f"{record.case_id}: training expects 1 mm sagittal pixels, got {frame.spacing}")
     labels = frame.to_canonical(sitk.GetArrayFromImage(label_image).astype(np.int32))
     annotated = set(record.annotated_labels)
-    annotated |= add_pseudo_discs(labels, annotated, int(MAX_PSEUDO_DISC_GAP_MM / frame.spacing[1]))
+    pseudo_discs = add_pseudo_discs(labels, annotated, int(MAX_PSEUDO_DISC_GAP_MM / frame.spacing[1]))
+    mark_uncertain_disc_borders(labels, pseudo_discs, int(round(PSEUDO_DISC_BORDER_MM / frame.spacing[1])))
+    annotated |= pseudo_discs
     target = np.zeros(labels.shape, np.uint8)
+    target[labels == -1] = NOT_BODY
     for label in np.unique(labels):
-        if label != 0 and label in LABEL_TO_CHANNEL:
+        if label > 0 and label in LABEL_TO_CHANNEL:
             target[labels == label] = LABEL_TO_CHANNEL[label]
     annotated_channels = np.zeros(NUM_CHANNELS, bool)
     annotated_channels[0] = True
@@ -138,7 +172,7 @@ def load_training_case(record: CaseRecord) -> TrainingCase:
             annotated_channels[LABEL_TO_CHANNEL[label]] = True
     image = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.image_file))))
     image = normalise_intensity(image).astype(np.float16)
-    labelled = np.flatnonzero(target.reshape(target.shape[0], -1).any(axis=1))
+    labelled = np.flatnonzero((target.reshape(target.shape[0], -1) % NOT_BODY).any(axis=1))
     return TrainingCase(record, image, target, annotated_channels, labelled)
 
 

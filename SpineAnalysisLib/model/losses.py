@@ -2,8 +2,10 @@
 exclusion loss for partially supervised multi-organ segmentation").
 
 A voxel labelled 0 in a case is background *or* any structure the case does not annotate, so its
-cross-entropy uses the summed probability of background and every unannotated channel. Dice is
-computed only for channels the case annotates (their labels are complete).
+cross-entropy uses the summed probability of background and every unannotated channel. A voxel
+labelled :data:`~.dataset.NOT_BODY` (the uncertain border of a gap pseudo-disc) is background or a
+disc, so its cross-entropy uses the summed probability of those channels. Dice is computed only for
+channels the case annotates, leaving out the voxels whose membership of that channel is unknown.
 """
 
 from __future__ import annotations
@@ -11,23 +13,41 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .classes import CHANNEL_LABELS, DISC_CLASSES
+from .dataset import NOT_BODY
+
+_DISC_CHANNELS = torch.tensor([label in DISC_CLASSES for label in CHANNEL_LABELS])
+
+
+def _log_sum_over(log_probs: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """log of the summed probability of the ``channels`` (B, C) bool per sample -> (B, H, W)."""
+    return torch.logsumexp(log_probs.masked_fill(~channels[:, :, None, None], float("-inf")), dim=1)
+
 
 def marginal_cross_entropy(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """logits (B, C, H, W); target (B, H, W) channel indices; annotated (B, C) bool."""
+    """logits (B, C, H, W); target (B, H, W) channel indices or NOT_BODY; annotated (B, C) bool."""
     log_probs = F.log_softmax(logits, dim=1)
     merged = (~annotated).clone()
     merged[:, 0] = True
-    merged_log = torch.logsumexp(log_probs.masked_fill(~merged[:, :, None, None], float("-inf")), dim=1)
-    labelled_log = log_probs.gather(1, target[:, None]).squeeze(1)
-    per_voxel = torch.where(target == 0, merged_log, labelled_log)
+    per_voxel = torch.where(target == 0, _log_sum_over(log_probs, merged), 0.0)
+    not_body = target == NOT_BODY
+    labelled = log_probs.gather(1, target.masked_fill(not_body, 0)[:, None]).squeeze(1)
+    per_voxel = torch.where((target != 0) & ~not_body, labelled, per_voxel)
+    if not_body.any():
+        background_or_disc = merged | _DISC_CHANNELS.to(merged.device)[None]
+        per_voxel = torch.where(not_body, _log_sum_over(log_probs, background_or_disc), per_voxel)
     return -per_voxel.mean()
 
 
 def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft Dice over annotated foreground channels, summed over the batch samples that annotate them."""
     probs = F.softmax(logits, dim=1)
-    one_hot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-    weight = annotated.to(probs.dtype)[:, :, None, None]
+    not_body = target == NOT_BODY
+    one_hot = F.one_hot(target.masked_fill(not_body, 0), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    weight = annotated.to(probs.dtype)[:, :, None, None].expand_as(probs)
+    if not_body.any():  # a border voxel's disc membership is unknown: left out of the disc channels
+        unknown = not_body[:, None] & _DISC_CHANNELS.to(probs.device)[None, :, None, None]
+        weight = weight.masked_fill(unknown, 0.0)
     intersection = (probs * one_hot * weight).sum(dim=(0, 2, 3))
     totals = ((probs + one_hot) * weight).sum(dim=(0, 2, 3))
     used = annotated[:, 1:].any(dim=0)

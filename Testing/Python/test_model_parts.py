@@ -11,7 +11,7 @@ from SpineAnalysisLib import labels as scheme
 from SpineAnalysisLib.errors import ModelError
 from SpineAnalysisLib.model import store
 from SpineAnalysisLib.model.classes import CHANNEL_LABELS, LABEL_TO_CHANNEL, NUM_CHANNELS
-from SpineAnalysisLib.model.dataset import add_pseudo_discs
+from SpineAnalysisLib.model.dataset import NOT_BODY, add_pseudo_discs, mark_uncertain_disc_borders
 from SpineAnalysisLib.model.labelling import label_levels
 from SpineAnalysisLib.model.losses import marginal_cross_entropy, partial_dice_loss
 from SpineAnalysisLib.model.network import NetworkConfig, build_network
@@ -111,6 +111,41 @@ def test_pseudo_discs_skip_non_consecutive_or_distant_bodies():
     labels[:, 0:10] = 21
     labels[:, 50:60] = 22  # 40 px gap
     assert add_pseudo_discs(labels, {21, 22}, max_gap_px=25) == set()
+
+
+def test_pseudo_disc_borders_become_not_body():
+    labels = np.zeros((1, 40, 30), np.int32)
+    labels[:, 5:15, 8:22] = 22  # L3
+    labels[:, 23:33, 8:22] = 23  # L4: an 8-row gap
+    mark_uncertain_disc_borders(labels, add_pseudo_discs(labels, {22, 23}, max_gap_px=25), border_px=2)
+    column = labels[0, :, 15]
+    np.testing.assert_array_equal(column[13:25], [22, 22, -1, -1, 122, 122, 122, 122, -1, -1, 23, 23])
+    np.testing.assert_array_equal(labels[0, 17, 4:26], [0, 0] + [-1] * 2 + [122] * 14 + [-1] * 2 + [0, 0])
+    assert (labels[:, 5:15, 8:22] == 22).all() and (labels[:, 23:33, 8:22] == 23).all()  # bodies untouched
+
+
+def test_not_body_voxels_accept_background_or_disc_but_not_a_body():
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, [0, LABEL_TO_CHANNEL[22], LABEL_TO_CHANNEL[23], LABEL_TO_CHANNEL[122]]] = True
+    target = torch.full((1, 1, 1), NOT_BODY, dtype=torch.long)
+    for channel, low in ((0, True), (LABEL_TO_CHANNEL[122], True), (LABEL_TO_CHANNEL[123], True), (LABEL_TO_CHANNEL[22], False)):
+        logits = torch.full((1, NUM_CHANNELS, 1, 1), -10.0)
+        logits[0, channel] = 10.0
+        loss = marginal_cross_entropy(logits, target, annotated).item()
+        assert (loss < 1e-3) if low else (loss > 10), (channel, loss)
+
+
+def test_partial_dice_leaves_not_body_voxels_out_of_the_disc_channels():
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, [0, LABEL_TO_CHANNEL[122]]] = True
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 1:3] = LABEL_TO_CHANNEL[122]
+    logits = torch.full((1, NUM_CHANNELS, 4, 4), -20.0)
+    logits[0, LABEL_TO_CHANNEL[122], 0:3] = 20  # disc predicted one row too tall ...
+    logits[0, 0, 3:] = 20
+    assert partial_dice_loss(logits, target, annotated).item() > 0.1
+    target[0, 0] = NOT_BODY  # ... where only "not a body" is known: no penalty
+    assert partial_dice_loss(logits, target, annotated).item() < 1e-3
 
 
 def _class_map(levels, spacing=(4.0, 1.0, 1.0), with_discs=True, rows_per_level=36):
