@@ -93,11 +93,7 @@ def check_case_id(case_id: str) -> str:
 
 def case_id_from_path(path: str | os.PathLike) -> str:
     """A case id from an image file or DICOM folder name ("sub-01_T2w.nii.gz" -> "sub-01_T2w")."""
-    name = Path(os.path.normpath(os.fspath(path))).name
-    for suffix in (".seg.nrrd",) + tuple(sorted(imageio.IMAGE_SUFFIXES, key=len, reverse=True)):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = imageio.strip_image_suffix(Path(os.path.normpath(os.fspath(path))).name)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")
     return check_case_id(name or "case")
 

@@ -19,6 +19,7 @@ from . import labels as scheme
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 #: Largest allowed difference between two grids, relative to the voxel size.
 GRID_TOLERANCE = 1e-3
 #: DICOM identifiers :func:`read_dicom_series` keeps on the image (name -> tag).
@@ -28,6 +29,15 @@ DICOM_IDENTIFIER_TAGS = {"PatientID": "0010|0020", "StudyInstanceUID": "0020|000
 def has_image_suffix(path: str | os.PathLike) -> bool:
     name = str(path).lower()
     return name.endswith(IMAGE_SUFFIXES)
+
+
+def strip_image_suffix(name: str) -> str:
+    """``name`` without its image, segmentation or DICOM file suffix ("a.seg.nrrd" -> "a", "b.nii.gz" -> "b")."""
+    lower = name.lower()
+    for suffix in sorted((".seg.nrrd",) + IMAGE_SUFFIXES + DICOM_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _dicom_series(folder: Path) -> list[str]:

@@ -27,10 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError, SpineAnalysisError
-from ..imageio import IMAGE_SUFFIXES, has_image_suffix
+from ..imageio import DICOM_SUFFIXES, has_image_suffix, strip_image_suffix
 from ..measure import normative
 
-DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -54,14 +53,6 @@ class Case:
 def safe_id(text: str) -> str:
     text = _SAFE.sub("_", text.replace("\\", "/").strip("/").replace("/", "__"))
     return text.lstrip(".") or "case"
-
-
-def strip_image_suffix(name: str) -> str:
-    lower = name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES + DICOM_SUFFIXES, key=len, reverse=True):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _is_dicom_file(path: Path) -> bool:

@@ -126,3 +126,11 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "a.nrrd").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("sub-01_T2w.nii.gz", "sub-01_T2w"), ("case.seg.nrrd", "case"), ("scan.NRRD", "scan"), ("IM0001.dcm", "IM0001"), ("series_folder", "series_folder"), ("a.b.mha", "a.b")],
+)
+def test_strip_image_suffix_removes_the_longest_known_suffix(name, expected):
+    assert imageio.strip_image_suffix(name) == expected
