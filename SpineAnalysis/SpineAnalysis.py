@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -1699,31 +1698,12 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def availableModels() -> list:
-        """``(text, model)`` pairs for the model selector: the default model first, then every model found
-        (``SpineAnalysisLib.model.store.list_models``; without torch, the same folders are read directly)."""
+        """``(text, model)`` pairs for the model selector: the default model first, then every model on the
+        search path (``SpineAnalysisLib.model.catalog``, which needs no torch)."""
         models = [(_("default (shipped model)"), DEFAULT_MODEL_CHOICE)]
-        try:
-            store = importlib.import_module("SpineAnalysisLib.model.store")
-            found = [(info.name, info.version, str(info.folder)) for info in store.list_models()]
-        except ImportError:  # torch not installed yet: read the manifests of the same search path
-            found, seen = [], set()
-            folders = [p for p in os.environ.get("SPINEANALYSIS_MODELS", "").split(os.pathsep) if p]
-            folders += [os.path.join(os.path.expanduser("~"), ".spineanalysis", "models"), os.path.join(_LIBRARY_PARENT, "Resources", "Models")]
-            for root in folders:
-                if not os.path.isdir(root):
-                    continue
-                for entry in sorted(os.listdir(root)):
-                    try:
-                        with open(os.path.join(root, entry, "manifest.json"), encoding="utf-8") as stream:
-                            manifest = json.load(stream)
-                        key = (manifest["name"], str(manifest["version"]))
-                    except (OSError, ValueError, KeyError, TypeError):
-                        continue
-                    if key not in seen:
-                        seen.add(key)
-                        found.append((*key, os.path.join(root, entry)))
-        for name, version, _folder in found:
-            models.append((f"{name} {version}", f"{name}@{version}"))
+        catalog = importlib.import_module("SpineAnalysisLib.model.catalog")
+        for info in catalog.list_models():
+            models.append((info.label, f"{info.name}@{info.version}"))
         return models
 
 
