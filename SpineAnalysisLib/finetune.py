@@ -41,9 +41,8 @@ from .model import store
 from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
 from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
 from .model.network import NetworkConfig, build_network
-from .model.predict import predict_volume
 from .model.preprocessing import sagittal_frame
-from .model.training import TrainingConfig, _dice, train
+from .model.training import TrainingConfig, _dice, predict_case, train
 
 ANNOTATED_SOURCE = "ANN"
 
@@ -163,14 +162,14 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
 
 
 # -- validation figures -----------------------------------------------------------------------------
-def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device) -> dict:
+def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, smoothing_sigma_mm: float = 1.0) -> dict:
     """Mean Dice per level (the predicted level must be the right one) over annotated, present levels:
-    all levels, vertebrae, discs; and the number of cases."""
+    all levels, vertebrae, discs; and the number of cases. ``smoothing_sigma_mm``: the model's slice smoothing."""
     vertebra_channels = {LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES}
     disc_channels = {LABEL_TO_CHANNEL[d] for d in DISC_CLASSES}
     all_scores, vertebra_scores, disc_scores = [], [], []
     for case in cases:
-        classes, _ = predict_volume(network, case.image.astype(np.float32), device)
+        classes = predict_case(network, case, device, smoothing_sigma_mm)
         for channel in np.flatnonzero(case.annotated):
             if channel == 0:
                 continue
@@ -285,7 +284,8 @@ def finetune(
     log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")
 
     validation_cases = [load_training_case(r) for r in validation_records]
-    before = validation_figures(base_network.to(device), validation_cases, device)
+    smoothing = float(base.manifest.get("inference", {}).get("slice_smoothing_sigma_mm", 0.0))
+    before = validation_figures(base_network.to(device), validation_cases, device, smoothing)
     log(f"validation before: {before}")
     initial_state = {k: v.detach().cpu() for k, v in base_network.state_dict().items()}
     del base_network
@@ -295,7 +295,7 @@ def finetune(
     state = torch.load(weights, map_location="cpu", weights_only=True)
     tuned = build_network(net)
     tuned.load_state_dict(state)
-    after = validation_figures(tuned.to(device).eval(), validation_cases, device)
+    after = validation_figures(tuned.to(device).eval(), validation_cases, device, smoothing)
     log(f"validation after: {after}")
     (run_dir / "split.json").write_text(json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1))
     with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:

@@ -62,6 +62,7 @@ class TrainingCase:
     target: np.ndarray  # uint8 channel index, or NOT_BODY where only "not a vertebral body" is known
     annotated: np.ndarray  # bool (NUM_CHANNELS,), channel 0 always True
     labelled_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    slice_spacing_mm: float = 1.0  # between sagittal slices
 
 
 def read_manifest(data_dir: Path | None = None, kind: str = "image+labels") -> list[CaseRecord]:
@@ -173,7 +174,7 @@ def load_training_case(record: CaseRecord) -> TrainingCase:
     image = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.image_file))))
     image = normalise_intensity(image).astype(np.float16)
     labelled = np.flatnonzero((target.reshape(target.shape[0], -1) % NOT_BODY).any(axis=1))
-    return TrainingCase(record, image, target, annotated_channels, labelled)
+    return TrainingCase(record, image, target, annotated_channels, labelled, float(frame.spacing[0]))
 
 
 def describe_annotation(case: TrainingCase) -> str:

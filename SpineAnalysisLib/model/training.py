@@ -2,7 +2,8 @@
 
 ``spineanalysis train`` runs :func:`train`. Reproducible (fixed split and seeds), resumable (a
 checkpoint holds network, optimiser, step and random states) and logged (``log.jsonl``: loss per
-step window, validation Dice per class every ``validate_every`` steps).
+step window, validation Dice per class every ``validate_every`` steps, predicted with the same 1 mm
+slice smoothing the exported model uses in ``spineanalysis segment``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
     return float(2 * np.logical_and(prediction, truth).sum() / total)
 
 
-def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device) -> dict:
+def predict_case(network: torch.nn.Module, case: TrainingCase, device: torch.device, smoothing_sigma_mm: float = 1.0) -> np.ndarray:
+    """The network's class map of a case, with the slice smoothing inference uses (see ``predict_volume``)."""
+    classes, _ = predict_volume(network, case.image.astype(np.float32), device, slice_spacing_mm=case.slice_spacing_mm, smoothing_sigma_mm=smoothing_sigma_mm)
+    return classes
+
+
+def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, smoothing_sigma_mm: float = 1.0) -> dict:
     """Dice of the vertebral-body class and the disc class (union of levels) on annotated cases.
 
     Scored only where the case annotates the class: disc Dice on expert disc labels only
@@ -65,7 +72,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
     disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
     scores: dict[str, list[float]] = {"vertebra": [], "disc": [], "level_exact": []}
     for case in cases:
-        classes, _ = predict_volume(network, case.image.astype(np.float32), device)
+        classes = predict_case(network, case, device, smoothing_sigma_mm)
         if case.record.source.startswith("VB") or case.record.source == "ANN":
             annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
