@@ -160,6 +160,18 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _agreement(results: list[dict]) -> dict:
+    """Agreement of each disc parameter measured on predicted and on reference masks, over ``results``."""
+    agreement = {}
+    for parameter in ("dhi", "height_mean_mm"):
+        pairs = [(ref, pred) for case in results for _, ref, pred in case["disc_agreement"].get(parameter, [])]
+        if pairs:
+            ref, pred = np.array(pairs).T
+            agreement[parameter] = {"n": len(pairs), "mean_abs_difference": float(np.mean(np.abs(pred - ref))), "bias": float(np.mean(pred - ref)),
+                                    "correlation": float(np.corrcoef(ref, pred)[0, 1]) if len(pairs) > 2 else None}
+    return agreement
+
+
 def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None) -> dict:
     records = read_manifest(Path(data_dir) if data_dir else default_data_dir())
     if cases == "validation":
@@ -177,13 +189,7 @@ def evaluate_model(data_dir=None, cases="validation", model_name=None, device="a
         for level, value in case["dice_per_level"].items():
             if value is not None:
                 per_level.setdefault(level, []).append(value)
-    agreement = {}
-    for parameter in ("dhi", "height_mean_mm"):
-        pairs = [(ref, pred) for case in results for _, ref, pred in case["disc_agreement"].get(parameter, [])]
-        if pairs:
-            ref, pred = np.array(pairs).T
-            agreement[parameter] = {"n": len(pairs), "mean_abs_difference": float(np.mean(np.abs(pred - ref))), "bias": float(np.mean(pred - ref)),
-                                    "correlation": float(np.corrcoef(ref, pred)[0, 1]) if len(pairs) > 2 else None}
+    by_reference = {kind: _agreement([c for c in results if c["reference_discs"] == kind]) for kind in sorted({c["reference_discs"] for c in results})}
     identified = sum(c["identified"] for c in results)
     identifiable = sum(c["identifiable"] for c in results)
     summary = {
@@ -196,7 +202,8 @@ def evaluate_model(data_dir=None, cases="validation", model_name=None, device="a
         "identified": identified,
         "identifiable": identifiable,
         "dice_per_level": {level: float(np.mean(v)) for level, v in sorted(per_level.items(), key=lambda kv: scheme.anatomical_rank(scheme.label_from_name(kv[0])))},
-        "disc_agreement": agreement,
+        "disc_agreement": _agreement(results),
+        "disc_agreement_by_reference": {kind: stats for kind, stats in by_reference.items() if stats},
         "mean_seconds_per_case": _mean(c["seconds"] for c in results),
         "disc_cases": [c["case_id"] for c in results if "dice_disc" in c],
     }
@@ -213,8 +220,9 @@ def format_report(report: dict) -> str:
         f"level identification rate: {fmt(s['level_identification_rate'])} ({s['identified']}/{s['identifiable']}, VerSe rule, 20 mm)",
         "Dice per level: " + ", ".join(f"{k} {v:.3f}" for k, v in s["dice_per_level"].items()),
     ]
-    for parameter, stats in s["disc_agreement"].items():
-        lines.append(f"{parameter} agreement (prediction vs reference masks): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
+    for kind, agreement in s.get("disc_agreement_by_reference", {"reference masks": s["disc_agreement"]}).items():
+        for parameter, stats in agreement.items():
+            lines.append(f"{parameter} agreement (prediction vs {kind}): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
     lines.append(f"mean time per case: {fmt(s['mean_seconds_per_case'], '{:.1f}')} s")
     for case in report["cases"]:
         if case["identification_errors"]:

@@ -1,0 +1,82 @@
+"""Scoring a model (``spineanalysis evaluate``): Dice, surface distance in mm, the VerSe identification
+rule on phantoms whose answers are known, and one real validation case when ``../shared`` is there."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SpineAnalysisLib import evaluation
+from SpineAnalysisLib.model.dataset import default_data_dir
+
+
+def _grid(shape_zyx, spacing_xyz):
+    image = sitk.Image(list(shape_zyx[::-1]), sitk.sitkUInt8)
+    image.SetSpacing(spacing_xyz)
+    return image
+
+
+def _ball(image, centre_mm, radius_mm):
+    z, y, x = np.indices(image.GetSize()[::-1], dtype=float)
+    sx, sy, sz = image.GetSpacing()
+    return (x * sx - centre_mm[0]) ** 2 + (y * sy - centre_mm[1]) ** 2 + (z * sz - centre_mm[2]) ** 2 <= radius_mm**2
+
+
+def test_dice_of_known_overlaps():
+    a = np.zeros((4, 4, 4), bool)
+    a[:2] = True
+    b = np.zeros_like(a)
+    b[1:3] = True
+    assert evaluation.dice(a, a) == 1.0
+    assert evaluation.dice(a, b) == pytest.approx(0.5)
+    assert evaluation.dice(a, np.zeros_like(a)) == 0.0
+    assert evaluation.dice(np.zeros_like(a), np.zeros_like(a)) is None
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 0.5, 0.5), (0.5, 0.5, 2.0)])
+def test_average_surface_distance_of_concentric_balls_is_the_radius_difference_in_mm(spacing):
+    image = _grid((40, 120, 120) if spacing[2] == 0.5 else (20, 120, 120), spacing)
+    centre = (30.0, 30.0, 10.0 if spacing[2] == 0.5 else 20.0)
+    inner, outer = _ball(image, centre, 6.0), _ball(image, centre, 9.0)
+    assert evaluation.average_surface_distance(inner, inner, image) == 0.0
+    assert evaluation.average_surface_distance(inner, outer, image) == pytest.approx(3.0, abs=0.5)
+    assert evaluation.average_surface_distance(inner, np.zeros_like(inner), image) is None
+
+
+def _stack(levels, spacing=(1.0, 1.0, 1.0), offset_mm=0.0):
+    """Bodies of 20 mm with 10 mm gaps stacked along the image z axis (LPS superior = +z, top first)."""
+    image = _grid((200, 40, 40), spacing)
+    labels = np.zeros((200, 40, 40), np.uint8)
+    for i, label in enumerate(levels):
+        top = 200 - int((10 + i * 30 + offset_mm) / spacing[2])
+        labels[top - int(20 / spacing[2]) : top, 10:30, 10:30] = label
+    return labels, image
+
+
+def test_identification_follows_the_verse_rule():
+    reference, image = _stack([20, 21, 22, 23])
+    assert evaluation.identification(reference, reference, image, [20, 21, 22, 23]) == (4, 4, [])
+    swapped, _ = _stack([20, 22, 21, 23])
+    found, total, errors = evaluation.identification(swapped, reference, image, [20, 21, 22, 23])
+    assert (found, total) == (2, 4) and errors == ["L2: nearest is L3 at 0 mm", "L3: nearest is L2 at 0 mm"]
+    far, _ = _stack([20], offset_mm=25.0)  # the right name 25 mm away: beyond the 20 mm radius
+    assert evaluation.identification(far, reference, image, [20]) == (0, 1, ["L1: nearest is L1 at 25 mm"])
+    near, _ = _stack([20], offset_mm=15.0)
+    assert evaluation.identification(near, reference, image, [20])[0] == 1
+    found, _, errors = evaluation.identification(np.zeros_like(reference), reference, image, [20])
+    assert found == 0 and errors == ["L1: not found"]
+
+
+SHARED = default_data_dir()
+
+
+@pytest.mark.skipif(not (SHARED / "manifest.csv").is_file(), reason="../shared/data/lumbar_mri is not available")
+def test_evaluate_scores_a_real_body_case_and_a_real_disc_case():
+    report = evaluation.evaluate_model(cases="VB3_02,IVD_11", device="cpu")
+    summary = report["summary"]
+    assert summary["cases"] == 2 and summary["disc_cases"] == ["IVD_11"]
+    assert 0.8 < summary["dice_vertebra"] <= 1 and 0.7 < summary["dice_disc"] <= 1
+    assert summary["level_identification_rate"] >= 0.9 and summary["identifiable"] == 10  # L1-L5 bodies, 5 discs
+    assert 0 < summary["asd_vertebra_mm"] < 3 and 0 < summary["asd_disc_mm"] < 3
+    assert set(summary["disc_agreement_by_reference"]) == {"expert disc labels", "gap pseudo-labels between expert bodies"}
+    text = evaluation.format_report(report)
+    assert "vertebral-body class Dice" in text and "prediction vs expert disc labels" in text
