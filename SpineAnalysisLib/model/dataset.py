@@ -133,22 +133,26 @@ def add_pseudo_discs(target_labels: np.ndarray, annotated: set[int], max_gap_px:
 def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int], border_px: int) -> None:
     """Relabel the uncertain border of gap pseudo-discs as :data:`NOT_BODY` (in place, canonical frame).
 
-    Border: pseudo-disc voxels within ``border_px`` rows of a vertebral body, and background voxels
-    within ``border_px`` columns (anterior/posterior) of a pseudo-disc.
+    Border: in each column, the ``border_px`` pseudo-disc rows next to each body, narrowed so that at
+    least the middle row of the gap stays disc (a collapsed disc still separates its two bodies); and
+    background voxels within ``border_px`` columns (anterior/posterior) of a pseudo-disc.
     """
     if not pseudo_discs or border_px <= 0:
         return
     from scipy import ndimage
 
-    discs = np.isin(target_labels, list(pseudo_discs))
-    bodies = (target_labels > 0) & (target_labels < 100)
-    vertical = np.zeros((1, 2 * border_px + 1, 1), bool)
-    vertical[0, :, 0] = True
+    all_discs = np.isin(target_labels, list(pseudo_discs))
+    uncertain = np.zeros(target_labels.shape, bool)
+    for disc in pseudo_discs:  # each fills one run of rows per (slice, column)
+        mask = target_labels == disc
+        from_top = np.cumsum(mask, axis=1)
+        run = from_top[:, -1:, :]
+        border = np.minimum(border_px, (run - 1) // 2)
+        uncertain |= mask & ((from_top <= border) | (run - from_top < border))
     horizontal = np.zeros((1, 1, 2 * border_px + 1), bool)
     horizontal[0, 0, :] = True
-    near_endplate = discs & ndimage.binary_dilation(bodies, vertical)
-    beside = (target_labels == 0) & ndimage.binary_dilation(discs, horizontal)
-    target_labels[near_endplate | beside] = -1
+    beside = (target_labels == 0) & ndimage.binary_dilation(all_discs, horizontal)
+    target_labels[uncertain | beside] = -1
 
 
 def load_training_case(record: CaseRecord) -> TrainingCase:

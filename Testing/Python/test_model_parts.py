@@ -124,6 +124,15 @@ def test_pseudo_disc_borders_become_not_body():
     assert (labels[:, 5:15, 8:22] == 22).all() and (labels[:, 23:33, 8:22] == 23).all()  # bodies untouched
 
 
+@pytest.mark.parametrize("gap, expected", [(1, [122]), (2, [122, 122]), (3, [-1, 122, -1]), (4, [-1, 122, 122, -1]), (5, [-1, -1, 122, -1, -1])])
+def test_a_narrow_pseudo_disc_keeps_its_middle_rows(gap, expected):
+    labels = np.zeros((1, 40, 10), np.int32)
+    labels[:, 5:15, 2:8] = 22
+    labels[:, 15 + gap : 25 + gap, 2:8] = 23
+    mark_uncertain_disc_borders(labels, add_pseudo_discs(labels, {22, 23}, max_gap_px=25), border_px=2)
+    assert labels[0, 15 : 15 + gap, 5].tolist() == expected
+
+
 def test_not_body_voxels_accept_background_or_disc_but_not_a_body():
     annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
     annotated[0, [0, LABEL_TO_CHANNEL[22], LABEL_TO_CHANNEL[23], LABEL_TO_CHANNEL[122]]] = True
