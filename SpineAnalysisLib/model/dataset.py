@@ -7,9 +7,11 @@ bodies, the voxels between the lower edge of the upper body and the upper edge o
 Those discs then count as annotated for that case.
 
 The gap is only an outer bound of the disc: expert disc outlines (Menezes-Reis et al.) leave the
-endplate rows out and bulge past the vertebral rims. So the pseudo-disc voxels within
-``PSEUDO_DISC_BORDER_MM`` of a body, and the unlabelled voxels within that distance in front of and
-behind the pseudo-disc, are marked :data:`NOT_BODY` ("background or disc, not a vertebral body")
+endplate rows out and bulge past the vertebral rims (central disc height 6-8.6 mm for L1-L2..L5-S1
+against 11-13 mm for the gap between expert body outlines, printed by
+``Testing/DataChecks/disc_height_conventions.py``). So the pseudo-disc voxels within
+``PSEUDO_DISC_BORDER_MM`` of a body (keeping at least the middle row of a narrow gap), and the
+unlabelled voxels within that distance in front of and behind the pseudo-disc, are marked :data:`NOT_BODY` ("background or disc, not a vertebral body")
 instead of being forced to one convention; the expert disc cases then decide where a disc ends.
 """
 
