@@ -2,9 +2,10 @@
 
 Metrics (computed only for structures the case annotates; the shared data are partially labelled):
 
-* Dice of the vertebral-body class (all bodies as one class, within the cranio-caudal range of the
-  annotated bodies, so unannotated neighbours such as T12 in an L1-L5 case are not counted as errors)
-  and of the disc class (expert disc labels only), and Dice per level.
+* Dice of the vertebral-body class (all bodies as one class) and of the disc class (expert disc
+  labels only), each within the cranio-caudal range of the annotated structures of that class, so
+  unannotated neighbours (T12 in an L1-L5 case, the T12-L1 disc in an L1-L2..L5-S1 disc case) are
+  not counted as errors; and Dice per level.
 * Level identification rate, VerSe rule (Sekuboyina et al., MedIA 2021): a reference structure is
   identified when the predicted structure of the same kind whose centroid is closest to the reference
   centroid lies within 20 mm and has the same level.
@@ -100,6 +101,19 @@ def _reference_with_pseudo_discs(reference: np.ndarray, image: sitk.Image, annot
     return frame.from_canonical(canonical)
 
 
+def _annotated_range(truth: np.ndarray, image: sitk.Image, margin: int = 3) -> np.ndarray:
+    """Voxels within the cranio-caudal extent of ``truth`` (plus ``margin`` rows): structures of the
+    class outside the annotated levels (T12 in an L1-L5 case, T12-L1 in an L1-L2..L5-S1 disc case)
+    are unknown, not errors."""
+    si_axis = sagittal_frame(image).axes[1]
+    extent = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != si_axis)))
+    window = np.zeros(truth.shape, bool)
+    index = [slice(None)] * 3
+    index[si_axis] = slice(max(0, extent[0] - margin), extent[-1] + margin + 1)
+    window[tuple(index)] = True
+    return window
+
+
 def evaluate_case(record, model_name=None, device="auto") -> dict:
     from .inference import segment_image
     from .measurements import measure_case
@@ -117,19 +131,12 @@ def evaluate_case(record, model_name=None, device="auto") -> dict:
     case: dict = {"case_id": record.case_id, "seconds": round(seconds, 2), "flags": result.report.flags, "confidence": result.report.confidence, "dice_per_level": {}}
     if vertebrae:
         truth = np.isin(reference, vertebrae)
-        window = np.zeros_like(truth)
-        frame = sagittal_frame(image)
-        si_axis = frame.axes[1]
-        extent = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != si_axis)))
-        index = [slice(None)] * 3
-        index[si_axis] = slice(max(0, extent[0] - 3), extent[-1] + 4)
-        window[tuple(index)] = True
-        predicted_class = np.isin(predicted, [l for l in range(1, 29)]) & window
+        predicted_class = np.isin(predicted, [l for l in range(1, 29)]) & _annotated_range(truth, image)
         case["dice_vertebra"] = dice(predicted_class, truth)
         case["asd_vertebra_mm"] = average_surface_distance(predicted_class, truth, image)
     if discs:
         truth = np.isin(reference, discs)
-        predicted_class = (predicted > 100) & (predicted < 130)
+        predicted_class = (predicted > 100) & (predicted < 130) & _annotated_range(truth, image)
         case["dice_disc"] = dice(predicted_class, truth)
         case["asd_disc_mm"] = average_surface_distance(predicted_class, truth, image)
     for label in vertebrae + discs:

@@ -84,15 +84,17 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
             if exact is not None:
                 scores["level_exact"].append(exact)
         if case.record.source in ("IVD", "ANN"):
-            truth = np.isin(case.target, disc_channels)
-            dice = _dice(np.isin(classes, disc_channels), truth)
+            annotated = [c for c in disc_channels if case.annotated[c] and c in np.unique(case.target)]
+            truth = np.isin(case.target, annotated)
+            dice = _dice(np.isin(classes, disc_channels) & _restrict_to_annotated_levels(classes, case, annotated), truth)
             if dice is not None:
                 scores["disc"].append(dice)
     return {key: (float(np.mean(values)) if values else None) for key, values in scores.items()}
 
 
 def _restrict_to_annotated_levels(classes: np.ndarray, case: TrainingCase, annotated: list[int]) -> np.ndarray:
-    # only the annotated levels' extent counts (unannotated neighbours, e.g. T12 in an L1-L5 case, are not errors)
+    # only the annotated levels' extent counts (unannotated neighbours, e.g. T12 in an L1-L5 case or the
+    # T12-L1 disc in an L1-L2..L5-S1 disc case, are not errors)
     rows = np.flatnonzero(np.isin(case.target, annotated).any(axis=(0, 2)))
     mask = np.zeros(classes.shape, bool)
     if rows.size:
