@@ -141,8 +141,6 @@ def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int
     """
     if not pseudo_discs or border_px <= 0:
         return
-    from scipy import ndimage
-
     all_discs = np.isin(target_labels, list(pseudo_discs))
     uncertain = np.zeros(target_labels.shape, bool)
     for disc in pseudo_discs:  # each fills one run of rows per (slice, column)
@@ -151,9 +149,11 @@ def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int
         run = from_top[:, -1:, :]
         border = np.minimum(border_px, (run - 1) // 2)
         uncertain |= mask & ((from_top <= border) | (run - from_top < border))
-    horizontal = np.zeros((1, 1, 2 * border_px + 1), bool)
-    horizontal[0, 0, :] = True
-    beside = (target_labels == 0) & ndimage.binary_dilation(all_discs, horizontal)
+    near_disc = all_discs.copy()  # dilated by border_px columns (anterior/posterior)
+    for shift in range(1, border_px + 1):
+        near_disc[:, :, shift:] |= all_discs[:, :, :-shift]
+        near_disc[:, :, :-shift] |= all_discs[:, :, shift:]
+    beside = (target_labels == 0) & near_disc
     target_labels[uncertain | beside] = -1
 
 
