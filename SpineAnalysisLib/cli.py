@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import SpineAnalysisError
+from .errors import InputError, SpineAnalysisError
 
 
 def _progress_printer(enabled: bool):
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--disc-case-weight", type=float, default=4.0, help="how much more often cases with expert disc labels are drawn")
     train.add_argument("--validate-every", type=int, default=1250, help="steps between validation scores in log.jsonl")
     train.add_argument(
+        "--source-weight", action="append", default=[], metavar="SOURCE=W",
+        help="draw the cases of a data source (manifest 'source', e.g. VB1) W times as often; repeatable",
+    )
+    train.add_argument(
         "--init-from", help="start from these weights: a model name or folder (checksum verified) or a run's network.pt (continued training)"
     )
 
@@ -95,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--evaluation", help="JSON written by 'spineanalysis evaluate -o', stored as validation metrics")
     export.add_argument("--slice-smoothing-mm", type=float, default=1.0, help="Gaussian width (mm) for averaging neighbouring slices' probabilities; 0: off")
+    export.add_argument("--test-time-scales", default="1", help="comma-separated in-plane zooms whose probabilities are averaged, e.g. 0.9,1,1.1")
+    export.add_argument("--body-threshold", type=float, default=0.0, help="summed body probability a voxel needs to be vertebral body; 0: plain argmax")
     export.add_argument("--earlier-minutes", type=float, default=0.0, help="training minutes of the run this one continued from")
 
     commands.add_parser("models", help="list available models")
@@ -105,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_interop_commands(commands)
     return parser
+
+
+def _parse_source_weights(items: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        source, _, weight = item.partition("=")
+        try:
+            weights[source.strip()] = float(weight)
+        except ValueError:
+            raise InputError(f"--source-weight {item!r}: expected SOURCE=NUMBER, e.g. VB1=3") from None
+        if not source.strip() or weights[source.strip()] <= 0:
+            raise InputError(f"--source-weight {item!r}: expected a source name and a positive weight")
+    return weights
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -151,15 +170,22 @@ def _run(args: argparse.Namespace) -> int:
             steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
+            source_weights=_parse_source_weights(args.source_weight),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)
         return 0
     if args.command == "export-model":
+        from .model.predict import InferenceSettings
         from .model.store import export_run
 
         evaluation = json.loads(Path(args.evaluation).read_text(encoding="utf-8")) if args.evaluation else None
-        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, args.slice_smoothing_mm, args.earlier_minutes)
+        try:
+            scales = tuple(float(v) for v in args.test_time_scales.split(",") if v.strip())
+            settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold).validated()
+        except ValueError as error:
+            raise InputError(f"export-model: {error}") from None
+        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     from .batch.cli import COMMANDS as BATCH_COMMANDS

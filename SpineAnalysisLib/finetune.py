@@ -42,7 +42,8 @@ from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTE
 from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
 from .model.network import NetworkConfig, build_network
 from .model.preprocessing import sagittal_frame
-from .model.training import TrainingConfig, _dice, predict_case, train
+from .model.predict import InferenceSettings
+from .model.training import TRAINING_VALIDATION, TrainingConfig, _dice, predict_case, train
 
 ANNOTATED_SOURCE = "ANN"
 
@@ -162,14 +163,14 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
 
 
 # -- validation figures -----------------------------------------------------------------------------
-def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, smoothing_sigma_mm: float = 1.0) -> dict:
+def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, settings: InferenceSettings = TRAINING_VALIDATION) -> dict:
     """Mean Dice per level (the predicted level must be the right one) over annotated, present levels:
-    all levels, vertebrae, discs; and the number of cases. ``smoothing_sigma_mm``: the model's slice smoothing."""
+    all levels, vertebrae, discs; and the number of cases. ``settings``: the model's inference settings."""
     vertebra_channels = {LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES}
     disc_channels = {LABEL_TO_CHANNEL[d] for d in DISC_CLASSES}
     all_scores, vertebra_scores, disc_scores = [], [], []
     for case in cases:
-        classes = predict_case(network, case, device, smoothing_sigma_mm)
+        classes = predict_case(network, case, device, settings)
         for channel in np.flatnonzero(case.annotated):
             if channel == 0:
                 continue
@@ -284,8 +285,8 @@ def finetune(
     log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")
 
     validation_cases = [load_training_case(r) for r in validation_records]
-    smoothing = float(base.manifest.get("inference", {}).get("slice_smoothing_sigma_mm", 0.0))
-    before = validation_figures(base_network.to(device), validation_cases, device, smoothing)
+    settings = InferenceSettings.from_manifest(base.manifest)
+    before = validation_figures(base_network.to(device), validation_cases, device, settings)
     log(f"validation before: {before}")
     initial_state = {k: v.detach().cpu() for k, v in base_network.state_dict().items()}
     del base_network
@@ -295,7 +296,7 @@ def finetune(
     state = torch.load(weights, map_location="cpu", weights_only=True)
     tuned = build_network(net)
     tuned.load_state_dict(state)
-    after = validation_figures(tuned.to(device).eval(), validation_cases, device, smoothing)
+    after = validation_figures(tuned.to(device).eval(), validation_cases, device, settings)
     log(f"validation after: {after}")
     (run_dir / "split.json").write_text(json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1))
     with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
@@ -311,7 +312,7 @@ def finetune(
         "description": f"{base.label} fine-tuned on annotator-corrected cases ({Path(dataset_dir).name})",
         "network": network_config,
         "expected_input": base.manifest.get("expected_input", {}),
-        "inference": base.manifest.get("inference", {}),  # e.g. slice smoothing: the base model's way of running
+        "inference": base.manifest.get("inference", {}),  # slice smoothing, test-time scales, threshold: the base model's way of running
         "base_model": {"name": base.name, "version": base.version, "sha256": base.manifest.get("sha256")},
         "created_utc": created,
         "software": f"SpineAnalysis {__version__}",

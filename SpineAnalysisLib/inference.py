@@ -13,7 +13,7 @@ import torch
 from .errors import InputError
 from .imageio import label_map_like
 from .model.labelling import LabellingReport, label_levels
-from .model.predict import predict_volume
+from .model.predict import InferenceSettings, predict_volume
 from .model.preprocessing import TARGET_SPACING_MM, frame_warnings, normalise_intensity, resample_slices, sagittal_frame
 from .model.store import ModelInfo, find_model, load_network
 from .model.classes import CHANNEL_LABELS
@@ -116,6 +116,7 @@ def segment_image(
     report_progress(0.05, f"segmenting {volume.shape[0]} sagittal slices")
 
     slices_per_batch = 32 if torch_device.type == "cuda" else 8
+    settings = InferenceSettings.from_manifest(info.manifest)
     classes, _ = predict_volume(
         network,
         volume,
@@ -126,7 +127,9 @@ def segment_image(
         cancel=cancel,
         amp=torch_device.type == "cuda",
         slice_spacing_mm=frame.spacing[0],
-        smoothing_sigma_mm=float(info.manifest.get("inference", {}).get("slice_smoothing_sigma_mm", 0.0)),
+        smoothing_sigma_mm=settings.slice_smoothing_sigma_mm,
+        test_time_scales=settings.test_time_scales,
+        body_probability_threshold=settings.body_probability_threshold,
     )
     report_progress(0.92, "naming levels")
     labels_canonical, report = label_levels(classes, frame.spacing)

@@ -1,15 +1,65 @@
-"""Running the network over a volume in the network's frame, slice batch by slice batch."""
+"""Running the network over a volume in the network's frame, slice batch by slice batch.
+
+How a model's probabilities become classes is part of the model (``inference`` in its manifest, read
+by :class:`InferenceSettings`): averaging neighbouring thin slices, multi-scale test-time
+augmentation and the probability a voxel needs to be called vertebral body.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from .classes import CHANNEL_LABELS
+from .preprocessing import resample_slices
+
 #: In-plane window of the sliding-window inferer (pixels at 1 mm); larger slices are tiled.
 WINDOW = (384, 384)
+#: Channels of the vertebral bodies (labels 1-99) among the network's outputs.
+BODY_CHANNELS = tuple(channel for channel, label in enumerate(CHANNEL_LABELS) if 0 < label < 100)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """A model's rules for turning network outputs into classes (its manifest's ``inference``).
+
+    ``slice_smoothing_sigma_mm``: Gaussian width (mm) over neighbouring sagittal slices (0: off).
+    ``test_time_scales``: in-plane zoom factors the network is also run at; their class probabilities
+    are averaged (multi-scale test-time augmentation, as in Isensee et al., nnU-Net, Nat Methods 2021,
+    who average mirrored copies; a sagittal spine is not mirror-symmetric, so zooms are used).
+    ``body_probability_threshold``: a voxel is vertebral body when the summed probability of all
+    body levels exceeds it, then takes the most probable level; other voxels take the most probable
+    other class. 0 keeps the plain argmax over all channels.
+    """
+
+    slice_smoothing_sigma_mm: float = 0.0
+    test_time_scales: tuple[float, ...] = (1.0,)
+    body_probability_threshold: float = 0.0
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "InferenceSettings":
+        section = manifest.get("inference", {}) or {}
+        return cls(
+            slice_smoothing_sigma_mm=float(section.get("slice_smoothing_sigma_mm", 0.0)),
+            test_time_scales=tuple(float(s) for s in section.get("test_time_scales", (1.0,))),
+            body_probability_threshold=float(section.get("body_probability_threshold", 0.0)),
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "test_time_scales": list(self.test_time_scales)}
+
+    def validated(self) -> "InferenceSettings":
+        if self.slice_smoothing_sigma_mm < 0:
+            raise ValueError(f"slice smoothing must be >= 0 mm, got {self.slice_smoothing_sigma_mm}")
+        if not self.test_time_scales or any(not 0.5 <= s <= 2.0 for s in self.test_time_scales):
+            raise ValueError(f"test-time scales must be between 0.5 and 2, got {list(self.test_time_scales)}")
+        if not 0.0 <= self.body_probability_threshold < 1.0:
+            raise ValueError(f"the body probability threshold must be in [0, 1), got {self.body_probability_threshold}")
+        return self
 
 
 def predict_volume(
@@ -23,6 +73,8 @@ def predict_volume(
     amp: bool = False,
     slice_spacing_mm: float | None = None,
     smoothing_sigma_mm: float = 0.0,
+    test_time_scales: tuple[float, ...] = (1.0,),
+    body_probability_threshold: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class map and its probability for a normalised canonical volume (slice, row, column).
 
@@ -34,8 +86,6 @@ def predict_volume(
     max probability float16) arrays; memory stays bounded by one batch of probabilities plus the
     few neighbouring slices the smoothing keeps.
     """
-    from .preprocessing import resample_slices
-
     network.eval()
     n_slices = volume.shape[0]
     size = output_size or volume.shape[1:]
@@ -52,16 +102,12 @@ def predict_volume(
                 raise InterruptedError("cancelled")
             stop = min(n_slices, start + slices_per_batch)
             batch = torch.from_numpy(np.ascontiguousarray(volume[start:stop], dtype=np.float32))[:, None].to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16, enabled=amp):
-                logits = sliding_window_inference(
-                    batch, roi_size=_window_for(batch.shape[-2:]), sw_batch_size=slices_per_batch, predictor=network, overlap=0.25, mode="gaussian"
-                )
-            probs = torch.softmax(resample_slices(logits.float(), tuple(size)), dim=1)
+            probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp)
             buffer = probs if buffer is None or not len(buffer) else torch.cat([buffer, probs])  # no copy without smoothing
             ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run
             if ready > done:
                 smoothed = _smooth_across_slices(buffer, weights, done - buffer_start, ready - buffer_start)
-                best, index = smoothed.max(dim=1)
+                best, index = decide_classes(smoothed, body_probability_threshold)
                 classes[done:ready] = index.to("cpu", torch.uint8).numpy()
                 confidence[done:ready] = best.to("cpu", torch.float16).numpy()
                 done = ready
@@ -70,6 +116,40 @@ def predict_volume(
             if progress is not None:
                 progress(min(1.0, stop / n_slices))
     return classes, confidence
+
+
+def _scale_averaged_probabilities(
+    network: torch.nn.Module, batch: torch.Tensor, size: tuple[int, int], scales: tuple[float, ...], slices_per_batch: int, amp: bool
+) -> torch.Tensor:
+    """Class probabilities on ``size`` pixels, averaged over the network run at each in-plane zoom."""
+    total: torch.Tensor | None = None
+    height, width = batch.shape[-2:]
+    for scale in scales:
+        zoomed = batch if scale == 1.0 else resample_slices(batch, (max(16, round(height * scale)), max(16, round(width * scale))))
+        with torch.autocast(device_type=batch.device.type, dtype=torch.float16 if batch.device.type == "cuda" else torch.bfloat16, enabled=amp):
+            logits = sliding_window_inference(
+                zoomed, roi_size=_window_for(zoomed.shape[-2:]), sw_batch_size=slices_per_batch, predictor=network, overlap=0.25, mode="gaussian"
+            )
+        probs = torch.softmax(resample_slices(logits.float(), size), dim=1)
+        total = probs if total is None else total.add_(probs)
+    assert total is not None, "at least one test-time scale is needed"
+    return total / len(scales) if len(scales) > 1 else total
+
+
+def decide_classes(probs: torch.Tensor, body_probability_threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability, channel index) per voxel of probabilities (N, C, H, W).
+
+    With a threshold, a voxel is vertebral body when the summed probability of all body channels
+    exceeds it (then its most probable body level), otherwise its most probable non-body channel.
+    """
+    if not body_probability_threshold:
+        return probs.max(dim=1)
+    body = torch.zeros(probs.shape[1], dtype=torch.bool, device=probs.device)
+    body[list(BODY_CHANNELS)] = True
+    best_body, body_index = probs.masked_fill(~body[None, :, None, None], -1.0).max(dim=1)
+    best_other, other_index = probs.masked_fill(body[None, :, None, None], -1.0).max(dim=1)
+    is_body = probs[:, body].sum(dim=1) > body_probability_threshold
+    return torch.where(is_body, best_body, best_other), torch.where(is_body, body_index, other_index)
 
 
 def slice_smoothing_weights(slice_spacing_mm: float | None, sigma_mm: float) -> np.ndarray:

@@ -20,6 +20,7 @@ from ..errors import ModelError
 from .catalog import DEFAULT_MODEL, MANIFEST, ModelInfo, find_model, list_models, model_folders, read_model_manifest, sha256_of
 from .classes import CHANNEL_LABELS
 from .network import NetworkConfig, build_network
+from .predict import InferenceSettings
 
 __all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "sha256_of", "write_model"]
 
@@ -73,13 +74,13 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
 
 def export_run(
     run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None,
-    slice_smoothing_sigma_mm: float = 1.0, earlier_minutes: float = 0.0,
+    inference: InferenceSettings = InferenceSettings(slice_smoothing_sigma_mm=1.0), earlier_minutes: float = 0.0,
 ) -> ModelInfo:
     """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder.
 
-    ``slice_smoothing_sigma_mm`` is stored as the model's inference setting (see
-    :func:`SpineAnalysisLib.model.predict.predict_volume`); ``earlier_minutes`` is the training time of
-    the run this one continued from, so the manifest states the whole cost.
+    ``inference`` is stored as the model's way of running (see
+    :class:`SpineAnalysisLib.model.predict.InferenceSettings`); ``earlier_minutes`` is the training time
+    of the run this one continued from, so the manifest states the whole cost.
     """
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
@@ -106,7 +107,7 @@ def export_run(
             "wall_clock_minutes": round(elapsed / 60 + earlier_minutes, 1),
             "hardware": "2-core CPU (no GPU)",
         },
-        "inference": {"slice_smoothing_sigma_mm": slice_smoothing_sigma_mm},
+        "inference": inference.validated().to_dict(),
         "validation": (evaluation or {}).get("summary", {}),
     }
     return write_model(Path(folder), state, manifest)

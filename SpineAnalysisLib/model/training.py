@@ -24,7 +24,7 @@ from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CL
 from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
 from .losses import partial_label_loss
 from .network import NetworkConfig, build_network
-from .predict import predict_volume
+from .predict import InferenceSettings, predict_volume
 
 
 @dataclass
@@ -44,6 +44,7 @@ class TrainingConfig:
     network: dict = field(default_factory=lambda: NetworkConfig().to_dict())
     log_every: int = 25  # steps per loss line in log.jsonl
     annotated_case_weight: float = 1.0  # sampling weight of annotator-corrected cases (source "ANN", see finetune)
+    source_weights: dict = field(default_factory=dict)  # extra sampling weight per data source, e.g. {"VB1": 3.0}
     freeze_batch_norm: bool = False  # keep batch-norm running statistics (fine-tuning with small batches)
     initialised_from: str = ""  # weights training started from (continued training / fine-tuning), empty: random
 
@@ -55,13 +56,22 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
     return float(2 * np.logical_and(prediction, truth).sum() / total)
 
 
-def predict_case(network: torch.nn.Module, case: TrainingCase, device: torch.device, smoothing_sigma_mm: float = 1.0) -> np.ndarray:
-    """The network's class map of a case, with the slice smoothing inference uses (see ``predict_volume``)."""
-    classes, _ = predict_volume(network, case.image.astype(np.float32), device, slice_spacing_mm=case.slice_spacing_mm, smoothing_sigma_mm=smoothing_sigma_mm)
+#: How validation inside training predicts: 1 mm slice smoothing, one scale, plain argmax (cheap, and
+#: comparable from run to run); a model's own settings are applied by ``spineanalysis evaluate``.
+TRAINING_VALIDATION = InferenceSettings(slice_smoothing_sigma_mm=1.0)
+
+
+def predict_case(network: torch.nn.Module, case: TrainingCase, device: torch.device, settings: InferenceSettings = TRAINING_VALIDATION) -> np.ndarray:
+    """The network's class map of a case, predicted with ``settings`` (see ``predict_volume``)."""
+    classes, _ = predict_volume(
+        network, case.image.astype(np.float32), device, slice_spacing_mm=case.slice_spacing_mm,
+        smoothing_sigma_mm=settings.slice_smoothing_sigma_mm, test_time_scales=settings.test_time_scales,
+        body_probability_threshold=settings.body_probability_threshold,
+    )  # fmt: skip
     return classes
 
 
-def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, smoothing_sigma_mm: float = 1.0) -> dict:
+def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, settings: InferenceSettings = TRAINING_VALIDATION) -> dict:
     """Dice of the vertebral-body class and the disc class (union of levels) on annotated cases.
 
     Scored only where the case annotates the class: disc Dice on expert disc labels only
@@ -72,7 +82,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
     disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
     scores: dict[str, list[float]] = {"vertebra": [], "disc": [], "level_exact": []}
     for case in cases:
-        classes = predict_case(network, case, device, smoothing_sigma_mm)
+        classes = predict_case(network, case, device, settings)
         if case.record.source.startswith("VB") or case.record.source == "ANN":
             annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
@@ -108,7 +118,9 @@ class SliceSampler:
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         weights = np.array([
-            config.disc_case_weight if c.record.source == "IVD" else config.annotated_case_weight if c.record.source == "ANN" else 1.0 for c in cases
+            (config.disc_case_weight if c.record.source == "IVD" else config.annotated_case_weight if c.record.source == "ANN" else 1.0)
+            * float(config.source_weights.get(c.record.source, 1.0))
+            for c in cases
         ])
         self.weights = weights / weights.sum()
         self.augmenter = SliceAugmenter(config.crop, seed=config.seed)

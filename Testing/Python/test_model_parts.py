@@ -197,6 +197,16 @@ def test_labelling_removes_small_islands_and_far_blobs():
     assert 21 not in np.unique(labels)
 
 
+def test_a_body_cut_by_the_field_of_view_is_kept_though_small():
+    classes = _class_map([20, 21, 22, 23, 24])  # bodies of 10 x 4 mm x 28 x 30 mm = 33600 mm3
+    classes[:, 0:3, 15:45] = LABEL_TO_CHANNEL[19]  # 3 rows of T12 at the top edge: 3600 mm3, 11 % of a body
+    labels, report = label_levels(classes, (4.0, 1.0, 1.0))
+    assert 19 in np.unique(labels) and report.levels[0] == "T12"
+    away_from_edge = np.concatenate([np.zeros((10, 20, 60), np.uint8), classes], axis=1)  # the same 3 rows, 20 mm inside
+    labels, report = label_levels(away_from_edge, (4.0, 1.0, 1.0))
+    assert 19 not in np.unique(labels) and report.removed_islands >= 1
+
+
 def test_no_vertebrae_found_gives_an_empty_result():
     labels, report = label_levels(np.zeros((5, 50, 50), np.uint8), (4.0, 1.0, 1.0))
     assert not labels.any()
@@ -314,3 +324,63 @@ def test_smoothed_prediction_is_independent_of_the_batch_size():
     assert (one_batch == expected.argmax(axis=1)).mean() > 0.999
     unsmoothed, _ = predict_volume(network, volume, device, slices_per_batch=4)
     assert (unsmoothed == probs.argmax(axis=1)).mean() > 0.999
+
+
+def test_body_threshold_decides_body_on_the_summed_levels():
+    from SpineAnalysisLib.model.predict import decide_classes
+
+    l3, l4, disc = LABEL_TO_CHANNEL[22], LABEL_TO_CHANNEL[23], LABEL_TO_CHANNEL[122]
+    probs = torch.zeros(1, NUM_CHANNELS, 1, 3)
+    probs[0, [0, l3, l4], 0, 0] = torch.tensor([0.4, 0.35, 0.25])  # body 0.6 in all, split over two levels
+    probs[0, [0, l3], 0, 1] = torch.tensor([0.45, 0.55])  # body 0.55
+    probs[0, [disc, l3], 0, 2] = torch.tensor([0.2, 0.8])  # body 0.8
+    _, plain = decide_classes(probs)
+    assert plain[0, 0].tolist() == [0, l3, l3]  # argmax: background wins the split voxel
+    best, index = decide_classes(probs, body_probability_threshold=0.58)
+    assert index[0, 0].tolist() == [l3, 0, l3]  # the split voxel is body (0.6), the 0.55 voxel is not
+    assert best[0, 0].tolist() == pytest.approx([0.35, 0.45, 0.8])
+
+
+def test_test_time_scales_average_the_zoomed_predictions():
+    from SpineAnalysisLib.model.predict import predict_volume
+    from SpineAnalysisLib.model.preprocessing import resample_slices
+
+    torch.manual_seed(0)
+    network = build_network(NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0)).eval()
+    volume = np.random.default_rng(2).random((3, 64, 64)).astype(np.float32)
+    device = torch.device("cpu")
+    single, _ = predict_volume(network, volume, device, test_time_scales=(1.0,))
+    plain, _ = predict_volume(network, volume, device)
+    np.testing.assert_array_equal(single, plain)
+
+    scales = (0.75, 1.0, 1.25)  # 48, 64 and 80 pixels: whole windows, no padding
+    averaged, confidence = predict_volume(network, volume, device, test_time_scales=scales)
+    with torch.inference_mode():  # by hand: run at each zoom, back to 64 x 64, mean of the softmax
+        batch = torch.from_numpy(volume)[:, None]
+        probs = []
+        for scale in scales:
+            logits = network(resample_slices(batch, (round(64 * scale), round(64 * scale))))
+            probs.append(torch.softmax(resample_slices(logits, (64, 64)), dim=1))
+        expected = torch.stack(probs).mean(0)
+    assert (averaged == expected.argmax(1).numpy()).mean() > 0.99
+    assert (averaged != single).any()  # the zooms changed something
+    np.testing.assert_allclose(confidence.astype(np.float32), expected.max(1).values.numpy(), atol=0.02)
+
+
+@pytest.mark.parametrize(
+    "settings, problem",
+    [({"test_time_scales": ()}, "scales"), ({"test_time_scales": (0.1,)}, "scales"), ({"body_probability_threshold": 1.0}, "threshold"), ({"slice_smoothing_sigma_mm": -1}, "smoothing")],
+)
+def test_inference_settings_refuse_nonsense(settings, problem):
+    from SpineAnalysisLib.model.predict import InferenceSettings
+
+    with pytest.raises(ValueError, match=problem):
+        InferenceSettings(**settings).validated()
+
+
+def test_inference_settings_of_an_older_manifest_are_the_plain_ones():
+    from SpineAnalysisLib.model.predict import InferenceSettings
+
+    assert InferenceSettings.from_manifest({}) == InferenceSettings()
+    old = InferenceSettings.from_manifest({"inference": {"slice_smoothing_sigma_mm": 1.0}})
+    assert old == InferenceSettings(slice_smoothing_sigma_mm=1.0, test_time_scales=(1.0,), body_probability_threshold=0.0)

@@ -67,9 +67,13 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     from SpineAnalysisLib.model.store import export_run, find_model, load_network
 
     evaluation = {"summary": {"dice_vertebra": 0.5}}
-    info = export_run(run, tmp_path / "model", "tiny", "0.1.0", evaluation, slice_smoothing_sigma_mm=1.5, earlier_minutes=10)
+    from SpineAnalysisLib.model.predict import InferenceSettings
+
+    settings = InferenceSettings(slice_smoothing_sigma_mm=1.5, test_time_scales=(0.9, 1.0, 1.1), body_probability_threshold=0.6)
+    info = export_run(run, tmp_path / "model", "tiny", "0.1.0", evaluation, settings, earlier_minutes=10)
     manifest = find_model(str(tmp_path / "model")).manifest
-    assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.5}
+    assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.5, "test_time_scales": [0.9, 1.0, 1.1], "body_probability_threshold": 0.6}
+    assert InferenceSettings.from_manifest(manifest) == settings
     assert manifest["validation"] == {"dice_vertebra": 0.5}
     assert manifest["training"]["train_cases"] == split["train"] and manifest["training"]["wall_clock_minutes"] >= 10
     load_network(info)
@@ -102,3 +106,22 @@ def test_continued_training_starts_from_given_weights(tmp_path):
         initial_weights(str(broken))
     with pytest.raises(ModelError, match="not found"):
         initial_weights("no-such-model")
+
+
+def test_source_weights_change_how_often_cases_are_drawn():
+    from types import SimpleNamespace
+
+    from SpineAnalysisLib.model.training import SliceSampler
+
+    cases = [SimpleNamespace(record=SimpleNamespace(source=source)) for source in ("VB1", "VB3", "VB3", "IVD")]
+    sampler = SliceSampler(cases, TrainingConfig(disc_case_weight=2.0, source_weights={"VB1": 3.0}))
+    np.testing.assert_allclose(sampler.weights, np.array([3.0, 1.0, 1.0, 2.0]) / 7.0)
+
+
+def test_bad_source_weight_is_a_one_line_error(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+
+    for bad in ("VB1", "VB1=x", "=2", "VB1=-1"):
+        assert main(["train", "-o", str(tmp_path / "run"), "--source-weight", bad]) == 2
+        assert "--source-weight" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,76 @@
+"""Choose a model's inference settings on the TRAINING cases (never the validation split).
+
+For every vertebral-body training case of the fixed split, the shipped network is run at the in-plane
+zooms 0.9, 1.0 and 1.1; the vertebral-body class Dice (within the annotated levels, as
+``spineanalysis evaluate`` scores it) is printed for one scale and for the three-scale average, at
+several body-probability thresholds (see ``SpineAnalysisLib.model.predict.InferenceSettings``).
+Nothing is written; the chosen values go into the model's manifest with ``export-model
+--test-time-scales ... --body-threshold ...``.
+
+    python Testing/DataChecks/calibrate_inference.py [--model Resources/Models/spine-mri-2d] [--every 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from SpineAnalysisLib.model.dataset import read_manifest, split_cases
+from SpineAnalysisLib.model.predict import _scale_averaged_probabilities, _smooth_across_slices, decide_classes, slice_smoothing_weights
+from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
+from SpineAnalysisLib.model.store import find_model, load_network
+
+SCALES = (0.9, 1.0, 1.1)
+THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
+
+
+def body_dice(classes: np.ndarray, truth: np.ndarray) -> float:
+    rows = np.flatnonzero(truth.any(axis=(0, 2)))
+    window = np.zeros(truth.shape, bool)
+    window[:, max(0, rows[0] - 3) : rows[-1] + 4] = True  # the annotated levels (evaluation._annotated_range)
+    predicted = np.isin(classes, [LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES]) & window
+    return float(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--every", type=int, default=1, help="use every N-th training case")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    network = load_network(find_model(args.model))
+    train, _ = split_cases(read_manifest())
+    records = [r for r in train if any(scheme_label in VERTEBRA_CLASSES for scheme_label in r.annotated_labels)][:: args.every]
+    scores: dict[str, list[float]] = {}
+    started = time.time()
+    for record in records:
+        image = sitk.ReadImage(str(record.image_file))
+        frame = sagittal_frame(image)
+        volume = torch.from_numpy(normalise_intensity(frame.to_canonical(sitk.GetArrayFromImage(image))))[:, None]
+        reference = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))))
+        truth = np.isin(reference, VERTEBRA_CLASSES)
+        weights = slice_smoothing_weights(frame.spacing[0], 1.0)
+        with torch.inference_mode():
+            per_scale = {}
+            for scale in SCALES:
+                parts = [_scale_averaged_probabilities(network, volume[i : i + 8], tuple(volume.shape[-2:]), (scale,), 8, False) for i in range(0, len(volume), 8)]
+                per_scale[scale] = torch.cat(parts)
+            variants = {"1 scale": per_scale[1.0], "3 scales": sum(per_scale.values()) / len(SCALES)}
+            for name, probs in variants.items():
+                smoothed = _smooth_across_slices(probs, weights, 0, len(probs))
+                for threshold in THRESHOLDS:
+                    classes = decide_classes(smoothed, threshold)[1].numpy()
+                    scores.setdefault(f"{name}, threshold {threshold:.2f}", []).append(body_dice(classes, truth))
+        print(f"{record.case_id}: " + ", ".join(f"{k.split(',')[0]}@{k.split()[-1]} {v[-1]:.3f}" for k, v in scores.items() if k.endswith(("0.00", "0.60"))), flush=True)
+    print(f"\n{len(records)} training cases with vertebral bodies, {time.time() - started:.0f} s; mean body Dice:")
+    for key, values in scores.items():
+        print(f"  {key}: {np.mean(values):.4f}")
+
+
+if __name__ == "__main__":
+    main()
