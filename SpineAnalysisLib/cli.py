@@ -44,6 +44,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x faster on a CPU, slightly less accurate)")
     parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
 
 
@@ -133,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         from .inference import segment_image
 
         image = imageio.read_image(args.image)
-        result = segment_image(image, args.model, args.device, _progress_printer(args.progress), threads=args.threads)
+        result = segment_image(image, args.model, args.device, _progress_printer(args.progress), threads=args.threads, fast=args.fast)
         imageio.write_image(result.label_map, args.output)
         _print_summary(result.summary())
         return 0
@@ -149,14 +150,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "analyze":
         from .pipeline import analyze
 
-        outputs = analyze(args.image, args.output, model=args.model, device=args.device, sex=args.sex, age=args.age, progress=_progress_printer(args.progress), threads=args.threads)
+        outputs = analyze(args.image, args.output, model=args.model, device=args.device, sex=args.sex, age=args.age, progress=_progress_printer(args.progress), threads=args.threads, fast=args.fast)
         for name, path in outputs.items():
             print(f"{name}: {path}")
         return 0
     if args.command == "evaluate":
         from .evaluation import evaluate_model, format_report
 
-        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=_progress_printer(args.progress))
+        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=_progress_printer(args.progress), fast=args.fast)
         print(format_report(report))
         if args.output:
             imageio.write_text(json.dumps(report, indent=1), args.output)

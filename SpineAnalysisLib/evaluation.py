@@ -114,7 +114,7 @@ def _annotated_range(truth: np.ndarray, image: sitk.Image, margin: int = 3) -> n
     return window
 
 
-def evaluate_case(record, model_name=None, device="auto") -> dict:
+def evaluate_case(record, model_name=None, device="auto", fast=False) -> dict:
     from .inference import segment_image
     from .measurements import measure_case
 
@@ -122,7 +122,7 @@ def evaluate_case(record, model_name=None, device="auto") -> dict:
     reference_image = sitk.ReadImage(str(record.label_file))
     reference = sitk.GetArrayFromImage(reference_image).astype(np.int32)
     started = time.time()
-    result = segment_image(image, model_name, device)
+    result = segment_image(image, model_name, device, fast=fast)
     seconds = time.time() - started
     predicted = sitk.GetArrayFromImage(result.label_map).astype(np.int32)
     annotated = set(record.annotated_labels)
@@ -179,7 +179,7 @@ def _agreement(results: list[dict]) -> dict:
     return agreement
 
 
-def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None) -> dict:
+def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None, fast=False) -> dict:
     records = read_manifest(Path(data_dir) if data_dir else default_data_dir())
     if cases == "validation":
         records = split_cases(records)[1]
@@ -188,7 +188,7 @@ def evaluate_model(data_dir=None, cases="validation", model_name=None, device="a
         records = [r for r in records if r.case_id in wanted]
     results = []
     for number, record in enumerate(records):
-        results.append(evaluate_case(record, model_name, device))
+        results.append(evaluate_case(record, model_name, device, fast))
         if progress:
             progress((number + 1) / len(records), record.case_id)
     per_level: dict[str, list[float]] = {}

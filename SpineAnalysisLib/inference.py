@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -85,8 +86,13 @@ def segment_image(
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     threads: int | None = None,
+    fast: bool = False,
 ) -> SegmentationResult:
-    """Label vertebral bodies and discs of a spine MRI; the label map is on exactly the image's grid."""
+    """Label vertebral bodies and discs of a spine MRI; the label map is on exactly the image's grid.
+
+    ``fast``: run the network at one scale only, leaving out the model's test-time zooms (about three
+    times faster on a CPU, for cohorts; the model card gives the accuracy of both).
+    """
     started = time.time()
     report_progress = progress or (lambda fraction, message: None)
     if image.GetDimension() != 3:
@@ -117,6 +123,8 @@ def segment_image(
 
     slices_per_batch = 32 if torch_device.type == "cuda" else 8
     settings = InferenceSettings.from_manifest(info.manifest)
+    if fast:
+        settings = dataclasses.replace(settings, test_time_scales=(1.0,))
     classes, _ = predict_volume(
         network,
         volume,

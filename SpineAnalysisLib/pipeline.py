@@ -18,6 +18,7 @@ def analyze(
     age: float | None = None,
     progress: ProgressCallback | None = None,
     threads: int | None = None,
+    fast: bool = False,
 ) -> dict[str, Path]:
     """Write ``labels.nii.gz``, ``measurements.csv``/``.json``, ``report.png`` and ``summary.json``."""
     from .measurements import measure_case, write_measurements
@@ -25,7 +26,7 @@ def analyze(
 
     output_dir = Path(output_dir)
     image = imageio.read_image(image_path)
-    result = segment_image(image, model, device, progress, threads=threads)
+    result = segment_image(image, model, device, progress, threads=threads, fast=fast)
     outputs = {"labels": imageio.write_image(result.label_map, output_dir / "labels.nii.gz")}
     summary = result.summary()
     if result.report.levels:

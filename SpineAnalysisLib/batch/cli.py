@@ -23,6 +23,7 @@ def add_commands(commands) -> None:
                                                    "worker's OMP_NUM_THREADS, 1 under dask)")
     batch.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
     batch.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="per worker; auto: its GPU if it has one")
+    batch.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x the throughput on CPUs)")
     batch.add_argument("--pattern", help="only files/series folders whose name matches this glob, e.g. '*_T2w.nii.gz'")
     batch.add_argument("--skip-failed", action="store_true", help="do not retry cases that failed in an earlier run")
     _add_cohort_options(batch)
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = run_batch(args.input, args.output, scheduler=args.scheduler, workers=args.workers, threads=args.threads, model=args.model,
-                           device=args.device, pattern=args.pattern, retry_failed=not args.skip_failed, min_reference_n=args.min_reference_n,
+                           device=args.device, fast=args.fast, pattern=args.pattern, retry_failed=not args.skip_failed, min_reference_n=args.min_reference_n,
                            reference=args.reference, report=not args.no_report, progress=None if args.quiet else sys.stderr)
     except KeyboardInterrupt:
         print("spineanalysis: batch interrupted; finished cases are kept, run the same command again to resume", file=sys.stderr)

@@ -125,7 +125,7 @@ def _run_locked(case: Case, outdir: Path, options: dict, started: float, final: 
         from .html import write_case_page
 
         analyze(case.path, work, model=options.get("model"), device=options.get("device") or "auto", sex=case.sex, age=case.age,
-                threads=options.get("threads"))
+                threads=options.get("threads"), fast=bool(options.get("fast")))
         rows = json.loads((work / "measurements.json").read_text(encoding="utf-8"))
         summary = json.loads((work / "summary.json").read_text(encoding="utf-8"))
         write_case_page(work, case.case_id, case.path, rows, summary, case.age, case.sex)
@@ -322,6 +322,7 @@ def run_batch(
     threads: int | None = None,
     model: str | None = None,
     device: str = "auto",
+    fast: bool = False,
     pattern: str | None = None,
     retry_failed: bool = True,
     min_reference_n: int | None = None,
@@ -356,7 +357,7 @@ def run_batch(
             elif retry_failed or state.error_of(case) is None:
                 todo.append(case)
         n_workers = 0
-        options = {"model": model, "device": device, "threads": threads}
+        options = {"model": model, "device": device, "threads": threads, "fast": fast}
         if not scheduler and todo:
             n_workers = max(1, min(workers or default_workers(len(todo)), len(todo)))
             if not threads:

@@ -32,9 +32,10 @@ MIN_DISC_MM3 = 250.0
 #: A body whose centroid is further than this from the column's median position is dropped.
 MAX_OFF_AXIS_MM = 45.0
 LOW_CONFIDENCE = 0.6
-#: A body within this distance (mm) of the first or last image row is cut by the field of view: it
+#: A body within this distance (mm) of the first or last image row is cut by the field of view (the
+#: network rarely calls the outermost rows body): it
 #: needs only MIN_VERTEBRA_MM3, not a share of the typical body volume, to be kept.
-FIELD_EDGE_MM = 3.0
+FIELD_EDGE_MM = 10.0
 #: Two predicted levels whose centres are closer than this (mm) are one body with an uncertain vote.
 MIN_BODY_SEPARATION_MM = 15.0
 

@@ -78,6 +78,18 @@ def test_vertebrae_match_the_expert_labels_of_the_sample(small_real_image, resul
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7, scheme.structure_name(level)
 
 
+def test_fast_mode_runs_one_scale_and_finds_the_same_levels(small_real_image, result):
+    info = find_model()
+    assert len(info.manifest["inference"]["test_time_scales"]) > 1  # the shipped model averages zooms
+    fast = segment_image(small_real_image, device="cpu", fast=True)
+    assert fast.report.levels == result.report.levels
+    truth, full, quick = (sitk.GetArrayFromImage(i) for i in (sitk.ReadImage(str(SAMPLE).replace("_image", "_labels"))[:, :, 20:44], result.label_map, fast.label_map))
+    assert (full != quick).any()  # the zooms change some edges
+    body = lambda a: (a > 0) & (a < 100)
+    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice(body(quick), body(truth)) > 0.8 and dice(body(full), body(truth)) > 0.8
+
+
 def _like(image, array):
     out = sitk.GetImageFromArray(array)
     out.CopyInformation(image)
