@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", help="model name or folder (default: the shipped model)")
+    parser.add_argument("--fast", action="store_true", help="one scale, no test-time zooms (batch --fast)")
     args = parser.parse_args()
 
     from SpineAnalysisLib.batch import run_batch
@@ -86,11 +87,11 @@ def main() -> None:
         results = []
         for workers in args.workers:
             started = time.perf_counter()
-            result = run_batch(cases, Path(tmp) / f"out-{workers}", workers=workers, device=args.device, model=args.model, progress=None)
+            result = run_batch(cases, Path(tmp) / f"out-{workers}", workers=workers, device=args.device, model=args.model, fast=args.fast, progress=None)
             total = time.perf_counter() - started
             if result.succeeded != args.cases:
                 raise SystemExit(f"only {result.succeeded} of {args.cases} cases finished; see {result.outdir}/errors.csv")
-            row = {"workers": workers, "threads_per_worker": max(1, info["cores"] // workers), "cases": args.cases, "device": args.device,
+            row = {"workers": workers, "threads_per_worker": max(1, info["cores"] // workers), "cases": args.cases, "device": args.device, "fast": args.fast,
                    "processing_s": round(result.processing_seconds, 1), "total_s": round(total, 1),
                    "processing_cases_per_hour": round(3600 * args.cases / result.processing_seconds),
                    "end_to_end_cases_per_hour": round(3600 * args.cases / total),

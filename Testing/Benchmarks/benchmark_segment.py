@@ -1,6 +1,6 @@
 """Segmentation speed and peak memory on typical lumbar MRI grids (prints numbers; not a test).
 
-    .venv/bin/python Testing/Benchmarks/benchmark_segment.py [--device auto|cpu|cuda] [--threads N]
+    .venv/bin/python Testing/Benchmarks/benchmark_segment.py [--device auto|cpu|cuda] [--threads N] [--fast]
 
 Grids: the bundled real sample resampled to (a) 15 sagittal slices of 512 x 512 at
 0.5 x 0.5 x 4 mm (a clinical 2D T2 stack) and (b) 224 x 224 x 80 at 1 mm. Each grid runs in its
@@ -47,25 +47,25 @@ def make_grid(spacing_slice_row_col, shape):
     return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
-def run_one(name, device, threads):
+def run_one(name, device, threads, fast=False):
     import torch
 
     from SpineAnalysisLib.inference import segment_image
 
     image = make_grid(*GRIDS[name])
     started = time.perf_counter()
-    segment_image(image, device=device, threads=threads)  # includes model loading (first call)
+    segment_image(image, device=device, threads=threads, fast=fast)  # includes model loading (first call)
     first = time.perf_counter() - started
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        result = segment_image(image, device=device, threads=threads)
+        result = segment_image(image, device=device, threads=threads, fast=fast)
         if result.device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    print(json.dumps({"grid": name, "device": result.device, "median_s": round(statistics.median(times), 2), "first_call_s": round(first, 2),
+    print(json.dumps({"grid": name, "fast": fast, "device": result.device, "median_s": round(statistics.median(times), 2), "first_call_s": round(first, 2),
                       "peak_rss_mb": round(peak_mb), "gpu_peak_mb": gpu_peak and round(gpu_peak), "levels": result.report.levels}))
 
 
@@ -74,13 +74,14 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--grid")
+    parser.add_argument("--fast", action="store_true", help="one scale, no test-time zooms (segment --fast)")
     args = parser.parse_args()
     if args.grid:
-        run_one(args.grid, args.device, args.threads)
+        run_one(args.grid, args.device, args.threads, args.fast)
         return
     print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, python {platform.python_version()}")
     for name in GRIDS:
-        subprocess.run([sys.executable, __file__, "--grid", name, "--device", args.device, "--threads", str(args.threads)], check=True)
+        subprocess.run([sys.executable, __file__, "--grid", name, "--device", args.device, "--threads", str(args.threads)] + ["--fast"] * args.fast, check=True)
 
 
 if __name__ == "__main__":
