@@ -3,8 +3,8 @@
 Steps (all in the network frame: slice, row superior->inferior, column anterior->posterior):
 
 1. Vertebral bodies are the connected components of all vertebra channels; components smaller than
-   ``MIN_VERTEBRA_MM3`` (or a fraction of the typical body, unless cut by the top or bottom of the
-   field of view) and components far from the spinal column
+   ``MIN_VERTEBRA_MM3`` (or a fraction of the typical body, unless cut by the top of the field of
+   view) and components far from the spinal column
    are removed as spurious islands. A component that holds two well separated predicted levels
    (two bodies joined through a missed disc) is split by level.
 2. Levels: the bodies, ordered superior to inferior, get consecutive levels (one level is skipped
@@ -32,9 +32,10 @@ MIN_DISC_MM3 = 250.0
 #: A body whose centroid is further than this from the column's median position is dropped.
 MAX_OFF_AXIS_MM = 45.0
 LOW_CONFIDENCE = 0.6
-#: A body within this distance (mm) of the first or last image row is cut by the field of view (the
-#: network rarely calls the outermost rows body): it
-#: needs only MIN_VERTEBRA_MM3, not a share of the typical body volume, to be kept.
+#: A body within this distance (mm) of the top image row is cut by the field of view (the network
+#: rarely calls the outermost rows body): it needs only MIN_VERTEBRA_MM3, not a share of the typical
+#: body volume, to be kept. Not at the bottom: below a lumbar field of view's lowest full body lie
+#: sacral segments and fragments, which would only disturb the count.
 FIELD_EDGE_MM = 10.0
 #: Two predicted levels whose centres are closer than this (mm) are one body with an uncertain vote.
 MIN_BODY_SEPARATION_MM = 15.0
@@ -65,7 +66,7 @@ class _Body:
     votes: np.ndarray  # fraction of voxels per vertebra class (len(VERTEBRA_CLASSES))
     centroid: np.ndarray  # (slice, row, column) mm
     volume: float
-    cut_by_field_of_view: bool = False  # reaches the top or bottom rows of the image
+    cut_by_field_of_view: bool = False  # reaches the top rows of the image
 
 
 def _bodies(classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]:
@@ -160,8 +161,7 @@ def _group_close(items: np.ndarray, centres: np.ndarray, distance: float) -> lis
 
 def _make_body(index: np.ndarray, votes: np.ndarray, shape, spacing: np.ndarray) -> _Body:
     coordinates = np.column_stack(np.unravel_index(index, shape)).astype(float)
-    rows = coordinates[:, 1]
-    cut = bool(rows.min() * spacing[1] <= FIELD_EDGE_MM or (shape[1] - 1 - rows.max()) * spacing[1] <= FIELD_EDGE_MM)
+    cut = bool(coordinates[:, 1].min() * spacing[1] <= FIELD_EDGE_MM)
     return _Body(index, votes / max(1.0, votes.sum()), coordinates.mean(axis=0) * spacing, len(index) * float(np.prod(spacing)), cut)
 
 
@@ -208,7 +208,7 @@ def _remove_islands(bodies: list[_Body], report: LabellingReport) -> list[_Body]
     if not bodies:
         return bodies
     typical = float(np.median([b.volume for b in bodies if b.volume >= MIN_VERTEBRA_MM3] or [0]))
-    # a body cut by the top or bottom of the field of view shows only part of itself
+    # a body cut by the top of the field of view shows only part of itself
     kept = [b for b in bodies if b.volume >= (MIN_VERTEBRA_MM3 if b.cut_by_field_of_view else max(MIN_VERTEBRA_MM3, 0.15 * typical))]
     if kept:
         column = np.median([b.centroid[2] for b in kept])

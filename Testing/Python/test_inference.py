@@ -78,16 +78,17 @@ def test_vertebrae_match_the_expert_labels_of_the_sample(small_real_image, resul
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7, scheme.structure_name(level)
 
 
-def test_fast_mode_runs_one_scale_and_finds_the_same_levels(small_real_image, result):
+def test_fast_mode_runs_one_scale_and_finds_the_same_lumbar_levels(small_real_image, result):
     info = find_model()
     assert len(info.manifest["inference"]["test_time_scales"]) > 1  # the shipped model averages zooms
     fast = segment_image(small_real_image, device="cpu", fast=True)
-    assert fast.report.levels == result.report.levels
+    lumbar = lambda levels: [name for name in levels if name.startswith("L") and "-" not in name]
+    assert lumbar(fast.report.levels) == lumbar(result.report.levels) == ["L1", "L2", "L3", "L4", "L5"]
     truth, full, quick = (sitk.GetArrayFromImage(i) for i in (sitk.ReadImage(str(SAMPLE).replace("_image", "_labels"))[:, :, 20:44], result.label_map, fast.label_map))
     assert (full != quick).any()  # the zooms change some edges
-    body = lambda a: (a > 0) & (a < 100)
+    body = lambda a: (a >= 20) & (a <= 24)  # the annotated L1-L5
     dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())
-    assert dice(body(quick), body(truth)) > 0.8 and dice(body(full), body(truth)) > 0.8
+    assert dice(body(quick), body(truth)) > 0.85 and dice(body(full), body(truth)) > 0.85
 
 
 def _like(image, array):

@@ -205,6 +205,10 @@ def test_a_body_cut_by_the_field_of_view_is_kept_though_small():
     away_from_edge = np.concatenate([np.zeros((10, 20, 60), np.uint8), classes], axis=1)  # the same 3 rows, 20 mm inside
     labels, report = label_levels(away_from_edge, (4.0, 1.0, 1.0))
     assert 19 not in np.unique(labels) and report.removed_islands >= 1
+    at_bottom = _class_map([20, 21, 22, 23, 24])
+    at_bottom[:, -3:, 15:45] = LABEL_TO_CHANNEL[26]  # a fragment at the bottom edge: sacral, not a body to count
+    labels, report = label_levels(at_bottom, (4.0, 1.0, 1.0))
+    assert 26 not in np.unique(labels) and report.levels[-1] == "L5"
 
 
 def test_no_vertebrae_found_gives_an_empty_result():
