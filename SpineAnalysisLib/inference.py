@@ -11,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .imageio import label_map_like
 from .model.labelling import LabellingReport, label_levels
 from .model.predict import InferenceSettings, predict_volume
@@ -122,7 +122,10 @@ def segment_image(
     report_progress(0.05, f"segmenting {volume.shape[0]} sagittal slices")
 
     slices_per_batch = 32 if torch_device.type == "cuda" else 8
-    settings = InferenceSettings.from_manifest(info.manifest)
+    try:
+        settings = InferenceSettings.from_manifest(info.manifest)
+    except ValueError as error:
+        raise ModelError(f"model {info.label}: its manifest's inference settings are invalid: {error}") from None
     if fast:
         settings = dataclasses.replace(settings, test_time_scales=(1.0,))
     classes, _ = predict_volume(

@@ -42,12 +42,17 @@ class InferenceSettings:
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "InferenceSettings":
+        """The settings a manifest gives (older manifests: the plain ones); ValueError names a bad value."""
         section = manifest.get("inference", {}) or {}
-        return cls(
-            slice_smoothing_sigma_mm=float(section.get("slice_smoothing_sigma_mm", 0.0)),
-            test_time_scales=tuple(float(s) for s in section.get("test_time_scales", (1.0,))),
-            body_probability_threshold=float(section.get("body_probability_threshold", 0.0)),
-        )
+        try:
+            settings = cls(
+                slice_smoothing_sigma_mm=float(section.get("slice_smoothing_sigma_mm", 0.0)),
+                test_time_scales=tuple(float(s) for s in section.get("test_time_scales", (1.0,))),
+                body_probability_threshold=float(section.get("body_probability_threshold", 0.0)),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"unreadable inference settings {section!r} ({error})") from None
+        return settings.validated()
 
     def to_dict(self) -> dict:
         return {**asdict(self), "test_time_scales": list(self.test_time_scales)}
@@ -132,7 +137,8 @@ def _scale_averaged_probabilities(
             )
         probs = torch.softmax(resample_slices(logits.float(), size), dim=1)
         total = probs if total is None else total.add_(probs)
-    assert total is not None, "at least one test-time scale is needed"
+    if total is None:
+        raise ValueError("at least one test-time scale is needed")
     return total / len(scales) if len(scales) > 1 else total
 
 

@@ -382,6 +382,20 @@ def test_inference_settings_refuse_nonsense(settings, problem):
         InferenceSettings(**settings).validated()
 
 
+def test_a_manifest_with_bad_inference_settings_is_a_clear_model_error(tmp_path):
+    from SpineAnalysisLib.inference import segment_image
+
+    info = store.find_model()
+    folder = tmp_path / "broken-settings"
+    folder.mkdir()
+    (folder / "weights.pt").write_bytes(info.weights_path.read_bytes())
+    manifest = dict(info.manifest, inference={"test_time_scales": [], "slice_smoothing_sigma_mm": 1.0})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    image = sitk.Image(32, 32, 8, sitk.sitkFloat32)
+    with pytest.raises(ModelError, match="inference settings are invalid.*scales"):
+        segment_image(image, str(folder), device="cpu")
+
+
 def test_inference_settings_of_an_older_manifest_are_the_plain_ones():
     from SpineAnalysisLib.model.predict import InferenceSettings
 
