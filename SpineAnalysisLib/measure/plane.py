@@ -193,16 +193,24 @@ def ring(mask: np.ndarray, width: int = 2) -> np.ndarray:
     return mask & ~inner
 
 
-def touches(mask: np.ndarray, other: np.ndarray) -> bool:
-    """True when a pixel of ``mask`` is 8-neighbour to (or on) a pixel of ``other``; also at the patch edge."""
+def touches(mask: np.ndarray, other: np.ndarray, margin_px: int = 0) -> bool:
+    """True when a pixel of ``mask`` is within ``margin_px`` + 1 pixels (8-neighbourhood steps) of a pixel
+    of ``other``, or on it; also at the patch edge."""
     if not mask.any():
         return False
     if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
         return True
+    grown = mask.copy()
+    for _ in range(margin_px + 1):
+        grown = _grow_once(grown)
+    return bool((grown & other).any())
+
+
+def _grow_once(mask: np.ndarray) -> np.ndarray:
     grown = mask.copy()
     grown[1:] |= mask[:-1]
     grown[:-1] |= mask[1:]
     grown2 = grown.copy()
     grown2[:, 1:] |= grown[:, :-1]
     grown2[:, :-1] |= grown[:, 1:]
-    return bool((grown2 & other).any())
+    return grown2

@@ -24,7 +24,10 @@ from . import plane
 from .inputs import Volume
 from .landmarks import LandmarkError, Quad, fit_quad, principal_angle
 
-CUT_REASON = "cut by the field of view (touches the volume border in its mid-{plane} plane)"
+CUT_REASON = "cut by the field of view (within 5 mm of the volume border in its mid-{plane} plane)"
+#: A structure ending this close (mm) to the volume border may be cut by it: an outline cannot tell, and
+#: the shipped network leaves the outermost 2-7 mm of a field of view unlabelled.
+FIELD_EDGE_MARGIN_MM = 5.0
 
 
 @dataclass
@@ -148,7 +151,7 @@ class Spine:
         patch = plane.resample(self.label_map, axes, axes.depth(stats.centroid_lps), u_range, v_range, self.h)
         mask = patch.values == label
         area = float(mask.sum()) * self.h * self.h
-        cut = plane.touches(mask, patch.values == plane.OUTSIDE)
+        cut = plane.touches(mask, patch.values == plane.OUTSIDE, int(round(FIELD_EDGE_MARGIN_MM / self.h)))
         quad = None
         reason = ""
         section = Section(label, patch, mask, area, cut, None, "")

@@ -301,3 +301,15 @@ def test_structures_cut_by_the_field_of_view(straight_spine):
     assert table[("L4", "height_anterior_mm")].value == pytest.approx(26.0, abs=1.0)
     assert table[("L4", "volume_mm3")].value is None
     assert "cut by the field of view" in table[("L4", "volume_mm3")].note
+
+
+def test_a_structure_ending_close_to_the_volume_border_counts_as_cut(straight_spine):
+    """A segmentation cannot show whether a body ending 3 mm from the border continues beyond it."""
+    label_map, _ = ph.render_phantom(straight_spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION, margin=6.0)
+    table = rows_by(measure_case(None, label_map))
+    assert table[("L3", "height_anterior_mm")].value is not None  # 6 mm of background above L3
+    near = ph.crop(label_map, upper=(0, 0, 3))  # 3 mm left above L3
+    table = rows_by(measure_case(None, near))
+    row = table[("L3", "height_anterior_mm")]
+    assert row.value is None and "within 5 mm of the volume border" in row.note
+    assert table[("L4", "height_anterior_mm")].value is not None
