@@ -38,7 +38,7 @@ from . import __version__
 from . import annotation, imageio
 from .errors import InputError
 from .model import store
-from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
 from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
 from .model.network import NetworkConfig, build_network
 from .model.preprocessing import sagittal_frame
@@ -166,7 +166,7 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
 def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], device: torch.device, settings: InferenceSettings = TRAINING_VALIDATION) -> dict:
     """Mean Dice per level (the predicted level must be the right one) over annotated, present levels:
     all levels, vertebrae, discs; and the number of cases. ``settings``: the model's inference settings."""
-    vertebra_channels = {LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES}
+    vertebra_channels = set(VERTEBRA_CHANNELS)
     disc_channels = {LABEL_TO_CHANNEL[d] for d in DISC_CLASSES}
     all_scores, vertebra_scores, disc_scores = [], [], []
     for case in cases:

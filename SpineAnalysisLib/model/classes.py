@@ -17,6 +17,8 @@ DISC_CLASSES: tuple[int, ...] = tuple(scheme.disc_label(v) for v in VERTEBRA_CLA
 CHANNEL_LABELS: tuple[int, ...] = (0,) + VERTEBRA_CLASSES + DISC_CLASSES
 NUM_CHANNELS = len(CHANNEL_LABELS)
 LABEL_TO_CHANNEL = {label: channel for channel, label in enumerate(CHANNEL_LABELS)}
+#: Channels of the vertebral bodies, cranial to caudal (the order of VERTEBRA_CLASSES).
+VERTEBRA_CHANNELS: tuple[int, ...] = tuple(LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES)
 
 
 def channel_of(label: int) -> int:

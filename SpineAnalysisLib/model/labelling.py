@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as scheme
-from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS, VERTEBRA_CLASSES
 
 MIN_VERTEBRA_MM3 = 1500.0
 MIN_DISC_MM3 = 250.0
@@ -70,7 +70,7 @@ class _Body:
 
 
 def _bodies(classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]:
-    vertebra_channels = np.array([LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES])
+    vertebra_channels = np.array(VERTEBRA_CHANNELS)
     channel_to_position = np.full(len(CHANNEL_LABELS), -1)
     channel_to_position[vertebra_channels] = np.arange(len(vertebra_channels))
     voxel_volume = float(np.prod(spacing))
@@ -117,7 +117,7 @@ def _split_tall_bodies(bodies: list[_Body], classes: np.ndarray, spacing: np.nda
         rows = np.unravel_index(body.mask_index, classes.shape)[1]
         extents.append((rows.max() - rows.min() + 1) * spacing[1])
     typical = float(np.median(extents))
-    vertebra_channels = np.array([LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES])
+    vertebra_channels = np.array(VERTEBRA_CHANNELS)
     channel_to_position = np.full(len(CHANNEL_LABELS), -1)
     channel_to_position[vertebra_channels] = np.arange(len(vertebra_channels))
     result, splits = [], 0

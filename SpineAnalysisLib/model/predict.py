@@ -14,13 +14,11 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from .classes import CHANNEL_LABELS
+from .classes import VERTEBRA_CHANNELS
 from .preprocessing import resample_slices
 
 #: In-plane window of the sliding-window inferer (pixels at 1 mm); larger slices are tiled.
 WINDOW = (384, 384)
-#: Channels of the vertebral bodies (labels 1-99) among the network's outputs.
-BODY_CHANNELS = tuple(channel for channel, label in enumerate(CHANNEL_LABELS) if 0 < label < 100)
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ def decide_classes(probs: torch.Tensor, body_probability_threshold: float = 0.0)
     if not body_probability_threshold:
         return probs.max(dim=1)
     body = torch.zeros(probs.shape[1], dtype=torch.bool, device=probs.device)
-    body[list(BODY_CHANNELS)] = True
+    body[list(VERTEBRA_CHANNELS)] = True
     best_body, body_index = probs.masked_fill(~body[None, :, None, None], -1.0).max(dim=1)
     best_other, other_index = probs.masked_fill(body[None, :, None, None], -1.0).max(dim=1)
     is_body = probs[:, body].sum(dim=1) > body_probability_threshold

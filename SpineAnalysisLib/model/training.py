@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .augment import SliceAugmenter
-from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
 from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
 from .losses import partial_label_loss
 from .network import NetworkConfig, build_network
@@ -78,7 +78,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
     (cases whose source is IVD), vertebra Dice on VB cases; annotator-corrected cases (source ANN,
     from :mod:`SpineAnalysisLib.finetune`) count for both.
     """
-    vertebra_channels = [LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES]
+    vertebra_channels = list(VERTEBRA_CHANNELS)
     disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
     scores: dict[str, list[float]] = {"vertebra": [], "disc": [], "level_exact": []}
     for case in cases:

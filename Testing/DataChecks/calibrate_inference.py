@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL, VERTEBRA_CLASSES
+from SpineAnalysisLib.model.classes import VERTEBRA_CHANNELS, VERTEBRA_CLASSES
 from SpineAnalysisLib.model.dataset import read_manifest, split_cases
 from SpineAnalysisLib.model.predict import _scale_averaged_probabilities, _smooth_across_slices, decide_classes, slice_smoothing_weights
 from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
@@ -33,7 +33,7 @@ def body_dice(classes: np.ndarray, truth: np.ndarray) -> float:
     rows = np.flatnonzero(truth.any(axis=(0, 2)))
     window = np.zeros(truth.shape, bool)
     window[:, max(0, rows[0] - 3) : rows[-1] + 4] = True  # the annotated levels (evaluation._annotated_range)
-    predicted = np.isin(classes, [LABEL_TO_CHANNEL[v] for v in VERTEBRA_CLASSES]) & window
+    predicted = np.isin(classes, VERTEBRA_CHANNELS) & window
     return float(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
 
 
