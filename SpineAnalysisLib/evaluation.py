@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as scheme
-from .model.dataset import add_pseudo_discs, default_data_dir, read_manifest, split_cases
+from .model.dataset import add_pseudo_discs, annotated_levels_window, default_data_dir, read_manifest, split_cases
 from .model.preprocessing import sagittal_frame
 
 IDENTIFICATION_RADIUS_MM = 20.0
@@ -101,17 +101,8 @@ def _reference_with_pseudo_discs(reference: np.ndarray, image: sitk.Image, annot
     return frame.from_canonical(canonical)
 
 
-def _annotated_range(truth: np.ndarray, image: sitk.Image, margin: int = 3) -> np.ndarray:
-    """Voxels within the cranio-caudal extent of ``truth`` (plus ``margin`` rows): structures of the
-    class outside the annotated levels (T12 in an L1-L5 case, T12-L1 in an L1-L2..L5-S1 disc case)
-    are unknown, not errors."""
-    si_axis = sagittal_frame(image).axes[1]
-    extent = np.flatnonzero(truth.any(axis=tuple(a for a in range(3) if a != si_axis)))
-    window = np.zeros(truth.shape, bool)
-    index = [slice(None)] * 3
-    index[si_axis] = slice(max(0, extent[0] - margin), extent[-1] + margin + 1)
-    window[tuple(index)] = True
-    return window
+def _annotated_range(truth: np.ndarray, image: sitk.Image) -> np.ndarray:
+    return annotated_levels_window(truth, sagittal_frame(image).axes[1])
 
 
 def evaluate_case(record, model_name=None, device="auto", fast=False) -> dict:

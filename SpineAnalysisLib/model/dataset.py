@@ -36,6 +36,25 @@ MAX_PSEUDO_DISC_GAP_MM = 25.0
 PSEUDO_DISC_BORDER_MM = 2.0
 #: Target value of voxels known not to be a vertebral body but either background or disc.
 NOT_BODY = 255
+#: Rows (voxels) beyond the annotated levels' cranio-caudal extent that still count when scoring.
+ANNOTATED_WINDOW_MARGIN_ROWS = 3
+
+
+def annotated_levels_window(truth: np.ndarray, si_axis: int, margin_rows: int = ANNOTATED_WINDOW_MARGIN_ROWS) -> np.ndarray:
+    """Voxels within the cranio-caudal extent of ``truth`` plus ``margin_rows`` rows along ``si_axis``.
+
+    Structures of a class outside the annotated levels (T12 in an L1-L5 case, T12-L1 in an
+    L1-L2..L5-S1 disc case) are unknown, not errors, so scores are taken inside this window only
+    (evaluation, training validation and inference calibration all use it). Empty ``truth`` gives an
+    empty window.
+    """
+    extent = np.flatnonzero(truth.any(axis=tuple(a for a in range(truth.ndim) if a != si_axis)))
+    window = np.zeros(truth.shape, bool)
+    if extent.size:
+        index = [slice(None)] * truth.ndim
+        index[si_axis] = slice(max(0, extent[0] - margin_rows), extent[-1] + margin_rows + 1)
+        window[tuple(index)] = True
+    return window
 
 
 def default_data_dir() -> Path:

@@ -21,7 +21,7 @@ import torch
 
 from .augment import SliceAugmenter
 from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
-from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
+from .dataset import CaseRecord, TrainingCase, annotated_levels_window, default_data_dir, load_training_case, read_manifest, split_cases
 from .losses import partial_label_loss
 from .network import NetworkConfig, build_network
 from .predict import InferenceSettings, predict_volume
@@ -86,7 +86,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
         if case.record.source.startswith("VB") or case.record.source == "ANN":
             annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
-            predicted = np.isin(classes, vertebra_channels) & _restrict_to_annotated_levels(classes, case, annotated)
+            predicted = np.isin(classes, vertebra_channels) & annotated_levels_window(np.isin(case.target, annotated), si_axis=1)
             dice = _dice(predicted, truth)
             if dice is not None:
                 scores["vertebra"].append(dice)
@@ -96,20 +96,10 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
         if case.record.source in ("IVD", "ANN"):
             annotated = [c for c in disc_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
-            dice = _dice(np.isin(classes, disc_channels) & _restrict_to_annotated_levels(classes, case, annotated), truth)
+            dice = _dice(np.isin(classes, disc_channels) & annotated_levels_window(np.isin(case.target, annotated), si_axis=1), truth)
             if dice is not None:
                 scores["disc"].append(dice)
     return {key: (float(np.mean(values)) if values else None) for key, values in scores.items()}
-
-
-def _restrict_to_annotated_levels(classes: np.ndarray, case: TrainingCase, annotated: list[int]) -> np.ndarray:
-    # only the annotated levels' extent counts (unannotated neighbours, e.g. T12 in an L1-L5 case or the
-    # T12-L1 disc in an L1-L2..L5-S1 disc case, are not errors)
-    rows = np.flatnonzero(np.isin(case.target, annotated).any(axis=(0, 2)))
-    mask = np.zeros(classes.shape, bool)
-    if rows.size:
-        mask[:, max(0, rows[0] - 3) : rows[-1] + 4, :] = True
-    return mask
 
 
 class SliceSampler:

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 import torch
 
 from SpineAnalysisLib.model.classes import VERTEBRA_CHANNELS, VERTEBRA_CLASSES
-from SpineAnalysisLib.model.dataset import read_manifest, split_cases
+from SpineAnalysisLib.model.dataset import annotated_levels_window, read_manifest, split_cases
 from SpineAnalysisLib.model.predict import _scale_averaged_probabilities, _smooth_across_slices, decide_classes, slice_smoothing_weights
 from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
 from SpineAnalysisLib.model.store import find_model, load_network
@@ -30,10 +30,7 @@ THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
 
 
 def body_dice(classes: np.ndarray, truth: np.ndarray) -> float:
-    rows = np.flatnonzero(truth.any(axis=(0, 2)))
-    window = np.zeros(truth.shape, bool)
-    window[:, max(0, rows[0] - 3) : rows[-1] + 4] = True  # the annotated levels (evaluation._annotated_range)
-    predicted = np.isin(classes, VERTEBRA_CHANNELS) & window
+    predicted = np.isin(classes, VERTEBRA_CHANNELS) & annotated_levels_window(truth, si_axis=1)
     return float(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
 
 

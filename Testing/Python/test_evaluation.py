@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from SpineAnalysisLib import evaluation
-from SpineAnalysisLib.model.dataset import default_data_dir
+from SpineAnalysisLib.model.dataset import annotated_levels_window, default_data_dir
 
 
 def _grid(shape_zyx, spacing_xyz):
@@ -50,6 +50,19 @@ def _stack(levels, spacing=(1.0, 1.0, 1.0), offset_mm=0.0):
         top = 200 - int((10 + i * 30 + offset_mm) / spacing[2])
         labels[top - int(20 / spacing[2]) : top, 10:30, 10:30] = label
     return labels, image
+
+
+def test_annotated_window_spans_the_labelled_rows_plus_the_margin_along_the_given_axis():
+    truth = np.zeros((4, 20, 6), bool)
+    truth[1, 8:12, 2] = True
+    window = annotated_levels_window(truth, si_axis=1, margin_rows=3)
+    assert window.shape == truth.shape
+    assert np.flatnonzero(window.any(axis=(0, 2))).tolist() == list(range(5, 15))
+    assert window[:, 5:15, :].all()  # every sagittal slice and every AP column of those rows
+    edge = np.zeros((4, 20, 6), bool)
+    edge[0, 1, 0] = True
+    assert np.flatnonzero(annotated_levels_window(edge, si_axis=1).any(axis=(0, 2))).tolist() == [0, 1, 2, 3, 4]
+    assert not annotated_levels_window(np.zeros((4, 20, 6), bool), si_axis=1).any()
 
 
 def test_identification_follows_the_verse_rule():
