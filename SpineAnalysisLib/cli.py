@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--slice-smoothing-mm", type=float, default=1.0, help="Gaussian width (mm) for averaging neighbouring slices' probabilities; 0: off")
     export.add_argument("--test-time-scales", default="1", help="comma-separated in-plane zooms whose probabilities are averaged, e.g. 0.9,1,1.1")
     export.add_argument("--body-threshold", type=float, default=0.0, help="summed body probability a voxel needs to be vertebral body; 0: plain argmax")
-    export.add_argument("--earlier-minutes", type=float, default=0.0, help="training minutes of the run this one continued from")
+    export.add_argument("--earlier-minutes", type=float, default=0.0, help="training minutes behind the weights file a run continued from (a model's history is carried over by itself)")
+    export.add_argument("--change", default="", help="what this training phase did differently, kept in the manifest's training phases")
 
     commands.add_parser("models", help="list available models")
     from .batch.cli import add_commands as _add_batch_commands
@@ -186,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
             settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold).validated()
         except ValueError as error:
             raise InputError(f"export-model: {error}") from None
-        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes)
+        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     from .batch.cli import COMMANDS as BATCH_COMMANDS

@@ -75,19 +75,41 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
 def export_run(
     run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None,
     inference: InferenceSettings = InferenceSettings(slice_smoothing_sigma_mm=1.0), earlier_minutes: float = 0.0,
+    change: str = "",
 ) -> ModelInfo:
     """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder.
 
     ``inference`` is stored as the model's way of running (see
-    :class:`SpineAnalysisLib.model.predict.InferenceSettings`); ``earlier_minutes`` is the training time
-    of the run this one continued from, so the manifest states the whole cost.
+    :class:`SpineAnalysisLib.model.predict.InferenceSettings`). When the run continued from a model
+    (``train --init-from MODEL``), that model's training phases and ``training_log.jsonl`` are carried
+    over and this run becomes the next phase (``change`` says what was different), so the manifest
+    states the whole training history and cost; ``earlier_minutes`` is the training time of a run
+    continued from a bare weights file, which has no history to carry.
     """
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
     config = json.loads((run_dir / "training_config.json").read_text(encoding="utf-8"))
     split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    elapsed = max((r.get("elapsed_s", 0) for r in log), default=0)
+    run_minutes = max((r.get("elapsed_s", 0) for r in log), default=0) / 60
+    phases, earlier_log, origin = _earlier_phases(config.get("initialised_from", ""), earlier_minutes)
+    hardware = next((r["hardware"] for r in reversed(log) if "hardware" in r), None)
+    if hardware is None:  # runs from before the log named the machine
+        hardware = next((p["hardware"] for p in reversed(phases) if "hardware" in p), "not recorded")
+    phase = {
+        "phase": len(phases) + 1,
+        "from": origin,
+        "steps": config["steps"],
+        "learning_rate": config["learning_rate"],
+        "disc_case_weight": config.get("disc_case_weight"),
+        "source_weights": config.get("source_weights", {}),
+        "wall_clock_minutes": round(run_minutes, 1),
+        "hardware": hardware,
+        "command": _train_command(run_dir, config),
+    }
+    if change:
+        phase["change"] = change
+    phases.append(phase)
     manifest = {
         "name": name,
         "version": version,
@@ -104,10 +126,54 @@ def export_run(
             "train_cases": split["train"],
             "validation_cases": split["validation"],
             "config": {k: v for k, v in config.items() if k != "network"},
-            "wall_clock_minutes": round(elapsed / 60 + earlier_minutes, 1),
-            "hardware": "2-core CPU (no GPU)",
+            "wall_clock_minutes": round(sum(p.get("wall_clock_minutes", 0) for p in phases), 1),
+            "hardware": "; ".join(dict.fromkeys(p.get("hardware", "not recorded") for p in phases)),
+            "phases": phases,
         },
         "inference": inference.validated().to_dict(),
         "validation": (evaluation or {}).get("summary", {}),
     }
-    return write_model(Path(folder), state, manifest)
+    info = write_model(Path(folder), state, manifest)
+    lines = earlier_log + [json.dumps({"phase": phase["phase"], **record}) for record in log]
+    (info.folder / TRAINING_LOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return info
+
+
+#: The training history shipped next to a model's weights (every phase's log records, tagged with the phase).
+TRAINING_LOG = "training_log.jsonl"
+
+
+def _earlier_phases(initialised_from: str, earlier_minutes: float) -> tuple[list[dict], list[str], str]:
+    """Training phases and log lines of the model a run continued from (nothing for a fresh run), and what it started from."""
+    if not initialised_from:
+        return [], [], "random initialisation"
+    if Path(initialised_from).is_file():  # a bare weights file: its history is not known
+        return [{"phase": 1, "from": "unknown (weights file)", "weights": initialised_from, "wall_clock_minutes": round(earlier_minutes, 1)}], [], initialised_from
+    try:
+        parent = find_model(initialised_from)
+    except ModelError:  # exported where the starting model is not installed
+        return [{"phase": 1, "from": f"unknown ({initialised_from} not found)", "wall_clock_minutes": round(earlier_minutes, 1)}], [], initialised_from
+    training = parent.manifest.get("training", {})
+    phases = [{"hardware": training.get("hardware", "not recorded"), **p} for p in training.get("phases", [])]
+    if not phases:
+        phases = [{"phase": 1, "model": parent.label, "wall_clock_minutes": training.get("wall_clock_minutes", round(earlier_minutes, 1)), "hardware": training.get("hardware", "not recorded")}]
+    log_file = parent.folder / TRAINING_LOG
+    lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()] if log_file.is_file() else []
+    return phases, lines, f"{parent.label} ({initialised_from})"
+
+
+def _train_command(run_dir: Path, config: dict) -> str:
+    """The ``spineanalysis train`` command line that repeats a run."""
+    options = {
+        "--steps": "steps", "--batch-size": "batch_size", "--seed": "seed", "--learning-rate": "learning_rate",
+        "--validate-every": "validate_every", "--disc-case-weight": "disc_case_weight", "--threads": "threads",
+    }
+    parts = ["spineanalysis", "train", "-o", str(run_dir)]
+    for flag, key in options.items():
+        if key in config:
+            parts += [flag, f"{config[key]:g}" if isinstance(config[key], float) else str(config[key])]
+    for source, weight in sorted(config.get("source_weights", {}).items()):
+        parts += ["--source-weight", f"{source}={weight:g}"]
+    if config.get("initialised_from"):
+        parts += ["--init-from", config["initialised_from"]]
+    return " ".join(parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -152,6 +153,13 @@ def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampl
     temporary.replace(path)
 
 
+def describe_hardware(device: torch.device, threads: int) -> str:
+    """The machine a run trains on, for the model manifest (GPU name, or CPU cores and torch threads)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{os.cpu_count()}-core CPU, {threads} torch threads (no GPU)"
+
+
 def train(
     output_dir: Path,
     config: TrainingConfig | None = None,
@@ -215,6 +223,7 @@ def train(
         log(f"resumed from step {step}")
 
     log_file = (output_dir / "log.jsonl").open("a", encoding="utf-8")
+    log_file.write(json.dumps({"step": step, "hardware": describe_hardware(device, config.threads)}) + "\n")
     window_losses: list[float] = []
     window_start = time.time()
     while step < config.steps:

@@ -75,8 +75,29 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.5, "test_time_scales": [0.9, 1.0, 1.1], "body_probability_threshold": 0.6}
     assert InferenceSettings.from_manifest(manifest) == settings
     assert manifest["validation"] == {"dice_vertebra": 0.5}
-    assert manifest["training"]["train_cases"] == split["train"] and manifest["training"]["wall_clock_minutes"] >= 10
+    assert manifest["training"]["train_cases"] == split["train"] and manifest["training"]["wall_clock_minutes"] >= 0
     load_network(info)
+    first_phase = manifest["training"]["phases"]
+    assert [p["phase"] for p in first_phase] == [1] and first_phase[0]["from"] == "random initialisation"
+    assert first_phase[0]["command"].startswith(f"spineanalysis train -o {run} --steps 50 --batch-size 4")
+    assert "CPU" in first_phase[0]["hardware"] or "GPU" not in first_phase[0]["hardware"]
+    shipped_log = [json.loads(line) for line in (info.folder / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["phase"] for r in shipped_log} == {1} and len(shipped_log) == len(records)
+
+    # a run continued from that model becomes its phase 2: history, log and cost carried over
+    from SpineAnalysisLib.model.store import initial_weights
+
+    second = tmp_path / "run2"
+    continued = TrainingConfig(**{**config.__dict__, "steps": 5, "validate_every": 100, "initialised_from": str(info.folder)})
+    train(second, continued, data_dir=data, log=messages.append, initial_state=initial_weights(str(info.folder)))
+    child = export_run(second, tmp_path / "model2", "tiny", "0.2.0", None, settings, change="five more steps")
+    phases = child.manifest["training"]["phases"]
+    assert [p["phase"] for p in phases] == [1, 2] and phases[0] == first_phase[0]
+    assert phases[1]["from"] == f"tiny 0.1.0 ({info.folder})" and phases[1]["change"] == "five more steps" and phases[1]["steps"] == 5
+    assert f"--init-from {info.folder}" in phases[1]["command"]
+    assert child.manifest["training"]["wall_clock_minutes"] == round(sum(p["wall_clock_minutes"] for p in phases), 1)
+    child_log = [json.loads(line) for line in (child.folder / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["phase"] for r in child_log[: len(shipped_log)]] == [1] * len(shipped_log) and child_log[-1]["phase"] == 2
 
 
 def test_continued_training_starts_from_given_weights(tmp_path):
@@ -99,6 +120,13 @@ def test_continued_training_starts_from_given_weights(tmp_path):
     moved = max(float((after[k].float() - start[k].float()).abs().max()) for k in start if start[k].is_floating_point() and "running" not in k)
     assert moved < 1e-3  # one step at a negligible learning rate: still the given weights, not a fresh initialisation
     assert json.loads((tmp_path / "second" / "training_config.json").read_text(encoding="utf-8"))["initialised_from"] == str(first)
+    # exported, a run continued from a bare weights file has no known history: the stated earlier minutes stand in for it
+    from SpineAnalysisLib.model.store import export_run
+
+    exported = export_run(tmp_path / "second", tmp_path / "model", "tiny", "0.1.0", earlier_minutes=10)
+    phases = exported.manifest["training"]["phases"]
+    assert phases[0]["from"].startswith("unknown") and phases[0]["wall_clock_minutes"] == 10 and phases[1]["from"] == str(first)
+    assert exported.manifest["training"]["wall_clock_minutes"] >= 10
 
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a torch file")
