@@ -75,7 +75,7 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
 def export_run(
     run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None,
     inference: InferenceSettings = InferenceSettings(slice_smoothing_sigma_mm=1.0), earlier_minutes: float = 0.0,
-    change: str = "",
+    change: str = "", fast_evaluation: dict | None = None,
 ) -> ModelInfo:
     """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder.
 
@@ -84,7 +84,8 @@ def export_run(
     (``train --init-from MODEL``), that model's training phases and ``training_log.jsonl`` are carried
     over and this run becomes the next phase (``change`` says what was different), so the manifest
     states the whole training history and cost; ``earlier_minutes`` is the training time of a run
-    continued from a bare weights file, which has no history to carry.
+    continued from a bare weights file, which has no history to carry. ``evaluation`` and
+    ``fast_evaluation`` are the JSON of ``spineanalysis evaluate -o`` without and with ``--fast``.
     """
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
@@ -133,6 +134,8 @@ def export_run(
         "inference": inference.validated().to_dict(),
         "validation": (evaluation or {}).get("summary", {}),
     }
+    if fast_evaluation:
+        manifest["validation_fast"] = fast_evaluation.get("summary", {})
     info = write_model(Path(folder), state, manifest)
     lines = earlier_log + [json.dumps({"phase": phase["phase"], **record}) for record in log]
     (info.folder / TRAINING_LOG).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -59,3 +59,13 @@ def test_grid_mismatch_in_measure_is_named(tmp_path, capsys):
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
     assert main(["measure", str(SAMPLE), str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "out")]) == 2
     assert "different grids" in capsys.readouterr().err
+
+
+def test_export_model_names_an_unreadable_evaluation_file(tmp_path, capsys):
+    missing = tmp_path / "missing.json"
+    assert main(["export-model", str(tmp_path), "-o", str(tmp_path / "model"), "--evaluation", str(missing)]) == 2
+    assert "cannot read the evaluation" in capsys.readouterr().err and not (tmp_path / "model").exists()
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"dice": 1}')
+    assert main(["export-model", str(tmp_path), "-o", str(tmp_path / "model"), "--fast-evaluation", str(wrong)]) == 2
+    assert "not the JSON of 'spineanalysis evaluate -o'" in capsys.readouterr().err

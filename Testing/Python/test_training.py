@@ -90,7 +90,8 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     second = tmp_path / "run2"
     continued = TrainingConfig(**{**config.__dict__, "steps": 5, "validate_every": 100, "initialised_from": str(info.folder)})
     train(second, continued, data_dir=data, log=messages.append, initial_state=initial_weights(str(info.folder)))
-    child = export_run(second, tmp_path / "model2", "tiny", "0.2.0", None, settings, change="five more steps")
+    child = export_run(second, tmp_path / "model2", "tiny", "0.2.0", None, settings, change="five more steps", fast_evaluation={"summary": {"dice_vertebra": 0.4}})
+    assert child.manifest["validation_fast"] == {"dice_vertebra": 0.4} and "validation_fast" not in manifest
     phases = child.manifest["training"]["phases"]
     assert [p["phase"] for p in phases] == [1, 2] and phases[0] == first_phase[0]
     assert phases[1]["from"] == f"tiny 0.1.0 ({info.folder})" and phases[1]["change"] == "five more steps" and phases[1]["steps"] == 5
