@@ -43,7 +43,7 @@ from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_trai
 from .model.network import NetworkConfig, build_network
 from .model.preprocessing import sagittal_frame
 from .model.predict import InferenceSettings
-from .model.training import TRAINING_VALIDATION, TrainingConfig, _dice, predict_case, train
+from .model.training import TRAINING_VALIDATION, TrainingConfig, _dice, describe_hardware, predict_case, train
 
 ANNOTATED_SOURCE = "ANN"
 
@@ -326,7 +326,7 @@ def finetune(
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
             "wall_clock_minutes": round(elapsed / 60, 2),
-            "hardware": torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({threads} threads)",
+            "hardware": describe_hardware(device, threads),
             "notes": notes,
         },
         "validation": {"before": before, "after": after},
@@ -334,7 +334,7 @@ def finetune(
     partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
     try:
         store.write_model(partial, state, manifest)
-        shutil.copyfile(run_dir / "log.jsonl", partial / "training_log.jsonl")
+        shutil.copyfile(run_dir / "log.jsonl", partial / store.TRAINING_LOG)
         if output_model_dir.exists():
             output_model_dir.rmdir()  # empty (checked above)
         os.chmod(partial, imageio.default_mode(directory=True))

@@ -22,6 +22,9 @@ from .classes import CHANNEL_LABELS
 from .network import NetworkConfig, build_network
 from .predict import InferenceSettings
 
+#: The training history shipped next to a model's weights (every phase's log records, tagged with the phase).
+TRAINING_LOG = "training_log.jsonl"
+
 __all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "sha256_of", "write_model"]
 
 
@@ -140,10 +143,6 @@ def export_run(
     lines = earlier_log + [json.dumps({"phase": phase["phase"], **record}) for record in log]
     (info.folder / TRAINING_LOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return info
-
-
-#: The training history shipped next to a model's weights (every phase's log records, tagged with the phase).
-TRAINING_LOG = "training_log.jsonl"
 
 
 def _earlier_phases(initialised_from: str, earlier_minutes: float) -> tuple[list[dict], list[str], str]:

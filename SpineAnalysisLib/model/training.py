@@ -87,7 +87,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
         if case.record.source.startswith("VB") or case.record.source == "ANN":
             annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
-            predicted = np.isin(classes, vertebra_channels) & annotated_levels_window(np.isin(case.target, annotated), si_axis=1)
+            predicted = np.isin(classes, vertebra_channels) & annotated_levels_window(truth, si_axis=1)
             dice = _dice(predicted, truth)
             if dice is not None:
                 scores["vertebra"].append(dice)
@@ -97,7 +97,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
         if case.record.source in ("IVD", "ANN"):
             annotated = [c for c in disc_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
-            dice = _dice(np.isin(classes, disc_channels) & annotated_levels_window(np.isin(case.target, annotated), si_axis=1), truth)
+            dice = _dice(np.isin(classes, disc_channels) & annotated_levels_window(truth, si_axis=1), truth)
             if dice is not None:
                 scores["disc"].append(dice)
     return {key: (float(np.mean(values)) if values else None) for key, values in scores.items()}

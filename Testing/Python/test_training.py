@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import torch
 import SimpleITK as sitk
 
 from SpineAnalysisLib.model.network import NetworkConfig
@@ -80,7 +81,9 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     first_phase = manifest["training"]["phases"]
     assert [p["phase"] for p in first_phase] == [1] and first_phase[0]["from"] == "random initialisation"
     assert first_phase[0]["command"].startswith(f"spineanalysis train -o {run} --steps 50 --batch-size 4")
-    assert "CPU" in first_phase[0]["hardware"] or "GPU" not in first_phase[0]["hardware"]
+    from SpineAnalysisLib.model.training import describe_hardware
+
+    assert first_phase[0]["hardware"] == describe_hardware(torch.device("cuda" if torch.cuda.is_available() else "cpu"), 1)
     shipped_log = [json.loads(line) for line in (info.folder / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["phase"] for r in shipped_log} == {1} and len(shipped_log) == len(records)
 
