@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the cases of a data source (manifest 'source', e.g. VB1) W times as often; repeatable",
     )
     train.add_argument(
+        "--slice-context-mm", type=float, default=0.0, metavar="MM",
+        help="2.5D: feed each sagittal slice with its two neighbours this far away (0: plain 2D); a 2D --init-from model is widened",
+    )
+    train.add_argument(
         "--init-from", help="start from these weights: a model name or folder (checksum verified) or a run's network.pt (continued training)"
     )
 
@@ -114,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_interop_commands(commands)
     return parser
+
+
+def _network_option(slice_context_mm: float) -> dict:
+    """TrainingConfig arguments for ``--slice-context-mm`` (nothing for plain 2D)."""
+    if slice_context_mm < 0:
+        raise InputError(f"--slice-context-mm must be >= 0, got {slice_context_mm}")
+    if not slice_context_mm:
+        return {}
+    from .model.network import NetworkConfig
+
+    return {"network": NetworkConfig(in_channels=3, slice_context_mm=slice_context_mm).to_dict()}
 
 
 def _parse_source_weights(items: list[str]) -> dict[str, float]:
@@ -185,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
             source_weights=_parse_source_weights(args.source_weight),
+            **_network_option(args.slice_context_mm),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)

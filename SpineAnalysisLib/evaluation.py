@@ -3,9 +3,9 @@
 Metrics (computed only for structures the case annotates; the shared data are partially labelled):
 
 * Dice of the vertebral-body class (all bodies as one class) and of the disc class (expert disc
-  labels only), each within the cranio-caudal range of the annotated structures of that class, so
-  unannotated neighbours (T12 in an L1-L5 case, the T12-L1 disc in an L1-L2..L5-S1 disc case) are
-  not counted as errors; and Dice per level.
+  labels only); predicted structures of levels the case does not annotate (T12 or S1 around an L1-L5
+  case, the T12-L1 disc of an L1-L2..L5-S1 disc case) are unknown, not errors, unless they overlap
+  the annotated structures (:func:`~.model.dataset.scored_prediction`); and Dice per level.
 * Level identification rate, VerSe rule (Sekuboyina et al., MedIA 2021): a reference structure is
   identified when the predicted structure of the same kind whose centroid is closest to the reference
   centroid lies within 20 mm and has the same level.
@@ -24,10 +24,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as scheme
-from .model.dataset import add_pseudo_discs, annotated_levels_window, default_data_dir, read_manifest, split_cases
+from .model.dataset import add_pseudo_discs, default_data_dir, read_manifest, scored_prediction, split_cases
 from .model.preprocessing import sagittal_frame
 
 IDENTIFICATION_RADIUS_MM = 20.0
+VERTEBRA_LABELS = tuple(v for v in range(1, 29) if scheme.is_vertebra(v))
+DISC_LABELS = tuple(scheme.disc_label(v) for v in VERTEBRA_LABELS)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -101,10 +103,6 @@ def _reference_with_pseudo_discs(reference: np.ndarray, image: sitk.Image, annot
     return frame.from_canonical(canonical)
 
 
-def _annotated_range(truth: np.ndarray, image: sitk.Image) -> np.ndarray:
-    return annotated_levels_window(truth, sagittal_frame(image).axes[1])
-
-
 def evaluate_case(record, model_name=None, device="auto", fast=False) -> dict:
     from .inference import segment_image
     from .measurements import measure_case
@@ -122,12 +120,12 @@ def evaluate_case(record, model_name=None, device="auto", fast=False) -> dict:
     case: dict = {"case_id": record.case_id, "seconds": round(seconds, 2), "flags": result.report.flags, "confidence": result.report.confidence, "dice_per_level": {}}
     if vertebrae:
         truth = np.isin(reference, vertebrae)
-        predicted_class = np.isin(predicted, [l for l in range(1, 29)]) & _annotated_range(truth, image)
+        predicted_class = scored_prediction(predicted, VERTEBRA_LABELS, vertebrae, truth)
         case["dice_vertebra"] = dice(predicted_class, truth)
         case["asd_vertebra_mm"] = average_surface_distance(predicted_class, truth, image)
     if discs:
         truth = np.isin(reference, discs)
-        predicted_class = (predicted > 100) & (predicted < 130) & _annotated_range(truth, image)
+        predicted_class = scored_prediction(predicted, DISC_LABELS, discs, truth)
         case["dice_disc"] = dice(predicted_class, truth)
         case["asd_disc_mm"] = average_surface_distance(predicted_class, truth, image)
     for label in vertebrae + discs:

@@ -30,7 +30,11 @@ def intensity_transform() -> mt.Compose:
 
 
 class SliceAugmenter:
-    """Samples an augmented ``size`` x ``size`` window from a slice and its channel-index target."""
+    """Samples an augmented ``size`` x ``size`` window from a slice and its channel-index target.
+
+    The image is one slice (rows, columns) or a slice with its neighbours (channels, rows, columns);
+    every channel gets the same geometry and contrast change.
+    """
 
     def __init__(self, size: int = 224, seed: int = 0, strength: float = 1.0):
         self.size = size
@@ -42,7 +46,7 @@ class SliceAugmenter:
     def geometry(self, image: np.ndarray, target: np.ndarray, centre_rc: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
         """Resample a window around ``centre_rc`` (row, column) with random rotation and scale."""
         rng = self.rng
-        height, width = image.shape
+        height, width = image.shape[-2:]
         angle = math.radians(rng.uniform(-15, 15) * self.strength)
         scale = math.exp(rng.uniform(-0.2, 0.2) * self.strength)
         aspect = math.exp(rng.uniform(-0.1, 0.1) * self.strength)
@@ -60,7 +64,7 @@ class SliceAugmenter:
             dtype=torch.float32,
         )[None]
         grid = F.affine_grid(theta, (1, 1, self.size, self.size), align_corners=False)
-        source = torch.from_numpy(image.astype(np.float32))[None, None]
+        source = torch.from_numpy(image.astype(np.float32)).reshape(1, -1, height, width)
         labels = torch.from_numpy(target.astype(np.float32))[None, None]
         out_image = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
         out_target = F.grid_sample(labels, grid, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]

@@ -36,25 +36,29 @@ MAX_PSEUDO_DISC_GAP_MM = 25.0
 PSEUDO_DISC_BORDER_MM = 2.0
 #: Target value of voxels known not to be a vertebral body but either background or disc.
 NOT_BODY = 255
-#: Rows (voxels) beyond the annotated levels' cranio-caudal extent that still count when scoring.
-ANNOTATED_WINDOW_MARGIN_ROWS = 3
 
 
-def annotated_levels_window(truth: np.ndarray, si_axis: int, margin_rows: int = ANNOTATED_WINDOW_MARGIN_ROWS) -> np.ndarray:
-    """Voxels within the cranio-caudal extent of ``truth`` plus ``margin_rows`` rows along ``si_axis``.
+def scored_prediction(predicted: np.ndarray, class_values, annotated_values, truth: np.ndarray) -> np.ndarray:
+    """The predicted voxels of one class (e.g. all vertebral bodies) that a partially annotated case can score.
 
-    Structures of a class outside the annotated levels (T12 in an L1-L5 case, T12-L1 in an
-    L1-L2..L5-S1 disc case) are unknown, not errors, so scores are taken inside this window only
-    (evaluation, training validation and inference calibration all use it). Empty ``truth`` gives an
-    empty window.
+    ``predicted``: label (or channel) array; ``class_values``: the values of the class;
+    ``annotated_values``: those the case annotates; ``truth``: the case's annotated voxels of the class.
+    A predicted structure of an annotated level always counts. A predicted structure (6-connected
+    component) of a level the case does not annotate, such as the sacrum below or T12 above an
+    L1-L5 case, is unknown rather than an error (``../shared/data/lumbar_mri/README.md``: "what a case
+    does not annotate is unknown, not background") and is left out, unless it overlaps the annotated
+    voxels: then it is an annotated structure given the wrong level, and it counts (class Dice ignores
+    level names; per-level Dice and the identification rate score names). Evaluation, training
+    validation and the inference calibration all score with this.
     """
-    extent = np.flatnonzero(truth.any(axis=tuple(a for a in range(truth.ndim) if a != si_axis)))
-    window = np.zeros(truth.shape, bool)
-    if extent.size:
-        index = [slice(None)] * truth.ndim
-        index[si_axis] = slice(max(0, extent[0] - margin_rows), extent[-1] + margin_rows + 1)
-        window[tuple(index)] = True
-    return window
+    in_class = np.isin(predicted, list(class_values))
+    annotated = np.isin(predicted, list(annotated_values))
+    other = in_class & ~annotated
+    if not other.any():
+        return annotated
+    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(other.astype(np.uint8)), False))
+    touching = np.unique(components[other & truth])
+    return annotated | np.isin(components, touching[touching > 0])
 
 
 def default_data_dir() -> Path:

@@ -1,9 +1,15 @@
-"""The 2D sagittal U-Net (MONAI) used for segmentation and level identification."""
+"""The sagittal U-Net (MONAI) used for segmentation and level identification.
+
+2D by default; with ``in_channels`` = 1 + 2k it is "2.5D": each sagittal slice is fed together with k
+neighbouring slices on either side, ``slice_context_mm`` apart (the nearest slice of a thick-slice scan),
+so that the network sees where a structure's lateral edge lies (:func:`input_slice_offsets`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, asdict
 
+import numpy as np
 import torch
 from monai.networks.nets import UNet
 
@@ -18,6 +24,18 @@ class NetworkConfig:
     in_channels: int = 1
     out_channels: int = NUM_CHANNELS
     dropout: float = 0.0
+    slice_context_mm: float = 0.0  # distance (mm) between a slice and the neighbours fed with it (2.5D)
+
+    def __post_init__(self):
+        if self.in_channels < 1 or self.in_channels % 2 == 0:
+            raise ValueError(f"in_channels must be odd (a slice and as many neighbours on either side), got {self.in_channels}")
+        if self.in_channels > 1 and self.slice_context_mm <= 0:
+            raise ValueError(f"a network fed {self.in_channels} slices needs slice_context_mm > 0")
+
+    @property
+    def neighbours(self) -> int:
+        """Neighbouring slices fed on either side of each slice (0: plain 2D)."""
+        return (self.in_channels - 1) // 2
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -36,9 +54,53 @@ class NetworkConfig:
         return multiple
 
 
+def input_slice_offsets(config: NetworkConfig, slice_spacing_mm: float | None, distance_mm: float | None = None) -> tuple[int, ...]:
+    """Slice index offsets of the network's input channels for a volume with this slice spacing.
+
+    ``(0,)`` for a 2D network; else -k*step .. k*step with step = the whole number of slices closest to
+    ``distance_mm`` (default: the network's ``slice_context_mm``), at least one slice: neighbours 3 mm
+    apart are 3 slices of a 1 mm scan and the adjacent slice of a 4 mm scan.
+    """
+    if not config.neighbours:
+        return (0,)
+    distance = config.slice_context_mm if distance_mm is None else distance_mm
+    step = max(1, int(round(distance / (slice_spacing_mm or 1.0))))
+    return tuple(j * step for j in range(-config.neighbours, config.neighbours + 1))
+
+
+def gather_slices(volume: np.ndarray, indices, offsets: tuple[int, ...]) -> np.ndarray:
+    """Input channels for slices ``indices`` of a (slice, row, column) array: (len(indices), len(offsets), rows, columns).
+
+    Neighbours beyond the first or last slice repeat the edge slice.
+    """
+    rows = np.clip(np.asarray(indices)[:, None] + np.asarray(offsets)[None, :], 0, volume.shape[0] - 1)
+    return volume[rows]
+
+
+def inflate_input_channels(state: dict, config: NetworkConfig) -> dict:
+    """A 2D network's weights for a network fed more slices: the extra input channels start at zero.
+
+    Every weight whose input-channel dimension is 1 where ``config`` wants ``in_channels`` is widened
+    with the old weights on the middle channel, so the widened network computes what the 2D one did
+    and training learns what the neighbours add. Other weights pass unchanged.
+    """
+    if config.in_channels == 1:
+        return state
+    target = build_network(config).state_dict()
+    inflated = {}
+    for key, value in state.items():
+        wanted = target.get(key)
+        if wanted is not None and value.ndim >= 2 and value.shape[1] == 1 and wanted.shape[1] == config.in_channels and value.shape[2:] == wanted.shape[2:] and value.shape[0] == wanted.shape[0]:
+            widened = torch.zeros(wanted.shape, dtype=value.dtype)
+            widened[:, config.neighbours] = value[:, 0]
+            value = widened
+        inflated[key] = value
+    return inflated
+
+
 def build_network(config: NetworkConfig | None = None) -> torch.nn.Module:
     config = config or NetworkConfig()
-    return UNet(
+    network = UNet(
         spatial_dims=2,
         in_channels=config.in_channels,
         out_channels=config.out_channels,
@@ -48,3 +110,5 @@ def build_network(config: NetworkConfig | None = None) -> torch.nn.Module:
         norm="batch",
         dropout=config.dropout,
     )
+    network.input_config = config  # read by predict_volume: which slices the network is fed
+    return network

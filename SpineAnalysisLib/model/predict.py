@@ -15,6 +15,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from .classes import VERTEBRA_CHANNELS
+from .network import NetworkConfig, gather_slices, input_slice_offsets
 from .preprocessing import resample_slices
 
 #: In-plane window of the sliding-window inferer (pixels at 1 mm); larger slices are tiled.
@@ -85,11 +86,14 @@ def predict_volume(
     original in-plane grid). ``smoothing_sigma_mm`` with ``slice_spacing_mm``: average the class
     probabilities of neighbouring sagittal slices with a Gaussian of this width (in mm) before the
     argmax, so that a 2D network's slices agree at the lateral edges of a structure; slices further
-    apart than twice the width (thick-slice acquisitions) are not mixed. Returns (channel index uint8,
+    apart than twice the width (thick-slice acquisitions) are not mixed. A 2.5D network (built by
+    :func:`~.network.build_network` with more than one input channel) is fed each slice with its
+    neighbours, chosen for ``slice_spacing_mm`` by :func:`~.network.input_slice_offsets`. Returns (channel index uint8,
     max probability float16) arrays; memory stays bounded by one batch of probabilities plus the
     few neighbouring slices the smoothing keeps.
     """
     network.eval()
+    offsets = input_slice_offsets(getattr(network, "input_config", NetworkConfig()), slice_spacing_mm)
     n_slices = volume.shape[0]
     size = output_size or volume.shape[1:]
     weights = slice_smoothing_weights(slice_spacing_mm, smoothing_sigma_mm)
@@ -104,7 +108,8 @@ def predict_volume(
             if cancel is not None and cancel():
                 raise InterruptedError("cancelled")
             stop = min(n_slices, start + slices_per_batch)
-            batch = torch.from_numpy(np.ascontiguousarray(volume[start:stop], dtype=np.float32))[:, None].to(device)
+            inputs = gather_slices(volume, np.arange(start, stop), offsets)
+            batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
             probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp)
             buffer = probs if buffer is None or not len(buffer) else torch.cat([buffer, probs])  # no copy without smoothing
             ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run

@@ -41,7 +41,10 @@ def load_network(info: ModelInfo, device: torch.device | str = "cpu") -> torch.n
         raise ModelError(f"model {info.label}: {path.name} is corrupt or was changed (sha256 {actual[:12]}..., manifest says {expected[:12]}...)")
     if list(info.manifest.get("channel_labels", CHANNEL_LABELS)) != list(CHANNEL_LABELS):
         raise ModelError(f"model {info.label}: its output channels do not match this version of SpineAnalysis")
-    network = build_network(NetworkConfig.from_dict(info.manifest["network"]))
+    try:
+        network = build_network(NetworkConfig.from_dict(info.manifest["network"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"model {info.label}: its manifest's network description is invalid ({type(error).__name__}: {error})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
@@ -176,6 +179,8 @@ def _train_command(run_dir: Path, config: dict) -> str:
             parts += [flag, f"{config[key]:g}" if isinstance(config[key], float) else str(config[key])]
     for source, weight in sorted(config.get("source_weights", {}).items()):
         parts += ["--source-weight", f"{source}={weight:g}"]
+    if config.get("network", {}).get("slice_context_mm"):
+        parts += ["--slice-context-mm", f"{config['network']['slice_context_mm']:g}"]
     if config.get("initialised_from"):
         parts += ["--init-from", config["initialised_from"]]
     return " ".join(parts)

@@ -22,9 +22,9 @@ import torch
 
 from .augment import SliceAugmenter
 from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
-from .dataset import CaseRecord, TrainingCase, annotated_levels_window, default_data_dir, load_training_case, read_manifest, split_cases
+from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, scored_prediction, split_cases
 from .losses import partial_label_loss
-from .network import NetworkConfig, build_network
+from .network import NetworkConfig, build_network, gather_slices, inflate_input_channels, input_slice_offsets
 from .predict import InferenceSettings, predict_volume
 
 
@@ -87,7 +87,7 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
         if case.record.source.startswith("VB") or case.record.source == "ANN":
             annotated = [c for c in vertebra_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
-            predicted = np.isin(classes, vertebra_channels) & annotated_levels_window(truth, si_axis=1)
+            predicted = scored_prediction(classes, vertebra_channels, annotated, truth)
             dice = _dice(predicted, truth)
             if dice is not None:
                 scores["vertebra"].append(dice)
@@ -97,10 +97,14 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
         if case.record.source in ("IVD", "ANN"):
             annotated = [c for c in disc_channels if case.annotated[c] and c in np.unique(case.target)]
             truth = np.isin(case.target, annotated)
-            dice = _dice(np.isin(classes, disc_channels) & annotated_levels_window(truth, si_axis=1), truth)
+            dice = _dice(scored_prediction(classes, disc_channels, annotated, truth), truth)
             if dice is not None:
                 scores["disc"].append(dice)
     return {key: (float(np.mean(values)) if values else None) for key, values in scores.items()}
+
+
+#: Share of 2.5D training samples whose input slices are slab averages (thick-slice simulation).
+THICK_SLAB_PROBABILITY = 0.3
 
 
 class SliceSampler:
@@ -115,6 +119,23 @@ class SliceSampler:
         ])
         self.weights = weights / weights.sum()
         self.augmenter = SliceAugmenter(config.crop, seed=config.seed)
+        self.network = NetworkConfig.from_dict(config.network)
+
+    def input_slices(self, case: TrainingCase, index: int) -> np.ndarray:
+        """The network's input for slice ``index``: (channels, rows, columns).
+
+        A 2.5D network gets neighbours at a random distance of 0.5-2x its ``slice_context_mm``
+        (1.5-6 mm for 3 mm), as the nearest slices of scans 1.5-6 mm thick would be; and in
+        ``THICK_SLAB_PROBABILITY`` of samples every channel is the mean of the slab of slices that
+        spacing stands for, as a thick slice averages the tissue across its thickness.
+        """
+        if not self.network.neighbours:
+            return case.image[index][None]
+        distance = self.network.slice_context_mm * float(np.exp(self.rng.uniform(np.log(0.5), np.log(2.0))))
+        offsets = input_slice_offsets(self.network, case.slice_spacing_mm, distance)
+        half_width = (offsets[1] - offsets[0]) // 2 if self.rng.random() < THICK_SLAB_PROBABILITY else 0
+        slab = [gather_slices(case.image, [index], tuple(o + d for o in offsets))[0].astype(np.float32) for d in range(-half_width, half_width + 1)]
+        return np.mean(slab, axis=0) if len(slab) > 1 else slab[0]
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, targets, annotated = [], [], []
@@ -130,7 +151,7 @@ class SliceSampler:
                 centre = (float(rows.mean()), float(cols.mean()))
             else:
                 centre = (target.shape[0] / 2, target.shape[1] / 2)
-            image, label = self.augmenter(case.image[index].astype(np.float32), target, centre)
+            image, label = self.augmenter(self.input_slices(case, index).astype(np.float32), target, centre)
             images.append(image)
             targets.append(label)
             annotated.append(torch.from_numpy(case.annotated))
@@ -202,6 +223,7 @@ def train(
 
     network = build_network(NetworkConfig.from_dict(config.network)).to(device)
     if initial_state is not None:
+        initial_state = inflate_input_channels(initial_state, NetworkConfig.from_dict(config.network))
         network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in initial_state.items()})
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 30)

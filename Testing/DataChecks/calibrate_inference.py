@@ -2,7 +2,8 @@
 
 For every vertebral-body training case of the fixed split, the shipped network is run at the in-plane
 zooms 0.9, 1.0 and 1.1; the vertebral-body class Dice (within the annotated levels, as
-``spineanalysis evaluate`` scores it) is printed for one scale and for the three-scale average, at
+``spineanalysis evaluate`` scores it: predicted bodies of unannotated levels that do not overlap the
+annotated ones are left out) is printed for one scale and for the three-scale average, at
 several body-probability thresholds (see ``SpineAnalysisLib.model.predict.InferenceSettings``).
 Nothing is written; the chosen values go into the model's manifest with ``export-model
 --test-time-scales ... --body-threshold ...``.
@@ -19,8 +20,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SpineAnalysisLib.model.classes import VERTEBRA_CHANNELS, VERTEBRA_CLASSES
-from SpineAnalysisLib.model.dataset import annotated_levels_window, read_manifest, split_cases
+from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL, VERTEBRA_CHANNELS, VERTEBRA_CLASSES
+from SpineAnalysisLib.model.dataset import read_manifest, scored_prediction, split_cases
+from SpineAnalysisLib.model.network import NetworkConfig, gather_slices, input_slice_offsets
 from SpineAnalysisLib.model.predict import _scale_averaged_probabilities, _smooth_across_slices, decide_classes, slice_smoothing_weights
 from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
 from SpineAnalysisLib.model.store import find_model, load_network
@@ -29,8 +31,8 @@ SCALES = (0.9, 1.0, 1.1)
 THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
 
 
-def body_dice(classes: np.ndarray, truth: np.ndarray) -> float:
-    predicted = np.isin(classes, VERTEBRA_CHANNELS) & annotated_levels_window(truth, si_axis=1)
+def body_dice(classes: np.ndarray, truth: np.ndarray, annotated_channels: list[int]) -> float:
+    predicted = scored_prediction(classes, VERTEBRA_CHANNELS, annotated_channels, truth)
     return float(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
 
 
@@ -48,9 +50,13 @@ def main() -> None:
     for record in records:
         image = sitk.ReadImage(str(record.image_file))
         frame = sagittal_frame(image)
-        volume = torch.from_numpy(normalise_intensity(frame.to_canonical(sitk.GetArrayFromImage(image))))[:, None]
+        canonical = normalise_intensity(frame.to_canonical(sitk.GetArrayFromImage(image)))
+        offsets = input_slice_offsets(getattr(network, "input_config", NetworkConfig()), frame.spacing[0])
+        volume = torch.from_numpy(np.ascontiguousarray(gather_slices(canonical, np.arange(len(canonical)), offsets), dtype=np.float32))
         reference = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))))
-        truth = np.isin(reference, VERTEBRA_CLASSES)
+        annotated = [v for v in record.annotated_labels if v in VERTEBRA_CLASSES]
+        truth = np.isin(reference, annotated)
+        annotated_channels = [LABEL_TO_CHANNEL[v] for v in annotated]
         weights = slice_smoothing_weights(frame.spacing[0], 1.0)
         with torch.inference_mode():
             per_scale = {}
@@ -62,7 +68,7 @@ def main() -> None:
                 smoothed = _smooth_across_slices(probs, weights, 0, len(probs))
                 for threshold in THRESHOLDS:
                     classes = decide_classes(smoothed, threshold)[1].numpy()
-                    scores.setdefault(f"{name}, threshold {threshold:.2f}", []).append(body_dice(classes, truth))
+                    scores.setdefault(f"{name}, threshold {threshold:.2f}", []).append(body_dice(classes, truth, annotated_channels))
         print(f"{record.case_id}: " + ", ".join(f"{k.split(',')[0]}@{k.split()[-1]} {v[-1]:.3f}" for k, v in scores.items() if k.endswith(("0.00", "0.60"))), flush=True)
     print(f"\n{len(records)} training cases with vertebral bodies, {time.time() - started:.0f} s; mean body Dice:")
     for key, values in scores.items():

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from SpineAnalysisLib import evaluation
-from SpineAnalysisLib.model.dataset import annotated_levels_window, default_data_dir
+from SpineAnalysisLib.model.dataset import default_data_dir, scored_prediction
 
 
 def _grid(shape_zyx, spacing_xyz):
@@ -52,17 +52,22 @@ def _stack(levels, spacing=(1.0, 1.0, 1.0), offset_mm=0.0):
     return labels, image
 
 
-def test_annotated_window_spans_the_labelled_rows_plus_the_margin_along_the_given_axis():
-    truth = np.zeros((4, 20, 6), bool)
-    truth[1, 8:12, 2] = True
-    window = annotated_levels_window(truth, si_axis=1, margin_rows=3)
-    assert window.shape == truth.shape
-    assert np.flatnonzero(window.any(axis=(0, 2))).tolist() == list(range(5, 15))
-    assert window[:, 5:15, :].all()  # every sagittal slice and every AP column of those rows
-    edge = np.zeros((4, 20, 6), bool)
-    edge[0, 1, 0] = True
-    assert np.flatnonzero(annotated_levels_window(edge, si_axis=1).any(axis=(0, 2))).tolist() == [0, 1, 2, 3, 4]
-    assert not annotated_levels_window(np.zeros((4, 20, 6), bool), si_axis=1).any()
+def test_unannotated_levels_are_unknown_unless_they_overlap_the_annotated_structures():
+    """An L1-L5 case: a predicted S1 below L5 and a T12 above L1 are not errors; a body the model
+    called S1 where the expert outlined L5 still counts for the class; a false L3 anywhere counts."""
+    predicted, _ = _stack([19, 20, 21, 22, 23, 24, 26], spacing=(1.0, 1.0, 2.0))  # T12 above, S1 below
+    annotated = [20, 21, 22, 23, 24]
+    reference = np.where(np.isin(predicted, annotated), predicted, 0)
+    truth = reference > 0
+    assert evaluation.dice(scored_prediction(predicted, evaluation.VERTEBRA_LABELS, annotated, truth), truth) == 1.0
+    assert evaluation.dice(np.isin(predicted, evaluation.VERTEBRA_LABELS), truth) < 0.9  # what counting them would give (5 of 7 bodies)
+    wrong_name = np.where(reference == 24, 26, predicted)  # L5 named S1: still body voxels of the class
+    assert evaluation.dice(scored_prediction(wrong_name, evaluation.VERTEBRA_LABELS, annotated, truth), truth) == 1.0
+    false_body = predicted.copy()
+    false_body[0:10, 0:5, 0:5] = 22  # an annotated level where there is none
+    scored = scored_prediction(false_body, evaluation.VERTEBRA_LABELS, annotated, truth)
+    assert scored[0:10, 0:5, 0:5].all() and evaluation.dice(scored, truth) < 1.0
+    assert not scored_prediction(np.zeros_like(reference), evaluation.VERTEBRA_LABELS, annotated, truth).any()
 
 
 def test_identification_follows_the_verse_rule():

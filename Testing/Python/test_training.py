@@ -157,3 +157,50 @@ def test_bad_source_weight_is_a_one_line_error(tmp_path, capsys):
         assert main(["train", "-o", str(tmp_path / "run"), "--source-weight", bad]) == 2
         assert "--source-weight" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
+    """Inflating a 2D network's input to three slices keeps its output while the neighbours' weights are 0;
+    the widened network then trains (the neighbours' weights move) and predicts a volume."""
+    import pytest
+
+    from SpineAnalysisLib.model.network import build_network, gather_slices, inflate_input_channels, input_slice_offsets
+    from SpineAnalysisLib.model.predict import predict_volume
+
+    flat = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    wide = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, in_channels=3, slice_context_mm=3.0)
+    torch.manual_seed(0)
+    flat_net = build_network(flat).eval()
+    wide_net = build_network(wide)
+    wide_net.load_state_dict(inflate_input_channels(flat_net.state_dict(), wide))
+    wide_net.eval()
+    x = torch.rand(2, 1, 32, 32)
+    neighbours = torch.cat([torch.rand(2, 1, 32, 32), x, torch.rand(2, 1, 32, 32)], dim=1)
+    assert torch.allclose(flat_net(x), wide_net(neighbours), atol=1e-5)
+
+    # input slices: 3 mm apart is 3 slices of a 1 mm scan, the adjacent slice of a 4 mm scan; edges repeat
+    assert input_slice_offsets(wide, 1.0) == (-3, 0, 3) and input_slice_offsets(wide, 4.0) == (-1, 0, 1)
+    assert input_slice_offsets(flat, 1.0) == (0,)
+    volume = np.arange(5)[:, None, None] * np.ones((5, 2, 2))
+    assert gather_slices(volume, [0, 4], (-1, 0, 1))[:, :, 0, 0].tolist() == [[0, 0, 1], [3, 4, 4]]
+    with pytest.raises(ValueError, match="odd"):
+        NetworkConfig(in_channels=2, slice_context_mm=3.0)
+    with pytest.raises(ValueError, match="slice_context_mm"):
+        NetworkConfig(in_channels=3)
+
+    # prediction feeds the neighbours: a 2.5D network on a volume gives one class per voxel
+    classes, _ = predict_volume(wide_net, np.random.default_rng(0).random((6, 32, 32)).astype(np.float32), torch.device("cpu"), slice_spacing_mm=1.0)
+    assert classes.shape == (6, 32, 32)
+
+    # training a 2.5D network from the 2D weights: the neighbours' input weights leave zero
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset(data)
+    config = TrainingConfig(steps=4, batch_size=2, crop=64, validate_every=100, checkpoint_every=100, threads=1, network=wide.to_dict())
+    weights = train(tmp_path / "run", config, data_dir=data, log=lambda m: None, initial_state=flat_net.state_dict())
+    trained = torch.load(weights, weights_only=True)
+    first = [k for k, v in trained.items() if v.ndim == 4 and v.shape[1] == 3]
+    assert first and all(float(trained[k][:, [0, 2]].abs().max()) > 0 for k in first)
+    from SpineAnalysisLib.model.store import _train_command
+
+    assert "--slice-context-mm 3" in _train_command(tmp_path / "run", json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8")))
