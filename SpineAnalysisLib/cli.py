@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--evaluation", help="JSON written by 'spineanalysis evaluate -o', stored as validation metrics")
     export.add_argument("--fast-evaluation", help="JSON written by 'spineanalysis evaluate --fast -o', stored as validation_fast")
+    export.add_argument("--calibration", help="JSON written by 'Testing/DataChecks/calibrate_inference.py -o', stored as inference_calibration")
     export.add_argument("--slice-smoothing-mm", type=float, default=1.0, help="Gaussian width (mm) for averaging neighbouring slices' probabilities; 0: off")
     export.add_argument("--test-time-scales", default="1", help="comma-separated in-plane zooms whose probabilities are averaged, e.g. 0.9,1,1.1")
     export.add_argument("--body-threshold", type=float, default=0.0, help="summed body probability a voxel needs to be vertebral body; 0: plain argmax")
@@ -144,14 +145,14 @@ def _parse_source_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
-def _read_evaluation(path: str) -> dict:
-    """An ``evaluate -o`` JSON file, or an InputError that names the file and the problem."""
+def _read_evaluation(path: str, what: str = "evaluation", written_by: str = "'spineanalysis evaluate -o'", key: str = "summary") -> dict:
+    """An ``evaluate -o`` JSON file (or another with a ``key`` section), or an InputError that names the file and the problem."""
     try:
         evaluation = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise InputError(f"export-model: cannot read the evaluation {path} ({type(error).__name__}: {error})") from None
-    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("summary"), dict):
-        raise InputError(f"export-model: {path} is not the JSON of 'spineanalysis evaluate -o' (no summary)")
+        raise InputError(f"export-model: cannot read the {what} {path} ({type(error).__name__}: {error})") from None
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get(key), dict):
+        raise InputError(f"export-model: {path} is not the JSON of {written_by} (no {key})")
     return evaluation
 
 
@@ -211,12 +212,13 @@ def _run(args: argparse.Namespace) -> int:
 
         evaluation = _read_evaluation(args.evaluation) if args.evaluation else None
         fast_evaluation = _read_evaluation(args.fast_evaluation) if args.fast_evaluation else None
+        calibration = _read_evaluation(args.calibration, "calibration", "'Testing/DataChecks/calibrate_inference.py -o'", "mean_body_dice") if args.calibration else None
         try:
             scales = tuple(float(v) for v in args.test_time_scales.split(",") if v.strip())
             settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold).validated()
         except ValueError as error:
             raise InputError(f"export-model: {error}") from None
-        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change, fast_evaluation)
+        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change, fast_evaluation, calibration)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     from .batch.cli import COMMANDS as BATCH_COMMANDS

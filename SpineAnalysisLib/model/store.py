@@ -81,7 +81,7 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
 def export_run(
     run_dir: Path, folder: Path, name: str = DEFAULT_MODEL, version: str = "1.0.0", evaluation: dict | None = None,
     inference: InferenceSettings = InferenceSettings(slice_smoothing_sigma_mm=1.0), earlier_minutes: float = 0.0,
-    change: str = "", fast_evaluation: dict | None = None,
+    change: str = "", fast_evaluation: dict | None = None, calibration: dict | None = None,
 ) -> ModelInfo:
     """Turn a training run (``network.pt``, ``split.json``, ``training_config.json``, ``log.jsonl``) into a model folder.
 
@@ -91,7 +91,9 @@ def export_run(
     over and this run becomes the next phase (``change`` says what was different), so the manifest
     states the whole training history and cost; ``earlier_minutes`` is the training time of a run
     continued from a bare weights file, which has no history to carry. ``evaluation`` and
-    ``fast_evaluation`` are the JSON of ``spineanalysis evaluate -o`` without and with ``--fast``.
+    ``fast_evaluation`` are the JSON of ``spineanalysis evaluate -o`` without and with ``--fast``;
+    ``calibration`` the JSON of ``Testing/DataChecks/calibrate_inference.py -o`` (how the inference
+    settings were chosen on training cases), stored as ``inference_calibration``.
     """
     run_dir = Path(run_dir)
     state = torch.load(run_dir / "network.pt", map_location="cpu", weights_only=True)
@@ -120,7 +122,7 @@ def export_run(
     manifest = {
         "name": name,
         "version": version,
-        "description": "2D sagittal U-Net (MONAI) predicting vertebral bodies T10-S1 and discs T10-T11..L5-S1 per level; levels made consistent by SpineAnalysisLib.model.labelling",
+        "description": f"{_network_kind(config['network'])} sagittal U-Net (MONAI) predicting vertebral bodies T10-S1 and discs T10-T11..L5-S1 per level; levels made consistent by SpineAnalysisLib.model.labelling",
         "network": config["network"],
         "expected_input": {
             "modality": "MR (T1, T2, STIR/TIRM, Dixon/water-fat); CT is refused",
@@ -142,10 +144,20 @@ def export_run(
     }
     if fast_evaluation:
         manifest["validation_fast"] = fast_evaluation.get("summary", {})
+    if calibration:
+        manifest["inference_calibration"] = calibration
     info = write_model(Path(folder), state, manifest)
     lines = earlier_log + [json.dumps({"phase": phase["phase"], **record}) for record in log]
     (info.folder / TRAINING_LOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return info
+
+
+def _network_kind(network: dict) -> str:
+    """'2D', or '2.5D (each slice with its neighbours 3 mm away)' for a network fed neighbouring slices."""
+    config = NetworkConfig.from_dict(network)
+    if not config.neighbours:
+        return "2D"
+    return f"2.5D (each slice with {config.neighbours} neighbour(s) on either side, {config.slice_context_mm:g} mm apart)"
 
 
 def _earlier_phases(initialised_from: str, earlier_minutes: float) -> tuple[list[dict], list[str], str]:

@@ -5,15 +5,17 @@ zooms 0.9, 1.0 and 1.1; the vertebral-body class Dice (within the annotated leve
 ``spineanalysis evaluate`` scores it: predicted bodies of unannotated levels that do not overlap the
 annotated ones are left out) is printed for one scale and for the three-scale average, at
 several body-probability thresholds (see ``SpineAnalysisLib.model.predict.InferenceSettings``).
-Nothing is written; the chosen values go into the model's manifest with ``export-model
---test-time-scales ... --body-threshold ...``.
+With ``-o FILE`` the means are written as JSON, which ``export-model --calibration FILE`` stores in
+the model's manifest (``inference_calibration``) beside the chosen values (``export-model
+--test-time-scales ... --body-threshold ...``).
 
-    python Testing/DataChecks/calibrate_inference.py [--model Resources/Models/spine-mri-2d] [--every 1]
+    python Testing/DataChecks/calibrate_inference.py [--model Resources/Models/spine-mri-2d] [--every 1] [-o calibration.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -40,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--every", type=int, default=1, help="use every N-th training case")
+    parser.add_argument("-o", "--output", help="write the means as JSON (for export-model --calibration)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     network = load_network(find_model(args.model))
@@ -73,6 +76,17 @@ def main() -> None:
     print(f"\n{len(records)} training cases with vertebral bodies, {time.time() - started:.0f} s; mean body Dice:")
     for key, values in scores.items():
         print(f"  {key}: {np.mean(values):.4f}")
+    if args.output:
+        command = "python Testing/DataChecks/calibrate_inference.py" + (f" --model {args.model}" if args.model else "") + (f" --every {args.every}" if args.every != 1 else "")
+        result = {
+            "chosen_on": f"{len(records)} vertebral-body training cases of the split (never the validation cases)",
+            "command": command,
+            "model": find_model(args.model).label,
+            "seconds": round(time.time() - started),
+            "mean_body_dice": {key: round(float(np.mean(values)), 4) for key, values in scores.items()},
+        }
+        with open(args.output, "w", encoding="utf-8") as stream:
+            json.dump(result, stream, indent=1)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,5 @@ def test_export_model_names_an_unreadable_evaluation_file(tmp_path, capsys):
     wrong.write_text('{"dice": 1}')
     assert main(["export-model", str(tmp_path), "-o", str(tmp_path / "model"), "--fast-evaluation", str(wrong)]) == 2
     assert "not the JSON of 'spineanalysis evaluate -o'" in capsys.readouterr().err
+    assert main(["export-model", str(tmp_path), "-o", str(tmp_path / "model"), "--calibration", str(wrong)]) == 2
+    assert "not the JSON of 'Testing/DataChecks/calibrate_inference.py -o' (no mean_body_dice)" in capsys.readouterr().err

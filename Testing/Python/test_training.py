@@ -93,8 +93,10 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     second = tmp_path / "run2"
     continued = TrainingConfig(**{**config.__dict__, "steps": 5, "validate_every": 100, "initialised_from": str(info.folder)})
     train(second, continued, data_dir=data, log=messages.append, initial_state=initial_weights(str(info.folder)))
-    child = export_run(second, tmp_path / "model2", "tiny", "0.2.0", None, settings, change="five more steps", fast_evaluation={"summary": {"dice_vertebra": 0.4}})
+    calibration = {"command": "python Testing/DataChecks/calibrate_inference.py", "mean_body_dice": {"3 scales, threshold 0.55": 0.9}}
+    child = export_run(second, tmp_path / "model2", "tiny", "0.2.0", None, settings, change="five more steps", fast_evaluation={"summary": {"dice_vertebra": 0.4}}, calibration=calibration)
     assert child.manifest["validation_fast"] == {"dice_vertebra": 0.4} and "validation_fast" not in manifest
+    assert child.manifest["inference_calibration"] == calibration and child.manifest["description"].startswith("2D sagittal")
     phases = child.manifest["training"]["phases"]
     assert [p["phase"] for p in phases] == [1, 2] and phases[0] == first_phase[0]
     assert phases[1]["from"] == f"tiny 0.1.0 ({info.folder})" and phases[1]["change"] == "five more steps" and phases[1]["steps"] == 5
@@ -203,4 +205,12 @@ def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
     assert first and all(float(trained[k][:, [0, 2]].abs().max()) > 0 for k in first)
     from SpineAnalysisLib.model.store import _train_command
 
+    from SpineAnalysisLib.model.store import export_run
+
+    exported = export_run(tmp_path / "run", tmp_path / "model", "tiny25d", "0.1.0")
+    assert exported.manifest["description"].startswith("2.5D (each slice with 1 neighbour(s) on either side, 3 mm apart) sagittal")
+    assert exported.manifest["network"]["in_channels"] == 3
+    from SpineAnalysisLib.model.store import load_network
+
+    assert load_network(exported).input_config == wide  # the loaded network is fed neighbours again
     assert "--slice-context-mm 3" in _train_command(tmp_path / "run", json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8")))
