@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="folder with manifest.csv (default: ../shared/data/lumbar_mri)")
     evaluate.add_argument("--cases", default="validation", help="'validation' (the fixed split), 'all', or comma-separated case ids")
     evaluate.add_argument("-o", "--output", help="write the full report as JSON here")
+    evaluate.add_argument(
+        "--slice-thickness-mm", type=float, default=None, metavar="MM",
+        help="score on thick-slice copies: each case's sagittal slices averaged into slabs this thick (e.g. 4, as clinical 2D stacks)",
+    )
     _add_model_options(evaluate)
 
     train = commands.add_parser("train", help="train the segmentation network (resumes from RUNDIR/checkpoint.pt)")
@@ -186,7 +190,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from .evaluation import evaluate_model, format_report
 
-        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=_progress_printer(args.progress), fast=args.fast)
+        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=_progress_printer(args.progress), fast=args.fast,
+                                slice_thickness_mm=args.slice_thickness_mm)
         print(format_report(report))
         if args.output:
             imageio.write_text(json.dumps(report, indent=1), args.output)

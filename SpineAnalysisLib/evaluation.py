@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as scheme
+from .errors import InputError
 from .model.dataset import add_pseudo_discs, default_data_dir, read_manifest, scored_prediction, split_cases
 from .model.preprocessing import sagittal_frame
 
@@ -103,12 +104,36 @@ def _reference_with_pseudo_discs(reference: np.ndarray, image: sitk.Image, annot
     return frame.from_canonical(canonical)
 
 
-def evaluate_case(record, model_name=None, device="auto", fast=False) -> dict:
+def thick_slice_copy(image: sitk.Image, labels: sitk.Image, thickness_mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """A thick-slice sagittal acquisition simulated from a thin one: (image, labels) on slabs ``thickness_mm`` thick.
+
+    The image's sagittal (left-right) slices are averaged in groups of round(thickness / spacing)
+    (``sitk.BinShrink``: each new slice is the mean of its slab, as a thick slice averages the tissue
+    across its thickness, and sits at the slab's centre); the labels are taken at the slab centres
+    (nearest neighbour), so they stay the expert's. In-plane pixels are unchanged.
+    """
+    if thickness_mm <= 0:
+        raise InputError(f"slice thickness must be > 0 mm, got {thickness_mm}")
+    frame = sagittal_frame(image)
+    axis = 2 - frame.axes[0]  # image index axis (x, y, z) of the sagittal slices (frame.axes are numpy axes)
+    factor = max(1, int(round(thickness_mm / image.GetSpacing()[axis])))
+    if image.GetSize()[axis] < 2 * factor:
+        raise InputError(f"{image.GetSize()[axis]} sagittal slices are too few for {thickness_mm} mm slabs")
+    factors = [1, 1, 1]
+    factors[axis] = factor
+    thick = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors)
+    thick_labels = sitk.Resample(labels, thick, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
+    return thick, thick_labels
+
+
+def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thickness_mm=None) -> dict:
     from .inference import segment_image
     from .measurements import measure_case
 
     image = sitk.ReadImage(str(record.image_file))
     reference_image = sitk.ReadImage(str(record.label_file))
+    if slice_thickness_mm:
+        image, reference_image = thick_slice_copy(image, reference_image, slice_thickness_mm)
     reference = sitk.GetArrayFromImage(reference_image).astype(np.int32)
     started = time.time()
     result = segment_image(image, model_name, device, fast=fast)
@@ -168,7 +193,7 @@ def _agreement(results: list[dict]) -> dict:
     return agreement
 
 
-def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None, fast=False) -> dict:
+def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None, fast=False, slice_thickness_mm=None) -> dict:
     records = read_manifest(Path(data_dir) if data_dir else default_data_dir())
     if cases == "validation":
         records = split_cases(records)[1]
@@ -177,7 +202,7 @@ def evaluate_model(data_dir=None, cases="validation", model_name=None, device="a
         records = [r for r in records if r.case_id in wanted]
     results = []
     for number, record in enumerate(records):
-        results.append(evaluate_case(record, model_name, device, fast))
+        results.append(evaluate_case(record, model_name, device, fast, slice_thickness_mm))
         if progress:
             progress((number + 1) / len(records), record.case_id)
     per_level: dict[str, list[float]] = {}
@@ -202,6 +227,7 @@ def evaluate_model(data_dir=None, cases="validation", model_name=None, device="a
         "disc_agreement_by_reference": {kind: stats for kind, stats in by_reference.items() if stats},
         "mean_seconds_per_case": _mean(c["seconds"] for c in results),
         "disc_cases": [c["case_id"] for c in results if "dice_disc" in c],
+        "slice_thickness_mm": slice_thickness_mm,
     }
     return {"summary": summary, "cases": results}
 
@@ -210,7 +236,8 @@ def format_report(report: dict) -> str:
     s = report["summary"]
     fmt = lambda v, f="{:.3f}": "n/a" if v is None else f.format(v)  # noqa: E731
     lines = [
-        f"cases: {s['cases']} (disc Dice on expert disc labels of: {', '.join(s['disc_cases']) or 'none'})",
+        f"cases: {s['cases']} (disc Dice on expert disc labels of: {', '.join(s['disc_cases']) or 'none'})"
+        + (f"; simulated {s['slice_thickness_mm']:g} mm sagittal slabs" if s.get("slice_thickness_mm") else ""),
         f"vertebral-body class Dice: {fmt(s['dice_vertebra'])}   ASD {fmt(s['asd_vertebra_mm'], '{:.2f}')} mm",
         f"disc class Dice:           {fmt(s['dice_disc'])}   ASD {fmt(s['asd_disc_mm'], '{:.2f}')} mm",
         f"level identification rate: {fmt(s['level_identification_rate'])} ({s['identified']}/{s['identifiable']}, VerSe rule, 20 mm)",

@@ -6,6 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from SpineAnalysisLib import evaluation
+from SpineAnalysisLib.errors import InputError
 from SpineAnalysisLib.model.dataset import default_data_dir, scored_prediction
 
 
@@ -98,3 +99,26 @@ def test_evaluate_scores_a_real_body_case_and_a_real_disc_case():
     assert set(summary["disc_agreement_by_reference"]) == {"expert disc labels", "gap pseudo-labels between expert bodies"}
     text = evaluation.format_report(report)
     assert "vertebral-body class Dice" in text and "prediction vs expert disc labels" in text
+
+
+def test_thick_slice_copy_averages_sagittal_slabs_and_keeps_the_geometry():
+    """12 sagittal slices of 1 mm (sitk x = left-right here) become 3 slabs of 4 mm: each the mean of its
+    4 slices, centred on them; labels from the slab centre; in-plane grid unchanged."""
+    array = np.zeros((10, 8, 12), np.float32)  # numpy (z, y, x)
+    array[:] = np.arange(12, dtype=np.float32)[None, None, :]
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 0.8, 0.8))
+    image.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))  # x: left-right, y: S->I, z: A->P
+    labels = sitk.GetImageFromArray((array >= 7).astype(np.uint8) * 20)
+    labels.CopyInformation(image)
+    thick, thick_labels = evaluation.thick_slice_copy(image, labels, 4.0)
+    assert thick.GetSize() == (3, 8, 10) and thick.GetSpacing() == pytest.approx((4.0, 0.8, 0.8))
+    assert sitk.GetArrayFromImage(thick)[0, 0].tolist() == pytest.approx([1.5, 5.5, 9.5])
+    centre = np.array(thick.TransformIndexToPhysicalPoint((0, 0, 0)))
+    assert centre == pytest.approx(np.array(image.TransformContinuousIndexToPhysicalPoint((1.5, 0, 0))))
+    assert sitk.GetArrayFromImage(thick_labels)[0, 0].tolist() == [0, 0, 20]
+    assert thick_labels.GetSize() == thick.GetSize()
+    with pytest.raises(InputError, match="too few"):
+        evaluation.thick_slice_copy(image, labels, 8.0)
+    with pytest.raises(InputError, match="> 0 mm"):
+        evaluation.thick_slice_copy(image, labels, 0)
