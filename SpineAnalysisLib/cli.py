@@ -149,7 +149,7 @@ def _parse_source_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
-def _read_evaluation(path: str, what: str = "evaluation", written_by: str = "'spineanalysis evaluate -o'", key: str = "summary") -> dict:
+def _read_export_json(path: str, what: str = "evaluation", written_by: str = "'spineanalysis evaluate -o'", key: str = "summary") -> dict:
     """An ``evaluate -o`` JSON file (or another with a ``key`` section), or an InputError that names the file and the problem."""
     try:
         evaluation = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -215,9 +215,9 @@ def _run(args: argparse.Namespace) -> int:
         from .model.predict import InferenceSettings
         from .model.store import export_run
 
-        evaluation = _read_evaluation(args.evaluation) if args.evaluation else None
-        fast_evaluation = _read_evaluation(args.fast_evaluation) if args.fast_evaluation else None
-        calibration = _read_evaluation(args.calibration, "calibration", "'Testing/DataChecks/calibrate_inference.py -o'", "mean_body_dice") if args.calibration else None
+        evaluation = _read_export_json(args.evaluation) if args.evaluation else None
+        fast_evaluation = _read_export_json(args.fast_evaluation) if args.fast_evaluation else None
+        calibration = _read_export_json(args.calibration, "calibration", "'Testing/DataChecks/calibrate_inference.py -o'", "mean_body_dice") if args.calibration else None
         try:
             scales = tuple(float(v) for v in args.test_time_scales.split(",") if v.strip())
             settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold).validated()

@@ -29,7 +29,7 @@ from .model.dataset import add_pseudo_discs, default_data_dir, read_manifest, sc
 from .model.preprocessing import sagittal_frame
 
 IDENTIFICATION_RADIUS_MM = 20.0
-VERTEBRA_LABELS = tuple(v for v in range(1, 29) if scheme.is_vertebra(v))
+VERTEBRA_LABELS = scheme.ANATOMICAL_ORDER
 DISC_LABELS = tuple(scheme.disc_label(v) for v in VERTEBRA_LABELS)
 
 

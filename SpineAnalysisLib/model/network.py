@@ -77,16 +77,22 @@ def gather_slices(volume: np.ndarray, indices, offsets: tuple[int, ...]) -> np.n
     return volume[rows]
 
 
-def inflate_input_channels(state: dict, config: NetworkConfig) -> dict:
-    """A 2D network's weights for a network fed more slices: the extra input channels start at zero.
+def input_config(network: torch.nn.Module) -> NetworkConfig:
+    """The configuration :func:`build_network` gave ``network`` (which slices it is fed); plain 2D otherwise."""
+    return getattr(network, "input_config", None) or NetworkConfig()
 
-    Every weight whose input-channel dimension is 1 where ``config`` wants ``in_channels`` is widened
+
+def inflate_input_channels(state: dict, network: torch.nn.Module) -> dict:
+    """A 2D network's weights for ``network`` when it is fed more slices: the extra input channels start at zero.
+
+    Every weight whose input-channel dimension is 1 where ``network`` has ``in_channels`` is widened
     with the old weights on the middle channel, so the widened network computes what the 2D one did
     and training learns what the neighbours add. Other weights pass unchanged.
     """
+    config = input_config(network)
     if config.in_channels == 1:
         return state
-    target = build_network(config).state_dict()
+    target = network.state_dict()
     inflated = {}
     for key, value in state.items():
         wanted = target.get(key)

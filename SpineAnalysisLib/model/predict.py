@@ -15,7 +15,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from .classes import VERTEBRA_CHANNELS
-from .network import NetworkConfig, gather_slices, input_slice_offsets
+from .network import gather_slices, input_config, input_slice_offsets
 from .preprocessing import resample_slices
 
 #: In-plane window of the sliding-window inferer (pixels at 1 mm); larger slices are tiled.
@@ -93,7 +93,7 @@ def predict_volume(
     few neighbouring slices the smoothing keeps.
     """
     network.eval()
-    offsets = input_slice_offsets(getattr(network, "input_config", NetworkConfig()), slice_spacing_mm)
+    offsets = input_slice_offsets(input_config(network), slice_spacing_mm)
     n_slices = volume.shape[0]
     size = output_size or volume.shape[1:]
     weights = slice_smoothing_weights(slice_spacing_mm, smoothing_sigma_mm)

@@ -223,7 +223,7 @@ def train(
 
     network = build_network(NetworkConfig.from_dict(config.network)).to(device)
     if initial_state is not None:
-        initial_state = inflate_input_channels(initial_state, NetworkConfig.from_dict(config.network))
+        initial_state = inflate_input_channels(initial_state, network)
         network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in initial_state.items()})
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 30)

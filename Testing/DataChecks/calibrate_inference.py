@@ -24,7 +24,7 @@ import torch
 
 from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL, VERTEBRA_CHANNELS, VERTEBRA_CLASSES
 from SpineAnalysisLib.model.dataset import read_manifest, scored_prediction, split_cases
-from SpineAnalysisLib.model.network import NetworkConfig, gather_slices, input_slice_offsets
+from SpineAnalysisLib.model.network import gather_slices, input_config, input_slice_offsets
 from SpineAnalysisLib.model.predict import _scale_averaged_probabilities, _smooth_across_slices, decide_classes, slice_smoothing_weights
 from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
 from SpineAnalysisLib.model.store import find_model, load_network
@@ -54,7 +54,7 @@ def main() -> None:
         image = sitk.ReadImage(str(record.image_file))
         frame = sagittal_frame(image)
         canonical = normalise_intensity(frame.to_canonical(sitk.GetArrayFromImage(image)))
-        offsets = input_slice_offsets(getattr(network, "input_config", NetworkConfig()), frame.spacing[0])
+        offsets = input_slice_offsets(input_config(network), frame.spacing[0])
         volume = torch.from_numpy(np.ascontiguousarray(gather_slices(canonical, np.arange(len(canonical)), offsets), dtype=np.float32))
         reference = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))))
         annotated = [v for v in record.annotated_labels if v in VERTEBRA_CLASSES]

@@ -174,7 +174,7 @@ def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
     torch.manual_seed(0)
     flat_net = build_network(flat).eval()
     wide_net = build_network(wide)
-    wide_net.load_state_dict(inflate_input_channels(flat_net.state_dict(), wide))
+    wide_net.load_state_dict(inflate_input_channels(flat_net.state_dict(), wide_net))
     wide_net.eval()
     x = torch.rand(2, 1, 32, 32)
     neighbours = torch.cat([torch.rand(2, 1, 32, 32), x, torch.rand(2, 1, 32, 32)], dim=1)
