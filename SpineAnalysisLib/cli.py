@@ -6,6 +6,7 @@
     spineanalysis evaluate [--data DIR]           score a model on labelled cases
     spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
     spineanalysis export-model RUNDIR -o FOLDER   weights + checksum + manifest from a run
+    spineanalysis export-model MODEL -o FOLDER --change ...   same weights, new inference settings
     spineanalysis models                          list available models
     spineanalysis batch INPUT -o OUTDIR           a cohort on Dask, resumable (docs/batch.md)
     spineanalysis cohort-report OUTDIR            rebuild a batch's cohort table and report.html
@@ -101,8 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from", help="start from these weights: a model name or folder (checksum verified) or a run's network.pt (continued training)"
     )
 
-    export = commands.add_parser("export-model", help="turn a training run into a model folder (weights, checksum, manifest)")
-    export.add_argument("run", help="training run folder")
+    export = commands.add_parser(
+        "export-model",
+        help="turn a training run into a model folder (weights, checksum, manifest), or give a model new inference settings",
+    )
+    export.add_argument(
+        "run", help="training run folder; or a model folder (with manifest.json): a new version with the same weights and the given inference settings"
+    )
     export.add_argument("-o", "--output", required=True, help="model folder to write")
     export.add_argument("--name", default="spine-mri-2d")
     export.add_argument("--version", default="1.0.0")
@@ -213,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export-model":
         from .model.predict import InferenceSettings
-        from .model.store import export_run
+        from .model.store import MANIFEST, export_run, find_model, retune_model
 
         evaluation = _read_export_json(args.evaluation) if args.evaluation else None
         fast_evaluation = _read_export_json(args.fast_evaluation) if args.fast_evaluation else None
@@ -223,7 +229,12 @@ def _run(args: argparse.Namespace) -> int:
             settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold).validated()
         except ValueError as error:
             raise InputError(f"export-model: {error}") from None
-        info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change, fast_evaluation, calibration)
+        if (Path(args.run) / MANIFEST).is_file():
+            if not args.change:
+                raise InputError("export-model: a model folder gets new inference settings only with --change saying what changed")
+            info = retune_model(find_model(args.run), Path(args.output), args.version, settings, args.change, evaluation, fast_evaluation, calibration)
+        else:
+            info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change, fast_evaluation, calibration)
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     from .batch.cli import COMMANDS as BATCH_COMMANDS

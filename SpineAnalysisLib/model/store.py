@@ -12,6 +12,7 @@ re-exported here.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from .predict import InferenceSettings
 #: The training history shipped next to a model's weights (every phase's log records, tagged with the phase).
 TRAINING_LOG = "training_log.jsonl"
 
-__all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "sha256_of", "write_model"]
+__all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "retune_model", "sha256_of", "write_model"]
 
 
 def load_network(info: ModelInfo, device: torch.device | str = "cpu") -> torch.nn.Module:
@@ -150,6 +151,37 @@ def export_run(
     lines = earlier_log + [json.dumps({"phase": phase["phase"], **record}) for record in log]
     (info.folder / TRAINING_LOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return info
+
+
+def retune_model(
+    source: ModelInfo, folder: Path, version: str, inference: InferenceSettings, change: str,
+    evaluation: dict | None = None, fast_evaluation: dict | None = None, calibration: dict | None = None,
+) -> ModelInfo:
+    """A new version of a model with the same weights and other inference settings (e.g. more test-time zooms).
+
+    The weights file is copied byte for byte after its checksum is verified (the sha256 stays the
+    same), the training history and log are kept, and ``inference_changes`` records what changed
+    from which version. The validation metrics must be measured again with the new settings:
+    ``evaluation`` (and ``fast_evaluation``, ``calibration``) replace the old ones; without them the
+    manifest states that the metrics are missing rather than keeping figures the settings did not give.
+    """
+    load_network(source)  # checksum and loadability, before anything is written
+    folder = Path(folder)
+    manifest = {k: v for k, v in source.manifest.items() if k not in ("validation", "validation_fast", "inference_calibration")}
+    manifest["version"] = version
+    manifest["inference"] = inference.validated().to_dict()
+    manifest["inference_changes"] = [*source.manifest.get("inference_changes", []), {"version": version, "from": source.label, "change": change}]
+    manifest["validation"] = (evaluation or {}).get("summary", {"missing": f"not measured with the settings of {version}"})
+    if fast_evaluation:
+        manifest["validation_fast"] = fast_evaluation.get("summary", {})
+    if calibration:
+        manifest["inference_calibration"] = calibration
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (source.weights_path, source.folder / TRAINING_LOG):
+        if path.is_file() and path.resolve() != (folder / path.name).resolve():
+            shutil.copyfile(path, folder / path.name)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return ModelInfo(manifest["name"], str(version), folder, manifest)
 
 
 def _network_kind(network: dict) -> str:

@@ -1,15 +1,18 @@
 """Choose a model's inference settings on the TRAINING cases (never the validation split).
 
-For every vertebral-body training case of the fixed split, the shipped network is run at the in-plane
-zooms 0.9, 1.0 and 1.1; the vertebral-body class Dice (within the annotated levels, as
+For every vertebral-body training case of the fixed split (every N-th with ``--every``), the shipped
+network is run at each in-plane zoom of the chosen ``--scale-sets`` (``SCALE_SETS``: one scale, 0.9-1.1,
+0.8-1.2, 0.7-1.3 ...); the vertebral-body class Dice (within the annotated levels, as
 ``spineanalysis evaluate`` scores it: predicted bodies of unannotated levels that do not overlap the
-annotated ones are left out) is printed for one scale and for the three-scale average, at
-several body-probability thresholds (see ``SpineAnalysisLib.model.predict.InferenceSettings``).
+annotated ones are left out) is printed for each set's averaged probabilities at several
+body-probability thresholds (see ``SpineAnalysisLib.model.predict.InferenceSettings``); ``--mirror``
+also averages each set with its left-right mirror (for a 2.5D network, the neighbour order reversed).
 With ``-o FILE`` the means are written as JSON, which ``export-model --calibration FILE`` stores in
 the model's manifest (``inference_calibration``) beside the chosen values (``export-model
 --test-time-scales ... --body-threshold ...``).
 
-    python Testing/DataChecks/calibrate_inference.py [--model Resources/Models/spine-mri-2d] [--every 1] [-o calibration.json]
+    python Testing/DataChecks/calibrate_inference.py [--model Resources/Models/spine-mri-2d] [--every 1]
+        [--scale-sets "1 scale,3 scales"] [--mirror] [--thresholds 0,0.5,0.55] [-o calibration.json]
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from SpineAnalysisLib.model.predict import _scale_averaged_probabilities, _smoot
 from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
 from SpineAnalysisLib.model.store import find_model, load_network
 
-SCALES = (0.9, 1.0, 1.1)
+SCALE_SETS = {
+    "1 scale": (1.0,),
+    "3 scales": (0.9, 1.0, 1.1),
+    "5 scales": (0.8, 0.9, 1.0, 1.1, 1.2),
+    "5 scales 0.7-1.3": (0.7, 0.85, 1.0, 1.15, 1.3),
+    "7 scales": (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3),
+}
 THRESHOLDS = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)
 
 
@@ -43,9 +52,16 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--every", type=int, default=1, help="use every N-th training case")
     parser.add_argument("-o", "--output", help="write the means as JSON (for export-model --calibration)")
+    parser.add_argument("--scale-sets", default="1 scale,3 scales", help=f"comma-separated names of {list(SCALE_SETS)}")
+    parser.add_argument("--mirror", action="store_true", help="also score each set averaged with its left-right mirror (2.5D networks: neighbour order reversed)")
+    parser.add_argument("--thresholds", default=",".join(str(t) for t in THRESHOLDS))
     args = parser.parse_args()
     torch.set_num_threads(2)
     network = load_network(find_model(args.model))
+    scale_sets = {name: SCALE_SETS[name] for name in args.scale_sets.split(",")}
+    scales = sorted({scale for values in scale_sets.values() for scale in values})
+    mirrors = (False, True) if args.mirror else (False,)
+    thresholds = tuple(float(t) for t in args.thresholds.split(","))
     train, _ = split_cases(read_manifest())
     records = [r for r in train if any(scheme_label in VERTEBRA_CLASSES for scheme_label in r.annotated_labels)][:: args.every]
     scores: dict[str, list[float]] = {}
@@ -62,22 +78,28 @@ def main() -> None:
         annotated_channels = [LABEL_TO_CHANNEL[v] for v in annotated]
         weights = slice_smoothing_weights(frame.spacing[0], 1.0)
         with torch.inference_mode():
-            per_scale = {}
-            for scale in SCALES:
-                parts = [_scale_averaged_probabilities(network, volume[i : i + 8], tuple(volume.shape[-2:]), (scale,), 8, False) for i in range(0, len(volume), 8)]
-                per_scale[scale] = torch.cat(parts)
-            variants = {"1 scale": per_scale[1.0], "3 scales": sum(per_scale.values()) / len(SCALES)}
+            per_run = {}
+            for scale in scales:
+                for mirrored in mirrors:
+                    fed = volume.flip(1) if mirrored else volume
+                    parts = [_scale_averaged_probabilities(network, fed[i : i + 8], tuple(fed.shape[-2:]), (scale,), 8, False) for i in range(0, len(fed), 8)]
+                    per_run[scale, mirrored] = torch.cat(parts)
+            variants = {}
+            for name, values in scale_sets.items():
+                for mirrored in mirrors:
+                    runs = [per_run[scale, m] for scale in values for m in mirrors if m <= mirrored]
+                    variants[name + (" + mirror" if mirrored else "")] = sum(runs) / len(runs)
             for name, probs in variants.items():
                 smoothed = _smooth_across_slices(probs, weights, 0, len(probs))
-                for threshold in THRESHOLDS:
+                for threshold in thresholds:
                     classes = decide_classes(smoothed, threshold)[1].numpy()
                     scores.setdefault(f"{name}, threshold {threshold:.2f}", []).append(body_dice(classes, truth, annotated_channels))
-        print(f"{record.case_id}: " + ", ".join(f"{k.split(',')[0]}@{k.split()[-1]} {v[-1]:.3f}" for k, v in scores.items() if k.endswith(("0.00", "0.60"))), flush=True)
+        print(f"{record.case_id}: " + ", ".join(f"{k.split(',')[0]}@{k.split()[-1]} {v[-1]:.3f}" for k, v in scores.items() if k.endswith("0.55")), flush=True)
     print(f"\n{len(records)} training cases with vertebral bodies, {time.time() - started:.0f} s; mean body Dice:")
     for key, values in scores.items():
         print(f"  {key}: {np.mean(values):.4f}")
     if args.output:
-        command = "python Testing/DataChecks/calibrate_inference.py" + (f" --model {args.model}" if args.model else "") + (f" --every {args.every}" if args.every != 1 else "")
+        command = "python Testing/DataChecks/calibrate_inference.py" + (f" --model {args.model}" if args.model else "") + (f" --every {args.every}" if args.every != 1 else "") + f" --scale-sets '{args.scale_sets}'" + (" --mirror" if args.mirror else "") + f" --thresholds {args.thresholds}"
         result = {
             "chosen_on": f"{len(records)} vertebral-body training cases of the split (never the validation cases)",
             "command": command,

@@ -214,3 +214,40 @@ def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
 
     assert load_network(exported).input_config == wide  # the loaded network is fed neighbours again
     assert "--slice-context-mm 3" in _train_command(tmp_path / "run", json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8")))
+
+
+def test_a_model_gets_new_inference_settings_with_the_same_weights(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+    from SpineAnalysisLib.model.network import build_network
+    from SpineAnalysisLib.model.store import find_model, load_network, write_model
+
+    config = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=0)
+    history = {"phases": [{"phase": 1, "steps": 5}], "wall_clock_minutes": 1.0}
+    source = write_model(
+        tmp_path / "model", build_network(config).state_dict(),
+        {"name": "tiny", "version": "0.1.0", "network": config.to_dict(), "training": history, "validation": {"dice_vertebra": 0.5},
+         "inference": {"slice_smoothing_sigma_mm": 1.0, "test_time_scales": [1.0], "body_probability_threshold": 0.0}},
+    )
+    (source.folder / "training_log.jsonl").write_text('{"phase": 1, "step": 5}\n', encoding="utf-8")
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({"summary": {"dice_vertebra": 0.6}}), encoding="utf-8")
+    retune = ["export-model", str(source.folder), "-o", str(tmp_path / "model2"), "--version", "0.1.1", "--test-time-scales", "0.8,1,1.2", "--body-threshold", "0.55"]
+
+    assert main(retune) == 2  # what changed must be said
+    assert "--change" in capsys.readouterr().err and not (tmp_path / "model2").exists()
+    assert main([*retune, "--change", "five zooms", "--evaluation", str(evaluation)]) == 0
+    retuned = find_model(str(tmp_path / "model2"))
+    assert retuned.version == "0.1.1" and retuned.manifest["sha256"] == source.manifest["sha256"]
+    assert retuned.weights_path.read_bytes() == source.weights_path.read_bytes()
+    assert retuned.manifest["inference"] == {"slice_smoothing_sigma_mm": 1.0, "test_time_scales": [0.8, 1.0, 1.2], "body_probability_threshold": 0.55}
+    assert retuned.manifest["training"] == history and (retuned.folder / "training_log.jsonl").read_text(encoding="utf-8") == '{"phase": 1, "step": 5}\n'
+    assert retuned.manifest["inference_changes"] == [{"version": "0.1.1", "from": "tiny 0.1.0", "change": "five zooms"}]
+    assert retuned.manifest["validation"] == {"dice_vertebra": 0.6}
+    load_network(retuned)
+
+    # without a new evaluation the old figures are not carried over; a corrupt model is refused before anything is written
+    assert main([*retune[:3], str(tmp_path / "model3"), *retune[4:], "--change", "no evaluation"]) == 0
+    assert "missing" in find_model(str(tmp_path / "model3")).manifest["validation"]
+    source.weights_path.write_bytes(b"corrupt")
+    assert main([*retune[:3], str(tmp_path / "model4"), *retune[4:], "--change", "x"]) == 2
+    assert "corrupt" in capsys.readouterr().err and not (tmp_path / "model4").exists()
