@@ -48,6 +48,9 @@ class TrainingConfig:
     source_weights: dict = field(default_factory=dict)  # extra sampling weight per data source, e.g. {"VB1": 3.0}
     freeze_batch_norm: bool = False  # keep batch-norm running statistics (fine-tuning with small batches)
     initialised_from: str = ""  # weights training started from (continued training / fine-tuning), empty: random
+    # share of samples whose crop is centred on a random labelled pixel instead of the labels' centre, so
+    # that the outermost levels (T10 at the top of a long field of view, S1) and the image edges get into crops
+    random_centre_fraction: float = 0.0
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
@@ -147,7 +150,10 @@ class SliceSampler:
                 index = int(self.rng.integers(case.image.shape[0]))
             target = case.target[index]
             rows, cols = np.nonzero(target)
-            if rows.size:
+            if rows.size and self.config.random_centre_fraction and self.rng.random() < self.config.random_centre_fraction:
+                pick = int(self.rng.integers(rows.size))
+                centre = (float(rows[pick]), float(cols[pick]))
+            elif rows.size:
                 centre = (float(rows.mean()), float(cols.mean()))
             else:
                 centre = (target.shape[0] / 2, target.shape[1] / 2)

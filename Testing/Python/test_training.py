@@ -251,3 +251,33 @@ def test_a_model_gets_new_inference_settings_with_the_same_weights(tmp_path, cap
     source.weights_path.write_bytes(b"corrupt")
     assert main([*retune[:3], str(tmp_path / "model4"), *retune[4:], "--change", "x"]) == 2
     assert "corrupt" in capsys.readouterr().err and not (tmp_path / "model4").exists()
+
+
+def test_random_centres_bring_the_outermost_level_into_crops():
+    """Crops centred on the labels' centre never reach a level far from it; centred on random labelled pixels they do."""
+    from types import SimpleNamespace
+
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.training import SliceSampler
+
+    target = np.zeros((2, 400, 64), np.int64)
+    target[:, 20:380, 20:44] = LABEL_TO_CHANNEL[21]
+    target[:, 0:20, 20:44] = LABEL_TO_CHANNEL[17]  # the outermost level, 170-190 rows from the centre
+    case = SimpleNamespace(
+        record=SimpleNamespace(source="VB1"), image=np.random.default_rng(0).random((2, 400, 64), dtype=np.float32), target=target,
+        annotated=np.ones(len(LABEL_TO_CHANNEL), bool), labelled_slices=np.arange(2), slice_spacing_mm=1.0,
+    )
+
+    def crops_with_outermost_level(fraction: float) -> int:
+        sampler = SliceSampler([case], TrainingConfig(batch_size=8, crop=64, random_centre_fraction=fraction))
+        return sum(int((targets == LABEL_TO_CHANNEL[17]).flatten(1).any(1).sum()) for targets in (sampler.batch()[1] for _ in range(8)))
+
+    assert crops_with_outermost_level(0.0) == 0
+    assert crops_with_outermost_level(1.0) > 0
+
+
+def test_bad_random_centre_fraction_is_a_one_line_error(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+
+    assert main(["train", "-o", str(tmp_path / "run"), "--random-centre-fraction", "1.5"]) == 2
+    assert "--random-centre-fraction must be between 0 and 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
