@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of crops centred on a random labelled pixel instead of the labels' centre (the outermost levels and image edges get into crops)",
     )
     train.add_argument(
+        "--average-weights-from", type=float, default=0.0, metavar="F",
+        help="average the weights of every step after this share of the run (stochastic weight averaging), e.g. 0.5: the second half; 0: off",
+    )
+    train.add_argument(
         "--slice-context-mm", type=float, default=0.0, metavar="MM",
         help="2.5D: feed each sagittal slice with its two neighbours this far away (0: plain 2D); a 2D --init-from model is widened",
     )
@@ -213,12 +217,14 @@ def _run(args: argparse.Namespace) -> int:
 
         if not 0.0 <= args.random_centre_fraction <= 1.0:
             raise InputError(f"--random-centre-fraction must be between 0 and 1, got {args.random_centre_fraction:g}")
+        if not 0.0 <= args.average_weights_from < 1.0:
+            raise InputError(f"--average-weights-from must be at least 0 and below 1, got {args.average_weights_from:g}")
         config = TrainingConfig(
             steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
             source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
-            **_network_option(args.slice_context_mm),
+            average_weights_from=args.average_weights_from, **_network_option(args.slice_context_mm),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)

@@ -43,6 +43,15 @@ class SliceAugmenter:
         self.intensity = intensity_transform()
         self.intensity.set_random_state(seed=seed)
 
+    def random_states(self) -> dict:
+        """Every random generator's state, for a checkpoint (see :meth:`restore_random_states`)."""
+        return {"geometry": self.rng.bit_generator.state, "intensity": [t.R.get_state() for t in self.intensity.transforms if hasattr(t, "R")]}
+
+    def restore_random_states(self, states: dict) -> None:
+        self.rng.bit_generator.state = states["geometry"]
+        for transform, state in zip([t for t in self.intensity.transforms if hasattr(t, "R")], states["intensity"]):
+            transform.R.set_state(state)
+
     def geometry(self, image: np.ndarray, target: np.ndarray, centre_rc: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
         """Resample a window around ``centre_rc`` (row, column) with random rotation and scale."""
         rng = self.rng

@@ -51,6 +51,11 @@ class TrainingConfig:
     # share of samples whose crop is centred on a random labelled pixel instead of the labels' centre, so
     # that the outermost levels (T10 at the top of a long field of view, S1) and the image edges get into crops
     random_centre_fraction: float = 0.0
+    # share of the run after which the weights are averaged step by step (stochastic weight averaging,
+    # Izmailov et al., UAI 2018) at the constant learning rate reached there; the averaged weights, with
+    # batch-norm statistics measured afresh, become network.pt, the last step's network_last.pt.
+    # 0: off (cosine decay to the end; network.pt is the last step's)
+    average_weights_from: float = 0.0
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
@@ -164,7 +169,75 @@ class SliceSampler:
         return torch.stack(images), torch.stack(targets), torch.stack(annotated)
 
 
-def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampler: SliceSampler, config: TrainingConfig) -> None:
+class WeightAverage:
+    """Running mean of a network's state over training steps (stochastic weight averaging).
+
+    Floating-point parameters and buffers (batch-norm running means and variances) are averaged with
+    equal weight per step; integer buffers (batch counters) are the latest step's.
+    """
+
+    def __init__(self, state: dict | None = None, count: int = 0):
+        self.state = state
+        self.count = count
+
+    def update(self, network: torch.nn.Module) -> None:
+        current = network.state_dict()
+        self.count += 1
+        if self.state is None:
+            self.state = {k: v.detach().clone() for k, v in current.items()}
+            return
+        for key, value in current.items():
+            if value.is_floating_point():
+                self.state[key] += (value.detach() - self.state[key]) / self.count
+            else:
+                self.state[key] = value.detach().clone()
+
+
+#: Training batches over which the averaged network's batch-norm statistics are measured.
+BATCH_NORM_BATCHES = 100
+
+
+def averaging_start_step(config: TrainingConfig) -> int | None:
+    """The last step not averaged (averaging covers the steps after it), or None when averaging is off."""
+    if not config.average_weights_from:
+        return None
+    return min(config.steps - 1, int(round(config.steps * config.average_weights_from)))
+
+
+def learning_rate_factor(step: int, steps: int, warmup: int, average_after: int | None = None) -> float:
+    """Share of the peak learning rate at ``step``: linear warm-up, then cosine decay to 0 at ``steps``.
+
+    With weight averaging from step ``average_after`` the rate stays at its value there (the constant
+    rate of stochastic weight averaging), so that the averaged weights come from a stretch of the
+    basin rather than from the nearly frozen end of a cosine schedule.
+    """
+    position = step if average_after is None else min(step, average_after)
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, position / steps)))
+
+
+def recompute_batch_norm(network: torch.nn.Module, batches: Callable[[], torch.Tensor], count: int, device: torch.device) -> None:
+    """Batch-norm running statistics of ``network`` measured afresh over ``count`` training batches.
+
+    Averaged weights need statistics of their own (Izmailov et al. 2018, section 3.2): the average of
+    running statistics along the trajectory is not the statistics of the averaged network.
+    """
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative mean over the batches
+    network.train()
+    with torch.no_grad():
+        for _ in range(count):
+            network(batches().to(device))
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
+    network.eval()
+
+
+def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampler: SliceSampler, config: TrainingConfig, average: WeightAverage | None = None) -> None:
     state = {
         "network": network.state_dict(),
         "optimiser": optimiser.state_dict(),
@@ -172,9 +245,11 @@ def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampl
         "step": step,
         "config": asdict(config),
         "sampler_rng": sampler.rng.bit_generator.state,
-        "augmenter_rng": sampler.augmenter.rng.bit_generator.state,
+        "augmenter_rng": sampler.augmenter.random_states(),
         "torch_rng": torch.get_rng_state(),
     }
+    if average is not None and average.state is not None:
+        state["averaged_state"], state["averaged_count"] = average.state, average.count
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
     temporary.replace(path)
@@ -233,21 +308,26 @@ def train(
         network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in initial_state.items()})
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 30)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))
-    )
+    average_after = averaging_start_step(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: learning_rate_factor(s, config.steps, warmup, average_after))
     sampler = SliceSampler(train_cases, config)
     checkpoint = output_dir / "checkpoint.pt"
     step = 0
+    average = WeightAverage() if average_after is not None else None
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)  # our own checkpoint (optimiser + RNG states)
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
-        sampler.augmenter.rng.bit_generator.state = state["augmenter_rng"]
+        if "geometry" in state["augmenter_rng"]:
+            sampler.augmenter.restore_random_states(state["augmenter_rng"])
+        else:  # older checkpoints kept the geometry generator only
+            sampler.augmenter.rng.bit_generator.state = state["augmenter_rng"]
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        if average is not None and "averaged_state" in state:
+            average = WeightAverage(state["averaged_state"], state["averaged_count"])
         log(f"resumed from step {step}")
 
     log_file = (output_dir / "log.jsonl").open("a", encoding="utf-8")
@@ -269,6 +349,8 @@ def train(
         optimiser.step()
         scheduler.step()
         step += 1
+        if average is not None and step > average_after:
+            average.update(network)
         window_losses.append(loss.item())
         if step % max(1, config.log_every) == 0 or step == config.steps:
             record = {"step": step, "loss": float(np.mean(window_losses)), "lr": scheduler.get_last_lr()[0], "seconds_per_step": (time.time() - window_start) / len(window_losses), "elapsed_s": time.time() - started}
@@ -277,13 +359,24 @@ def train(
             log(f"step {step}/{config.steps} loss {record['loss']:.4f} ({record['seconds_per_step']:.2f} s/step)")
             window_losses, window_start = [], time.time()
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_checkpoint(checkpoint, network, optimiser, scheduler, step, sampler, config)
+            _save_checkpoint(checkpoint, network, optimiser, scheduler, step, sampler, config, average)
         if validation_cases and (step % config.validate_every == 0 or step == config.steps):
             scores = validation_dice(network, validation_cases, device)
             log_file.write(json.dumps({"step": step, "validation": scores}) + "\n")
             log_file.flush()
             log(f"validation at step {step}: {scores}")
     weights = output_dir / "network.pt"
+    if average is not None and average.state is not None:
+        torch.save(network.state_dict(), output_dir / "network_last.pt")
+        network.load_state_dict(average.state)
+        if not config.freeze_batch_norm:
+            recompute_batch_norm(network, lambda: sampler.batch()[0], BATCH_NORM_BATCHES, device)
+        log(f"network.pt: the mean of the weights of the last {average.count} steps (network_last.pt: the last step's)")
+        if validation_cases:
+            scores = validation_dice(network, validation_cases, device)
+            log_file.write(json.dumps({"step": step, "validation_averaged": scores, "averaged_steps": average.count}) + "\n")
+            log_file.flush()
+            log(f"validation of the averaged weights: {scores}")
     torch.save(network.state_dict(), weights)
     (output_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=1))
     log(f"finished {config.steps} steps in {(time.time() - started) / 60:.1f} min; weights {weights}")

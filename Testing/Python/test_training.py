@@ -281,3 +281,79 @@ def test_bad_random_centre_fraction_is_a_one_line_error(tmp_path, capsys):
 
     assert main(["train", "-o", str(tmp_path / "run"), "--random-centre-fraction", "1.5"]) == 2
     assert "--random-centre-fraction must be between 0 and 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_weight_average_is_the_mean_of_the_steps_and_keeps_integer_buffers():
+    from SpineAnalysisLib.model.training import WeightAverage
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    average = WeightAverage()
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            network[0].weight.fill_(value)
+        network[1].num_batches_tracked.fill_(int(value))
+        average.update(network)
+    assert average.count == 3
+    assert torch.allclose(average.state["0.weight"], torch.full_like(network[0].weight, 3.0))
+    assert int(average.state["1.num_batches_tracked"]) == 6  # a counter, not averaged
+    average.state["0.weight"] += 1  # the average owns its tensors: the network is untouched
+    assert float(network[0].weight.detach().max()) == 6.0
+
+
+def test_learning_rate_stays_constant_while_weights_are_averaged():
+    from SpineAnalysisLib.model.training import learning_rate_factor
+
+    plain = [learning_rate_factor(s, 100, 10) for s in range(100)]
+    assert plain[0] == 0.1 and plain[9] > 0.97 and plain[99] < 0.01 and abs(plain[50] - 0.5) < 1e-9
+    averaged = [learning_rate_factor(s, 100, 10, average_after=50) for s in range(100)]
+    assert averaged[:51] == plain[:51] and set(averaged[50:]) == {plain[50]}
+
+
+def test_batch_norm_statistics_are_measured_afresh():
+    from SpineAnalysisLib.model.training import recompute_batch_norm
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.BatchNorm2d(1))
+    with torch.no_grad():
+        network[0].weight.fill_(2.0)
+    network[1].running_mean.fill_(-50.0)  # stale statistics, as averaged along a trajectory
+    generator = torch.Generator().manual_seed(0)
+    recompute_batch_norm(network, lambda: 3.0 + torch.randn(4, 1, 8, 8, generator=generator), 20, torch.device("cpu"))
+    assert abs(float(network[1].running_mean) - 6.0) < 0.1  # 2 x mean 3
+    assert abs(float(network[1].running_var) - 4.0) < 0.3  # 2^2 x variance 1
+    assert network[1].momentum == 0.1 and not network.training
+
+
+def test_averaged_run_writes_both_weights_and_resumes_to_the_same_average(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset(data)
+    network = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=0).to_dict()
+    config = TrainingConfig(steps=12, batch_size=2, crop=64, validate_every=100, checkpoint_every=6, threads=1, network=network,
+                            validation_fraction=0.25, average_weights_from=0.5, log_every=1)  # fmt: skip
+    whole = train(tmp_path / "whole", config, data_dir=data, log=lambda m: None)
+
+    def interrupt_at_step_8(message):
+        if message.startswith("step 8/"):
+            raise KeyboardInterrupt  # killed mid-run: the last checkpoint is step 6's, two averaged steps in
+
+    import pytest
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "split", config, data_dir=data, log=interrupt_at_step_8)
+    messages = []
+    split = train(tmp_path / "split", config, data_dir=data, log=messages.append)
+    assert any("resumed from step 6" in m for m in messages)
+    assert any("mean of the weights of the last 6 steps" in m for m in messages)
+    averaged, last = torch.load(whole, weights_only=True), torch.load(tmp_path / "whole" / "network_last.pt", weights_only=True)
+    assert max(float((averaged[k] - last[k]).abs().max()) for k in averaged if averaged[k].is_floating_point()) > 0
+    resumed = torch.load(split, weights_only=True)
+    assert all(torch.allclose(averaged[k].float(), resumed[k].float(), atol=1e-6) for k in averaged)
+    records = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["averaged_steps"] for r in records if "validation_averaged" in r] == [6]
+
+
+def test_bad_average_weights_share_is_a_one_line_error(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+
+    assert main(["train", "-o", str(tmp_path / "run"), "--average-weights-from", "1"]) == 2
+    assert "--average-weights-from must be at least 0 and below 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
