@@ -43,13 +43,20 @@ class SliceAugmenter:
         self.intensity = intensity_transform()
         self.intensity.set_random_state(seed=seed)
 
+    def _random_intensity_transforms(self) -> list:
+        return [t for t in self.intensity.transforms if hasattr(t, "R")]
+
     def random_states(self) -> dict:
         """Every random generator's state, for a checkpoint (see :meth:`restore_random_states`)."""
-        return {"geometry": self.rng.bit_generator.state, "intensity": [t.R.get_state() for t in self.intensity.transforms if hasattr(t, "R")]}
+        return {"geometry": self.rng.bit_generator.state, "intensity": [t.R.get_state() for t in self._random_intensity_transforms()]}
 
     def restore_random_states(self, states: dict) -> None:
+        """Restore :meth:`random_states`; an older checkpoint's bare geometry-generator state is accepted too."""
+        if "geometry" not in states:  # older checkpoints kept the geometry generator only
+            self.rng.bit_generator.state = states
+            return
         self.rng.bit_generator.state = states["geometry"]
-        for transform, state in zip([t for t in self.intensity.transforms if hasattr(t, "R")], states["intensity"]):
+        for transform, state in zip(self._random_intensity_transforms(), states["intensity"]):
             transform.R.set_state(state)
 
     def geometry(self, image: np.ndarray, target: np.ndarray, centre_rc: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -320,10 +320,7 @@ def train(
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
-        if "geometry" in state["augmenter_rng"]:
-            sampler.augmenter.restore_random_states(state["augmenter_rng"])
-        else:  # older checkpoints kept the geometry generator only
-            sampler.augmenter.rng.bit_generator.state = state["augmenter_rng"]
+        sampler.augmenter.restore_random_states(state["augmenter_rng"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         if average is not None and "averaged_state" in state:
