@@ -104,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--slice-context-mm", type=float, default=0.0, metavar="MM",
-        help="2.5D: feed each sagittal slice with its two neighbours this far away (0: plain 2D); a 2D --init-from model is widened",
+        help="2.5D: feed each sagittal slice with neighbours this far apart (0: plain 2D); an --init-from model fed fewer slices is widened",
+    )
+    train.add_argument(
+        "--context-slices", type=int, default=1, metavar="K",
+        help="2.5D: neighbours fed on either side of each slice, --slice-context-mm apart (default 1: the slices 1x that distance away; 2: also 2x)",
     )
     train.add_argument(
         "--init-from", help="start from these weights: a model name or folder (checksum verified) or a run's network.pt (continued training)"
@@ -139,15 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _network_option(slice_context_mm: float) -> dict:
-    """TrainingConfig arguments for ``--slice-context-mm`` (nothing for plain 2D)."""
+def _network_option(slice_context_mm: float, context_slices: int = 1) -> dict:
+    """TrainingConfig arguments for ``--slice-context-mm`` and ``--context-slices`` (nothing for plain 2D)."""
     if slice_context_mm < 0:
         raise InputError(f"--slice-context-mm must be >= 0, got {slice_context_mm}")
+    if not 1 <= context_slices <= 4:
+        raise InputError(f"--context-slices must be 1 to 4 neighbours on either side, got {context_slices}")
     if not slice_context_mm:
+        if context_slices != 1:
+            raise InputError("--context-slices needs --slice-context-mm (the distance between the slices fed)")
         return {}
     from .model.network import NetworkConfig
 
-    return {"network": NetworkConfig(in_channels=3, slice_context_mm=slice_context_mm).to_dict()}
+    return {"network": NetworkConfig(in_channels=1 + 2 * context_slices, slice_context_mm=slice_context_mm).to_dict()}
 
 
 def _parse_source_weights(items: list[str]) -> dict[str, float]:
@@ -224,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
             source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
-            average_weights_from=args.average_weights_from, **_network_option(args.slice_context_mm),
+            average_weights_from=args.average_weights_from, **_network_option(args.slice_context_mm, args.context_slices),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)

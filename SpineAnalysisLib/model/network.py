@@ -83,11 +83,12 @@ def input_config(network: torch.nn.Module) -> NetworkConfig:
 
 
 def inflate_input_channels(state: dict, network: torch.nn.Module) -> dict:
-    """A 2D network's weights for ``network`` when it is fed more slices: the extra input channels start at zero.
+    """Weights of a network fed fewer slices, for ``network``: the extra input channels start at zero.
 
-    Every weight whose input-channel dimension is 1 where ``network`` has ``in_channels`` is widened
-    with the old weights on the middle channel, so the widened network computes what the 2D one did
-    and training learns what the neighbours add. Other weights pass unchanged.
+    Every weight whose input-channel dimension is an odd number smaller than ``network``'s
+    ``in_channels`` (1 for a 2D network, 3 for a 2.5D one with one neighbour on either side) is
+    widened with the old weights on the middle channels, so the widened network computes what the
+    narrower one did and training learns what the further neighbours add. Other weights pass unchanged.
     """
     config = input_config(network)
     if config.in_channels == 1:
@@ -96,9 +97,14 @@ def inflate_input_channels(state: dict, network: torch.nn.Module) -> dict:
     inflated = {}
     for key, value in state.items():
         wanted = target.get(key)
-        if wanted is not None and value.ndim >= 2 and value.shape[1] == 1 and wanted.shape[1] == config.in_channels and value.shape[2:] == wanted.shape[2:] and value.shape[0] == wanted.shape[0]:
+        narrower = (
+            wanted is not None and value.ndim >= 2 and wanted.shape[1] == config.in_channels and value.shape[1] < config.in_channels
+            and value.shape[1] % 2 == 1 and value.shape[2:] == wanted.shape[2:] and value.shape[0] == wanted.shape[0]
+        )  # fmt: skip
+        if narrower:
             widened = torch.zeros(wanted.shape, dtype=value.dtype)
-            widened[:, config.neighbours] = value[:, 0]
+            first = (config.in_channels - value.shape[1]) // 2
+            widened[:, first : first + value.shape[1]] = value
             value = widened
         inflated[key] = value
     return inflated

@@ -226,6 +226,9 @@ def _train_command(run_dir: Path, config: dict) -> str:
         parts += ["--source-weight", f"{source}={weight:g}"]
     if config.get("network", {}).get("slice_context_mm"):
         parts += ["--slice-context-mm", f"{config['network']['slice_context_mm']:g}"]
+        neighbours = (config["network"].get("in_channels", 3) - 1) // 2
+        if neighbours != 1:
+            parts += ["--context-slices", str(neighbours)]
     if config.get("initialised_from"):
         parts += ["--init-from", config["initialised_from"]]
     return " ".join(parts)

@@ -216,6 +216,38 @@ def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
     assert "--slice-context-mm 3" in _train_command(tmp_path / "run", json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8")))
 
 
+def test_25d_weights_widen_to_more_neighbours_that_compute_the_same(tmp_path, capsys):
+    """A network fed 3 slices widened to 5 (``--context-slices 2``) keeps its output while the outer
+    neighbours' weights are 0; it is fed slices -2d..2d apart, and its training command repeats the option."""
+    import pytest
+
+    from SpineAnalysisLib.cli import main
+    from SpineAnalysisLib.model.network import build_network, inflate_input_channels, input_slice_offsets
+    from SpineAnalysisLib.model.store import _train_command
+
+    three = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, in_channels=3, slice_context_mm=3.0)
+    five = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, in_channels=5, slice_context_mm=3.0)
+    torch.manual_seed(1)
+    narrow = build_network(three).eval()
+    wide = build_network(five)
+    wide.load_state_dict(inflate_input_channels(narrow.state_dict(), wide))
+    wide.eval()
+    x = torch.rand(2, 5, 32, 32)
+    assert torch.allclose(narrow(x[:, 1:4]), wide(x), atol=1e-5)
+    widened = [k for k, v in wide.state_dict().items() if v.ndim == 4 and v.shape[1] == 5]
+    assert widened and all(float(wide.state_dict()[k][:, [0, 4]].abs().max()) == 0 for k in widened)
+    assert input_slice_offsets(five, 1.0) == (-6, -3, 0, 3, 6) and input_slice_offsets(five, 4.0) == (-2, -1, 0, 1, 2)
+
+    config = {"steps": 5, "network": five.to_dict(), "initialised_from": "Resources/Models/spine-mri-2d"}
+    assert "--slice-context-mm 3 --context-slices 2" in _train_command(tmp_path / "run", config)
+    assert "--context-slices" not in _train_command(tmp_path / "run", {"steps": 5, "network": three.to_dict()})
+
+    for arguments, message in ((["--context-slices", "2"], "needs --slice-context-mm"), (["--slice-context-mm", "3", "--context-slices", "0"], "1 to 4")):
+        assert main(["train", "-o", str(tmp_path / "bad"), "--steps", "1", *arguments]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_model_gets_new_inference_settings_with_the_same_weights(tmp_path, capsys):
     from SpineAnalysisLib.cli import main
     from SpineAnalysisLib.model.network import build_network
