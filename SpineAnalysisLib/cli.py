@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="folder with manifest.csv (default: ../shared/data/lumbar_mri)")
     train.add_argument("--steps", type=int, default=2500)
     train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--seed", type=int, default=20261123)
+    train.add_argument(
+        "--seed", type=int, default=20261123,
+        help="seed of case drawing, augmentation and initialisation; the validation split stays the fixed one (dataset.SPLIT_SEED)",
+    )
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the cosine schedule")
     train.add_argument("--disc-case-weight", type=float, default=4.0, help="how much more often cases with expert disc labels are drawn")

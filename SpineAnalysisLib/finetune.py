@@ -39,7 +39,7 @@ from . import annotation, imageio
 from .errors import InputError
 from .model import store
 from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
-from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases
+from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases, SPLIT_SEED
 from .model.network import NetworkConfig, build_network
 from .model.preprocessing import sagittal_frame
 from .model.predict import InferenceSettings
@@ -263,7 +263,7 @@ def finetune(
         data_dir = Path(shipped_data_dir) if shipped_data_dir else default_data_dir()
         if not (data_dir / "manifest.csv").exists():
             raise InputError(f"{data_dir}: shipped training data not found (manifest.csv); set SPINEANALYSIS_DATA or pass --data")
-        shipped_train, shipped_validation = split_cases(read_manifest(data_dir), validation_fraction, seed)
+        shipped_train, shipped_validation = split_cases(read_manifest(data_dir), validation_fraction, SPLIT_SEED)
         train_records += shipped_train
         validation_records += shipped_validation
         disc_case_weight = TrainingConfig().disc_case_weight  # as the sampler will draw the shipped cases

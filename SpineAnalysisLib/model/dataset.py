@@ -111,7 +111,11 @@ def read_manifest(data_dir: Path | None = None, kind: str = "image+labels") -> l
     return records
 
 
-def split_cases(records: list[CaseRecord], validation_fraction: float = 0.2, seed: int = 20261123) -> tuple[list[CaseRecord], list[CaseRecord]]:
+#: Seed of the fixed validation split every shipped model is validated on (``split_cases``).
+SPLIT_SEED = 20261123
+
+
+def split_cases(records: list[CaseRecord], validation_fraction: float = 0.2, seed: int = SPLIT_SEED) -> tuple[list[CaseRecord], list[CaseRecord]]:
     """Fixed split by subject group, stratified by source data set (at least one validation group each)."""
     train, validation = [], []
     by_source: dict[str, dict[str, list[CaseRecord]]] = {}

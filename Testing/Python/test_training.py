@@ -389,3 +389,18 @@ def test_bad_average_weights_share_is_a_one_line_error(tmp_path, capsys):
 
     assert main(["train", "-o", str(tmp_path / "run"), "--average-weights-from", "1"]) == 2
     assert "--average-weights-from must be at least 0 and below 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_another_sampling_seed_keeps_the_fixed_validation_split(tmp_path):
+    from SpineAnalysisLib.model.dataset import SPLIT_SEED, read_manifest, split_cases
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset(data)
+    records = read_manifest(data)
+    fixed = [r.case_id for r in split_cases(records, 0.25, SPLIT_SEED)[1]]
+    assert [r.case_id for r in split_cases(records, 0.25, 7)[1]] != fixed  # seed 7 alone would split otherwise
+    network = NetworkConfig(channels=(8, 16), strides=(2,), num_res_units=0).to_dict()
+    config = TrainingConfig(steps=1, batch_size=2, crop=64, validate_every=1, threads=1, network=network, validation_fraction=0.25, seed=7)
+    train(tmp_path / "run", config, data_dir=data, log=lambda message: None)
+    assert json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))["validation"] == fixed
