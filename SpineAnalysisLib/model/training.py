@@ -240,6 +240,11 @@ def recompute_batch_norm(network: torch.nn.Module, batches: Callable[[], torch.T
     network.eval()
 
 
+def cpu_state(network: torch.nn.Module) -> dict:
+    """The network's state as CPU tensors, so that weights trained on a GPU load anywhere."""
+    return {k: v.detach().cpu() for k, v in network.state_dict().items()}
+
+
 def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampler: SliceSampler, config: TrainingConfig, average: WeightAverage | None = None) -> None:
     state = {
         "network": network.state_dict(),
@@ -251,6 +256,8 @@ def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampl
         "augmenter_rng": sampler.augmenter.random_states(),
         "torch_rng": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     if average is not None and average.state is not None:
         state["averaged_state"], state["averaged_count"] = average.state, average.count
     temporary = path.with_suffix(".tmp")
@@ -318,16 +325,20 @@ def train(
     step = 0
     average = WeightAverage() if average_after is not None else None
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)  # our own checkpoint (optimiser + RNG states)
+        # our own checkpoint (optimiser + RNG states); read to the CPU because the generator states must stay
+        # there (torch.set_rng_state refuses a CUDA tensor); the optimiser moves its state to the parameters' device
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
         sampler.augmenter.restore_random_states(state["augmenter_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = state["step"]
         if average is not None and "averaged_state" in state:
-            average = WeightAverage(state["averaged_state"], state["averaged_count"])
+            average = WeightAverage({k: v.to(device) for k, v in state["averaged_state"].items()}, state["averaged_count"])
         log(f"resumed from step {step}")
 
     log_file = (output_dir / "log.jsonl").open("a", encoding="utf-8")
@@ -367,7 +378,7 @@ def train(
             log(f"validation at step {step}: {scores}")
     weights = output_dir / "network.pt"
     if average is not None and average.state is not None:
-        torch.save(network.state_dict(), output_dir / "network_last.pt")
+        torch.save(cpu_state(network), output_dir / "network_last.pt")
         network.load_state_dict(average.state)
         if not config.freeze_batch_norm:
             recompute_batch_norm(network, lambda: sampler.batch()[0], BATCH_NORM_BATCHES, device)
@@ -377,7 +388,7 @@ def train(
             log_file.write(json.dumps({"step": step, "validation_averaged": scores, "averaged_steps": average.count}) + "\n")
             log_file.flush()
             log(f"validation of the averaged weights: {scores}")
-    torch.save(network.state_dict(), weights)
+    torch.save(cpu_state(network), weights)
     (output_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=1))
     log(f"finished {config.steps} steps in {(time.time() - started) / 60:.1f} min; weights {weights}")
     return weights

@@ -4,8 +4,9 @@ import csv
 import json
 
 import numpy as np
-import torch
+import pytest
 import SimpleITK as sitk
+import torch
 
 from SpineAnalysisLib.model.network import NetworkConfig
 from SpineAnalysisLib.model.training import TrainingConfig, train
@@ -31,6 +32,15 @@ def _write_case(folder, case_id, annotated, rng):
         sitk.WriteImage(item, str(folder / name / f"{case_id}.nii.gz"))
     return {"case_id": case_id, "split": "shared", "kind": "image+labels", "label_values_present": " ".join(f"{v}:x" for v in annotated),
             "subject_group": case_id, "image_file": f"images/{case_id}.nii.gz", "label_file": f"labels/{case_id}.nii.gz"}
+
+
+@pytest.fixture(autouse=True)
+def deterministic_cudnn():
+    """On a GPU machine, resumed runs must match whole runs bit for bit: cuDNN's autotuned kernels are not deterministic."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 def _dataset(folder):
@@ -379,7 +389,8 @@ def test_averaged_run_writes_both_weights_and_resumes_to_the_same_average(tmp_pa
     averaged, last = torch.load(whole, weights_only=True), torch.load(tmp_path / "whole" / "network_last.pt", weights_only=True)
     assert max(float((averaged[k] - last[k]).abs().max()) for k in averaged if averaged[k].is_floating_point()) > 0
     resumed = torch.load(split, weights_only=True)
-    assert all(torch.allclose(averaged[k].float(), resumed[k].float(), atol=1e-6) for k in averaged)
+    worst = max(float((averaged[k].float() - resumed[k].float()).abs().max()) for k in averaged)
+    assert worst <= 1e-6, f"resumed run's average differs from the whole run's by {worst}"
     records = [json.loads(line) for line in (tmp_path / "whole" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["averaged_steps"] for r in records if "validation_averaged" in r] == [6]
 
