@@ -43,6 +43,17 @@ def deterministic_cudnn():
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
+def _narrow_and_widened(narrow_config, wide_config, seed):
+    """A random network and the same weights widened to more input slices (both in eval mode)."""
+    from SpineAnalysisLib.model.network import build_network, inflate_input_channels
+
+    torch.manual_seed(seed)
+    narrow = build_network(narrow_config).eval()
+    wide = build_network(wide_config)
+    wide.load_state_dict(inflate_input_channels(narrow.state_dict(), wide))
+    return narrow, wide.eval()
+
+
 def _dataset(folder):
     rng = np.random.default_rng(0)
     rows = [_write_case(folder, f"VB3_{i:02d}", [21, 22, 23], rng) for i in range(4)]
@@ -176,16 +187,12 @@ def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
     the widened network then trains (the neighbours' weights move) and predicts a volume."""
     import pytest
 
-    from SpineAnalysisLib.model.network import build_network, gather_slices, inflate_input_channels, input_slice_offsets
+    from SpineAnalysisLib.model.network import gather_slices, input_slice_offsets
     from SpineAnalysisLib.model.predict import predict_volume
 
     flat = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
     wide = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, in_channels=3, slice_context_mm=3.0)
-    torch.manual_seed(0)
-    flat_net = build_network(flat).eval()
-    wide_net = build_network(wide)
-    wide_net.load_state_dict(inflate_input_channels(flat_net.state_dict(), wide_net))
-    wide_net.eval()
+    flat_net, wide_net = _narrow_and_widened(flat, wide, seed=0)
     x = torch.rand(2, 1, 32, 32)
     neighbours = torch.cat([torch.rand(2, 1, 32, 32), x, torch.rand(2, 1, 32, 32)], dim=1)
     assert torch.allclose(flat_net(x), wide_net(neighbours), atol=1e-5)
@@ -232,16 +239,12 @@ def test_25d_weights_widen_to_more_neighbours_that_compute_the_same(tmp_path, ca
     import pytest
 
     from SpineAnalysisLib.cli import main
-    from SpineAnalysisLib.model.network import build_network, inflate_input_channels, input_slice_offsets
+    from SpineAnalysisLib.model.network import input_slice_offsets
     from SpineAnalysisLib.model.store import _train_command
 
     three = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, in_channels=3, slice_context_mm=3.0)
     five = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, in_channels=5, slice_context_mm=3.0)
-    torch.manual_seed(1)
-    narrow = build_network(three).eval()
-    wide = build_network(five)
-    wide.load_state_dict(inflate_input_channels(narrow.state_dict(), wide))
-    wide.eval()
+    narrow, wide = _narrow_and_widened(three, five, seed=1)
     x = torch.rand(2, 5, 32, 32)
     assert torch.allclose(narrow(x[:, 1:4]), wide(x), atol=1e-5)
     widened = [k for k, v in wide.state_dict().items() if v.ndim == 4 and v.shape[1] == 5]
