@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--slice-smoothing-mm", type=float, default=1.0, help="Gaussian width (mm) for averaging neighbouring slices' probabilities; 0: off")
     export.add_argument("--test-time-scales", default="1", help="comma-separated in-plane zooms whose probabilities are averaged, e.g. 0.9,1,1.1")
     export.add_argument("--body-threshold", type=float, default=0.0, help="summed body probability a voxel needs to be vertebral body; 0: plain argmax")
+    export.add_argument("--test-time-mirror", action="store_true", help="also run on the left-right mirrored volume and average (twice the network's work)")
     export.add_argument("--earlier-minutes", type=float, default=0.0, help="training minutes behind the weights file a run continued from (a model's history is carried over by itself)")
     export.add_argument("--change", default="", help="what this training phase did differently, kept in the manifest's training phases")
 
@@ -249,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
         calibration = _read_export_json(args.calibration, "calibration", "'Testing/DataChecks/calibrate_inference.py -o'", "mean_body_dice") if args.calibration else None
         try:
             scales = tuple(float(v) for v in args.test_time_scales.split(",") if v.strip())
-            settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold).validated()
+            settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold, args.test_time_mirror).validated()
         except ValueError as error:
             raise InputError(f"export-model: {error}") from None
         if (Path(args.run) / MANIFEST).is_file():

@@ -29,7 +29,10 @@ class InferenceSettings:
     ``slice_smoothing_sigma_mm``: Gaussian width (mm) over neighbouring sagittal slices (0: off).
     ``test_time_scales``: in-plane zoom factors the network is also run at; their class probabilities
     are averaged (multi-scale test-time augmentation, as in Isensee et al., nnU-Net, Nat Methods 2021,
-    who average mirrored copies; a sagittal spine is not mirror-symmetric, so zooms are used).
+    who average mirrored copies; a sagittal slice is not symmetric top-bottom or front-back, so zooms are used).
+    ``test_time_mirror``: also run the network on the left-right mirrored volume (each slice with its
+    neighbours in reverse order; the spine is close to symmetric about the mid-sagittal plane) and
+    average the probabilities of both, doubling the network's work.
     ``body_probability_threshold``: a voxel is vertebral body when the summed probability of all
     body levels exceeds it, then takes the most probable level; other voxels take the most probable
     other class. 0 keeps the plain argmax over all channels.
@@ -38,6 +41,7 @@ class InferenceSettings:
     slice_smoothing_sigma_mm: float = 0.0
     test_time_scales: tuple[float, ...] = (1.0,)
     body_probability_threshold: float = 0.0
+    test_time_mirror: bool = False
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "InferenceSettings":
@@ -48,6 +52,7 @@ class InferenceSettings:
                 slice_smoothing_sigma_mm=float(section.get("slice_smoothing_sigma_mm", 0.0)),
                 test_time_scales=tuple(float(s) for s in section.get("test_time_scales", (1.0,))),
                 body_probability_threshold=float(section.get("body_probability_threshold", 0.0)),
+                test_time_mirror=_as_bool(section.get("test_time_mirror", False)),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"unreadable inference settings {section!r} ({error})") from None
@@ -66,6 +71,12 @@ class InferenceSettings:
         return self
 
 
+def _as_bool(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"test_time_mirror must be true or false, got {value!r}")
+    return value
+
+
 def predict_volume(
     network: torch.nn.Module,
     volume: np.ndarray,
@@ -79,6 +90,7 @@ def predict_volume(
     smoothing_sigma_mm: float = 0.0,
     test_time_scales: tuple[float, ...] = (1.0,),
     body_probability_threshold: float = 0.0,
+    test_time_mirror: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class map and its probability for a normalised canonical volume (slice, row, column).
 
@@ -88,7 +100,8 @@ def predict_volume(
     argmax, so that a 2D network's slices agree at the lateral edges of a structure; slices further
     apart than twice the width (thick-slice acquisitions) are not mixed. A 2.5D network (built by
     :func:`~.network.build_network` with more than one input channel) is fed each slice with its
-    neighbours, chosen for ``slice_spacing_mm`` by :func:`~.network.input_slice_offsets`. Returns (channel index uint8,
+    neighbours, chosen for ``slice_spacing_mm`` by :func:`~.network.input_slice_offsets`;
+    ``test_time_mirror`` also feeds them in reverse order (the left-right mirror image) and averages. Returns (channel index uint8,
     max probability float16) arrays; memory stays bounded by one batch of probabilities plus the
     few neighbouring slices the smoothing keeps.
     """
@@ -111,6 +124,10 @@ def predict_volume(
             inputs = gather_slices(volume, np.arange(start, stop), offsets)
             batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
             probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp)
+            if test_time_mirror:
+                mirrored = _scale_averaged_probabilities(network, batch.flip(1), tuple(size), test_time_scales, slices_per_batch, amp)
+                probs = probs.add_(mirrored).mul_(0.5)
+                del mirrored
             buffer = probs if buffer is None or not len(buffer) else torch.cat([buffer, probs])  # no copy without smoothing
             ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run
             if ready > done:

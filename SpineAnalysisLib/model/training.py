@@ -78,7 +78,7 @@ def predict_case(network: torch.nn.Module, case: TrainingCase, device: torch.dev
     classes, _ = predict_volume(
         network, case.image.astype(np.float32), device, slice_spacing_mm=case.slice_spacing_mm,
         smoothing_sigma_mm=settings.slice_smoothing_sigma_mm, test_time_scales=settings.test_time_scales,
-        body_probability_threshold=settings.body_probability_threshold,
+        body_probability_threshold=settings.body_probability_threshold, test_time_mirror=settings.test_time_mirror,
     )  # fmt: skip
     return classes
 

@@ -6,13 +6,16 @@ network is run at each in-plane zoom of the chosen ``--scale-sets`` (``SCALE_SET
 ``spineanalysis evaluate`` scores it: predicted bodies of unannotated levels that do not overlap the
 annotated ones are left out) is printed for each set's averaged probabilities at several
 body-probability thresholds (see ``SpineAnalysisLib.model.predict.InferenceSettings``); ``--mirror``
-also averages each set with its left-right mirror (for a 2.5D network, the neighbour order reversed).
+also averages each set with its left-right mirror (for a 2.5D network, the neighbour order reversed);
+``--context-sets`` averages a 2.5D network's predictions fed neighbours at each of several distances
+(mm; the network's own ``slice_context_mm`` when not given).
 With ``-o FILE`` the means are written as JSON, which ``export-model --calibration FILE`` stores in
 the model's manifest (``inference_calibration``) beside the chosen values (``export-model
 --test-time-scales ... --body-threshold ...``).
 
     python Testing/DataChecks/calibrate_inference.py [--model Resources/Models/spine-mri-2d] [--every 1]
-        [--scale-sets "1 scale,3 scales"] [--mirror] [--thresholds 0,0.5,0.55] [-o calibration.json]
+        [--scale-sets "1 scale,3 scales"] [--mirror] [--context-sets "3;2,3,4.5"] [--thresholds 0,0.5,0.55]
+        [-o calibration.json]
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", help="write the means as JSON (for export-model --calibration)")
     parser.add_argument("--scale-sets", default="1 scale,3 scales", help=f"comma-separated names of {list(SCALE_SETS)}")
     parser.add_argument("--mirror", action="store_true", help="also score each set averaged with its left-right mirror (2.5D networks: neighbour order reversed)")
+    parser.add_argument("--context-sets", default="", help="';'-separated sets of comma-separated neighbour distances (mm) whose predictions are averaged, e.g. '3;2,3,4.5'; default: the network's own")
     parser.add_argument("--thresholds", default=",".join(str(t) for t in THRESHOLDS))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -61,6 +65,9 @@ def main() -> None:
     scale_sets = {name: SCALE_SETS[name] for name in args.scale_sets.split(",")}
     scales = sorted({scale for values in scale_sets.values() for scale in values})
     mirrors = (False, True) if args.mirror else (False,)
+    own_context = input_config(network).slice_context_mm
+    context_sets = [tuple(float(d) for d in group.split(",")) for group in args.context_sets.split(";")] if args.context_sets else [(own_context,)]
+    distances = sorted({d for group in context_sets for d in group})
     thresholds = tuple(float(t) for t in args.thresholds.split(","))
     train, _ = split_cases(read_manifest())
     records = [r for r in train if any(scheme_label in VERTEBRA_CLASSES for scheme_label in r.annotated_labels)][:: args.every]
@@ -70,8 +77,10 @@ def main() -> None:
         image = sitk.ReadImage(str(record.image_file))
         frame = sagittal_frame(image)
         canonical = normalise_intensity(frame.to_canonical(sitk.GetArrayFromImage(image)))
-        offsets = input_slice_offsets(input_config(network), frame.spacing[0])
-        volume = torch.from_numpy(np.ascontiguousarray(gather_slices(canonical, np.arange(len(canonical)), offsets), dtype=np.float32))
+        volumes = {}
+        for distance in distances:
+            offsets = input_slice_offsets(input_config(network), frame.spacing[0], distance)
+            volumes[distance] = torch.from_numpy(np.ascontiguousarray(gather_slices(canonical, np.arange(len(canonical)), offsets), dtype=np.float32))
         reference = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))))
         annotated = [v for v in record.annotated_labels if v in VERTEBRA_CLASSES]
         truth = np.isin(reference, annotated)
@@ -81,14 +90,17 @@ def main() -> None:
             per_run = {}
             for scale in scales:
                 for mirrored in mirrors:
-                    fed = volume.flip(1) if mirrored else volume
-                    parts = [_scale_averaged_probabilities(network, fed[i : i + 8], tuple(fed.shape[-2:]), (scale,), 8, False) for i in range(0, len(fed), 8)]
-                    per_run[scale, mirrored] = torch.cat(parts)
+                    for distance, volume in volumes.items():
+                        fed = volume.flip(1) if mirrored else volume
+                        parts = [_scale_averaged_probabilities(network, fed[i : i + 8], tuple(fed.shape[-2:]), (scale,), 8, False) for i in range(0, len(fed), 8)]
+                        per_run[scale, mirrored, distance] = torch.cat(parts)
             variants = {}
             for name, values in scale_sets.items():
                 for mirrored in mirrors:
-                    runs = [per_run[scale, m] for scale in values for m in mirrors if m <= mirrored]
-                    variants[name + (" + mirror" if mirrored else "")] = sum(runs) / len(runs)
+                    for group in context_sets:
+                        runs = [per_run[scale, m, d] for scale in values for m in mirrors if m <= mirrored for d in group]
+                        context = "" if group == (own_context,) else f" + context {'/'.join(f'{d:g}' for d in group)} mm"
+                        variants[name + (" + mirror" if mirrored else "") + context] = sum(runs) / len(runs)
             for name, probs in variants.items():
                 smoothed = _smooth_across_slices(probs, weights, 0, len(probs))
                 for threshold in thresholds:
@@ -99,7 +111,7 @@ def main() -> None:
     for key, values in scores.items():
         print(f"  {key}: {np.mean(values):.4f}")
     if args.output:
-        command = "python Testing/DataChecks/calibrate_inference.py" + (f" --model {args.model}" if args.model else "") + (f" --every {args.every}" if args.every != 1 else "") + f" --scale-sets '{args.scale_sets}'" + (" --mirror" if args.mirror else "") + f" --thresholds {args.thresholds}"
+        command = "python Testing/DataChecks/calibrate_inference.py" + (f" --model {args.model}" if args.model else "") + (f" --every {args.every}" if args.every != 1 else "") + f" --scale-sets '{args.scale_sets}'" + (" --mirror" if args.mirror else "") + (f" --context-sets '{args.context_sets}'" if args.context_sets else "") + f" --thresholds {args.thresholds}"
         result = {
             "chosen_on": f"{len(records)} vertebral-body training cases of the split (never the validation cases)",
             "command": command,

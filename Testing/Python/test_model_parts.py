@@ -1,5 +1,6 @@
 """Network frame, partial-label losses, level labelling and safe model loading (no trained weights needed)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -371,6 +372,35 @@ def test_test_time_scales_average_the_zoomed_predictions():
     np.testing.assert_allclose(confidence.astype(np.float32), expected.max(1).values.numpy(), atol=0.02)
 
 
+def test_test_time_mirror_averages_the_left_right_mirrored_volume():
+    from SpineAnalysisLib.model.predict import predict_volume
+
+    torch.manual_seed(0)
+    network = build_network(NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0, in_channels=5, slice_context_mm=2.0)).eval()
+    volume = np.random.default_rng(3).random((7, 32, 32)).astype(np.float32)
+    device = torch.device("cpu")
+    kwargs = dict(slice_spacing_mm=1.0, smoothing_sigma_mm=1.0, test_time_scales=(0.75, 1.0), slices_per_batch=3)
+    plain, _ = predict_volume(network, volume, device, **kwargs)
+    mirrored_input, _ = predict_volume(network, volume[::-1].copy(), device, **kwargs)
+    averaged, confidence = predict_volume(network, volume, device, test_time_mirror=True, **kwargs)
+    assert (averaged != plain).any() and (plain != mirrored_input[::-1]).any()  # an untrained network is not symmetric
+    # the mirror-averaged prediction of a mirrored volume is the mirror image of the volume's own
+    again, again_confidence = predict_volume(network, volume[::-1].copy(), device, test_time_mirror=True, **kwargs)
+    assert (again[::-1] == averaged).mean() > 0.999
+    np.testing.assert_allclose(again_confidence[::-1].astype(np.float32), confidence.astype(np.float32), atol=2e-3)
+
+
+def test_fast_inference_leaves_out_the_zooms_and_the_mirror():
+    from SpineAnalysisLib.inference import inference_settings
+
+    info = store.find_model()
+    mirrored = dataclasses.replace(info, manifest=dict(info.manifest, inference=dict(info.manifest["inference"], test_time_mirror=True)))
+    assert inference_settings(mirrored).test_time_mirror and len(inference_settings(mirrored).test_time_scales) == 3
+    fast = inference_settings(mirrored, fast=True)
+    assert not fast.test_time_mirror and fast.test_time_scales == (1.0,)
+    assert fast.body_probability_threshold == inference_settings(mirrored).body_probability_threshold
+
+
 @pytest.mark.parametrize(
     "settings, problem",
     [({"test_time_scales": ()}, "scales"), ({"test_time_scales": (0.1,)}, "scales"), ({"body_probability_threshold": 1.0}, "threshold"), ({"slice_smoothing_sigma_mm": -1}, "smoothing")],
@@ -396,9 +426,17 @@ def test_a_manifest_with_bad_inference_settings_is_a_clear_model_error(tmp_path)
         segment_image(image, str(folder), device="cpu")
 
 
+def test_a_manifest_mirror_setting_must_be_true_or_false():
+    from SpineAnalysisLib.model.predict import InferenceSettings
+
+    assert InferenceSettings.from_manifest({"inference": {"test_time_mirror": True}}).test_time_mirror
+    with pytest.raises(ValueError, match="test_time_mirror.*'yes'"):
+        InferenceSettings.from_manifest({"inference": {"test_time_mirror": "yes"}})
+
+
 def test_inference_settings_of_an_older_manifest_are_the_plain_ones():
     from SpineAnalysisLib.model.predict import InferenceSettings
 
     assert InferenceSettings.from_manifest({}) == InferenceSettings()
     old = InferenceSettings.from_manifest({"inference": {"slice_smoothing_sigma_mm": 1.0}})
-    assert old == InferenceSettings(slice_smoothing_sigma_mm=1.0, test_time_scales=(1.0,), body_probability_threshold=0.0)
+    assert old == InferenceSettings(slice_smoothing_sigma_mm=1.0, test_time_scales=(1.0,), body_probability_threshold=0.0, test_time_mirror=False)

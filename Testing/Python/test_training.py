@@ -94,7 +94,7 @@ def test_tiny_training_run_checkpoints_and_resumes(tmp_path):
     settings = InferenceSettings(slice_smoothing_sigma_mm=1.5, test_time_scales=(0.9, 1.0, 1.1), body_probability_threshold=0.6)
     info = export_run(run, tmp_path / "model", "tiny", "0.1.0", evaluation, settings, earlier_minutes=10)
     manifest = find_model(str(tmp_path / "model")).manifest
-    assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.5, "test_time_scales": [0.9, 1.0, 1.1], "body_probability_threshold": 0.6}
+    assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.5, "test_time_scales": [0.9, 1.0, 1.1], "body_probability_threshold": 0.6, "test_time_mirror": False}
     assert InferenceSettings.from_manifest(manifest) == settings
     assert manifest["validation"] == {"dice_vertebra": 0.5}
     assert manifest["training"]["train_cases"] == split["train"] and manifest["training"]["wall_clock_minutes"] >= 0
@@ -271,7 +271,7 @@ def test_a_model_gets_new_inference_settings_with_the_same_weights(tmp_path, cap
     (source.folder / "training_log.jsonl").write_text('{"phase": 1, "step": 5}\n', encoding="utf-8")
     evaluation = tmp_path / "eval.json"
     evaluation.write_text(json.dumps({"summary": {"dice_vertebra": 0.6}}), encoding="utf-8")
-    retune = ["export-model", str(source.folder), "-o", str(tmp_path / "model2"), "--version", "0.1.1", "--test-time-scales", "0.8,1,1.2", "--body-threshold", "0.55"]
+    retune = ["export-model", str(source.folder), "-o", str(tmp_path / "model2"), "--version", "0.1.1", "--test-time-scales", "0.8,1,1.2", "--body-threshold", "0.55", "--test-time-mirror"]
 
     assert main(retune) == 2  # what changed must be said
     assert "--change" in capsys.readouterr().err and not (tmp_path / "model2").exists()
@@ -279,7 +279,7 @@ def test_a_model_gets_new_inference_settings_with_the_same_weights(tmp_path, cap
     retuned = find_model(str(tmp_path / "model2"))
     assert retuned.version == "0.1.1" and retuned.manifest["sha256"] == source.manifest["sha256"]
     assert retuned.weights_path.read_bytes() == source.weights_path.read_bytes()
-    assert retuned.manifest["inference"] == {"slice_smoothing_sigma_mm": 1.0, "test_time_scales": [0.8, 1.0, 1.2], "body_probability_threshold": 0.55}
+    assert retuned.manifest["inference"] == {"slice_smoothing_sigma_mm": 1.0, "test_time_scales": [0.8, 1.0, 1.2], "body_probability_threshold": 0.55, "test_time_mirror": True}
     assert retuned.manifest["training"] == history and (retuned.folder / "training_log.jsonl").read_text(encoding="utf-8") == '{"phase": 1, "step": 5}\n'
     assert retuned.manifest["inference_changes"] == [{"version": "0.1.1", "from": "tiny 0.1.0", "change": "five zooms"}]
     assert retuned.manifest["validation"] == {"dice_vertebra": 0.6}
