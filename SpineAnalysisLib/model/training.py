@@ -59,6 +59,10 @@ class TrainingConfig:
     # batch-norm statistics measured afresh, become network.pt, the last step's network_last.pt.
     # 0: off (cosine decay to the end; network.pt is the last step's)
     average_weights_from: float = 0.0
+    # scales the geometric augmentation (rotation, zoom, aspect), the resolution loss and the contrast
+    # inversion of :class:`~.augment.SliceAugmenter`; below 1 for a last phase closer to the scans as
+    # acquired (the intensity transforms stay as they are)
+    augmentation_strength: float = 1.0
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
@@ -129,7 +133,7 @@ class SliceSampler:
             for c in cases
         ])
         self.weights = weights / weights.sum()
-        self.augmenter = SliceAugmenter(config.crop, seed=config.seed)
+        self.augmenter = SliceAugmenter(config.crop, seed=config.seed, strength=config.augmentation_strength)
         self.network = NetworkConfig.from_dict(config.network)
 
     def input_slices(self, case: TrainingCase, index: int) -> np.ndarray:

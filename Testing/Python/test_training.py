@@ -323,6 +323,36 @@ def test_bad_random_centre_fraction_is_a_one_line_error(tmp_path, capsys):
     assert "--random-centre-fraction must be between 0 and 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def test_augmentation_strength_scales_the_geometric_augmentation():
+    """At strength 0 a crop is the slice shifted (a labelled rectangle keeps its exact size); at 1 it is rotated and zoomed."""
+    from types import SimpleNamespace
+
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.training import SliceSampler
+
+    target = np.zeros((1, 300, 300), np.int64)
+    target[0, 140:160, 135:165] = LABEL_TO_CHANNEL[22]  # 20 x 30 pixels, always inside a 224-pixel crop
+    case = SimpleNamespace(
+        record=SimpleNamespace(source="VB3"), image=np.random.default_rng(0).random((1, 300, 300), dtype=np.float32), target=target,
+        annotated=np.ones(len(LABEL_TO_CHANNEL), bool), labelled_slices=np.arange(1), slice_spacing_mm=1.0,
+    )
+
+    def labelled_pixels(strength: float) -> set[int]:
+        sampler = SliceSampler([case], TrainingConfig(batch_size=16, crop=224, augmentation_strength=strength))
+        assert sampler.augmenter.strength == strength
+        return {int(n) for n in (sampler.batch()[1] == LABEL_TO_CHANNEL[22]).flatten(1).sum(1)}
+
+    assert labelled_pixels(0.0) == {600}
+    assert len(labelled_pixels(1.0)) > 8
+
+
+def test_bad_augmentation_strength_is_a_one_line_error(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+
+    assert main(["train", "-o", str(tmp_path / "run"), "--augmentation-strength", "2"]) == 2
+    assert "--augmentation-strength must be between 0 and 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_weight_average_is_the_mean_of_the_steps_and_keeps_integer_buffers():
     from SpineAnalysisLib.model.training import WeightAverage
 
