@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,6 +345,9 @@ def test_augmentation_strength_scales_the_geometric_augmentation():
 
     assert labelled_pixels(0.0) == {600}
     assert len(labelled_pixels(1.0)) > 8
+    from SpineAnalysisLib.model.store import _train_command
+
+    assert "--augmentation-strength 0.5" in _train_command(Path("run"), {"steps": 5, "augmentation_strength": 0.5})
 
 
 def test_bad_augmentation_strength_is_a_one_line_error(tmp_path, capsys):
