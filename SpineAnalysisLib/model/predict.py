@@ -7,6 +7,7 @@ augmentation and the probability a voxel needs to be called vertebral body.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -52,7 +53,7 @@ class InferenceSettings:
                 slice_smoothing_sigma_mm=float(section.get("slice_smoothing_sigma_mm", 0.0)),
                 test_time_scales=tuple(float(s) for s in section.get("test_time_scales", (1.0,))),
                 body_probability_threshold=float(section.get("body_probability_threshold", 0.0)),
-                test_time_mirror=_as_bool(section.get("test_time_mirror", False)),
+                test_time_mirror=_true_or_false("test_time_mirror", section.get("test_time_mirror", False)),
             )
         except (TypeError, ValueError) as error:
             raise ValueError(f"unreadable inference settings {section!r} ({error})") from None
@@ -71,9 +72,9 @@ class InferenceSettings:
         return self
 
 
-def _as_bool(value) -> bool:
+def _true_or_false(name: str, value) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"test_time_mirror must be true or false, got {value!r}")
+        raise ValueError(f"{name} must be true or false, got {value!r}")
     return value
 
 
@@ -123,11 +124,7 @@ def predict_volume(
             stop = min(n_slices, start + slices_per_batch)
             inputs = gather_slices(volume, np.arange(start, stop), offsets)
             batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
-            probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp)
-            if test_time_mirror:
-                mirrored = _scale_averaged_probabilities(network, batch.flip(1), tuple(size), test_time_scales, slices_per_batch, amp)
-                probs = probs.add_(mirrored).mul_(0.5)
-                del mirrored
+            probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp, test_time_mirror)
             buffer = probs if buffer is None or not len(buffer) else torch.cat([buffer, probs])  # no copy without smoothing
             ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run
             if ready > done:
@@ -144,13 +141,16 @@ def predict_volume(
 
 
 def _scale_averaged_probabilities(
-    network: torch.nn.Module, batch: torch.Tensor, size: tuple[int, int], scales: tuple[float, ...], slices_per_batch: int, amp: bool
+    network: torch.nn.Module, batch: torch.Tensor, size: tuple[int, int], scales: tuple[float, ...], slices_per_batch: int, amp: bool,
+    mirror: bool = False,
 ) -> torch.Tensor:
-    """Class probabilities on ``size`` pixels, averaged over the network run at each in-plane zoom."""
+    """Class probabilities on ``size`` pixels, averaged over the network run at each in-plane zoom
+    (and, with ``mirror``, on each zoom of the left-right mirror: the input channels in reverse order)."""
     total: torch.Tensor | None = None
     height, width = batch.shape[-2:]
-    for scale in scales:
-        zoomed = batch if scale == 1.0 else resample_slices(batch, (max(16, round(height * scale)), max(16, round(width * scale))))
+    views = (batch, batch.flip(1)) if mirror else (batch,)
+    for view, scale in itertools.product(views, scales):
+        zoomed = view if scale == 1.0 else resample_slices(view, (max(16, round(height * scale)), max(16, round(width * scale))))
         with torch.autocast(device_type=batch.device.type, dtype=torch.float16 if batch.device.type == "cuda" else torch.bfloat16, enabled=amp):
             logits = sliding_window_inference(
                 zoomed, roi_size=_window_for(zoomed.shape[-2:]), sw_batch_size=slices_per_batch, predictor=network, overlap=0.25, mode="gaussian"
@@ -159,7 +159,8 @@ def _scale_averaged_probabilities(
         total = probs if total is None else total.add_(probs)
     if total is None:
         raise ValueError("at least one test-time scale is needed")
-    return total / len(scales) if len(scales) > 1 else total
+    runs = len(views) * len(scales)
+    return total / runs if runs > 1 else total
 
 
 def decide_classes(probs: torch.Tensor, body_probability_threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

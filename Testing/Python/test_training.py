@@ -329,6 +329,7 @@ def test_augmentation_strength_scales_the_geometric_augmentation():
     from types import SimpleNamespace
 
     from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.store import _train_command
     from SpineAnalysisLib.model.training import SliceSampler
 
     target = np.zeros((1, 300, 300), np.int64)
@@ -345,8 +346,6 @@ def test_augmentation_strength_scales_the_geometric_augmentation():
 
     assert labelled_pixels(0.0) == {600}
     assert len(labelled_pixels(1.0)) > 8
-    from SpineAnalysisLib.model.store import _train_command
-
     assert "--augmentation-strength 0.5" in _train_command(Path("run"), {"steps": 5, "augmentation_strength": 0.5})
 
 
