@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the rotation/zoom, resolution-loss and inversion augmentation (1: as for the shipped model; e.g. 0.5 for a last, gentler phase)",
     )
     train.add_argument(
+        "--synthetic-disc-share", type=float, default=0.0, metavar="F",
+        help="share of samples drawn from synthetic images built around the data folder's label-only disc maps (SynthSeg-style); 0: not used",
+    )
+    train.add_argument(
         "--slice-context-mm", type=float, default=0.0, metavar="MM",
         help="2.5D: feed each sagittal slice with neighbours this far apart (0: plain 2D); an --init-from model fed fewer slices is widened",
     )
@@ -235,6 +239,8 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"--random-centre-fraction must be between 0 and 1, got {args.random_centre_fraction:g}")
         if not 0.0 <= args.augmentation_strength <= 1.0:
             raise InputError(f"--augmentation-strength must be between 0 and 1, got {args.augmentation_strength:g}")
+        if not 0.0 <= args.synthetic_disc_share < 1.0:
+            raise InputError(f"--synthetic-disc-share must be at least 0 and below 1, got {args.synthetic_disc_share:g}")
         if not 0.0 <= args.average_weights_from < 1.0:
             raise InputError(f"--average-weights-from must be at least 0 and below 1, got {args.average_weights_from:g}")
         config = TrainingConfig(
@@ -242,7 +248,8 @@ def _run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
             source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
-            average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength, **_network_option(args.slice_context_mm, args.context_slices),
+            average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength,
+            synthetic_disc_share=args.synthetic_disc_share, **_network_option(args.slice_context_mm, args.context_slices),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)

@@ -22,6 +22,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,6 +30,9 @@ import SimpleITK as sitk
 from .. import labels as scheme
 from .classes import CHANNEL_LABELS, LABEL_TO_CHANNEL, NUM_CHANNELS
 from .preprocessing import normalise_intensity, sagittal_frame
+
+if TYPE_CHECKING:
+    from .synthesis import SyntheticScene
 
 #: The longest gap (mm) between two bodies still filled as disc.
 MAX_PSEUDO_DISC_GAP_MM = 25.0
@@ -88,6 +92,8 @@ class TrainingCase:
     annotated: np.ndarray  # bool (NUM_CHANNELS,), channel 0 always True
     labelled_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     slice_spacing_mm: float = 1.0  # between sagittal slices
+    # a synthetic case (label-only disc map, :mod:`.synthesis`): ``image`` is rendered anew from it at every draw
+    scene: "SyntheticScene | None" = None
 
 
 def read_manifest(data_dir: Path | None = None, kind: str = "image+labels") -> list[CaseRecord]:
@@ -129,6 +135,21 @@ def split_cases(records: list[CaseRecord], validation_fraction: float = 0.2, see
     return train, validation
 
 
+def rows_between(upper: np.ndarray, lower: np.ndarray, max_gap_px: int) -> np.ndarray:
+    """Voxels strictly between two structures, column by column ((slice, row, column) masks).
+
+    In every (slice, column) crossed by both, the rows below the lowest ``upper`` voxel and above the
+    highest ``lower`` voxel, where that gap is 1 to ``max_gap_px`` rows.
+    """
+    rows = np.arange(upper.shape[1])[None, :, None]
+    has_both = upper.any(axis=1) & lower.any(axis=1)  # (slice, column)
+    bottom_of_upper = np.where(upper, rows, -1).max(axis=1)
+    top_of_lower = np.where(lower, rows, 10**9).min(axis=1)
+    gap = top_of_lower - bottom_of_upper - 1
+    valid = has_both & (gap > 0) & (gap <= max_gap_px)
+    return valid[:, None, :] & (rows > bottom_of_upper[:, None, :]) & (rows < top_of_lower[:, None, :])
+
+
 def add_pseudo_discs(target_labels: np.ndarray, annotated: set[int], max_gap_px: int) -> set[int]:
     """Fill disc pseudo-labels between consecutive annotated bodies (in place, canonical frame).
 
@@ -142,17 +163,9 @@ def add_pseudo_discs(target_labels: np.ndarray, annotated: set[int], max_gap_px:
         disc = scheme.disc_label(upper)
         if lower not in annotated or disc in annotated or disc not in LABEL_TO_CHANNEL:
             continue
-        rows = np.arange(target_labels.shape[1])[None, :, None]
         upper_mask = target_labels == upper
         lower_mask = target_labels == lower
-        has_both = upper_mask.any(axis=1) & lower_mask.any(axis=1)  # (slice, column)
-        if not has_both.any():
-            continue
-        bottom_of_upper = np.where(upper_mask, rows, -1).max(axis=1)
-        top_of_lower = np.where(lower_mask, rows, 10**9).min(axis=1)
-        gap = top_of_lower - bottom_of_upper - 1
-        valid = has_both & (gap > 0) & (gap <= max_gap_px)
-        fill = valid[:, None, :] & (rows > bottom_of_upper[:, None, :]) & (rows < top_of_lower[:, None, :]) & (target_labels == 0)
+        fill = rows_between(upper_mask, lower_mask, max_gap_px) & (target_labels == 0)
         if fill.any():
             target_labels[fill] = disc
             added.add(disc)

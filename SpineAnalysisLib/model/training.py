@@ -13,19 +13,21 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ..errors import InputError
 from .augment import SliceAugmenter
 from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
 from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, scored_prediction, split_cases, SPLIT_SEED
 from .losses import partial_label_loss
 from .network import NetworkConfig, build_network, gather_slices, inflate_input_channels, input_slice_offsets
 from .predict import InferenceSettings, predict_volume
+from .synthesis import load_synthetic_disc_cases, render
 
 
 @dataclass
@@ -63,6 +65,9 @@ class TrainingConfig:
     # inversion of :class:`~.augment.SliceAugmenter`; below 1 for a last phase closer to the scans as
     # acquired (the intensity transforms stay as they are)
     augmentation_strength: float = 1.0
+    # share of samples drawn from synthetic cases built around the label-only disc maps (SynthSeg-style,
+    # :mod:`.synthesis`); 0: those maps are not used
+    synthetic_disc_share: float = 0.0
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
@@ -132,6 +137,9 @@ class SliceSampler:
             * float(config.source_weights.get(c.record.source, 1.0))
             for c in cases
         ])
+        synthetic = np.array([c.scene is not None for c in cases])
+        if synthetic.any() and not synthetic.all():  # synthetic cases share synthetic_disc_share of the draws
+            weights = np.where(synthetic, config.synthetic_disc_share / weights[synthetic].sum(), (1 - config.synthetic_disc_share) / weights[~synthetic].sum()) * weights
         self.weights = weights / weights.sum()
         self.augmenter = SliceAugmenter(config.crop, seed=config.seed, strength=config.augmentation_strength)
         self.network = NetworkConfig.from_dict(config.network)
@@ -156,6 +164,8 @@ class SliceSampler:
         images, targets, annotated = [], [], []
         for _ in range(self.config.batch_size):
             case = self.cases[self.rng.choice(len(self.cases), p=self.weights)]
+            if case.scene is not None:
+                case = replace(case, image=render(case.scene, self.rng))
             if case.labelled_slices.size and self.rng.random() < self.config.labelled_slice_fraction:
                 index = int(self.rng.choice(case.labelled_slices))
             else:
@@ -308,13 +318,24 @@ def train(
         train_records, validation_records = split_cases(records, config.validation_fraction, config.split_seed)
     else:
         train_records = list(records)
-    (output_dir / "split.json").write_text(
-        json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1)
-    )
     started = time.time()
     train_cases = [load_training_case(r) for r in train_records]
     validation_cases = [load_training_case(r) for r in validation_records]
-    log(f"loaded {len(train_cases)} training and {len(validation_cases)} validation cases in {time.time() - started:.0f} s")
+    synthetic_cases = []
+    if config.synthetic_disc_share > 0:
+        excluded = {r.subject_group for r in validation_records}
+        synthetic_cases = load_synthetic_disc_cases(data_dir or default_data_dir(), excluded, config.seed)
+        if not synthetic_cases:
+            raise InputError("synthetic_disc_share > 0 but the data folder's manifest lists no label-only disc map outside the validation subjects")
+        train_cases += synthetic_cases
+    (output_dir / "split.json").write_text(json.dumps({
+        "train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records],
+        "synthetic": [c.record.case_id for c in synthetic_cases],
+    }, indent=1))  # fmt: skip
+    log(
+        f"loaded {len(train_cases) - len(synthetic_cases)} training, {len(validation_cases)} validation and "
+        f"{len(synthetic_cases)} synthetic disc cases in {time.time() - started:.0f} s"
+    )
 
     network = build_network(NetworkConfig.from_dict(config.network)).to(device)
     if initial_state is not None:

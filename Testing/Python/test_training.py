@@ -168,7 +168,7 @@ def test_source_weights_change_how_often_cases_are_drawn():
 
     from SpineAnalysisLib.model.training import SliceSampler
 
-    cases = [SimpleNamespace(record=SimpleNamespace(source=source)) for source in ("VB1", "VB3", "VB3", "IVD")]
+    cases = [SimpleNamespace(record=SimpleNamespace(source=source), scene=None) for source in ("VB1", "VB3", "VB3", "IVD")]
     sampler = SliceSampler(cases, TrainingConfig(disc_case_weight=2.0, source_weights={"VB1": 3.0}))
     np.testing.assert_allclose(sampler.weights, np.array([3.0, 1.0, 1.0, 2.0]) / 7.0)
 
@@ -305,7 +305,7 @@ def test_random_centres_bring_the_outermost_level_into_crops():
     target[:, 20:380, 20:44] = LABEL_TO_CHANNEL[21]
     target[:, 0:20, 20:44] = LABEL_TO_CHANNEL[17]  # the outermost level, 170-190 rows from the centre
     case = SimpleNamespace(
-        record=SimpleNamespace(source="VB1"), image=np.random.default_rng(0).random((2, 400, 64), dtype=np.float32), target=target,
+        scene=None, record=SimpleNamespace(source="VB1"), image=np.random.default_rng(0).random((2, 400, 64), dtype=np.float32), target=target,
         annotated=np.ones(len(LABEL_TO_CHANNEL), bool), labelled_slices=np.arange(2), slice_spacing_mm=1.0,
     )
 
@@ -335,7 +335,7 @@ def test_augmentation_strength_scales_the_geometric_augmentation():
     target = np.zeros((1, 300, 300), np.int64)
     target[0, 140:160, 135:165] = LABEL_TO_CHANNEL[22]  # 20 x 30 pixels, always inside a 224-pixel crop
     case = SimpleNamespace(
-        record=SimpleNamespace(source="VB3"), image=np.random.default_rng(0).random((1, 300, 300), dtype=np.float32), target=target,
+        scene=None, record=SimpleNamespace(source="VB3"), image=np.random.default_rng(0).random((1, 300, 300), dtype=np.float32), target=target,
         annotated=np.ones(len(LABEL_TO_CHANNEL), bool), labelled_slices=np.arange(1), slice_spacing_mm=1.0,
     )
 
