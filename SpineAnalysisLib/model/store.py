@@ -135,6 +135,8 @@ def export_run(
             "data": "../shared/data/lumbar_mri (FastCleverSeg redistribution of MyoSegmenTUM, Chu 2015, Zukic 2014, Menezes-Reis 2016)",
             "train_cases": split["train"],
             "validation_cases": split["validation"],
+            # label-only disc maps the last phase trained on as synthetic images (SynthSeg-style, model.synthesis)
+            **({"synthetic_disc_cases": split["synthetic"]} if split.get("synthetic") else {}),
             "config": {k: v for k, v in config.items() if k != "network"},
             "wall_clock_minutes": round(sum(p.get("wall_clock_minutes", 0) for p in phases), 1),
             "hardware": "; ".join(dict.fromkeys(p.get("hardware", "not recorded") for p in phases)),

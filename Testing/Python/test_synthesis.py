@@ -1,6 +1,7 @@
 """Synthetic training cases around label-only disc maps (SynthSeg-style, SpineAnalysisLib.model.synthesis)."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,39 @@ def test_every_shared_label_only_map_gives_a_scene_with_its_disc_volumes():
         assert np.isin(scene.tissues[scene.discs > 0], (NUCLEUS, ANNULUS)).all()
         assert (scene.tissues == MARROW).sum() > (scene.discs > 0).sum(), record.case_id
     assert np.mean(ratios) == pytest.approx(1, abs=0.03)
+
+
+def test_a_run_with_synthetic_discs_trains_and_records_them_in_the_model(tmp_path):
+    from test_training import FIELDS, _dataset
+
+    from SpineAnalysisLib.errors import InputError
+    from SpineAnalysisLib.model.network import NetworkConfig
+    from SpineAnalysisLib.model.predict import InferenceSettings
+    from SpineAnalysisLib.model.store import export_run
+    from SpineAnalysisLib.model.training import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset(data)  # VB3_00..03 and IVD_00..01, one subject each
+    network = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=0).to_dict()
+    config = TrainingConfig(steps=3, batch_size=4, crop=64, validate_every=3, threads=1, network=network, validation_fraction=0.25, synthetic_disc_share=0.5)
+    with pytest.raises(InputError, match="no label-only disc map"):
+        train(tmp_path / "none", config, data_dir=data, log=lambda _: None)
+
+    (data / "labels_only").mkdir()
+    with open(data / "manifest.csv", "a", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, FIELDS)
+        for number in (0, 1):
+            _write_disc_map(data / "labels_only" / f"IVDLO_{number:02d}.nii.gz")
+            writer.writerow({"case_id": f"IVDLO_{number:02d}", "split": "shared", "kind": "labels_only", "subject_group": f"IVD_{number:02d}",
+                             "label_values_present": "120:x 121:x", "image_file": "", "label_file": f"labels_only/IVDLO_{number:02d}.nii.gz"})  # fmt: skip
+    messages = []
+    run = tmp_path / "run"
+    train(run, config, data_dir=data, log=messages.append)
+    split = json.loads((run / "split.json").read_text(encoding="utf-8"))
+    validation_disc_subject = next(c for c in split["validation"] if c.startswith("IVD_"))
+    assert split["synthetic"] == [f"SYN_IVDLO_{n:02d}" for n in (0, 1) if f"IVD_{n:02d}" != validation_disc_subject]
+    assert any("1 synthetic disc cases" in m for m in messages)
+    info = export_run(run, tmp_path / "model", "tiny", "0.1.0", None, InferenceSettings())
+    assert info.manifest["training"]["synthetic_disc_cases"] == split["synthetic"]
+    assert "--synthetic-disc-share 0.5" in info.manifest["training"]["phases"][-1]["command"]
