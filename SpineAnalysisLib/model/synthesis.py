@@ -100,7 +100,7 @@ def _eroded_in_plane(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _smooth_random_field(shape: tuple[int, int, int], cell_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random field per slice (bicubic upsampling of noise on a ``cell_mm`` grid), about N(0, 1)."""
+    """A smooth random field per slice: standard normal noise on a ``cell_mm`` grid, upsampled bicubically."""
     coarse = (max(2, int(shape[1] / cell_mm) + 2), max(2, int(shape[2] / cell_mm) + 2))
     noise = torch.from_numpy(rng.standard_normal((shape[0], 1) + coarse).astype(np.float32))
     return F.interpolate(noise, size=shape[1:], mode="bicubic", align_corners=False)[:, 0].numpy()
