@@ -172,6 +172,16 @@ def add_pseudo_discs(target_labels: np.ndarray, annotated: set[int], max_gap_px:
     return added
 
 
+def grown_along(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """``mask`` grown by ``radius`` voxels both ways along one axis (a 1D dilation)."""
+    grown = mask.copy()
+    target, source = np.moveaxis(grown, axis, 0), np.moveaxis(mask, axis, 0)  # views
+    for shift in range(1, radius + 1):
+        target[shift:] |= source[:-shift]
+        target[:-shift] |= source[shift:]
+    return grown
+
+
 def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int], border_px: int) -> None:
     """Relabel the uncertain border of gap pseudo-discs as :data:`NOT_BODY` (in place, canonical frame).
 
@@ -189,11 +199,7 @@ def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int
         run = from_top[:, -1:, :]
         border = np.minimum(border_px, (run - 1) // 2)
         uncertain |= mask & ((from_top <= border) | (run - from_top < border))
-    near_disc = all_discs.copy()  # dilated by border_px columns (anterior/posterior)
-    for shift in range(1, border_px + 1):
-        near_disc[:, :, shift:] |= all_discs[:, :, :-shift]
-        near_disc[:, :, :-shift] |= all_discs[:, :, shift:]
-    beside = (target_labels == 0) & near_disc
+    beside = (target_labels == 0) & grown_along(all_discs, border_px, axis=2)  # anterior/posterior
     target_labels[uncertain | beside] = -1
 
 
@@ -207,6 +213,18 @@ def load_training_case(record: CaseRecord) -> TrainingCase:
     pseudo_discs = add_pseudo_discs(labels, annotated, int(MAX_PSEUDO_DISC_GAP_MM / frame.spacing[1]))
     mark_uncertain_disc_borders(labels, pseudo_discs, int(round(PSEUDO_DISC_BORDER_MM / frame.spacing[1])))
     annotated |= pseudo_discs
+    target, annotated_channels, labelled = channel_targets(labels, annotated)
+    image = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.image_file))))
+    image = normalise_intensity(image).astype(np.float16)
+    return TrainingCase(record, image, target, annotated_channels, labelled, float(frame.spacing[0]))
+
+
+def channel_targets(labels: np.ndarray, annotated) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The network's training target of a scheme label map (canonical frame; -1 = :data:`NOT_BODY`).
+
+    Returns the channel-index target (uint8), the annotated channels (bool, background always) and
+    the slices holding any labelled voxel.
+    """
     target = np.zeros(labels.shape, np.uint8)
     target[labels == -1] = NOT_BODY
     for label in np.unique(labels):
@@ -217,10 +235,8 @@ def load_training_case(record: CaseRecord) -> TrainingCase:
     for label in annotated:
         if label in LABEL_TO_CHANNEL:
             annotated_channels[LABEL_TO_CHANNEL[label]] = True
-    image = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.image_file))))
-    image = normalise_intensity(image).astype(np.float16)
     labelled = np.flatnonzero((target.reshape(target.shape[0], -1) % NOT_BODY).any(axis=1))
-    return TrainingCase(record, image, target, annotated_channels, labelled, float(frame.spacing[0]))
+    return target, annotated_channels, labelled
 
 
 def describe_annotation(case: TrainingCase) -> str:

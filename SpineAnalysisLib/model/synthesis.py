@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import labels as scheme
-from .classes import LABEL_TO_CHANNEL, NUM_CHANNELS
-from .dataset import CaseRecord, TrainingCase, read_manifest, rows_between
+from .dataset import CaseRecord, TrainingCase, channel_targets, grown_along, read_manifest, rows_between
 from .preprocessing import normalise_intensity, sagittal_frame
 
 #: Tissue classes of a synthetic scene (values of :attr:`SyntheticScene.tissues`).
@@ -133,7 +132,7 @@ def build_scene(discs: np.ndarray, slice_spacing_mm: float, rng: np.random.Gener
         virtual = above[1] | above[0]
         chain = [above[1], above[0]] + chain + [sacrum_bound]
     else:
-        virtual = np.zeros(canvas, bool)
+        virtual, sacrum_bound = np.zeros(canvas, bool), np.zeros(canvas, bool)
     all_discs = (placed > 0) | virtual
 
     tissues = np.zeros(canvas, np.uint8)
@@ -145,9 +144,8 @@ def build_scene(discs: np.ndarray, slice_spacing_mm: float, rng: np.random.Gener
     body = np.zeros(canvas, bool)
     for upper, lower in zip(chain[:-1], chain[1:]):
         body |= rows_between(upper, lower, 60)
+    body |= sacrum_bound  # not a disc: S1 and the fused segments below are bone
     body &= ~all_discs
-    if len(present) >= 2:  # the sacrum bound is not a disc: S1 and the fused segments below are bone
-        body |= sacrum_bound & ~all_discs
     spine = body | all_discs
     columns = np.arange(canvas[2])[None, None, :]
     anterior = np.where(spine, columns, 10**6).min(axis=2)  # first spine column per (slice, row)
@@ -171,23 +169,13 @@ def build_scene(discs: np.ndarray, slice_spacing_mm: float, rng: np.random.Gener
     tissues[in_spine_row[..., None] & (before > 0) & (before <= prevertebral)] = PREVERTEBRAL
 
     tissues[body] = MARROW
-    near_disc = _dilated_rows(all_discs, endplate_px)
+    near_disc = grown_along(all_discs, endplate_px, axis=1)  # cranio-caudal
     tissues[body & near_disc] = ENDPLATE
     tissues[body & ~_eroded_in_plane(body, 1) & ~near_disc] = CORTEX
-    disc_voxels = placed > 0
-    nucleus = _eroded_in_plane(disc_voxels | virtual, int(rng.integers(1, 3)))
-    tissues[(disc_voxels | virtual) & ~nucleus] = ANNULUS
+    nucleus = _eroded_in_plane(all_discs, int(rng.integers(1, 3)))
+    tissues[all_discs & ~nucleus] = ANNULUS
     tissues[nucleus] = NUCLEUS
     return SyntheticScene(tissues, placed, slice_spacing_mm)
-
-
-def _dilated_rows(mask: np.ndarray, radius: int) -> np.ndarray:
-    """``mask`` grown by ``radius`` rows up and down (the cranio-caudal direction)."""
-    grown = mask.copy()
-    for shift in range(1, radius + 1):
-        grown[:, shift:] |= mask[:, :-shift]
-        grown[:, :-shift] |= mask[:, shift:]
-    return grown
 
 
 def render(scene: SyntheticScene, rng: np.random.Generator) -> np.ndarray:
@@ -233,15 +221,9 @@ def load_synthetic_disc_cases(data_dir, exclude_subject_groups: set[str], seed: 
         if record.subject_group in exclude_subject_groups:
             continue
         scene = scene_from_file(record.label_file, np.random.default_rng([seed, index]))
-        target = np.zeros(scene.discs.shape, np.uint8)
-        annotated = np.zeros(NUM_CHANNELS, bool)
-        annotated[0] = True
         present = tuple(int(d) for d in np.unique(scene.discs[scene.discs > 0]))
-        for disc in present:
-            target[scene.discs == disc] = LABEL_TO_CHANNEL[disc]
-            annotated[LABEL_TO_CHANNEL[disc]] = True
+        target, annotated, labelled = channel_targets(scene.discs, present)
         synthetic = CaseRecord(f"SYN_{record.case_id}", "SYN", record.subject_group, None, record.label_file, present)
-        labelled = np.flatnonzero(target.reshape(target.shape[0], -1).any(axis=1))
         image = np.zeros(target.shape, np.float16)  # rendered at each draw
         cases.append(TrainingCase(synthetic, image, target, annotated, labelled, scene.slice_spacing_mm, scene))
     return cases
