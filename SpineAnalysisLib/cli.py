@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of samples drawn from synthetic images built around the data folder's label-only disc maps (SynthSeg-style); 0: not used",
     )
     train.add_argument(
+        "--class-dice-weight", type=float, default=0.0, metavar="W",
+        help="add W x the soft Dice of the whole body class and disc class (all levels together) to the loss; 0: off",
+    )
+    train.add_argument(
         "--slice-context-mm", type=float, default=0.0, metavar="MM",
         help="2.5D: feed each sagittal slice with neighbours this far apart (0: plain 2D); an --init-from model fed fewer slices is widened",
     )
@@ -241,6 +245,8 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"--augmentation-strength must be between 0 and 1, got {args.augmentation_strength:g}")
         if not 0.0 <= args.synthetic_disc_share < 1.0:
             raise InputError(f"--synthetic-disc-share must be at least 0 and below 1, got {args.synthetic_disc_share:g}")
+        if not 0.0 <= args.class_dice_weight <= 10.0:
+            raise InputError(f"--class-dice-weight must be between 0 and 10, got {args.class_dice_weight:g}")
         if not 0.0 <= args.average_weights_from < 1.0:
             raise InputError(f"--average-weights-from must be at least 0 and below 1, got {args.average_weights_from:g}")
         config = TrainingConfig(
@@ -249,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
             source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
             average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength,
-            synthetic_disc_share=args.synthetic_disc_share, **_network_option(args.slice_context_mm, args.context_slices),
+            synthetic_disc_share=args.synthetic_disc_share, class_dice_weight=args.class_dice_weight, **_network_option(args.slice_context_mm, args.context_slices),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)

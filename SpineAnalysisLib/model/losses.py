@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .classes import CHANNEL_LABELS, DISC_CLASSES
+from .classes import CHANNEL_LABELS, DISC_CLASSES, VERTEBRA_CLASSES
 from .dataset import NOT_BODY
 
 _DISC_CHANNELS = torch.tensor([label in DISC_CLASSES for label in CHANNEL_LABELS])
+_BODY_CHANNELS = torch.tensor([label in VERTEBRA_CLASSES for label in CHANNEL_LABELS])
 
 
 def _log_sum_over(log_probs: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
@@ -57,5 +58,41 @@ def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: tor
     return 1 - dice[used].mean()
 
 
-def partial_label_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    return marginal_cross_entropy(logits, target, annotated) + partial_dice_loss(logits, target, annotated)
+def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice of the vertebral-body class and the disc class, each the union of its levels.
+
+    The per-level Dice of :func:`partial_dice_loss` weighs a level cut by the crop as much as a whole
+    one; this term weighs every voxel of the class alike, as the class Dice that ``evaluate`` reports
+    does, and scores the summed body probability that inference thresholds
+    (:class:`~.predict.InferenceSettings`). Partial labels: a sample's class probability sums only the
+    levels it annotates (a voxel of an unannotated level is unknown, not background), samples that
+    annotate no level of a class are left out of it, and a :data:`~.dataset.NOT_BODY` voxel counts as
+    not body and is left out of the disc class.
+    """
+    probs = F.softmax(logits, dim=1)
+    not_body = target == NOT_BODY
+    one_hot = F.one_hot(target.masked_fill(not_body, 0), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    scores = []
+    for channels, unknown in ((_BODY_CHANNELS, None), (_DISC_CHANNELS, not_body)):
+        used = annotated & channels.to(annotated.device)[None]  # (B, C)
+        samples = used.any(dim=1)
+        if not samples.any():
+            continue
+        mask = used.to(probs.dtype)[:, :, None, None]
+        predicted = (probs * mask).sum(dim=1)[samples]
+        truth = (one_hot * mask).sum(dim=1)[samples]
+        if unknown is not None:
+            known = (~unknown[samples]).to(probs.dtype)
+            predicted, truth = predicted * known, truth * known
+        scores.append((2 * (predicted * truth).sum() + smooth) / (predicted.sum() + truth.sum() + smooth))
+    if not scores:
+        return logits.sum() * 0
+    return 1 - torch.stack(scores).mean()
+
+
+def partial_label_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, class_dice_weight: float = 0.0) -> torch.Tensor:
+    """Marginal cross-entropy + per-level partial Dice (+ ``class_dice_weight`` x :func:`class_dice_loss`)."""
+    loss = marginal_cross_entropy(logits, target, annotated) + partial_dice_loss(logits, target, annotated)
+    if class_dice_weight:
+        loss = loss + class_dice_weight * class_dice_loss(logits, target, annotated)
+    return loss

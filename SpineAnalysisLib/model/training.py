@@ -68,6 +68,9 @@ class TrainingConfig:
     # share of samples drawn from synthetic cases built around the label-only disc maps (SynthSeg-style,
     # :mod:`.synthesis`); 0: those maps are not used
     synthetic_disc_share: float = 0.0
+    # weight of the class Dice term (body and disc class, each the union of its levels; see
+    # :func:`~.losses.class_dice_loss`) added to the loss; 0: off, as for the phases up to 1.9.0
+    class_dice_weight: float = 0.0
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
@@ -378,7 +381,7 @@ def train(
                     module.eval()
         images, targets, annotated = sampler.batch()
         logits = network(images.to(device))
-        loss = partial_label_loss(logits, targets.to(device), annotated.to(device))
+        loss = partial_label_loss(logits, targets.to(device), annotated.to(device), config.class_dice_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)

@@ -14,7 +14,7 @@ from SpineAnalysisLib.model import store
 from SpineAnalysisLib.model.classes import CHANNEL_LABELS, LABEL_TO_CHANNEL, NUM_CHANNELS
 from SpineAnalysisLib.model.dataset import NOT_BODY, add_pseudo_discs, mark_uncertain_disc_borders
 from SpineAnalysisLib.model.labelling import label_levels
-from SpineAnalysisLib.model.losses import marginal_cross_entropy, partial_dice_loss
+from SpineAnalysisLib.model.losses import class_dice_loss, marginal_cross_entropy, partial_dice_loss, partial_label_loss
 from SpineAnalysisLib.model.network import NetworkConfig, build_network
 from SpineAnalysisLib.model.preprocessing import normalise_intensity, sagittal_frame
 
@@ -156,6 +156,61 @@ def test_partial_dice_leaves_not_body_voxels_out_of_the_disc_channels():
     assert partial_dice_loss(logits, target, annotated).item() > 0.1
     target[0, 0] = NOT_BODY  # ... where only "not a body" is known: no penalty
     assert partial_dice_loss(logits, target, annotated).item() < 1e-3
+
+
+def _two_level_logits(rows_l3, rows_l4, size=(20, 8)):
+    """Confident logits: L3 in rows_l3, L4 in rows_l4, background elsewhere."""
+    logits = torch.full((1, NUM_CHANNELS, *size), -20.0)
+    logits[0, 0] = 20
+    for label, rows in ((22, rows_l3), (23, rows_l4)):
+        logits[0, :, rows] = -20
+        logits[0, LABEL_TO_CHANNEL[label], rows] = 20
+    return logits
+
+
+def test_class_dice_scores_the_union_of_body_levels_voxel_by_voxel():
+    target = torch.zeros(1, 20, 8, dtype=torch.long)
+    target[0, 0:2] = LABEL_TO_CHANNEL[22]  # 2 rows of L3 at the crop's edge
+    target[0, 4:20] = LABEL_TO_CHANNEL[23]  # 16 rows of L4
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, [0, LABEL_TO_CHANNEL[22], LABEL_TO_CHANNEL[23]]] = True
+    assert class_dice_loss(_two_level_logits(slice(0, 2), slice(4, 20)), target, annotated).item() < 1e-3
+    # the 2 rows of L3 missed: per-level Dice loses half (one of two levels), the class Dice 2/18 of its voxels
+    missed = _two_level_logits(slice(0, 0), slice(4, 20))
+    assert partial_dice_loss(missed, target, annotated).item() == pytest.approx(0.5, abs=0.04)  # 0.47 with the smoothing term
+    assert class_dice_loss(missed, target, annotated).item() == pytest.approx(1 - 2 * 16 / (16 + 18), abs=0.01)
+    # the two levels swapped: wrong for the per-level Dice, right for the class (the level is labelling's job)
+    swapped = _two_level_logits(slice(4, 20), slice(0, 2))
+    assert class_dice_loss(swapped, target, annotated).item() < 1e-3 < partial_dice_loss(swapped, target, annotated).item()
+
+
+def test_class_dice_leaves_unannotated_levels_and_not_body_voxels_out():
+    target = torch.zeros(1, 20, 8, dtype=torch.long)
+    target[0, 4:20] = LABEL_TO_CHANNEL[23]
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, [0, LABEL_TO_CHANNEL[23]]] = True
+    # L3 predicted where the case annotates no L3: unknown, not a false body
+    assert class_dice_loss(_two_level_logits(slice(0, 2), slice(4, 20)), target, annotated).item() < 1e-3
+    # a disc predicted one row too tall where only "not a body" is known: no penalty
+    disc = LABEL_TO_CHANNEL[122]
+    annotated = torch.zeros(1, NUM_CHANNELS, dtype=torch.bool)
+    annotated[0, [0, disc]] = True
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 1:3] = disc
+    logits = torch.full((1, NUM_CHANNELS, 4, 4), -20.0)
+    logits[0, disc, 0:3] = 20
+    logits[0, 0, 3:] = 20
+    assert class_dice_loss(logits, target, annotated).item() > 0.1
+    target[0, 0] = NOT_BODY
+    assert class_dice_loss(logits, target, annotated).item() < 1e-3
+    # a sample annotating neither class adds nothing; the term is off by default
+    annotated[0, disc] = False
+    assert class_dice_loss(logits, target, annotated).item() == 0.0
+    torch.manual_seed(0)
+    logits = torch.randn(1, NUM_CHANNELS, 4, 4)
+    annotated[0, disc] = True
+    plain = partial_label_loss(logits, target, annotated).item()
+    assert partial_label_loss(logits, target, annotated, 0.5).item() == pytest.approx(plain + 0.5 * class_dice_loss(logits, target, annotated).item(), rel=1e-5)
 
 
 def _class_map(levels, spacing=(4.0, 1.0, 1.0), with_discs=True, rows_per_level=36):

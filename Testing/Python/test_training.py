@@ -443,3 +443,22 @@ def test_another_sampling_seed_keeps_the_fixed_validation_split(tmp_path):
     config = TrainingConfig(steps=1, batch_size=2, crop=64, validate_every=1, threads=1, network=network, validation_fraction=0.25, seed=7)
     train(tmp_path / "run", config, data_dir=data, log=lambda message: None)
     assert json.loads((tmp_path / "run" / "split.json").read_text(encoding="utf-8"))["validation"] == fixed
+
+
+def test_class_dice_term_trains_and_is_recorded_in_the_train_command(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+    from SpineAnalysisLib.model.store import _train_command
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset(data)
+    network = NetworkConfig(channels=(8, 16, 32), strides=(2, 2), num_res_units=0).to_dict()
+    config = TrainingConfig(steps=50, batch_size=4, crop=64, validate_every=50, threads=1, network=network, validation_fraction=0.25, class_dice_weight=1.0)
+    train(tmp_path / "run", config, data_dir=data, log=lambda message: None)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+    saved = json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8"))
+    assert "--class-dice-weight 1" in _train_command(tmp_path / "run", saved)
+    assert main(["train", "-o", str(tmp_path / "bad"), "--class-dice-weight", "-1"]) == 2
+    assert "--class-dice-weight must be between 0 and 10" in capsys.readouterr().err and not (tmp_path / "bad").exists()
