@@ -201,6 +201,14 @@ def _split_annotated(records: list[CaseRecord], seed: int, fraction: float) -> t
     return train_records, validation_records, False
 
 
+def _base_class_dice_weight(manifest: dict) -> float:
+    """The class Dice weight of the base model's last training phase: fine-tuning keeps the loss it was trained with."""
+    try:
+        return float(((manifest.get("training") or {}).get("config") or {}).get("class_dice_weight", 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def finetune(
     dataset_dir: str | os.PathLike,
     output_model_dir: str | os.PathLike | None = None,
@@ -278,7 +286,7 @@ def finetune(
     config = TrainingConfig(
         steps=steps, batch_size=batch_size, crop=crop, learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
         validate_every=steps, checkpoint_every=checkpoint_every, threads=threads, network=network_config, log_every=log_every,
-        freeze_batch_norm=freeze_batch_norm, **config_extra,
+        freeze_batch_norm=freeze_batch_norm, class_dice_weight=_base_class_dice_weight(base.manifest), **config_extra,
     )  # fmt: skip
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(threads)

@@ -75,6 +75,7 @@ def test_finetune_writes_a_new_checksummed_model_and_its_loss_decreases(dataset,
     assert manifest["base_model"] == {"name": "tiny", "version": "1", "sha256": base.manifest["sha256"]}
     assert manifest["inference"] == {"slice_smoothing_sigma_mm": 1.0}  # runs the way its base model runs
     assert manifest["training"]["kind"] == "fine-tune" and manifest["validation"]["after"]["cases"] == 1
+    assert manifest["training"]["config"]["class_dice_weight"] == 0.0  # the base recorded none: the loss it was trained with
     network = store.load_network(store.find_model("tiny-finetuned"))  # loadable, checksum verified
     assert sum(p.numel() for p in network.parameters()) == sum(p.numel() for p in build_network(TINY).parameters())
     assert len(result.losses) == 6 and result.last_loss < result.first_loss  # it learns
@@ -171,4 +172,7 @@ def test_smoke_finetune_from_the_shipped_model(tmp_path):
     assert result.model.manifest["network"] == shipped.manifest["network"]
     assert result.model.manifest["inference"] == shipped.manifest["inference"]
     assert result.model.manifest["base_model"]["sha256"] == shipped.manifest["sha256"]
+    # the loss the shipped model's last phase used (its class Dice term), not the default one
+    shipped_weight = shipped.manifest["training"]["config"].get("class_dice_weight", 0.0)
+    assert result.model.manifest["training"]["config"]["class_dice_weight"] == shipped_weight
     store.load_network(result.model)
