@@ -40,11 +40,17 @@ def marginal_cross_entropy(logits: torch.Tensor, target: torch.Tensor, annotated
     return -per_voxel.mean()
 
 
-def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Soft Dice over annotated foreground channels, summed over the batch samples that annotate them."""
+def _probabilities_and_targets(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax probabilities, one-hot targets (NOT_BODY voxels as background) and the NOT_BODY mask."""
     probs = F.softmax(logits, dim=1)
     not_body = target == NOT_BODY
     one_hot = F.one_hot(target.masked_fill(not_body, 0), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    return probs, one_hot, not_body
+
+
+def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice over annotated foreground channels, summed over the batch samples that annotate them."""
+    probs, one_hot, not_body = _probabilities_and_targets(logits, target)
     weight = annotated.to(probs.dtype)[:, :, None, None].expand_as(probs)
     if not_body.any():  # a border voxel's disc membership is unknown: left out of the disc channels
         unknown = not_body[:, None] & _DISC_CHANNELS.to(probs.device)[None, :, None, None]
@@ -69,9 +75,7 @@ def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch
     annotate no level of a class are left out of it, and a :data:`~.dataset.NOT_BODY` voxel counts as
     not body and is left out of the disc class.
     """
-    probs = F.softmax(logits, dim=1)
-    not_body = target == NOT_BODY
-    one_hot = F.one_hot(target.masked_fill(not_body, 0), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    probs, one_hot, not_body = _probabilities_and_targets(logits, target)
     scores = []
     for channels, unknown in ((_BODY_CHANNELS, None), (_DISC_CHANNELS, not_body)):
         used = annotated & channels.to(annotated.device)[None]  # (B, C)
