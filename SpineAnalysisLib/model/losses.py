@@ -50,7 +50,10 @@ def _probabilities_and_targets(logits: torch.Tensor, target: torch.Tensor) -> tu
 
 def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft Dice over annotated foreground channels, summed over the batch samples that annotate them."""
-    probs, one_hot, not_body = _probabilities_and_targets(logits, target)
+    return _partial_dice(*_probabilities_and_targets(logits, target), annotated, smooth)
+
+
+def _partial_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     weight = annotated.to(probs.dtype)[:, :, None, None].expand_as(probs)
     if not_body.any():  # a border voxel's disc membership is unknown: left out of the disc channels
         unknown = not_body[:, None] & _DISC_CHANNELS.to(probs.device)[None, :, None, None]
@@ -60,7 +63,7 @@ def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: tor
     used = annotated[:, 1:].any(dim=0)
     dice = (2 * intersection[1:] + smooth) / (totals[1:] + smooth)
     if not used.any():
-        return logits.sum() * 0
+        return probs.sum() * 0
     return 1 - dice[used].mean()
 
 
@@ -75,7 +78,10 @@ def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch
     annotate no level of a class are left out of it, and a :data:`~.dataset.NOT_BODY` voxel counts as
     not body and is left out of the disc class.
     """
-    probs, one_hot, not_body = _probabilities_and_targets(logits, target)
+    return _class_dice(*_probabilities_and_targets(logits, target), annotated, smooth)
+
+
+def _class_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     scores = []
     for channels, unknown in ((_BODY_CHANNELS, None), (_DISC_CHANNELS, not_body)):
         used = annotated & channels.to(annotated.device)[None]  # (B, C)
@@ -90,13 +96,14 @@ def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch
             predicted, truth = predicted * known, truth * known
         scores.append((2 * (predicted * truth).sum() + smooth) / (predicted.sum() + truth.sum() + smooth))
     if not scores:
-        return logits.sum() * 0
+        return probs.sum() * 0
     return 1 - torch.stack(scores).mean()
 
 
 def partial_label_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, class_dice_weight: float = 0.0) -> torch.Tensor:
     """Marginal cross-entropy + per-level partial Dice (+ ``class_dice_weight`` x :func:`class_dice_loss`)."""
-    loss = marginal_cross_entropy(logits, target, annotated) + partial_dice_loss(logits, target, annotated)
+    prepared = _probabilities_and_targets(logits, target)  # once for both Dice terms (every training step)
+    loss = marginal_cross_entropy(logits, target, annotated) + _partial_dice(*prepared, annotated)
     if class_dice_weight:
-        loss = loss + class_dice_weight * class_dice_loss(logits, target, annotated)
+        loss = loss + class_dice_weight * _class_dice(*prepared, annotated)
     return loss
