@@ -43,10 +43,10 @@ import SimpleITK as sitk
 from . import imageio
 from . import labels as scheme
 from .errors import InputError
-from .measure import alignment, disc, inputs, normative, vertebra
+from .measure import alignment, disc, flags, inputs, normative, vertebra
 from .measure.sections import Spine
 
-CSV_COLUMNS = ("structure", "level", "parameter", "value", "unit", "note")
+CSV_COLUMNS = ("structure", "level", "parameter", "value", "unit", "note", "reference", "flag")
 TABLE_KEYS = CSV_COLUMNS + ("label",)
 
 
@@ -55,7 +55,9 @@ class Measurement:
     """One measured value.
 
     ``value`` is None when the parameter could not be measured; ``note`` then gives the reason (otherwise an
-    optional method note). ``label`` is the structure's label id (None for spine rows).
+    optional method note). ``label`` is the structure's label id (None for spine rows). ``reference`` names the
+    healthy reference a z-score is computed against; ``flag`` is True when the value is outside normal range by
+    the one rule of :mod:`.measure.flags` (None when the row has no reference).
     """
 
     structure: str  # "disc" | "vertebra" | "spine"
@@ -65,6 +67,8 @@ class Measurement:
     unit: str  # "mm", "deg", "mm3", "ratio", "percent", "grade", "z", ""
     note: str = ""
     label: int | None = None
+    reference: str = ""
+    flag: bool | None = None
 
 
 def _requested(labels: Iterable[int] | None) -> set[int] | None:
@@ -82,13 +86,14 @@ def _requested(labels: Iterable[int] | None) -> set[int] | None:
     return wanted
 
 
-def _row(structure: str, level: str, parameter: str, value, unit: str, note: str, label: int | None) -> Measurement:
+def _row(structure: str, level: str, parameter: str, value, unit: str, note: str, label: int | None, reference: str = "") -> Measurement:
     if value is not None:
         value = float(value)
         if not math.isfinite(value):
             value = None
             note = (note + "; " if note else "") + "not measurable (numerical failure)"
-    return Measurement(structure, level, parameter, value, unit, note, label)
+    flag = flags.outside_normal(value, parameter) if unit == "z" and reference else None
+    return Measurement(structure, level, parameter, value, unit, note, label, reference, flag)
 
 
 def _guarded(compute, parameters):
@@ -137,8 +142,8 @@ def measure_case(
         else:
             level = spine.disc_name(label)
             rows = _guarded(lambda: disc.rows(spine, label, sex, age), disc.PARAMETERS)
-        for parameter, value, unit, note in rows:
-            result.append(_row(kind, level, parameter, value, unit, note, label))
+        for parameter, value, unit, note, *reference in rows:
+            result.append(_row(kind, level, parameter, value, unit, note, label, *reference))
     if wanted is None:
         try:
             spine_rows = alignment.rows(spine)
@@ -162,8 +167,8 @@ def _format_value(value: float | None) -> str:
 
 
 def write_measurements(measurements: Iterable[Measurement], outdir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write OUTDIR/measurements.csv (columns structure,level,parameter,value,unit,note; empty value when
-    missing) and OUTDIR/measurements.json (a list of row objects with ``label`` too, null when missing).
+    """Write OUTDIR/measurements.csv (columns structure,level,parameter,value,unit,note,reference,flag; empty
+    value when missing, flag true/false/empty) and OUTDIR/measurements.json (a list of row objects with ``label`` too, null when missing).
     Both files are written atomically."""
     measurements = list(measurements)
     outdir = Path(outdir)
@@ -171,7 +176,8 @@ def write_measurements(measurements: Iterable[Measurement], outdir: str | os.Pat
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for m in measurements:
-        writer.writerow([m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note])
+        flag = "" if m.flag is None else str(bool(m.flag)).lower()
+        writer.writerow([m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag])
     csv_path = imageio.write_text(buffer.getvalue(), outdir / "measurements.csv")
     rows = []
     for m in measurements:

@@ -8,6 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import labels as scheme
+from .measure import flags
 from .model.preprocessing import normalise_intensity, sagittal_frame
 
 KEY_DISC_PARAMETERS = (("height_mean_mm", "h {:.1f} mm"), ("dhi", "DHI {:.2f}"), ("delta_si", "ΔSI {:.0f}"), ("pfirrmann_estimate", "Pf {:.0f}"))
@@ -20,6 +21,15 @@ def _values_by_level(measurements) -> dict[str, dict[str, float]]:
         if m.value is not None:
             table.setdefault(m.level, {})[m.parameter] = m.value
     return table
+
+
+def _flags_by_level(measurements) -> dict[str, list[str]]:
+    """Flag texts per level, by the one rule of :mod:`.measure.flags` (the same rows the CSV marks)."""
+    texts: dict[str, list[str]] = {}
+    for m in measurements:
+        if getattr(m, "flag", None):
+            texts.setdefault(m.level, []).append(flags.flag_text(m.parameter, m.value))
+    return texts
 
 
 def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: str | Path, title: str = "", notes: list[str] | None = None) -> Path:
@@ -38,6 +48,7 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
     extent = (0, slice_image.shape[1] * col_mm, slice_image.shape[0] * row_mm, 0)
 
     values = _values_by_level(measurements)
+    flagged = _flags_by_level(measurements)
     figure, axis = plt.subplots(figsize=(10, 8), dpi=100)
     axis.imshow(slice_image, cmap="gray", extent=extent, interpolation="bilinear")
     overlay = np.zeros((*slice_labels.shape, 4))
@@ -55,6 +66,8 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
         entries = KEY_DISC_PARAMETERS if scheme.is_disc(label) else KEY_VERTEBRA_PARAMETERS
         numbers = [fmt.format(values[name][key]) for key, fmt in entries if key in values.get(name, {})]
         text = name + ("  " + "  ".join(numbers) if numbers else "")
+        if flagged.get(name):
+            text += "  ▲ outside normal: " + "; ".join(flagged[name])
         axis.text(x_right, y, text, color=scheme.structure_color(label), fontsize=8 if scheme.is_disc(label) else 9,
                   va="center", ha="left", fontweight="bold" if scheme.is_vertebra(label) else "normal",
                   bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5))
@@ -66,6 +79,8 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
         if m.structure == "spine" and m.parameter == "sacral_slope_deg" and m.value is not None:
             lines.append(f"sacral slope {m.value:.0f}°")
     lines.extend(notes or [])
+    if flagged:
+        lines.append(f"▲ {flags.RULE_TEXT}")
     axis.set_title("\n".join(lines), fontsize=9, loc="left")
     axis.set_xlabel("anterior → posterior (mm)")
     axis.set_ylabel("superior → inferior (mm)")

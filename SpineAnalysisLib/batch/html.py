@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .. import imageio
+from ..measure import flags as flag_rule
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -146,14 +147,14 @@ def _scatter_figure(values, parameter: str, name: str, path: Path) -> Path | Non
             for lo, hi in bianque.AGE_BANDS:
                 mean, sd, _ = bianque.reference(parameter, level, None, (lo + hi) / 2)
                 axis.plot([lo, hi], [mean, mean], color="black", linewidth=1)
-                axis.plot([lo, hi], [mean - 1.645 * sd] * 2, color="black", linewidth=0.8, linestyle=":")
+                axis.plot([lo, hi], [mean - flag_rule.Z_LIMIT * sd] * 2, color="black", linewidth=0.8, linestyle=":")
         axis.set_title(level, fontsize=9)
         axis.set_xlabel("age (years)", fontsize=8)
         axis.set_ylabel(name, fontsize=8)
         axis.tick_params(labelsize=7)
         if i == 0:
             axis.legend(fontsize=6, loc="best")
-    figure.suptitle(f"{name} against age (black: BianqueNet healthy mean, dotted: its 5th percentile)", fontsize=10)
+    figure.suptitle(f"{name} against age (black: BianqueNet healthy mean, dotted: its {flag_rule.LOW_PERCENTILE:g}th percentile)", fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -207,9 +208,9 @@ def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[
 
     outliers = normative.flagged(comparison)
     body.append(f"<h2>Outliers: discs low for age ({len(outliers)})</h2>")
-    body.append(f"<p class=\"note\">Flag: percentile below {normative.FLAG_PERCENTILE:g} against the cohort's own stratum (level, sex, "
-                f"age band) when it holds at least {min_reference_n} values, else against the BianqueNet healthy reference "
-                "(z &lt; -1.645). See docs/batch.md.</p>")
+    body.append(f"<p class=\"note\">Flag: {_e(flag_rule.RULE_TEXT)}. Reference: the cohort's own stratum (level, sex, "
+                f"age band) when it holds at least {min_reference_n} values, else the healthy reference named in the row. "
+                "See docs/batch.md.</p>")
     if outliers:
         shown = outliers[:MAX_OUTLIERS]
         if len(outliers) > len(shown):

@@ -18,8 +18,9 @@ tables describe; low values mean degeneration: a flattened disc, a dark nucleus)
 
 The flag (``low for age``) uses one reference per row, the one named in ``reference``: with the default
 ``auto``, the cohort stratum when it has at least ``min_n`` values, else BianqueNet where it applies; ``cohort`` or
-``bianquenet`` force one. A disc is flagged when its percentile is below :data:`FLAG_PERCENTILE` (5): for
-BianqueNet that is z < -1.645, below 95 % of healthy discs of that age and sex.
+``bianquenet`` force one. The flag is the project's one rule (:mod:`SpineAnalysisLib.measure.flags`): the
+percentile of the named reference below 2.5 (for a normal reference z < -1.96), the same rule as the per-case
+tables and report.png.
 """
 
 from __future__ import annotations
@@ -28,23 +29,24 @@ import bisect
 import math
 from collections import defaultdict
 
+from ..measure import flags as flag_rule
 from ..measure import normative as bianque
 
 PARAMETERS = ("dhi", "hdr", "delta_si")
 MIN_REFERENCE_N = 100
-FLAG_PERCENTILE = 5.0
+FLAG_PERCENTILE = flag_rule.LOW_PERCENTILE
 REFERENCES = ("auto", "cohort", "bianquenet")
 COHORT_BANDS = ((0, 20),) + bianque.AGE_BANDS + ((90, 131),)
 
 COLUMNS = (
     "case_id", "age", "sex", "level", "parameter", "value",
     "bianquenet_mean", "bianquenet_sd", "bianquenet_z", "bianquenet_percentile",
-    "cohort_stratum", "cohort_n", "cohort_median", "cohort_p5", "cohort_z", "cohort_percentile",
+    "cohort_stratum", "cohort_n", "cohort_median", "cohort_p2_5", "cohort_z", "cohort_percentile",
     "reference", "percentile", "flag", "note",
 )
 TYPES = {
     "age": "float", "value": "float", "bianquenet_mean": "float", "bianquenet_sd": "float", "bianquenet_z": "float",
-    "bianquenet_percentile": "float", "cohort_n": "int", "cohort_median": "float", "cohort_p5": "float",
+    "bianquenet_percentile": "float", "cohort_n": "int", "cohort_median": "float", "cohort_p2_5": "float",
     "cohort_z": "float", "cohort_percentile": "float", "percentile": "float", "flag": "bool",
 }
 
@@ -81,7 +83,7 @@ class _Stratum:
         self.values = sorted(values)
         self.n = len(self.values)
         self.median = _quantile(self.values, 0.5)
-        self.p5 = _quantile(self.values, FLAG_PERCENTILE / 100)
+        self.p_low = _quantile(self.values, FLAG_PERCENTILE / 100)
         deviations = sorted(abs(v - self.median) for v in self.values)
         self.mad = _quantile(deviations, 0.5) * 1.4826
 
@@ -131,7 +133,7 @@ def compare(rows: list[dict], min_n: int | None = None, reference: str = "auto")
             notes.append(note)
         key = (parameter, level, sex, band)
         group = stratum(key)
-        out.update(cohort_stratum=stratum_name(level, sex, band), cohort_n=group.n, cohort_median=group.median, cohort_p5=group.p5,
+        out.update(cohort_stratum=stratum_name(level, sex, band), cohort_n=group.n, cohort_median=group.median, cohort_p2_5=group.p_low,
                    cohort_z=group.z(value), cohort_percentile=group.percentile(value))
         cohort_ok = group.n >= min_n
         if reference == "cohort" or (reference == "auto" and cohort_ok):
@@ -149,7 +151,7 @@ def compare(rows: list[dict], min_n: int | None = None, reference: str = "auto")
             if reference == "auto":
                 notes.append(f"cohort stratum has {group.n} values, fewer than {min_n}")
         percentile = out.get("percentile")
-        out["flag"] = None if percentile is None else bool(percentile < FLAG_PERCENTILE)
+        out["flag"] = flag_rule.outside_normal_percentile(percentile, parameter)
         out["note"] = "; ".join(notes)
         result.append(out)
     return result

@@ -128,7 +128,7 @@ def mean_height(section: Section, e: np.ndarray) -> float | None:
     return count * section.h * section.h / width
 
 
-Row = tuple[str, "float | None", str, str]
+Row = tuple  # (parameter, value, unit, note) or, for z-scores, (..., reference name)
 
 
 def _disc_axis_fallback(section: Section) -> np.ndarray | None:
@@ -246,7 +246,7 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
             out.append((f"{parameter}_z", None, "z", notes[parameter]))
         else:
             z, note = normative.z_score(parameter, level, value, sex, age)
-            out.append((f"{parameter}_z", z, "z", note))
+            out.append((f"{parameter}_z", z, "z", note, normative.REFERENCE_NAME if z is not None else ""))
     return out
 
 

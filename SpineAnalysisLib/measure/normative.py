@@ -25,6 +25,9 @@ import math
 
 from ..errors import InputError
 
+#: the name written next to every z-score computed against these tables (column ``reference``)
+REFERENCE_NAME = "BianqueNet healthy tables (Zheng 2022)"
+
 LEVELS = ("L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
 AGE_BANDS = ((20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 90))
 

@@ -156,7 +156,7 @@ def test_cohort_percentiles_when_the_stratum_is_large_enough():
     thoracolumbar = [r for r in comparison if r["level"] == "T12-L1"]
     assert all(r["reference"] == "cohort" and r["bianquenet_z"] is None for r in thoracolumbar)
     flagged = [r for r in comparison if r["flag"]]
-    assert 0.02 < len(flagged) / len(comparison) < 0.08  # about 5 % of a normal sample, plus the outlier
+    assert 0.01 < len(flagged) / len(comparison) < 0.06  # about 2.5 % of a normal sample (one-sided rule), plus the outlier
 
 
 def test_small_cohort_falls_back_to_bianquenet_and_reports_missing_reference():

@@ -129,14 +129,14 @@ def test_table_and_files(case, tmp_path):
     _, _, rows = case
     table = measurements_to_table(rows)
     assert len(table) == len(rows)
-    assert list(table[0]) == ["structure", "level", "parameter", "value", "unit", "note", "label"]
+    assert list(table[0]) == ["structure", "level", "parameter", "value", "unit", "note", "reference", "flag", "label"]
     csv_path, json_path = write_measurements(rows, tmp_path / "out")
     assert csv_path == tmp_path / "out" / "measurements.csv" and json_path.name == "measurements.json"
     with open(csv_path, newline="", encoding="utf-8") as stream:
         reader = csv.reader(stream)
         header = next(reader)
         body = list(reader)
-    assert header == ["structure", "level", "parameter", "value", "unit", "note"]
+    assert header == ["structure", "level", "parameter", "value", "unit", "note", "reference", "flag"]
     assert len(body) == len(rows)
     for line, r in zip(body, rows):
         assert line[:3] == [r.structure, r.level, r.parameter]
@@ -144,11 +144,12 @@ def test_table_and_files(case, tmp_path):
             assert line[3] == ""
         else:
             assert float(line[3]) == pytest.approx(r.value, abs=1e-6)
-        assert line[4:] == [r.unit, r.note]
+        assert line[4:6] == [r.unit, r.note]
+        assert line[6:] == [r.reference, "" if r.flag is None else str(r.flag).lower()]
     data = json.loads(json_path.read_text(encoding="utf-8"))
     assert len(data) == len(rows)
     for item, r in zip(data, rows):
-        assert set(item) == {"structure", "level", "parameter", "value", "unit", "note", "label"}
+        assert set(item) == {"structure", "level", "parameter", "value", "unit", "note", "reference", "flag", "label"}
         assert item["label"] == r.label
         assert (item["value"] is None) == (r.value is None)
     # no temporary files left behind, overwriting works
