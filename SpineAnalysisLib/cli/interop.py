@@ -1,4 +1,4 @@
-"""Command-line subcommands of the annotators' loop and DICOM interoperability (added to ``spineanalysis``).
+"""The annotators' loop and DICOM interoperability commands.
 
     spineanalysis export-training IMAGE LABELS -o DATASET [--original LABELS] [--case-id ID] [--model NAME]
     spineanalysis finetune DATASET [-o MODELDIR] [--steps N] [--base MODEL] [--mix-shipped]
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+
+from .options import add_subject_options
 
 COMMANDS = ("export-training", "finetune", "dicom-seg", "export-measurements")
 
@@ -59,15 +61,14 @@ def add_commands(commands) -> None:
     table.add_argument("labels", help="label map, or a DICOM SEG (.dcm) of the image")
     table.add_argument("-o", "--output", required=True, help="CSV file to write")
     table.add_argument("--no-patient-id", action="store_true", help="leave the PatientID column out")
-    table.add_argument("--sex", choices=["F", "M"])
-    table.add_argument("--age", type=float)
+    add_subject_options(table)
 
 
 def _read_labels(path: str, reference):
-    from . import imageio
+    from .. import imageio
 
     if str(path).lower().endswith(".dcm"):
-        from .dicomseg import read_dicom_seg
+        from ..dicomseg import read_dicom_seg
 
         label_map, _names = read_dicom_seg(path, reference)
         return label_map
@@ -75,10 +76,10 @@ def _read_labels(path: str, reference):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import imageio
+    from .. import imageio
 
     if args.command == "export-training":
-        from .annotation import export_training_case
+        from ..annotation import export_training_case
 
         image = imageio.read_image(args.image)
         corrected = _read_labels(args.labels, image)
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{action} case {result.case_id} in {result.dataset_dir} (edited: {edited})")
         return 0
     if args.command == "finetune":
-        from .finetune import finetune
+        from ..finetune import finetune
 
         result = finetune(
             args.dataset, args.output, base_model=args.base, steps=args.steps, mix_shipped_data=args.mix_shipped, shipped_data_dir=args.data,
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             imageio.write_text(json.dumps(summary, indent=1) + "\n", args.summary)
         return 0
     if args.command == "dicom-seg":
-        from .dicomseg import read_dicom_seg, write_dicom_seg
+        from ..dicomseg import read_dicom_seg, write_dicom_seg
 
         if args.read:
             label_map, names = read_dicom_seg(args.first, args.second, unknown="skip" if args.skip_unknown else "error")
@@ -125,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     if args.command == "export-measurements":
-        from .measurements import measure_case
-        from .measurements_export import write_structured_csv
+        from ..measurements import measure_case
+        from ..measurements_export import write_structured_csv
 
         image = imageio.read_image(args.image)
         label_map = _read_labels(args.labels, image)

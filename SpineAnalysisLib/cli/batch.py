@@ -1,9 +1,11 @@
-"""The ``batch`` and ``cohort-report`` subcommands (registered by :mod:`SpineAnalysisLib.cli`)."""
+"""The cohort commands: ``batch`` and ``cohort-report`` (the work itself is in :mod:`SpineAnalysisLib.batch`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .options import add_device_option
 
 COMMANDS = ("batch", "cohort-report")
 
@@ -22,7 +24,7 @@ def add_commands(commands) -> None:
     batch.add_argument("--threads", type=int, help="torch threads per worker (default locally: cores / workers; on a cluster: the "
                                                    "worker's OMP_NUM_THREADS, 1 under dask)")
     batch.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
-    batch.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="per worker; auto: its GPU if it has one")
+    add_device_option(batch, help="per worker; auto: its GPU if it has one")
     batch.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x the throughput on CPUs)")
     batch.add_argument("--pattern", help="only files/series folders whose name matches this glob, e.g. '*_T2w.nii.gz'")
     batch.add_argument("--skip-failed", action="store_true", help="do not retry cases that failed in an earlier run")
@@ -37,7 +39,7 @@ def add_commands(commands) -> None:
 
 
 def _add_cohort_options(parser: argparse.ArgumentParser) -> None:
-    from .normative import MIN_REFERENCE_N, REFERENCES
+    from ..batch.normative import MIN_REFERENCE_N, REFERENCES
 
     parser.add_argument("--min-reference-n", type=int, default=MIN_REFERENCE_N,
                         help=f"cohort percentiles are used for a level/sex/age-band stratum with at least this many discs (default {MIN_REFERENCE_N})")
@@ -48,13 +50,13 @@ def _add_cohort_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "cohort-report":
-        from .cohort import rebuild_cohort
+        from ..batch.cohort import rebuild_cohort
 
         outputs = rebuild_cohort(args.outdir, min_reference_n=args.min_reference_n, reference=args.reference, report=not args.no_report)
         for name, path in outputs.items():
             print(f"{name}: {path}")
         return 0
-    from .runner import run_batch
+    from ..batch.runner import run_batch
 
     try:
         result = run_batch(args.input, args.output, scheduler=args.scheduler, workers=args.workers, threads=args.threads, model=args.model,

@@ -1,75 +1,18 @@
-"""``spineanalysis``: the command-line entry point.
-
-    spineanalysis analyze IMAGE -o OUTDIR        segment + measure + report (the usual command)
-    spineanalysis segment IMAGE -o LABELS.nii.gz  label map on the image grid
-    spineanalysis measure IMAGE LABELS -o OUTDIR  measurements.csv / .json from a label map
-    spineanalysis evaluate [--data DIR]           score a model on labelled cases
-    spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
-    spineanalysis export-model RUNDIR -o FOLDER   weights + checksum + manifest from a run
-    spineanalysis export-model MODEL -o FOLDER --change ...   same weights, new inference settings
-    spineanalysis models                          list available models
-    spineanalysis batch INPUT -o OUTDIR           a cohort on Dask, resumable (docs/batch.md)
-    spineanalysis cohort-report OUTDIR            rebuild a batch's cohort table and report.html
-    spineanalysis export-training IMAGE LABELS -o DATASET   corrected case -> training dataset folder
-    spineanalysis finetune DATASET -o MODELDIR    fine-tune a model on such a folder (new model version)
-    spineanalysis dicom-seg DICOM LABELS -o SEG.dcm   DICOM SEG (--read SEG.dcm REFERENCE -o LABELS)
-    spineanalysis export-measurements IMAGE LABELS -o CSV   measurements with DICOM study/series UIDs
-
-Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
-"""
+"""The model commands: ``evaluate``, ``train``, ``export-model`` and ``models``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from .errors import InputError, SpineAnalysisError
+from ..errors import InputError
+from .options import add_model_options, progress_printer
+
+COMMANDS = ("evaluate", "train", "export-model", "models")
 
 
-def _progress_printer(enabled: bool):
-    def report(fraction: float, message: str) -> None:
-        if enabled:
-            print(f"progress: {fraction:.3f} {message}", flush=True)
-
-    return report
-
-
-def _add_subject_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sex", choices=["F", "M"], help="patient sex, for normative z-scores")
-    parser.add_argument("--age", type=float, help="patient age in years, for normative z-scores")
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
-    parser.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x faster on a CPU, slightly less accurate)")
-    parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spineanalysis", description="Spine MRI segmentation, level labelling and measurements.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    analyze = commands.add_parser("analyze", help="segment + measure + report.png")
-    analyze.add_argument("image", help="NIfTI/NRRD/MHA file or DICOM series folder")
-    analyze.add_argument("-o", "--output", required=True, help="output folder")
-    _add_model_options(analyze)
-    _add_subject_options(analyze)
-
-    segment = commands.add_parser("segment", help="write the label map of an image")
-    segment.add_argument("image")
-    segment.add_argument("-o", "--output", required=True, help="label map file (.nii.gz, .nrrd, ...)")
-    _add_model_options(segment)
-
-    measure = commands.add_parser("measure", help="measure an existing label map")
-    measure.add_argument("image")
-    measure.add_argument("labels")
-    measure.add_argument("-o", "--output", required=True, help="output folder")
-    _add_subject_options(measure)
-
+def add_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score a model on labelled cases (Dice, level identification, ASD, DHI agreement)")
     evaluate.add_argument("--data", help="folder with manifest.csv (default: ../shared/data/lumbar_mri)")
     evaluate.add_argument("--cases", default="validation", help="'validation' (the fixed split), 'all', or comma-separated case ids")
@@ -78,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--slice-thickness-mm", type=float, default=None, metavar="MM",
         help="score on thick-slice copies: each case's sagittal slices averaged into slabs this thick (e.g. 4, as clinical 2D stacks)",
     )
-    _add_model_options(evaluate)
+    add_model_options(evaluate)
 
     train = commands.add_parser("train", help="train the segmentation network (resumes from RUNDIR/checkpoint.pt)")
     train.add_argument("-o", "--output", required=True, help="run folder (checkpoints, log.jsonl)")
@@ -150,13 +93,74 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--change", default="", help="what this training phase did differently, kept in the manifest's training phases")
 
     commands.add_parser("models", help="list available models")
-    from .batch.cli import add_commands as _add_batch_commands
 
-    _add_batch_commands(commands)
-    from .interop_cli import add_commands as _add_interop_commands
 
-    _add_interop_commands(commands)
-    return parser
+def run(args: argparse.Namespace) -> int:
+    from .. import imageio
+
+    if args.command == "evaluate":
+        from ..evaluation import evaluate_model, format_report
+
+        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=progress_printer(args.progress), fast=args.fast,
+                                slice_thickness_mm=args.slice_thickness_mm)
+        print(format_report(report))
+        if args.output:
+            imageio.write_text(json.dumps(report, indent=1), args.output)
+        return 0
+    if args.command == "train":
+        from ..model.training import TrainingConfig, train
+
+        from ..model.store import initial_weights
+
+        if not 0.0 <= args.random_centre_fraction <= 1.0:
+            raise InputError(f"--random-centre-fraction must be between 0 and 1, got {args.random_centre_fraction:g}")
+        if not 0.0 <= args.augmentation_strength <= 1.0:
+            raise InputError(f"--augmentation-strength must be between 0 and 1, got {args.augmentation_strength:g}")
+        if not 0.0 <= args.synthetic_disc_share < 1.0:
+            raise InputError(f"--synthetic-disc-share must be at least 0 and below 1, got {args.synthetic_disc_share:g}")
+        if not 0.0 <= args.class_dice_weight <= 10.0:
+            raise InputError(f"--class-dice-weight must be between 0 and 10, got {args.class_dice_weight:g}")
+        if not 0.0 <= args.average_weights_from < 1.0:
+            raise InputError(f"--average-weights-from must be at least 0 and below 1, got {args.average_weights_from:g}")
+        config = TrainingConfig(
+            steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+            learning_rate=args.learning_rate, validate_every=args.validate_every,
+            disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
+            source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
+            average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength,
+            synthetic_disc_share=args.synthetic_disc_share, class_dice_weight=args.class_dice_weight, **_network_option(args.slice_context_mm, args.context_slices),
+        )
+        initial_state = initial_weights(args.init_from) if args.init_from else None
+        train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)
+        return 0
+    if args.command == "export-model":
+        from ..model.predict import InferenceSettings
+        from ..model.store import MANIFEST, export_run, find_model, retune_model
+
+        evaluation = _read_export_json(args.evaluation) if args.evaluation else None
+        fast_evaluation = _read_export_json(args.fast_evaluation) if args.fast_evaluation else None
+        calibration = _read_export_json(args.calibration, "calibration", "'Testing/DataChecks/calibrate_inference.py -o'", "mean_body_dice") if args.calibration else None
+        try:
+            scales = tuple(float(v) for v in args.test_time_scales.split(",") if v.strip())
+            settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold, args.test_time_mirror).validated()
+        except ValueError as error:
+            raise InputError(f"export-model: {error}") from None
+        if (Path(args.run) / MANIFEST).is_file():
+            if not args.change:
+                raise InputError("export-model: a model folder gets new inference settings only with --change saying what changed")
+            info = retune_model(find_model(args.run), Path(args.output), args.version, settings, args.change, evaluation, fast_evaluation, calibration)
+        else:
+            info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change, fast_evaluation, calibration)
+        print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
+        return 0
+    if args.command == "models":
+        from ..model.store import list_models
+
+        for info in list_models():
+            metrics = info.manifest.get("validation", {})
+            print(f"{info.label}\t{info.folder}\t{json.dumps(metrics)}")
+        return 0
+    raise AssertionError(args.command)
 
 
 def _network_option(slice_context_mm: float, context_slices: int = 1) -> dict:
@@ -169,7 +173,7 @@ def _network_option(slice_context_mm: float, context_slices: int = 1) -> dict:
         if context_slices != 1:
             raise InputError("--context-slices needs --slice-context-mm (the distance between the slices fed)")
         return {}
-    from .model.network import NetworkConfig
+    from ..model.network import NetworkConfig
 
     return {"network": NetworkConfig(in_channels=1 + 2 * context_slices, slice_context_mm=slice_context_mm).to_dict()}
 
@@ -196,129 +200,3 @@ def _read_export_json(path: str, what: str = "evaluation", written_by: str = "'s
     if not isinstance(evaluation, dict) or not isinstance(evaluation.get(key), dict):
         raise InputError(f"export-model: {path} is not the JSON of {written_by} (no {key})")
     return evaluation
-
-
-def _run(args: argparse.Namespace) -> int:
-    from . import imageio
-
-    if args.command == "segment":
-        from .inference import segment_image
-
-        image = imageio.read_image(args.image)
-        result = segment_image(image, args.model, args.device, _progress_printer(args.progress), threads=args.threads, fast=args.fast)
-        imageio.write_image(result.label_map, args.output)
-        _print_summary(result.summary())
-        return 0
-    if args.command == "measure":
-        from .measurements import measure_case, write_measurements
-
-        image = imageio.read_image(args.image)
-        label_map = imageio.read_label_map(args.labels, reference=image)
-        measurements = measure_case(image, label_map, sex=args.sex, age=args.age)
-        csv_path, _ = write_measurements(measurements, args.output)
-        print(f"wrote {csv_path}")
-        return 0
-    if args.command == "analyze":
-        from .pipeline import analyze
-
-        outputs = analyze(args.image, args.output, model=args.model, device=args.device, sex=args.sex, age=args.age, progress=_progress_printer(args.progress), threads=args.threads, fast=args.fast)
-        for name, path in outputs.items():
-            print(f"{name}: {path}")
-        return 0
-    if args.command == "evaluate":
-        from .evaluation import evaluate_model, format_report
-
-        report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=_progress_printer(args.progress), fast=args.fast,
-                                slice_thickness_mm=args.slice_thickness_mm)
-        print(format_report(report))
-        if args.output:
-            imageio.write_text(json.dumps(report, indent=1), args.output)
-        return 0
-    if args.command == "train":
-        from .model.training import TrainingConfig, train
-
-        from .model.store import initial_weights
-
-        if not 0.0 <= args.random_centre_fraction <= 1.0:
-            raise InputError(f"--random-centre-fraction must be between 0 and 1, got {args.random_centre_fraction:g}")
-        if not 0.0 <= args.augmentation_strength <= 1.0:
-            raise InputError(f"--augmentation-strength must be between 0 and 1, got {args.augmentation_strength:g}")
-        if not 0.0 <= args.synthetic_disc_share < 1.0:
-            raise InputError(f"--synthetic-disc-share must be at least 0 and below 1, got {args.synthetic_disc_share:g}")
-        if not 0.0 <= args.class_dice_weight <= 10.0:
-            raise InputError(f"--class-dice-weight must be between 0 and 10, got {args.class_dice_weight:g}")
-        if not 0.0 <= args.average_weights_from < 1.0:
-            raise InputError(f"--average-weights-from must be at least 0 and below 1, got {args.average_weights_from:g}")
-        config = TrainingConfig(
-            steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-            learning_rate=args.learning_rate, validate_every=args.validate_every,
-            disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
-            source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
-            average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength,
-            synthetic_disc_share=args.synthetic_disc_share, class_dice_weight=args.class_dice_weight, **_network_option(args.slice_context_mm, args.context_slices),
-        )
-        initial_state = initial_weights(args.init_from) if args.init_from else None
-        train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)
-        return 0
-    if args.command == "export-model":
-        from .model.predict import InferenceSettings
-        from .model.store import MANIFEST, export_run, find_model, retune_model
-
-        evaluation = _read_export_json(args.evaluation) if args.evaluation else None
-        fast_evaluation = _read_export_json(args.fast_evaluation) if args.fast_evaluation else None
-        calibration = _read_export_json(args.calibration, "calibration", "'Testing/DataChecks/calibrate_inference.py -o'", "mean_body_dice") if args.calibration else None
-        try:
-            scales = tuple(float(v) for v in args.test_time_scales.split(",") if v.strip())
-            settings = InferenceSettings(args.slice_smoothing_mm, scales, args.body_threshold, args.test_time_mirror).validated()
-        except ValueError as error:
-            raise InputError(f"export-model: {error}") from None
-        if (Path(args.run) / MANIFEST).is_file():
-            if not args.change:
-                raise InputError("export-model: a model folder gets new inference settings only with --change saying what changed")
-            info = retune_model(find_model(args.run), Path(args.output), args.version, settings, args.change, evaluation, fast_evaluation, calibration)
-        else:
-            info = export_run(Path(args.run), Path(args.output), args.name, args.version, evaluation, settings, args.earlier_minutes, args.change, fast_evaluation, calibration)
-        print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
-        return 0
-    from .batch.cli import COMMANDS as BATCH_COMMANDS
-    from .interop_cli import COMMANDS as INTEROP_COMMANDS
-
-    if args.command in BATCH_COMMANDS:
-        from .batch.cli import run as _run_batch_command
-
-        return _run_batch_command(args)
-    if args.command in INTEROP_COMMANDS:
-        from .interop_cli import run as _run_interop_command
-
-        return _run_interop_command(args)
-    if args.command == "models":
-        from .model.store import list_models
-
-        for info in list_models():
-            metrics = info.manifest.get("validation", {})
-            print(f"{info.label}\t{info.folder}\t{json.dumps(metrics)}")
-        return 0
-    raise AssertionError(args.command)
-
-
-def _print_summary(summary: dict) -> None:
-    print(f"levels: {', '.join(summary['levels']) or 'none'}")
-    print(f"level confidence: {summary['confidence']:.2f} (anchor {summary['anchor'] or '-'})")
-    for flag in summary["flags"] + summary["warnings"]:
-        print(f"note: {flag}")
-    print(f"{summary['seconds']:.1f} s on {summary['device']} with {summary['model']}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except SpineAnalysisError as error:
-        print(f"spineanalysis: error: {error}", file=sys.stderr)
-        return 2
-    except InterruptedError:
-        print("spineanalysis: cancelled", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("spineanalysis: interrupted", file=sys.stderr)
-        return 130

@@ -1,0 +1,65 @@
+"""``spineanalysis``: the command-line entry point.
+
+    spineanalysis analyze IMAGE -o OUTDIR        segment + measure + report (the usual command)
+    spineanalysis segment IMAGE -o LABELS.nii.gz  label map on the image grid
+    spineanalysis measure IMAGE LABELS -o OUTDIR  measurements.csv / .json from a label map
+    spineanalysis evaluate [--data DIR]           score a model on labelled cases
+    spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
+    spineanalysis export-model RUNDIR -o FOLDER   weights + checksum + manifest from a run
+    spineanalysis export-model MODEL -o FOLDER --change ...   same weights, new inference settings
+    spineanalysis models                          list available models
+    spineanalysis batch INPUT -o OUTDIR           a cohort on Dask, resumable (docs/batch.md)
+    spineanalysis cohort-report OUTDIR            rebuild a batch's cohort table and report.html
+    spineanalysis export-training IMAGE LABELS -o DATASET   corrected case -> training dataset folder
+    spineanalysis finetune DATASET -o MODELDIR    fine-tune a model on such a folder (new model version)
+    spineanalysis dicom-seg DICOM LABELS -o SEG.dcm   DICOM SEG (--read SEG.dcm REFERENCE -o LABELS)
+    spineanalysis export-measurements IMAGE LABELS -o CSV   measurements with DICOM study/series UIDs
+
+Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
+
+One module per command group, each with ``COMMANDS``, ``add_commands(subparsers)`` and ``run(args)``:
+:mod:`.case` (analyze, segment, measure), :mod:`.models` (evaluate, train, export-model, models),
+:mod:`.batch` (batch, cohort-report), :mod:`.interop` (export-training, finetune, dicom-seg,
+export-measurements). Options used by several commands, and the one list of devices, are in :mod:`.options`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import SpineAnalysisError
+from . import batch, case, interop, models
+
+#: Command groups in the order their commands appear in ``--help``.
+GROUPS = (case, models, batch, interop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spineanalysis", description="Spine MRI segmentation, level labelling and measurements.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.add_commands(commands)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    for group in GROUPS:
+        if args.command in group.COMMANDS:
+            return group.run(args)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except SpineAnalysisError as error:
+        print(f"spineanalysis: error: {error}", file=sys.stderr)
+        return 2
+    except InterruptedError:
+        print("spineanalysis: cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("spineanalysis: interrupted", file=sys.stderr)
+        return 130

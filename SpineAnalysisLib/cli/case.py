@@ -1,0 +1,67 @@
+"""The per-case commands: ``analyze`` (segment + measure + report), ``segment`` and ``measure``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_model_options, add_subject_options, progress_printer
+
+COMMANDS = ("analyze", "segment", "measure")
+
+
+def add_commands(commands) -> None:
+    analyze = commands.add_parser("analyze", help="segment + measure + report.png")
+    analyze.add_argument("image", help="NIfTI/NRRD/MHA file or DICOM series folder")
+    analyze.add_argument("-o", "--output", required=True, help="output folder")
+    add_model_options(analyze)
+    add_subject_options(analyze)
+
+    segment = commands.add_parser("segment", help="write the label map of an image")
+    segment.add_argument("image")
+    segment.add_argument("-o", "--output", required=True, help="label map file (.nii.gz, .nrrd, ...)")
+    add_model_options(segment)
+
+    measure = commands.add_parser("measure", help="measure an existing label map")
+    measure.add_argument("image")
+    measure.add_argument("labels")
+    measure.add_argument("-o", "--output", required=True, help="output folder")
+    add_subject_options(measure)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import imageio
+
+    if args.command == "segment":
+        from ..inference import segment_image
+
+        image = imageio.read_image(args.image)
+        result = segment_image(image, args.model, args.device, progress_printer(args.progress), threads=args.threads, fast=args.fast)
+        imageio.write_image(result.label_map, args.output)
+        print_summary(result.summary())
+        return 0
+    if args.command == "measure":
+        from ..measurements import measure_case, write_measurements
+
+        image = imageio.read_image(args.image)
+        label_map = imageio.read_label_map(args.labels, reference=image)
+        measurements = measure_case(image, label_map, sex=args.sex, age=args.age)
+        csv_path, _ = write_measurements(measurements, args.output)
+        print(f"wrote {csv_path}")
+        return 0
+    if args.command == "analyze":
+        from ..pipeline import analyze
+
+        outputs = analyze(args.image, args.output, model=args.model, device=args.device, sex=args.sex, age=args.age,
+                          progress=progress_printer(args.progress), threads=args.threads, fast=args.fast)
+        for name, path in outputs.items():
+            print(f"{name}: {path}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def print_summary(summary: dict) -> None:
+    print(f"levels: {', '.join(summary['levels']) or 'none'}")
+    print(f"level confidence: {summary['confidence']:.2f} (anchor {summary['anchor'] or '-'})")
+    for flag in summary["flags"] + summary["warnings"]:
+        print(f"note: {flag}")
+    print(f"{summary['seconds']:.1f} s on {summary['device']} with {summary['model']}")

@@ -1,0 +1,38 @@
+"""Options shared by several commands, and the one list of devices.
+
+:data:`DEVICES` is the single list of ``--device`` values; the Slicer module's parameter node imports it
+from here rather than keeping its own copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+#: ``--device`` values: "auto" picks CUDA, then Apple MPS, then the CPU (``inference.resolve_device``).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_DEVICE = "auto"
+
+
+def progress_printer(enabled: bool):
+    def report(fraction: float, message: str) -> None:
+        if enabled:
+            print(f"progress: {fraction:.3f} {message}", flush=True)
+
+    return report
+
+
+def add_subject_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sex", choices=["F", "M"], help="patient sex, for normative z-scores")
+    parser.add_argument("--age", type=float, help="patient age in years, for normative z-scores")
+
+
+def add_device_option(parser: argparse.ArgumentParser, help: str = "auto: CUDA, then MPS, then CPU") -> None:
+    parser.add_argument("--device", default=DEFAULT_DEVICE, choices=list(DEVICES), help=help)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
+    add_device_option(parser)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x faster on a CPU, slightly less accurate)")
+    parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
