@@ -160,20 +160,41 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
 
     # disc-height agreement between measurements on predicted and reference masks
     reference_for_measure = _reference_with_pseudo_discs(reference, image, annotated) if vertebrae else reference
-    agreement = {}
+    agreement: dict = {}
+    heights: dict = {}
+    vertebra_names = {scheme.structure_name(v) for v in vertebrae}
     try:
         reference_map = sitk.GetImageFromArray(reference_for_measure.astype(np.uint16))
         reference_map.CopyInformation(image)
-        on_reference = {(m.level, m.parameter): m.value for m in measure_case(image, reference_map) if m.structure == "disc"}
-        on_prediction = {(m.level, m.parameter): m.value for m in measure_case(image, result.label_map) if m.structure == "disc"} if result.report.levels else {}
-        for (level, parameter), value in on_reference.items():
-            if parameter in ("dhi", "height_mean_mm") and value is not None and on_prediction.get((level, parameter)) is not None:
-                agreement.setdefault(parameter, []).append((level, value, on_prediction[(level, parameter)]))
+        on_reference = _compared_values(measure_case(image, reference_map))
+        on_prediction = _compared_values(measure_case(image, result.label_map)) if result.report.levels else {}
+        for (structure, level, parameter), value in on_reference.items():
+            predicted_value = on_prediction.get((structure, level, parameter))
+            if value is None or predicted_value is None:
+                continue
+            if structure == "disc":
+                agreement.setdefault(parameter, []).append((level, value, predicted_value))
+            elif level in vertebra_names:  # only the bodies the expert outlined
+                heights.setdefault(parameter, []).append((level, value, predicted_value))
     except Exception as error:  # measurement failure is reported, not fatal for the evaluation
         case["measurement_error"] = f"{type(error).__name__}: {error}"
     case["disc_agreement"] = agreement
+    case["vertebra_agreement"] = heights
+    case["source"] = record.source
     case["reference_discs"] = "gap pseudo-labels between expert bodies" if vertebrae else "expert disc labels"
     return case
+
+
+#: Measurements compared between predicted and expert masks (``evaluate``): disc height index and
+#: mean disc height, and the anterior, middle and posterior vertebral-body heights.
+COMPARED_DISC = ("dhi", "height_mean_mm")
+COMPARED_VERTEBRA = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")
+
+
+def _compared_values(measurements) -> dict:
+    """{(structure, level, parameter): value} for the compared parameters."""
+    wanted = {"disc": COMPARED_DISC, "vertebra": COMPARED_VERTEBRA}
+    return {(m.structure, m.level, m.parameter): m.value for m in measurements if m.parameter in wanted.get(m.structure, ())}
 
 
 def _mean(values) -> float | None:
@@ -181,16 +202,32 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _agreement(results: list[dict]) -> dict:
-    """Agreement of each disc parameter measured on predicted and on reference masks, over ``results``."""
+def _agreement(results: list[dict], key: str = "disc_agreement", parameters=COMPARED_DISC) -> dict:
+    """Agreement of each parameter measured on predicted and on reference masks, over ``results``
+    (bias = mean of predicted minus reference)."""
     agreement = {}
-    for parameter in ("dhi", "height_mean_mm"):
-        pairs = [(ref, pred) for case in results for _, ref, pred in case["disc_agreement"].get(parameter, [])]
+    for parameter in parameters:
+        pairs = [(ref, pred) for case in results for _, ref, pred in case.get(key, {}).get(parameter, [])]
         if pairs:
             ref, pred = np.array(pairs).T
             agreement[parameter] = {"n": len(pairs), "mean_abs_difference": float(np.mean(np.abs(pred - ref))), "bias": float(np.mean(pred - ref)),
                                     "correlation": float(np.corrcoef(ref, pred)[0, 1]) if len(pairs) > 2 else None}
     return agreement
+
+
+def _agreement_by_source(results: list[dict]) -> dict:
+    """Per source data set: vertebral-body heights against expert bodies and disc heights against the
+    case's disc reference (expert discs or gap pseudo-labels), with its Dice."""
+    by_source: dict = {}
+    for source in sorted({c["source"] for c in results}):
+        cases = [c for c in results if c["source"] == source]
+        by_source[source] = {
+            "cases": len(cases),
+            "dice_vertebra": _mean(c.get("dice_vertebra") for c in cases),
+            "vertebra": _agreement(cases, "vertebra_agreement", COMPARED_VERTEBRA),
+            "disc": _agreement(cases),
+        }
+    return by_source
 
 
 def evaluate_model(data_dir=None, cases="validation", model_name=None, device="auto", progress=None, fast=False, slice_thickness_mm=None) -> dict:
@@ -225,6 +262,8 @@ def evaluate_model(data_dir=None, cases="validation", model_name=None, device="a
         "dice_per_level": {level: float(np.mean(v)) for level, v in sorted(per_level.items(), key=lambda kv: scheme.anatomical_rank(scheme.label_from_name(kv[0])))},
         "disc_agreement": _agreement(results),
         "disc_agreement_by_reference": {kind: stats for kind, stats in by_reference.items() if stats},
+        "vertebra_agreement": _agreement(results, "vertebra_agreement", COMPARED_VERTEBRA),
+        "agreement_by_source": _agreement_by_source(results),
         "mean_seconds_per_case": _mean(c["seconds"] for c in results),
         "disc_cases": [c["case_id"] for c in results if "dice_disc" in c],
         "slice_thickness_mm": slice_thickness_mm,
@@ -246,6 +285,9 @@ def format_report(report: dict) -> str:
     for kind, agreement in s.get("disc_agreement_by_reference", {"reference masks": s["disc_agreement"]}).items():
         for parameter, stats in agreement.items():
             lines.append(f"{parameter} agreement (prediction vs {kind}): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
+    for source, stats in s.get("agreement_by_source", {}).items():
+        parts = [f"{p} bias {v['bias']:+.2f} (n={v['n']})" for group in ("vertebra", "disc") for p, v in stats[group].items()]
+        lines.append(f"{source} ({stats['cases']} cases, body Dice {fmt(stats['dice_vertebra'])}): " + ", ".join(parts))
     lines.append(f"mean time per case: {fmt(s['mean_seconds_per_case'], '{:.1f}')} s")
     for case in report["cases"]:
         if case["identification_errors"]:

@@ -15,6 +15,11 @@ Steps (all in the network frame: slice, row superior->inferior, column anterior-
 3. Each disc component is assigned to the gap between the two bodies around its centroid and named
    after the body above; components outside any gap next to the column are kept only right above
    the top body or right below the bottom one.
+4. The labelled chain is checked for what anatomy forbids (:mod:`.chain`: a body missing inside the
+   chain, bodies off the spine's curve or out of order, an S1 far from the chain's end or in front
+   of it). Extra structures beside the column that crowd a body (in the spinal canal) are dropped
+   before the count; any other finding, or a low vote confidence, sets ``levels_uncertain``, halves
+   the confidence and is listed in the flags: the levels are then not to be trusted without a look.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as scheme
+from . import chain
 from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS, VERTEBRA_CLASSES
 
 MIN_VERTEBRA_MM3 = 1500.0
@@ -39,6 +45,8 @@ LOW_CONFIDENCE = 0.6
 FIELD_EDGE_MM = 10.0
 #: Two predicted levels whose centres are closer than this (mm) are one body with an uncertain vote.
 MIN_BODY_SEPARATION_MM = 15.0
+#: A body's level vote counts for the order check when this share of its voxels agree.
+CONFIDENT_VOTE = 0.7
 
 
 @dataclass
@@ -48,9 +56,20 @@ class LabellingReport:
     anchor: str = ""  # the level the count is anchored on
     flags: list[str] = field(default_factory=list)
     removed_islands: int = 0
+    #: the chain shows what anatomy forbids, or the votes are weak: the level names may be wrong
+    levels_uncertain: bool = False
 
     def to_dict(self) -> dict:
-        return {"levels": self.levels, "confidence": round(self.confidence, 3), "anchor": self.anchor, "flags": self.flags, "removed_islands": self.removed_islands}
+        return {"levels": self.levels, "confidence": round(self.confidence, 3), "anchor": self.anchor, "flags": self.flags,
+                "removed_islands": self.removed_islands, "levels_uncertain": self.levels_uncertain}
+
+    def mark_uncertain(self, reasons: list[str]) -> None:
+        """Levels uncertain for these reasons: flagged, confidence halved."""
+        if not reasons:
+            return
+        self.levels_uncertain = True
+        self.confidence *= 0.5
+        self.flags.extend(f"levels uncertain: {reason}" for reason in reasons)
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -229,6 +248,7 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
     if splits:
         report.flags.append(f"{splits} joined vertebral bodies were separated at their narrowest rows: check those discs")
         bodies = _remove_islands(bodies, report)
+    bodies = _drop_extras_beside_column(bodies, report)
     if not bodies:
         report.flags.append("no vertebrae found")
         return result, report
@@ -248,7 +268,9 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
         result.ravel()[body.mask_index] = label
     best_anchor = int(np.argmax([b.votes[p] if 0 <= p < len(VERTEBRA_CLASSES) else 0 for b, p in zip(bodies, positions)]))
     report.anchor = "S1" if vertebrae[-1] == 26 and bodies[-1].votes[-1] > 0.5 else scheme.vertebra_name(vertebrae[best_anchor])
+    report.mark_uncertain(_chain_reasons(bodies, vertebrae))
     if confidence < LOW_CONFIDENCE:
+        report.levels_uncertain = True
         report.flags.append(f"level count uncertain (confidence {confidence:.2f}): check for a transitional vertebra (L6/T13, sacralisation)")
     if 26 not in vertebrae:
         report.flags.append(f"S1 not in view or not recognised: levels counted from {report.anchor}")
@@ -259,6 +281,37 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
     present = [int(v) for v in np.unique(result) if v]
     report.levels = [scheme.structure_name(v) for v in sorted(present, key=scheme.anatomical_rank)]
     return result, report
+
+
+def _drop_extras_beside_column(bodies: list[_Body], report: LabellingReport) -> list[_Body]:
+    """Join the lateral parts of one body; drop extra structures beside the column (:mod:`.chain`)."""
+    for first, second in reversed(chain.lateral_parts(np.array([b.centroid for b in bodies]))):
+        bodies[first] = _joined(bodies[first], bodies.pop(second))
+    extras = set(chain.off_chain_extras(np.array([b.centroid for b in bodies]), [b.votes[-1] > 0.5 for b in bodies]))
+    if extras:
+        report.removed_islands += len(extras)
+        report.flags.append(f"{len(extras)} structure(s) beside the column (in the spinal canal or in front of it) were not taken as vertebral bodies")
+    return [b for i, b in enumerate(bodies) if i not in extras]
+
+
+def _joined(a: _Body, b: _Body) -> _Body:
+    weights = np.array([a.volume, b.volume])
+    votes = (a.votes * weights[0] + b.votes * weights[1]) / weights.sum()
+    centroid = (a.centroid * weights[0] + b.centroid * weights[1]) / weights.sum()
+    return _Body(np.concatenate([a.mask_index, b.mask_index]), votes, centroid, float(weights.sum()), a.cut_by_field_of_view or b.cut_by_field_of_view)
+
+
+def _chain_reasons(bodies: list[_Body], vertebrae: list[int]) -> list[str]:
+    """What anatomy forbids in the labelled chain (:mod:`.chain`)."""
+    centroids = np.array([b.centroid for b in bodies])
+    names = [scheme.vertebra_name(v) for v in vertebrae]
+    voted = [int(np.argmax(b.votes)) if b.votes.max() >= CONFIDENT_VOTE else None for b in bodies]
+    return (
+        chain.gap_reasons(centroids, names)
+        + chain.curve_reasons(centroids, names)
+        + chain.sacrum_reasons(centroids, names, [b.votes[-1] for b in bodies])
+        + chain.order_reasons(voted, names)
+    )
 
 
 def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:

@@ -91,6 +91,27 @@ def test_fast_mode_runs_one_scale_and_finds_the_same_lumbar_levels(small_real_im
     assert dice(body(quick), body(truth)) > 0.85 and dice(body(full), body(truth)) > 0.85
 
 
+def test_the_models_label_map_with_a_body_removed_is_levels_uncertain(result):
+    """The labelling step fed the network's own output on the real sample, L3 removed: the chain check
+    must say "levels uncertain" (and lower the confidence) rather than name the rest with confidence."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.labelling import LOW_CONFIDENCE, label_levels
+    from SpineAnalysisLib.model.preprocessing import sagittal_frame
+
+    frame = sagittal_frame(result.label_map)
+    labels = frame.to_canonical(sitk.GetArrayFromImage(result.label_map))
+    classes = np.zeros(labels.shape, np.uint8)
+    for label, channel in LABEL_TO_CHANNEL.items():
+        if label:
+            classes[labels == label] = channel
+    _, intact = label_levels(classes, frame.spacing)
+    assert not intact.levels_uncertain and not result.report.levels_uncertain, intact.flags
+    classes[labels == 22] = 0
+    _, report = label_levels(classes, frame.spacing)
+    assert report.levels_uncertain and report.confidence < LOW_CONFIDENCE
+    assert any(f.startswith("levels uncertain: a body seems missing between L2 and L4") for f in report.flags), report.flags
+
+
 def _like(image, array):
     out = sitk.GetImageFromArray(array)
     out.CopyInformation(image)

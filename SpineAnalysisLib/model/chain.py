@@ -1,0 +1,195 @@
+"""What anatomy forbids in a labelled chain of vertebral bodies: the checks behind "levels uncertain".
+
+All positions are body centroids in the network frame, in mm: (slice L->R, row S->I, column A->P),
+ordered cranial to caudal. The thresholds were set from the expert label maps of all 66 shared cases
+(``../shared/data/lumbar_mri``, T10-S1, L1-L5 and T11-L5 chains; script in the pipeline note),
+with a wide margin over the largest value a healthy expert chain shows:
+
+* consecutive centroid distances along the column: the largest over the median of the others is at
+  most 1.17 in those chains; a missing body makes it about 2. Limit ``MAX_GAP_RATIO`` 1.5. The
+  L5-S1 distance is left out (only the S1 segment is labelled: it is 15-28 mm, shorter than the others).
+* distance of an inner body from a quadratic through the other lumbar/thoracic centroids (leave one
+  out; the sacrum turns back and is checked on its own): at most 9.1 mm; a body in the spinal canal
+  lies about 25-30 mm behind the column. Limit ``MAX_OFF_CURVE_MM`` 15.
+* the turn of the chain at the second and the second-last body (angle between consecutive
+  centroid-to-centroid directions, excluding S1): at most 38 degrees; limit ``MAX_END_TURN_DEG`` 60
+  (an end "body" beside the column, in the canal or in front of it, turns the chain by 60-90 degrees).
+* S1 lies 19-25 mm behind L5's centroid and 24-39 mm from it; an "S1" in the pelvis lies in front of
+  L5 or far below it. Limits: not more than ``MAX_S1_ANTERIOR_MM`` (10 mm) in front of L5 and not further
+  than ``MAX_GAP_RATIO`` typical distances from it.
+
+Each check returns reasons (one line each) for the labelling report; an empty list means the chain
+is plausible. Sekuboyina et al. (VerSe, Med Image Anal 2021) describe the same failure modes of
+vertebra labelling (missing, merged and off-column detections, wrong anchors).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+MAX_GAP_RATIO = 1.5
+MIN_GAP_RATIO = 0.55
+MAX_OFF_CURVE_MM = 15.0
+MAX_END_TURN_DEG = 60.0
+MAX_S1_ANTERIOR_MM = 10.0
+#: Two components closer in height than this share of the typical body spacing are one body's parts.
+SAME_BODY_ROWS = 0.3
+S1_NAME = "S1"
+
+
+def gap_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Consecutive bodies much further apart (a body missing) or much closer (a split or extra body) than the others."""
+    rows = _column_points(centroids, names)
+    if len(rows) < 3:
+        return []
+    gaps = np.linalg.norm(np.diff(rows[:, 1:], axis=0), axis=1)  # row and column (sagittal plane)
+    reasons = []
+    for i, gap in enumerate(gaps):
+        others = np.delete(gaps, i)
+        typical = float(np.median(others))
+        if typical <= 0:
+            continue
+        if gap > MAX_GAP_RATIO * typical:
+            reasons.append(f"a body seems missing between {names[i]} and {names[i + 1]}: their centroids are {gap:.0f} mm apart, the others {typical:.0f} mm")
+        elif gap < MIN_GAP_RATIO * typical:
+            reasons.append(f"{names[i]} and {names[i + 1]} are only {gap:.0f} mm apart (the others {typical:.0f} mm): one of them may not be a separate body")
+    return reasons
+
+
+def off_curve_mm(centroids: np.ndarray) -> np.ndarray:
+    """Distance (mm) of each inner centroid from a smooth curve through the others (leave one out);
+    0 for the two ends. Quadratic in the row for the front-back position, linear for left-right."""
+    count = len(centroids)
+    distances = np.zeros(count)
+    for i in range(1, count - 1):
+        others = np.delete(np.arange(count), i)
+        degree = 2 if len(others) >= 4 else 1
+        rows = centroids[others, 1]
+        ap = np.polyval(np.polyfit(rows, centroids[others, 2], degree), centroids[i, 1])
+        lr = np.polyval(np.polyfit(rows, centroids[others, 0], 1), centroids[i, 1])
+        distances[i] = np.hypot(centroids[i, 2] - ap, centroids[i, 0] - lr)
+    return distances
+
+
+def end_turns_deg(centroids: np.ndarray) -> tuple[float, float]:
+    """Turn of the chain (degrees) at the second and at the second-last centroid (0 with fewer than 3)."""
+    if len(centroids) < 3:
+        return 0.0, 0.0
+    steps = np.diff(centroids, axis=0)
+    steps = steps / np.maximum(np.linalg.norm(steps, axis=1, keepdims=True), 1e-9)
+    turns = np.degrees(np.arccos(np.clip(np.sum(steps[1:] * steps[:-1], axis=1), -1.0, 1.0)))
+    return float(turns[0]), float(turns[-1])
+
+
+def curve_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Bodies off the spine's curve: inner ones by distance, the two ends by the turn they make."""
+    points = _column_points(centroids, names)
+    column_names = [n for n in names if n != S1_NAME]
+    reasons = []
+    if len(points) >= 4:
+        for name, distance in zip(column_names, off_curve_mm(points)):
+            if distance > MAX_OFF_CURVE_MM:
+                reasons.append(f"{name} lies {distance:.0f} mm off the curve through the other bodies (in the spinal canal, a slip or not a body)")
+    if len(points) >= 4:
+        first, last = end_turns_deg(points)
+        if first > MAX_END_TURN_DEG:
+            reasons.append(f"{column_names[0]} is off the spine's curve (the chain turns {first:.0f} degrees at {column_names[1]})")
+        if last > MAX_END_TURN_DEG:
+            reasons.append(f"{column_names[-1]} is off the spine's curve (the chain turns {last:.0f} degrees at {column_names[-2]})")
+    return reasons
+
+
+def sacrum_reasons(centroids: np.ndarray, names: Sequence[str], s1_votes: Sequence[float]) -> list[str]:
+    """An S1 that is not the chain's caudal end, lies in front of the body above or far from it; a body
+    the network calls S1 that is named otherwise."""
+    reasons = []
+    for name, vote in zip(names[:-1], s1_votes[:-1]):
+        if vote > 0.5 and name != S1_NAME:
+            reasons.append(f"the network sees the sacrum (S1) in the body named {name}, which is not the chain's caudal end")
+    if S1_NAME not in names:
+        return reasons
+    index = list(names).index(S1_NAME)
+    if index != len(names) - 1:
+        reasons.append("S1 is not the caudal end of the chain")
+    if index == 0:
+        return reasons
+    above = centroids[index - 1]
+    offset = centroids[index] - above
+    column = _column_points(centroids, names)
+    typical = float(np.median(np.linalg.norm(np.diff(column[:, 1:], axis=0), axis=1))) if len(column) >= 2 else 35.0
+    if offset[2] < -MAX_S1_ANTERIOR_MM:
+        reasons.append(f"S1 lies {-offset[2]:.0f} mm in front of {names[index - 1]} (in the pelvis?)")
+    distance = float(np.linalg.norm(offset[1:]))
+    if distance > MAX_GAP_RATIO * typical:
+        reasons.append(f"S1 lies {distance:.0f} mm from {names[index - 1]} (typical body spacing {typical:.0f} mm): far from the chain's end")
+    return reasons
+
+
+def order_reasons(voted_positions: Sequence[int | None], names: Sequence[str]) -> list[str]:
+    """Bodies whose confident level votes run against the chain's cranio-caudal order."""
+    reasons = []
+    previous: tuple[int, str] | None = None
+    for position, name in zip(voted_positions, names):
+        if position is None:
+            continue
+        if previous is not None and position <= previous[0]:
+            reasons.append(f"the network's level votes are out of order at {name} (voted no lower than {previous[1]} above it)")
+        previous = (position, name)
+    return reasons
+
+
+def lateral_parts(centroids: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (i, i + 1) of consecutive components that are two lateral parts of one body: at the same
+    height (rows closer than ``SAME_BODY_ROWS`` typical spacings) and the same depth (columns closer
+    than ``MAX_OFF_CURVE_MM``), side by side (an outline broken along a sagittal slice)."""
+    if len(centroids) < 3:
+        return []
+    rows = centroids[:, 1]
+    typical = float(np.median(np.diff(rows)))
+    return [
+        (i, i + 1)
+        for i in range(len(centroids) - 1)
+        if rows[i + 1] - rows[i] < SAME_BODY_ROWS * typical and abs(centroids[i + 1, 2] - centroids[i, 2]) < MAX_OFF_CURVE_MM
+    ]
+
+
+def off_chain_extras(centroids: np.ndarray, protected: Sequence[bool] | None = None) -> list[int]:
+    """Indices of bodies that are extra structures beside the column (in the spinal canal, in front of
+    it): off the curve through the others AND crowding a neighbour (closer than 0.6 typical spacings
+    along the column), so that removing them leaves a regular chain; the one furthest off is removed
+    first, then the rest is checked again. A body off the curve with regular spacing (a slipped
+    vertebra) is kept and reported by :func:`curve_reasons` instead; so are ``protected`` ones (those
+    the network calls sacrum: S1 turns back from the lumbar curve and sits close below L5)."""
+    remaining = list(range(len(centroids)))
+    protected = list(protected) if protected is not None else [False] * len(centroids)
+    extras = []
+    while len(remaining) >= 4:
+        points = np.asarray(centroids, float)[remaining]
+        rows = points[:, 1]
+        typical = float(np.median(np.diff(rows)))
+        candidates = []
+        for k in range(len(points)):
+            crowded = any(abs(rows[k] - rows[j]) < 0.6 * typical for j in (k - 1, k + 1) if 0 <= j < len(points))
+            if crowded and not protected[remaining[k]]:
+                distance = _distance_to_fit(np.delete(points, k, axis=0), points[k])
+                if distance > MAX_OFF_CURVE_MM:
+                    candidates.append((distance, k))
+        if not candidates:
+            break
+        extras.append(remaining.pop(max(candidates)[1]))
+    return sorted(extras)
+
+
+def _distance_to_fit(points: np.ndarray, point: np.ndarray) -> float:
+    degree = 2 if len(points) >= 4 else 1
+    ap = np.polyval(np.polyfit(points[:, 1], points[:, 2], degree), point[1])
+    lr = np.polyval(np.polyfit(points[:, 1], points[:, 0], 1), point[1])
+    return float(np.hypot(point[2] - ap, point[0] - lr))
+
+
+def _column_points(centroids: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Centroids of the bodies above the sacrum (the sacrum turns back and is checked on its own)."""
+    keep = [i for i, name in enumerate(names) if name != S1_NAME]
+    return np.asarray(centroids, float)[keep]

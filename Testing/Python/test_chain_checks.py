@@ -1,0 +1,110 @@
+"""Checks of a labelled chain for what anatomy forbids (SpineAnalysisLib.model.chain, via label_levels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SpineAnalysisLib import labels as scheme
+from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+from SpineAnalysisLib.model.dataset import default_data_dir, read_manifest, split_cases
+from SpineAnalysisLib.model.labelling import LOW_CONFIDENCE, label_levels
+from SpineAnalysisLib.model.preprocessing import sagittal_frame
+
+SPACING = (4.0, 1.0, 1.0)
+
+
+def _chain(levels, rows_per_level=36, shape_columns=120):
+    """Network class map: 28 mm bodies (columns 40-70) and 8 mm discs stacked from the top, 10 slices."""
+    classes = np.zeros((10, rows_per_level * len(levels) + 40, shape_columns), np.uint8)
+    for i, label in enumerate(levels):
+        top = 10 + i * rows_per_level
+        classes[:, top : top + 28, 40:70] = LABEL_TO_CHANNEL[label]
+        if i + 1 < len(levels) and scheme.disc_label(label) in LABEL_TO_CHANNEL:
+            classes[:, top + 28 : top + 36, 42:68] = LABEL_TO_CHANNEL[scheme.disc_label(label)]
+    return classes
+
+
+def _vertebrae(report):
+    return [name for name in report.levels if "-" not in name]
+
+
+def test_a_regular_chain_is_certain():
+    _, report = label_levels(_chain([19, 20, 21, 22, 23, 24, 26]), SPACING)
+    assert not report.levels_uncertain and report.confidence > LOW_CONFIDENCE
+    assert report.to_dict()["levels_uncertain"] is False
+
+
+def test_a_missing_body_inside_the_chain_makes_the_levels_uncertain():
+    classes = _chain([19, 20, 21, 22, 23, 24, 26])
+    classes[classes == LABEL_TO_CHANNEL[22]] = 0  # L3 not found
+    _, report = label_levels(classes, SPACING)
+    assert report.levels_uncertain and report.to_dict()["levels_uncertain"] is True
+    assert any(f.startswith("levels uncertain: a body seems missing between L2 and L4") for f in report.flags), report.flags
+    assert report.confidence < LOW_CONFIDENCE
+
+
+def test_a_structure_in_the_spinal_canal_is_not_counted_as_a_body():
+    classes = _chain([20, 21, 22, 23, 24, 26])
+    classes[:, 90:112, 90:110] = LABEL_TO_CHANNEL[22]  # behind L3, beside L2/L3: in the canal
+    _, report = label_levels(classes, SPACING)
+    assert _vertebrae(report) == ["L1", "L2", "L3", "L4", "L5", "S1"]
+    assert any("beside the column" in f for f in report.flags)
+    assert not report.levels_uncertain
+
+
+def test_a_body_off_the_curve_with_regular_spacing_is_reported():
+    classes = _chain([20, 21, 22, 23, 24, 26])
+    l3 = classes == LABEL_TO_CHANNEL[22]
+    classes[l3] = 0
+    classes[np.roll(l3, 30, axis=2)] = LABEL_TO_CHANNEL[22]  # L3 displaced 30 mm backwards
+    _, report = label_levels(classes, SPACING)
+    assert report.levels_uncertain
+    assert any("L3 lies" in f and "off the curve" in f for f in report.flags), report.flags
+
+
+def test_an_s1_in_front_of_the_chain_is_reported():
+    classes = _chain([20, 21, 22, 23, 24, 26])
+    s1 = classes == LABEL_TO_CHANNEL[26]
+    classes[s1] = 0
+    classes[np.roll(s1, -35, axis=2)] = LABEL_TO_CHANNEL[26]  # the "sacrum" 35 mm in front of L5: in the pelvis
+    _, report = label_levels(classes, SPACING)
+    assert report.levels_uncertain
+    assert any("S1 lies" in f and "in front of L5" in f for f in report.flags), report.flags
+
+
+def test_votes_out_of_order_are_reported():
+    classes = _chain([20, 21, 22, 23, 24, 26])
+    l2, l4 = classes == LABEL_TO_CHANNEL[21], classes == LABEL_TO_CHANNEL[23]
+    classes[l2], classes[l4] = LABEL_TO_CHANNEL[23], LABEL_TO_CHANNEL[21]  # L2 and L4 swapped
+    _, report = label_levels(classes, SPACING)
+    assert report.levels_uncertain
+    assert any("out of order" in f for f in report.flags)
+
+
+def test_two_lateral_parts_of_one_body_are_one_level():
+    classes = _chain([20, 21, 22, 23, 24, 26])
+    classes[4:6][classes[4:6] == LABEL_TO_CHANNEL[22]] = 0  # L3's outline broken along two sagittal slices
+    _, report = label_levels(classes, SPACING)
+    assert _vertebrae(report) == ["L1", "L2", "L3", "L4", "L5", "S1"] and not report.levels_uncertain
+
+
+def test_expert_chains_of_the_validation_split_pass_the_checks():
+    """No false alarm on real anatomy: the expert label maps of the validation cases (../shared)."""
+    try:
+        records = split_cases(read_manifest(default_data_dir()))[1]
+    except Exception:
+        records = []
+    if not records:
+        pytest.skip("../shared/data/lumbar_mri is not available")
+    for record in records:
+        image = sitk.ReadImage(str(record.label_file))
+        frame = sagittal_frame(image)
+        labels = frame.to_canonical(sitk.GetArrayFromImage(image))
+        classes = np.zeros(labels.shape, np.uint8)
+        for label, channel in LABEL_TO_CHANNEL.items():
+            if label:
+                classes[labels == label] = channel
+        _, report = label_levels(classes, frame.spacing)
+        assert not report.levels_uncertain, (record.case_id, report.flags)
