@@ -23,7 +23,8 @@ Parameters (``structure``, ``parameter``, ``unit``):
   (level = the span of vertebrae measured) - see :mod:`.measure.alignment`.
 
 A value that cannot be measured (structure cut by the field of view, neighbour missing, no image, ...) is
-``None`` with the reason in ``note``; nothing is ever guessed.
+``None`` with the reason in ``note``; nothing is ever guessed. A value outside the range anatomy allows is withheld
+the same way (note ``"withheld: ..."``, :mod:`.quality`), so no caller ever sees it.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ import SimpleITK as sitk
 
 from . import imageio
 from . import labels as scheme
+from . import quality as quality_checks
 from .errors import InputError
 from .measure import alignment, disc, flags, inputs, normative, vertebra
 from .measure.sections import Spine
 
-CSV_COLUMNS = ("structure", "level", "parameter", "value", "unit", "note", "reference", "flag")
-TABLE_KEYS = CSV_COLUMNS + ("label",)
+ROW_COLUMNS = ("structure", "level", "parameter", "value", "unit", "note", "reference", "flag")
+CSV_COLUMNS = ROW_COLUMNS + ("quality",)
+TABLE_KEYS = ROW_COLUMNS + ("label",)
 
 
 @dataclass
@@ -152,7 +155,7 @@ def measure_case(
             spine_rows = [("", name, None, unit, note) for name, unit in alignment.PARAMETERS]
         for level, parameter, value, unit, note in spine_rows:
             result.append(_row("spine", level, parameter, value, unit, note, None))
-    return result
+    return quality_checks.withhold_implausible(result)
 
 
 def measurements_to_table(measurements: Iterable[Measurement]) -> list[dict]:
@@ -166,23 +169,26 @@ def _format_value(value: float | None) -> str:
     return repr(round(float(value), 6))
 
 
-def write_measurements(measurements: Iterable[Measurement], outdir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write OUTDIR/measurements.csv (columns structure,level,parameter,value,unit,note,reference,flag; empty
-    value when missing, flag true/false/empty) and OUTDIR/measurements.json (a list of row objects with ``label`` too, null when missing).
-    Both files are written atomically."""
+def write_measurements(measurements: Iterable[Measurement], outdir: str | os.PathLike, quality: str | None = None) -> tuple[Path, Path]:
+    """Write OUTDIR/measurements.csv (columns structure,level,parameter,value,unit,note,reference,flag,quality; empty
+    value when missing, flag true/false/empty) and OUTDIR/measurements.json (a list of row objects with ``label``
+    too, null when missing). ``quality`` is the case's quality status repeated on every row (:mod:`.quality`); by
+    default it is assessed from the rows alone (no labelling report). Both files are written atomically."""
     measurements = list(measurements)
+    if quality is None:
+        quality = quality_checks.assess(measurements).status
     outdir = Path(outdir)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for m in measurements:
         flag = "" if m.flag is None else str(bool(m.flag)).lower()
-        writer.writerow([m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag])
+        writer.writerow([m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag, quality])
     csv_path = imageio.write_text(buffer.getvalue(), outdir / "measurements.csv")
     rows = []
     for m in measurements:
         row = asdict(m)
         row["value"] = None if m.value is None else round(float(m.value), 6)
-        rows.append({key: row[key] for key in TABLE_KEYS})
+        rows.append({**{key: row[key] for key in TABLE_KEYS}, "quality": quality})
     json_path = imageio.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", outdir / "measurements.json")
     return csv_path, json_path

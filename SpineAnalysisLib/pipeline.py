@@ -20,8 +20,12 @@ def analyze(
     threads: int | None = None,
     fast: bool = False,
 ) -> dict[str, Path]:
-    """Write ``labels.nii.gz``, ``measurements.csv``/``.json``, ``report.png`` and ``summary.json``."""
+    """Write ``labels.nii.gz``, ``measurements.csv``/``.json``, ``report.png`` and ``summary.json``.
+
+    The case's quality status (:mod:`.quality`) is in ``summary["quality"]``, the ``quality`` column of the
+    measurement files and the banner of report.png."""
     from .measurements import measure_case, write_measurements
+    from .quality import assess
     from .report import write_report
 
     output_dir = Path(output_dir)
@@ -29,13 +33,12 @@ def analyze(
     result = segment_image(image, model, device, progress, threads=threads, fast=fast)
     outputs = {"labels": imageio.write_image(result.label_map, output_dir / "labels.nii.gz")}
     summary = result.summary()
-    if result.report.levels:
-        measurements = measure_case(image, result.label_map, sex=sex, age=age)
-        outputs["measurements"], outputs["measurements_json"] = write_measurements(measurements, output_dir)
-    else:
-        measurements = []
-        outputs["measurements"], outputs["measurements_json"] = write_measurements([], output_dir)
+    measurements = measure_case(image, result.label_map, sex=sex, age=age) if result.report.levels else []
+    quality = assess(measurements, summary)
+    summary["quality"] = quality.to_dict()
+    outputs["measurements"], outputs["measurements_json"] = write_measurements(measurements, output_dir, quality=quality.status)
     outputs["report"] = write_report(image, result.label_map, measurements, output_dir / "report.png",
-                                     title=f"{Path(image_path).name} — {result.model}", notes=result.report.flags + result.warnings)
+                                     title=f"{Path(image_path).name} — {result.model}", notes=result.report.flags + result.warnings,
+                                     quality=quality)
     outputs["summary"] = imageio.write_text(json.dumps(summary, indent=1) + "\n", output_dir / "summary.json")
     return outputs

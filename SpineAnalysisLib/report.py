@@ -1,4 +1,8 @@
-"""``report.png``: the mid-sagittal slice with coloured, named levels and the key numbers."""
+"""``report.png``: the mid-sagittal slice with coloured, named levels and the key numbers.
+
+A banner at the top gives the case's quality status (:mod:`.quality`) with its reasons; withheld values
+(outside their physical range, or not measurable) are never printed.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,21 @@ def _flags_by_level(measurements) -> dict[str, list[str]]:
     return texts
 
 
-def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: str | Path, title: str = "", notes: list[str] | None = None) -> Path:
+#: banner colours per quality status
+BANNER_COLOURS = {"ok": "#1b7837", "review": "#b35806", "failed": "#b2182b"}
+
+
+def _banner(figure, quality) -> None:
+    import textwrap
+
+    text = "\n".join(textwrap.wrap(quality.banner(), 140)[:4])
+    figure.text(0.01, 0.995, text, ha="left", va="top", fontsize=9, color="white", fontweight="bold",
+                bbox=dict(facecolor=BANNER_COLOURS.get(quality.status, "black"), edgecolor="none", pad=4))
+
+
+def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: str | Path, title: str = "", notes: list[str] | None = None,
+                 quality=None) -> Path:
+    """``quality``: a :class:`~.quality.Quality` for the banner (assessed from ``measurements`` when None)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +103,12 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
     axis.set_xlabel("anterior → posterior (mm)")
     axis.set_ylabel("superior → inferior (mm)")
     axis.set_xlim(0, max(extent[1], extent[1] + 10))
-    figure.tight_layout()
+    if quality is None:
+        from .quality import assess
+
+        quality = assess(measurements)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    _banner(figure, quality)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp.png")

@@ -1,8 +1,10 @@
 """The cohort table, rebuilt from the per-case outputs (so a rerun never duplicates rows).
 
 ``measurements.parquet`` and ``measurements.csv`` hold one row per case and measurement (tidy/long format):
-``case_id, age, sex, structure, level, parameter, value, unit, note, label, model``, cases in case-id order and
-each case's rows in the order of its own measurements.csv. Only finished cases of the current case list
+``case_id, age, sex, structure, level, parameter, value, unit, note, quality, label, model``, cases in case-id order
+and each case's rows in the order of its own measurements.csv. ``quality`` is the case's quality status (ok / review /
+failed, :mod:`SpineAnalysisLib.quality`); cases that are not "ok" stay in the table but are left out of the
+normative comparison and the report's statistics unless ``include_flagged`` is set. Only finished cases of the current case list
 (``cases.csv``) are in it. ``value`` is empty (null) where the parameter could not be measured, with the reason in
 ``note``. The table is derived data: delete it, or run ``spineanalysis cohort-report OUTDIR``, and it is rebuilt.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from .. import imageio
 from ..errors import SpineAnalysisError
 from ..measurements import CSV_COLUMNS
+from ..quality import STATUSES
 from .discover import Case, read_case_list
 from .state import DONE, BatchState
 
@@ -64,16 +67,38 @@ def _case_rows(case_dir: Path) -> list[dict]:
     return rows
 
 
-def iter_case_rows(outdir: Path, cases: list[Case]):
-    """(case, tidy rows) of every finished case, in case-id order, read from its own files one case at a time."""
+def case_quality(case_dir: Path, rows: list[dict] | None = None) -> dict:
+    """``{"status", "reasons"}`` of a finished case: its summary.json's quality, else its rows' quality column;
+    outputs written before quality statuses existed count as "ok" with that said in the reasons."""
+    try:
+        quality = json.loads((Path(case_dir) / "summary.json").read_text(encoding="utf-8")).get("quality")
+    except (OSError, ValueError):
+        quality = None
+    if isinstance(quality, dict) and quality.get("status"):
+        return {"status": quality["status"], "reasons": list(quality.get("reasons", []))}
+    statuses = {row.get("quality") for row in rows or [] if row.get("quality")}
+    if statuses:
+        return {"status": max(statuses, key=lambda s: STATUSES.index(s) if s in STATUSES else len(STATUSES)), "reasons": []}
+    return {"status": "ok", "reasons": ["not assessed (written before quality statuses)"]}
+
+
+def iter_case_rows(outdir: Path, cases: list[Case], qualities: dict | None = None):
+    """(case, tidy rows) of every finished case, in case-id order, read from its own files one case at a time.
+    ``qualities``, when given, receives case_id -> :func:`case_quality`."""
     state = BatchState(outdir)
     for case in sorted(cases, key=lambda c: c.case_id):
         folder = state.case_dir(case)
         if not (folder / DONE).is_file():
             continue
         done = state.done_info(case) or {}
+        case_rows = _case_rows(folder)
+        quality = case_quality(folder, case_rows)
+        if qualities is not None:
+            qualities[case.case_id] = quality
         rows = [{"case_id": case.case_id, "age": case.age, "sex": case.sex, **{key: row.get(key) for key in CSV_COLUMNS},
-                 "label": row.get("label"), "model": done.get("model", "")} for row in _case_rows(folder)]
+                 "label": row.get("label"), "model": done.get("model", "")} for row in case_rows]
+        for row in rows:
+            row["quality"] = row["quality"] or quality["status"]
         yield case, rows
 
 
@@ -161,11 +186,12 @@ MEASUREMENT_TYPES = {"age": "float", "value": "float", "label": "int"}
 
 
 def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *, min_reference_n: int | None = None,
-                   reference: str = "auto", report: bool = True, batch_cases: int = 500) -> dict[str, Path]:
+                   reference: str = "auto", report: bool = True, batch_cases: int = 500, include_flagged: bool = False) -> dict[str, Path]:
     """Rebuild measurements.*, normative.*, errors.csv and (``report``) report.html from the per-case outputs.
 
     The cohort table is streamed ``batch_cases`` cases at a time; only the disc rows that the normative comparison
-    and the report use are kept in memory (about 20 per case)."""
+    and the report use are kept in memory (about 20 per case). Cases whose quality status is not "ok" are in the
+    table but not in the normative comparison or the report's statistics unless ``include_flagged``."""
     from . import normative
     from .html import REPORT_PARAMETERS
 
@@ -175,11 +201,13 @@ def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *
         cases = read_cases(outdir)
     kept: list[dict] = []
     pending: list[dict] = []
+    qualities: dict[str, dict] = {}
     writer = TableWriter(outdir / "measurements", TABLE_COLUMNS, MEASUREMENT_TYPES)
     try:
-        for count, (_, rows) in enumerate(iter_case_rows(outdir, cases), start=1):
+        for count, (case, rows) in enumerate(iter_case_rows(outdir, cases, qualities), start=1):
             pending.extend(rows)
-            kept.extend(r for r in rows if r["structure"] == "disc" and r["parameter"] in REPORT_PARAMETERS and r["value"] is not None)
+            if include_flagged or qualities[case.case_id]["status"] == "ok":
+                kept.extend(r for r in rows if r["structure"] == "disc" and r["parameter"] in REPORT_PARAMETERS and r["value"] is not None)
             if count % batch_cases == 0:
                 writer.write(pending)
                 pending = []
@@ -195,5 +223,6 @@ def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *
     if report:
         from .html import write_cohort_report
 
-        outputs["report"] = write_cohort_report(outdir, cases, kept, comparison, min_reference_n=min_reference_n or normative.MIN_REFERENCE_N)
+        outputs["report"] = write_cohort_report(outdir, cases, kept, comparison, min_reference_n=min_reference_n or normative.MIN_REFERENCE_N,
+                                                qualities=qualities, include_flagged=include_flagged)
     return outputs

@@ -66,7 +66,12 @@ def write_case_page(folder: Path, case_id: str, source: str, rows: list[dict], s
     facts = [("case", case_id), ("image", source), ("age", "—" if age is None else f"{age:g}"), ("sex", sex or "—"),
              ("model", summary.get("model")), ("device", summary.get("device")), ("levels", ", ".join(summary.get("levels", [])) or "none"),
              ("level confidence", summary.get("confidence"))]
-    body = ["<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts) + "</table>"]
+    quality = summary.get("quality") or {}
+    body = []
+    if quality.get("status"):
+        css = "" if quality["status"] == "ok" else ' class="flag"'
+        body.append(f"<p{css}>quality: <b>{_e(quality['status'])}</b>" + "".join(f"<br>{_e(r)}" for r in quality.get("reasons", [])) + "</p>")
+    body.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts) + "</table>")
     notes = list(summary.get("flags", [])) + list(summary.get("warnings", []))
     if notes:
         body.append("<ul>" + "".join(f"<li class=\"note\">{_e(n)}</li>" for n in notes) + "</ul>")
@@ -119,7 +124,7 @@ def _distribution_figure(values, path: Path) -> Path | None:
         axis.set_xticks(range(1, len(levels) + 1), [f"{lv}\nn={len(d)}" for lv, d in zip(levels, data)], fontsize=7)
         axis.set_title(name)
         axis.grid(axis="y", alpha=0.3)
-    figure.suptitle("Distributions per disc level (all finished cases)")
+    figure.suptitle("Distributions per disc level (the cases the statistics count)")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -159,8 +164,40 @@ def _scatter_figure(values, parameter: str, name: str, path: Path) -> Path | Non
     return _save(figure, path)
 
 
-def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[dict], min_reference_n: int) -> Path:
-    """``OUTDIR/report.html`` with ``OUTDIR/cohort/*.png``."""
+def _attention_sections(state, errors: list[dict], done, qualities: dict) -> list[str]:
+    """"Failed cases (N)": cases that stopped with an error and finished cases whose quality is "failed";
+    then "Cases for review (M)". Both come first in the report."""
+    failed = [(c, qualities[c.case_id]) for c in done if qualities.get(c.case_id, {}).get("status") == "failed"]
+    review = [(c, qualities[c.case_id]) for c in done if qualities.get(c.case_id, {}).get("status") == "review"]
+    body = [f"<h2>Failed cases ({len(errors) + len(failed)})</h2>"]
+    if errors or failed:
+        body.append("<table><tr><th>case</th><th>stage</th><th>reason</th><th>path</th></tr>")
+        for e in sorted(errors, key=lambda e: e["case_id"]):
+            body.append(f"<tr><td>{_e(e['case_id'])}</td><td>{_e(e.get('stage'))}</td><td class=\"flag\">{_e(e.get('error'))}</td><td class=\"note\">{_e(e.get('path'))}</td></tr>")
+        for case, quality in sorted(failed, key=lambda item: item[0].case_id):
+            link = f"cases/{state.case_dir(case).name}/case.html"
+            body.append(f"<tr><td><a href=\"{_e(link)}\">{_e(case.case_id)}</a></td><td>quality</td>"
+                        f"<td class=\"flag\">{_e('; '.join(quality.get('reasons', [])))}</td><td class=\"note\">{_e(case.path)}</td></tr>")
+        body.append("</table>")
+    else:
+        body.append("<p>None.</p>")
+    body.append(f"<h2>Cases for review ({len(review)})</h2>")
+    if review:
+        body.append("<table><tr><th>case</th><th>reasons</th></tr>")
+        for case, quality in sorted(review, key=lambda item: item[0].case_id):
+            link = f"cases/{state.case_dir(case).name}/case.html"
+            body.append(f"<tr><td><a href=\"{_e(link)}\">{_e(case.case_id)}</a></td><td>{_e('; '.join(quality.get('reasons', [])))}</td></tr>")
+        body.append("</table>")
+    else:
+        body.append("<p>None.</p>")
+    return body
+
+
+def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[dict], min_reference_n: int,
+                        qualities: dict | None = None, include_flagged: bool = False) -> Path:
+    """``OUTDIR/report.html`` with ``OUTDIR/cohort/*.png``. ``qualities``: case_id -> {"status", "reasons"} of the
+    finished cases; failed and review cases are listed first and (unless ``include_flagged``) ``rows`` and
+    ``comparison`` hold only the "ok" cases."""
     from . import normative
     from .state import BatchState
 
@@ -177,6 +214,10 @@ def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[
             '<p>Tables: <a href="measurements.csv">measurements.csv</a> / <a href="measurements.parquet">.parquet</a> (tidy, one row per '
             'case and measurement), <a href="normative.csv">normative.csv</a> / <a href="normative.parquet">.parquet</a> (z-scores, '
             'percentiles and flags per disc), <a href="errors.csv">errors.csv</a>.</p>']
+    qualities = qualities or {}
+    body += _attention_sections(state, errors, done, qualities)
+    counted = sum(1 for c in done if qualities.get(c.case_id, {}).get("status", "ok") == "ok")
+    body.append(f"<p class=\"note\">Statistics below: {'all ' + str(len(done)) + ' finished cases, whatever their quality status' if include_flagged else f'the {counted} finished cases with quality ok; failed and review cases are left out'}.</p>")
 
     body.append("<h2>Per-level summary</h2>")
     body.append("<table><tr><th>parameter</th><th>level</th><th>n</th><th>median</th><th>IQR</th><th>flagged low for age</th></tr>")
@@ -223,15 +264,6 @@ def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[
                         f"<td>{_e(r['level'])}</td><td>{_e(r['parameter'])}</td><td class=\"num\">{_number(r['value'])}</td>"
                         f"<td>{_e(r.get('reference'))}</td><td class=\"num flag\">{_number(r.get('percentile'), 3)}</td>"
                         f"<td class=\"num\">{_number(r.get('bianquenet_z'), 3)}</td><td class=\"num\">{_number(r.get('cohort_z'), 3)}</td></tr>")
-        body.append("</table>")
-    else:
-        body.append("<p>None.</p>")
-
-    body.append(f"<h2>Failed cases ({len(errors)})</h2>")
-    if errors:
-        body.append("<table><tr><th>case</th><th>stage</th><th>error</th><th>path</th></tr>")
-        for e in sorted(errors, key=lambda e: e["case_id"]):
-            body.append(f"<tr><td>{_e(e['case_id'])}</td><td>{_e(e.get('stage'))}</td><td>{_e(e.get('error'))}</td><td class=\"note\">{_e(e.get('path'))}</td></tr>")
         body.append("</table>")
     else:
         body.append("<p>None.</p>")

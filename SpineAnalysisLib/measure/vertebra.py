@@ -58,8 +58,14 @@ def genant_grade(loss: float) -> int:
     return 3
 
 
+#: below this slip (%, either direction) the note says "no slip": smaller offsets are within the scatter of the
+#: measurement on healthy expert masks (docs/validation.md) and Meyerding grades start at a visible slip
+NO_SLIP_PERCENT = 5.0
+
+
 def meyerding_grade(percent: float) -> str:
-    """Meyerding grade of an anterolisthesis: I <= 25 %, II <= 50 %, III <= 75 %, IV <= 100 %, V above."""
+    """Meyerding grade of an anterolisthesis: I <= 25 %, II <= 50 %, III <= 75 %, IV <= 100 %, V above.
+    Callers grade only from :data:`NO_SLIP_PERCENT` up."""
     for limit, grade in ((25, "I"), (50, "II"), (75, "III"), (100, "IV")):
         if percent <= limit:
             return grade
@@ -88,10 +94,12 @@ def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
     e = lower.AS - lower.PS
     length = float(np.linalg.norm(e))
     percent = 100.0 * float((upper.PI - lower.PS) @ e) / (length * length)
-    if percent >= 0:
+    if abs(percent) < NO_SLIP_PERCENT:
+        note = f"on {scheme.vertebra_name(below)}; no slip (under {NO_SLIP_PERCENT:g} %)"
+    elif percent > 0:
         note = f"on {scheme.vertebra_name(below)}; Meyerding grade {meyerding_grade(percent)}"
     else:
-        note = f"on {scheme.vertebra_name(below)}; negative = retrolisthesis"
+        note = f"on {scheme.vertebra_name(below)}; retrolisthesis (negative), not graded by Meyerding"
     return percent, note
 
 

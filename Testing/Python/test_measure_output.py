@@ -136,7 +136,7 @@ def test_table_and_files(case, tmp_path):
         reader = csv.reader(stream)
         header = next(reader)
         body = list(reader)
-    assert header == ["structure", "level", "parameter", "value", "unit", "note", "reference", "flag"]
+    assert header == ["structure", "level", "parameter", "value", "unit", "note", "reference", "flag", "quality"]
     assert len(body) == len(rows)
     for line, r in zip(body, rows):
         assert line[:3] == [r.structure, r.level, r.parameter]
@@ -145,11 +145,12 @@ def test_table_and_files(case, tmp_path):
         else:
             assert float(line[3]) == pytest.approx(r.value, abs=1e-6)
         assert line[4:6] == [r.unit, r.note]
-        assert line[6:] == [r.reference, "" if r.flag is None else str(r.flag).lower()]
+        assert line[6:] == [r.reference, "" if r.flag is None else str(r.flag).lower(), "ok"]
     data = json.loads(json_path.read_text(encoding="utf-8"))
     assert len(data) == len(rows)
     for item, r in zip(data, rows):
-        assert set(item) == {"structure", "level", "parameter", "value", "unit", "note", "reference", "flag", "label"}
+        assert set(item) == {"structure", "level", "parameter", "value", "unit", "note", "reference", "flag", "label", "quality"}
+        assert item["quality"] == "ok"
         assert item["label"] == r.label
         assert (item["value"] is None) == (r.value is None)
     # no temporary files left behind, overwriting works

@@ -1,0 +1,198 @@
+"""Plausibility gates and the quality status of a case: ``ok`` | ``review`` | ``failed`` with reasons.
+
+Every check is explicit and listed here (docs/validation.md repeats them with their sources):
+
+1. **Physical ranges** (:data:`PHYSICAL_RANGES`). A value outside the range that anatomy allows is a failed
+   measurement, not a finding: :func:`withhold_implausible` empties it (value ``None``) with the reason in its note,
+   together with the values derived from it (:data:`DEPENDENTS`, e.g. a withheld DHI takes its z-score along), and
+   the case is ``failed``. A withheld slip is never given a Meyerding grade.
+2. **Anatomical order and spacing of levels**: the centroid of each labelled vertebra must lie below the one of the
+   vertebra above it (patient superior axis) and two adjacent vertebrae's centroids must be
+   :data:`SPACING_MM` apart. Outside: ``failed`` ("an S1 in the pelvis").
+3. **Label confidence** (from the labelling report in ``summary.json``): ``levels_uncertain`` true (a missing
+   field counts as false) or a level-count confidence below :data:`LOW_CONFIDENCE`: ``review``. Image warnings of
+   the segmentation (oblique slices, NaN voxels): ``review``. Labelling flags are listed as notes.
+4. **High-grade slip**: a slip of :data:`HIGH_GRADE_SLIP` % or more (Meyerding III-IV) is possible but rare and the
+   commonest sign of mislabelled bodies: ``review``.
+
+Structures cut by the field of view or incomplete at the chain ends are not errors: their affected values are
+already missing with the reason in the row (:mod:`.measure.sections`, :mod:`.measure.vertebra`); they are listed
+as notes, and the status stays ``ok``.
+
+Public API: :func:`withhold_implausible` (called by :func:`SpineAnalysisLib.measurements.measure_case`, so no
+caller ever sees an implausible value), :func:`assess` -> :class:`Quality`, and :data:`STATUSES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import labels as scheme
+
+STATUSES = ("ok", "review", "failed")
+#: the marker that starts the note of a withheld value
+WITHHELD = "withheld:"
+#: a level-count confidence below this is "review" (the labeller's own threshold, model/labelling.py)
+LOW_CONFIDENCE = 0.6
+#: slips at or above this (%) are Meyerding III or worse: possible, but a reader must confirm them
+HIGH_GRADE_SLIP = 50.0
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    source: str
+
+
+_SUPINE = "supine T12-S1 lordosis 36.8 ± 13.2° in 627 healthy adults (PMC6680033)"
+_MEYERDING = "Meyerding 1932: grades I-IV span 0-100 % of the lower endplate"
+_DISC = "a labelled disc thinner than 1 mm is below MR resolution; healthy lumbar discs are 6-16 mm (expert masks, docs/validation.md)"
+_BODY = "expert masks of 63 volunteers: body heights 14-36 mm; a grade-3 crush keeps about 40 %"
+
+#: (structure, parameter) -> the range anatomy allows. Bounds marked "chosen here" are not published ranges but
+#: far outside every published mean ± 3 SD; a value beyond them is a failed measurement.
+PHYSICAL_RANGES: dict[tuple[str, str], Range] = {
+    ("vertebra", "slip_percent"): Range(-50.0, 100.0, _MEYERDING + "; retrolisthesis bound -50 % chosen here"),
+    ("spine", "lumbar_lordosis_deg"): Range(0.0, 90.0, _SUPINE + "; 0 is 2.8 SD below the supine mean"),
+    ("spine", "sacral_slope_deg"): Range(0.0, 75.0, "standing sacral slope 40 ± 10° (Dorr, PMC7340719), smaller supine"),
+    ("spine", "cobb_max_deg"): Range(0.0, 120.0, "chosen here: beyond the most severe operated scolioses"),
+    ("disc", "segmental_angle_deg"): Range(-25.0, 40.0, "chosen here: one level beyond the whole lumbar range of " + _SUPINE),
+    ("disc", "height_anterior_mm"): Range(1.0, 25.0, _DISC),
+    ("disc", "height_middle_mm"): Range(1.0, 25.0, _DISC),
+    ("disc", "height_posterior_mm"): Range(1.0, 25.0, _DISC),
+    ("disc", "height_mean_mm"): Range(1.0, 25.0, _DISC),
+    ("disc", "dhi"): Range(0.05, 1.0, "BianqueNet healthy DHI 0.26-0.38 (SD ≤ 0.09); 0.05 is a disc of about 1 mm"),
+    ("disc", "hdr"): Range(0.03, 0.8, "BianqueNet healthy HDR 0.21-0.27 (SD ≤ 0.05)"),
+    ("vertebra", "height_anterior_mm"): Range(5.0, 50.0, _BODY),
+    ("vertebra", "height_middle_mm"): Range(5.0, 50.0, _BODY),
+    ("vertebra", "height_posterior_mm"): Range(5.0, 50.0, _BODY),
+    ("vertebra", "wedge_ratio"): Range(0.2, 2.5, "expert masks: 0.69-1.94"),
+    ("vertebra", "ap_depth_mm"): Range(12.0, 70.0, "expert masks: 21-41 mm (T10-S1)"),
+}
+
+#: parameter -> the parameters of the same structure computed from it (withheld together with it)
+DEPENDENTS: dict[str, tuple[str, ...]] = {
+    "height_anterior_mm": ("wedge_ratio", "genant_grade"),
+    "height_middle_mm": ("biconcavity_ratio", "genant_grade"),
+    "height_posterior_mm": ("wedge_ratio", "biconcavity_ratio", "genant_grade"),
+    "wedge_ratio": ("genant_grade",),
+    "dhi": ("dhi_z",),
+    "hdr": ("hdr_z",),
+    "height_mean_mm": ("dhi", "dhi_z", "hdr", "hdr_z", "dh_bianque"),
+}
+
+#: adjacent vertebral centroids lie this far apart (mm). Expert masks of the shared volunteers (T10-S1, 304 pairs):
+#: 26.2-42.9 mm; the bounds allow a collapsed disc and body (low) and one missed level (high: two levels ~70 mm).
+SPACING_MM = (15.0, 60.0)
+
+
+@dataclass
+class Quality:
+    status: str = "ok"
+    reasons: list[str] = field(default_factory=list)  # why the status is not "ok"
+    notes: list[str] = field(default_factory=list)  # information that does not lower the status
+
+    def add(self, status: str, reason: str) -> None:
+        if STATUSES.index(status) > STATUSES.index(self.status):
+            self.status = status
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "reasons": list(self.reasons), "notes": list(self.notes)}
+
+    def banner(self) -> str:
+        """One line for a report's top: 'quality: failed - reason; reason'."""
+        text = f"quality: {self.status}"
+        if self.reasons:
+            text += " — " + "; ".join(self.reasons)
+        return text
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def withhold_implausible(measurements: list) -> list:
+    """A copy of ``measurements`` in which every value outside :data:`PHYSICAL_RANGES` (and what is derived from it)
+    is None, with ``"withheld: ..."`` and the reason in its note. Rows are :class:`~.measurements.Measurement`."""
+    out = list(measurements)
+    withheld: dict[tuple[str, str, str], str] = {}  # (structure, level, parameter) -> reason
+    reasons: dict[tuple[str, str, str], str] = {}
+    for m in out:
+        rule = PHYSICAL_RANGES.get((m.structure, m.parameter))
+        if rule is None or m.value is None or rule.low <= m.value <= rule.high:
+            continue
+        why = (f"{WITHHELD} {m.parameter} {_fmt(m.value)} {m.unit} is outside the physical range "
+               f"{_fmt(rule.low)} to {_fmt(rule.high)} ({rule.source}); failed measurement")
+        reasons[(m.structure, m.level, m.parameter)] = why
+        for dependent in DEPENDENTS.get(m.parameter, ()):
+            withheld.setdefault((m.structure, m.level, dependent), f"{WITHHELD} derived from {m.parameter}, which is outside its physical range")
+    reasons = {**withheld, **reasons}
+    for i, m in enumerate(out):
+        why = reasons.get((m.structure, m.level, m.parameter))
+        if why is not None and m.value is not None:
+            changes = {"value": None, "note": why}
+            if getattr(m, "flag", None) is not None:
+                changes["flag"] = None  # a withheld value is not flagged either
+            out[i] = dataclasses.replace(m, **changes)
+    return out
+
+
+def _order_and_spacing(measurements: list, quality: Quality) -> None:
+    centroids: dict[int, np.ndarray] = {}
+    for m in measurements:
+        if m.structure == "vertebra" and m.parameter.startswith("centroid_") and m.value is not None and m.label is not None:
+            axis = "ras".index(m.parameter[len("centroid_")])
+            centroids.setdefault(m.label, np.full(3, np.nan))[axis] = m.value
+    ranked = sorted((v for v, c in centroids.items() if np.isfinite(c).all()), key=scheme.anatomical_rank)
+    for upper, lower in zip(ranked[:-1], ranked[1:]):
+        a, b = centroids[upper], centroids[lower]
+        names = f"{scheme.vertebra_name(upper)}-{scheme.vertebra_name(lower)}"
+        if a[2] <= b[2]:
+            quality.add("failed", f"levels out of anatomical order: {scheme.vertebra_name(lower)} is not below {scheme.vertebra_name(upper)}")
+            continue
+        adjacent = scheme.next_vertebra(upper) == lower or (upper, lower) in ((24, 25), (19, 28))
+        distance = float(np.linalg.norm(a - b))
+        if adjacent and not SPACING_MM[0] <= distance <= SPACING_MM[1]:
+            quality.add("failed", f"{names} centroids {distance:.0f} mm apart (adjacent vertebrae lie "
+                                  f"{SPACING_MM[0]:.0f}-{SPACING_MM[1]:.0f} mm apart): levels misplaced")
+
+
+def _withheld_reason(m) -> str:
+    value = m.note[len(WITHHELD):].split(" is outside", 1)[0].strip()
+    return f"{m.level} {value} is outside its physical range (withheld)"
+
+
+def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
+    """The quality status of one case from its (already gated) measurement rows and, when it was segmented here,
+    its ``summary.json`` content (labelling report: ``confidence``, ``levels_uncertain``, ``flags``, ``warnings``)."""
+    measurements = list(measurements)
+    quality = Quality()
+    summary = summary or {}
+    if summary and not summary.get("levels"):
+        quality.add("failed", "no vertebra or disc was labelled")
+    elif not any(m.structure == "vertebra" or m.structure == "disc" for m in measurements):
+        quality.add("failed", "nothing could be measured")
+    for m in measurements:
+        if m.value is None and m.note.startswith(WITHHELD) and " is outside the physical range" in m.note:
+            quality.add("failed", _withheld_reason(m))
+        elif m.parameter == "slip_percent" and m.value is not None and m.value >= HIGH_GRADE_SLIP:
+            quality.add("review", f"{m.level} slip {m.value:.0f} % (Meyerding III or worse): confirm on the image")
+        elif "incomplete" in m.note and m.parameter == "genant_grade":
+            quality.notes.append(f"{m.level}: {m.note}")
+    _order_and_spacing(measurements, quality)
+    if summary.get("levels_uncertain", False):
+        quality.add("review", "levels uncertain (labelling chain checks)")
+    confidence = summary.get("confidence")
+    if confidence is not None and summary.get("levels") and float(confidence) < LOW_CONFIDENCE:
+        quality.add("review", f"level count uncertain (confidence {float(confidence):.2f} < {LOW_CONFIDENCE})")
+    for warning in summary.get("warnings", []) or []:
+        quality.add("review", str(warning))
+    quality.notes.extend(str(flag) for flag in summary.get("flags", []) or [])
+    return quality

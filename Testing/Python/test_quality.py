@@ -1,0 +1,133 @@
+"""Quality status and plausibility gates (SpineAnalysisLib.quality) on rendered phantoms with impossible anatomy."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import pytest
+
+import phantoms as ph
+from SpineAnalysisLib import quality
+from SpineAnalysisLib.measurements import measure_case, write_measurements
+
+
+def rows_by(rows):
+    return {(r.level, r.parameter): r for r in rows}
+
+
+def _measure(**spine):
+    label_map, _ = ph.render_phantom(ph.build_spine(**spine), (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    return measure_case(None, label_map)
+
+
+def test_a_normal_phantom_is_ok():
+    rows = _measure(levels=(20, 21, 22, 23, 24, 26), heights=26.0, discs=(12.0, 7.0), top_angle=-20.0)
+    table = rows_by(rows)
+    assert table[("L1-S1", "lumbar_lordosis_deg")].value > 0
+    result = quality.assess(rows, {"levels": ["L1"], "confidence": 1.0, "flags": [], "warnings": []})
+    assert result.status == "ok" and result.reasons == []
+    assert not any(r.note.startswith(quality.WITHHELD) for r in rows)
+
+
+def test_impossible_slip_is_withheld_and_the_case_failed(tmp_path):
+    # the clinical batch's "L2 slip 536 %, Meyerding V": a phantom's rows with that slip, gated as measure_case gates
+    rows = _measure(levels=(21, 22, 23, 24), heights=26.0, discs=10.0, slips={23: 8.0}, csf=False)
+    assert rows_by(rows)[("L4", "slip_percent")].value == pytest.approx(100 * 8 / 36, abs=3)
+    rows = quality.withhold_implausible([dataclasses.replace(r, value=536.0, note="on L5; Meyerding grade V")
+                                         if (r.level, r.parameter) == ("L4", "slip_percent") else r for r in rows])
+    slip = rows_by(rows)[("L4", "slip_percent")]
+    assert slip.value is None and slip.note.startswith(quality.WITHHELD)
+    assert "outside the physical range" in slip.note and "Meyerding grade" not in slip.note
+    result = quality.assess(rows)
+    assert result.status == "failed" and any("L4 slip_percent" in r for r in result.reasons)
+    csv_path, json_path = write_measurements(rows, tmp_path)
+    line = next(r for r in csv.DictReader(csv_path.open(encoding="utf-8")) if r["level"] == "L4" and r["parameter"] == "slip_percent")
+    assert line["value"] == "" and line["quality"] == "failed" and line["note"].startswith(quality.WITHHELD)
+    assert {row["quality"] for row in json.loads(json_path.read_text(encoding="utf-8"))} == {"failed"}
+
+
+def test_negative_lordosis_is_withheld_and_the_case_failed():
+    # kyphotic discs (taller behind than in front) give a negative L1-S1 angle
+    rows = _measure(levels=(20, 21, 22, 23, 24, 26), heights=26.0, discs=(6.0, 13.0), csf=False)
+    lordosis = rows_by(rows)[("L1-S1", "lumbar_lordosis_deg")]
+    assert lordosis.value is None and "outside the physical range 0 to 90" in lordosis.note
+    result = quality.assess(rows)
+    assert result.status == "failed" and any("lumbar_lordosis_deg" in r for r in result.reasons)
+
+
+def test_dependent_values_are_withheld_with_the_value_they_derive_from():
+    rows = [quality_row("disc", "L4-L5", "dhi", 0.0, "ratio"), quality_row("disc", "L4-L5", "dhi_z", -7.0, "z"),
+            quality_row("disc", "L4-L5", "hdr", 0.25, "ratio")]
+    gated = rows_by(quality.withhold_implausible(rows))
+    assert gated[("L4-L5", "dhi")].value is None and gated[("L4-L5", "dhi_z")].value is None
+    assert "derived from dhi" in gated[("L4-L5", "dhi_z")].note
+    assert gated[("L4-L5", "hdr")].value == 0.25
+
+
+def quality_row(structure, level, parameter, value, unit):
+    from SpineAnalysisLib.measurements import Measurement
+
+    return Measurement(structure, level, parameter, value, unit, "", None)
+
+
+def test_a_vertebra_far_below_its_neighbour_fails_the_spacing_check():
+    # "an S1 in the pelvis": 70 mm of gap between L5 and S1
+    rows = _measure(levels=(22, 23, 24, 26), heights=26.0, discs={"default": 10.0, 24: 70.0}, csf=False)
+    result = quality.assess(rows)
+    assert result.status == "failed"
+    assert any(r.startswith("L5-S1 centroids") and "misplaced" in r for r in result.reasons)
+
+
+@pytest.mark.parametrize(
+    "summary, reason",
+    [
+        ({"levels": ["L1"], "confidence": 0.9, "levels_uncertain": True}, "levels uncertain"),
+        ({"levels": ["L1"], "confidence": 0.45}, "confidence 0.45"),
+        ({"levels": ["L1"], "confidence": 1.0, "warnings": ["the slices are 30 degrees oblique"]}, "30 degrees oblique"),
+    ],
+)
+def test_labelling_doubts_ask_for_review(summary, reason):
+    rows = _measure(levels=(22, 23, 24), heights=26.0, discs=10.0, csf=False)
+    result = quality.assess(rows, summary)
+    assert result.status == "review" and any(reason in r for r in result.reasons)
+
+
+def test_missing_levels_uncertain_counts_as_false_and_flags_are_notes():
+    rows = _measure(levels=(22, 23, 24), heights=26.0, discs=10.0, csf=False)
+    result = quality.assess(rows, {"levels": ["L3"], "confidence": 0.95, "flags": ["S1 not in view or not recognised"]})
+    assert result.to_dict() == {"status": "ok", "reasons": [], "notes": ["S1 not in view or not recognised"]}
+    assert quality.assess(rows, {"levels": [], "confidence": 0.0}).status == "failed"
+
+
+def test_cohort_report_lists_failed_and_review_cases_first_and_leaves_them_out_of_the_statistics(tmp_path):
+    pytest.importorskip("pyarrow")
+    from SpineAnalysisLib.batch import cohort
+    from SpineAnalysisLib.batch.discover import Case
+    from SpineAnalysisLib.batch.state import DONE, BatchState
+
+    cases = [Case(name, f"/{name}.nii", 40.0, "F") for name in ("good", "bad", "doubtful", "crashed")]
+    statuses = {"good": ("ok", []), "bad": ("failed", ["L2 slip_percent 536 percent is outside its physical range (withheld)"]),
+                "doubtful": ("review", ["level count uncertain (confidence 0.45 < 0.6)"])}
+    for case in cases[:3]:
+        status, reasons = statuses[case.case_id]
+        folder = tmp_path / "cases" / case.case_id
+        folder.mkdir(parents=True)
+        dhi = {"good": 0.37, "bad": 0.06, "doubtful": 0.08}[case.case_id]
+        rows = [{"structure": "disc", "level": "L4-L5", "parameter": "dhi", "value": dhi, "unit": "ratio", "note": "", "label": 123, "quality": status}]
+        (folder / "measurements.json").write_text(json.dumps(rows), encoding="utf-8")
+        (folder / "summary.json").write_text(json.dumps({"levels": ["L4"], "quality": {"status": status, "reasons": reasons}}), encoding="utf-8")
+        (folder / DONE).write_text(json.dumps({"model": "m"}), encoding="utf-8")
+    BatchState(tmp_path).record_error(cases[3], "input", "broken file")
+    cohort.write_case_list(tmp_path, cases)
+    outputs = cohort.rebuild_cohort(tmp_path)
+    report = outputs["report"].read_text(encoding="utf-8")
+    assert "Failed cases (2)" in report and "Cases for review (1)" in report
+    assert report.index("Failed cases") < report.index("Per-level summary") and "536 percent" in report
+    table = list(csv.DictReader(outputs["measurements_csv"].open(encoding="utf-8", newline="")))
+    assert {(r["case_id"], r["quality"]) for r in table} == {("good", "ok"), ("bad", "failed"), ("doubtful", "review")}
+    normative_rows = list(csv.DictReader(outputs["normative_csv"].open(encoding="utf-8", newline="")))
+    assert {r["case_id"] for r in normative_rows} == {"good"}  # the failed and review cases are not in the statistics
+    everything = cohort.rebuild_cohort(tmp_path, include_flagged=True)
+    assert {r["case_id"] for r in csv.DictReader(everything["normative_csv"].open(encoding="utf-8", newline=""))} == {"good", "bad", "doubtful"}
