@@ -13,6 +13,7 @@ import torch
 
 from .errors import InputError, ModelError
 from .imageio import label_map_like
+from .modality import looks_like_ct
 from .model.labelling import LabellingReport, label_levels
 from .model.predict import InferenceSettings, predict_volume
 from .model.preprocessing import TARGET_SPACING_MM, frame_warnings, normalise_intensity, resample_slices, sagittal_frame
@@ -55,17 +56,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "cpu":
         return torch.device("cpu")
     raise InputError(f"unknown device {requested!r} (use auto, cpu, cuda or mps)")
-
-
-def looks_like_ct(image: sitk.Image, array: np.ndarray) -> bool:
-    """Hounsfield-scaled volumes: DICOM modality CT, or air near -1000 over a large share of voxels."""
-    if image.HasMetaDataKey("0008|0060") and image.GetMetaData("0008|0060").strip().upper() == "CT":
-        return True
-    finite = array[np.isfinite(array)]
-    if finite.size == 0:
-        return False
-    sample = finite[:: max(1, finite.size // 1_000_000)]
-    return bool(sample.min() <= -900 and np.mean(sample < -500) > 0.05)
 
 
 _NETWORK_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
@@ -113,7 +103,10 @@ def segment_image(
         raise InputError(f"image of size {image.GetSize()} is not a volume")
     warnings: list[str] = []
     if looks_like_ct(image, array.astype(np.float32, copy=False)):
-        raise InputError("this looks like a CT volume (Hounsfield units); the shipped model segments MRI only, a CT model does not exist yet")
+        raise InputError(
+            "this looks like a CT volume (Hounsfield units); the shipped model segments MRI only, a CT model does not exist yet: "
+            "segment it with another tool (e.g. TotalSegmentator) and measure that: spineanalysis measure CT LABELS -o OUTDIR --label-scheme auto"
+        )
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         warnings.append(f"{int((~np.isfinite(array)).sum())} NaN/infinite voxels were treated as the darkest intensity")
 

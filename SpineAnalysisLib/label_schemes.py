@@ -1,0 +1,402 @@
+"""Label schemes of other spine segmentation tools, and their translation into the SpineAnalysis scheme.
+
+Supported (``--label-scheme``):
+
+* ``spineanalysis``: ours (:mod:`.labels`): vertebral *bodies* 1-28 (VerSe ids), discs 100 + vertebra above,
+  60 cord, 61 canal.
+* ``totalsegmentator``: TotalSegmentator v2, task ``total`` (Wasserthal et al., Radiol Artif Intell
+  2023;5:e230024; class map ``totalsegmentator/map_to_binary.py``): 25 sacrum, 26 vertebrae_S1, 27-31
+  vertebrae_L5-L1, 32-43 vertebrae_T12-T1, 44-50 vertebrae_C7-C1; every other id is an organ and is ignored.
+  These are *whole* vertebrae (body and arch).
+* ``verse``: VerSe / TPTBox ``seg-vert`` masks (Sekuboyina et al., MedIA 2021;73:102166): our vertebra ids,
+  but whole vertebrae; TPTBox adds discs 100 + X and endplates 200 + X.
+* ``spineps``: SPINEPS instance map (Möller et al., Eur Radiol 2024): whole vertebrae X, discs 100 + X,
+  endplates 200 + X (same numbers as TPTBox).
+
+Whole vertebrae cannot be measured as bodies: heights, corners and everything built on them need the
+body alone. A *body map* gives it (``--bodies``): TotalSegmentator task ``vertebrae_body`` (1 = all vertebral
+bodies, 2 = all discs, no levels) or a TPTBox ``seg-subreg`` / SPINEPS semantic map (49 corpus border, 50
+corpus, 52/53/62 endplates, 100 disc, 60 cord, 61 canal; ``TPTBox.core.vert_constants.Location``). The
+per-level body is the vertebra's voxels inside the body map's body classes; a disc takes its level from the
+two bodies it lies between (:func:`level_discs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import imageio
+from . import labels as scheme
+from .errors import InputError
+
+SCHEMES = ("auto", "spineanalysis", "totalsegmentator", "verse", "spineps")
+NAMED_SCHEMES = SCHEMES[1:]
+
+# --- TotalSegmentator v2 -------------------------------------------------------------------------------
+TOTALSEG_SACRUM = 25
+#: TotalSegmentator v2 ``total`` id -> our vertebra id (S1, L5..L1, T12..T1, C7..C1).
+TOTALSEG_VERTEBRAE: dict[int, int] = {
+    26: 26,
+    **{27 + i: 24 - i for i in range(5)},  # 27 L5 .. 31 L1
+    **{32 + i: 19 - i for i in range(12)},  # 32 T12 .. 43 T1
+    **{44 + i: 7 - i for i in range(7)},  # 44 C7 .. 50 C1
+}
+#: Highest class id of TotalSegmentator v2 task ``total`` (117 costal_cartilages).
+TOTALSEG_MAX_ID = 117
+TOTALSEG_BODY, TOTALSEG_DISC = 1, 2  # task vertebrae_body
+
+# --- TPTBox sub-regions / SPINEPS semantic map -------------------------------------------------------------
+SUBREGION_BODY = (49, 50, 52, 53, 62)  # corpus border, corpus, endplate superior/inferior, endplate
+SUBREGION_DISC = 100
+SUBREGION_CORD, SUBREGION_CANAL = 60, 61
+SUBREGION_SACRUM = 26  # SPINEPS semantic: sacrum
+SUBREGION_IDS = frozenset(range(40, 65)) | {SUBREGION_DISC, SUBREGION_SACRUM}
+ENDPLATE_OFFSET = 200
+
+#: Parameters that need vertebral bodies: all rows of a vertebra, disc and the spine.
+NEEDS_BODIES = "needs vertebral bodies (this map labels whole vertebrae, body and arch): give --bodies BODY_MAP"
+
+
+def totalseg_name(label: int) -> str:
+    """TotalSegmentator's class name of one of its spine ids (26 -> "vertebrae_S1")."""
+    if label == TOTALSEG_SACRUM:
+        return "sacrum"
+    return "vertebrae_" + scheme.vertebra_name(TOTALSEG_VERTEBRAE[label])
+
+
+@dataclass
+class Translation:
+    """A label map in the SpineAnalysis scheme, made from another tool's maps."""
+
+    label_map: sitk.Image
+    scheme: str  # the scheme the input was read as
+    reason: str  # how it was recognised ("named" when given)
+    bodies: bool  # vertebra labels are vertebral bodies (measurable), not whole vertebrae
+    notes: list[str] = field(default_factory=list)
+
+    def levels(self) -> list[str]:
+        values = _present(self.label_map)
+        return [scheme.vertebra_name(v) for v in sorted((v for v in values if scheme.is_vertebra(v)), key=scheme.anatomical_rank)]
+
+
+def _present(image: sitk.Image) -> list[int]:
+    array = sitk.GetArrayViewFromImage(image)
+    flat = array.reshape(-1)
+    values = flat[np.flatnonzero(flat)]
+    if values.size == 0:
+        return []
+    if not np.issubdtype(values.dtype, np.integer):
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise InputError("label map: has non-integer values; a label map holds whole numbers")
+        values = values.astype(np.int64)
+    if values.min() < 0:
+        raise InputError("label map: has negative values; a label map holds label ids >= 0")
+    return [int(v) for v in np.flatnonzero(np.bincount(values.astype(np.int64)))]
+
+
+def _shown(values) -> str:
+    values = sorted(values)
+    return ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
+
+
+_OURS = frozenset(scheme.all_labels())
+_ENDPLATES = frozenset(ENDPLATE_OFFSET + v for v in scheme.ANATOMICAL_ORDER)
+
+
+def encloses_foramen(label_map: sitk.Image, values: list[int]) -> bool:
+    """True when the vertebra labels enclose a vertebral foramen (whole vertebrae with their arch).
+
+    Each vertebra's mask is hole-filled slice by slice across the array axis nearest to the patient's
+    cranio-caudal axis; a vertebral foramen is a hole of 40 mm^2 or more (lumbar foramina are 150-250 mm^2).
+    A vertebral body has none. Decided by the majority of the (at most five largest) vertebrae.
+    """
+    direction = np.asarray(label_map.GetDirection(), dtype=float).reshape(3, 3)
+    axis = int(np.argmax(np.abs(direction[2, :])))  # ITK index axis closest to patient S
+    spacing = label_map.GetSpacing()
+    pixel_area = float(np.prod([s for i, s in enumerate(spacing) if i != axis]))
+    array = sitk.GetArrayViewFromImage(label_map)
+    vertebrae = [v for v in values if scheme.is_vertebra(v)]
+    counts = {v: int(np.count_nonzero(array == v)) for v in vertebrae}
+    checked = sorted(vertebrae, key=lambda v: -counts[v])[:5]
+    rings = 0
+    for v in checked:
+        mask = array == v
+        index = np.argwhere(mask)
+        lo, hi = index.min(axis=0), index.max(axis=0) + 1
+        crop = np.ascontiguousarray(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]).astype(np.uint8)
+        numpy_axis = 2 - axis
+        best = 0
+        for k in range(crop.shape[numpy_axis]):
+            section = np.take(crop, k, axis=numpy_axis)
+            if section.sum() == 0:
+                continue
+            filled = sitk.GetArrayViewFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(np.ascontiguousarray(section)), fullyConnected=False))
+            best = max(best, int(np.count_nonzero(filled)) - int(section.sum()))
+        if best * pixel_area >= 40.0:
+            rings += 1
+    return bool(checked) and rings * 2 > len(checked)
+
+
+def recognise(label_map: sitk.Image) -> tuple[str, str]:
+    """The scheme of ``label_map`` from its label values: (scheme, reason). InputError when unclear."""
+    values = _present(label_map)
+    if not values:
+        raise InputError("label map: is empty (no labelled voxel)")
+    present = set(values)
+    choices = "name it with --label-scheme " + "|".join(NAMED_SCHEMES)
+    if present <= {TOTALSEG_BODY, TOTALSEG_DISC}:
+        raise InputError(
+            "label map: holds only labels 1 and 2, a body map without levels (TotalSegmentator vertebrae_body: "
+            "1 = all bodies, 2 = all discs); give it as --bodies next to a per-level vertebra map"
+        )
+    if present <= SUBREGION_IDS and present & set(SUBREGION_BODY) and not present & set(range(1, 26)):
+        raise InputError(
+            f"label map: labels {_shown(present)} are a sub-region map without levels (TPTBox seg-subreg / SPINEPS "
+            "semantic); give it as --bodies next to the per-level vertebra map"
+        )
+    ours_like = present <= (_OURS | _ENDPLATES)
+    totalseg_spine = present & (set(TOTALSEG_VERTEBRAE) | {TOTALSEG_SACRUM})
+    totalseg_like = bool(totalseg_spine) and max(present) <= TOTALSEG_MAX_ID
+    if ours_like and totalseg_like:
+        raise InputError(
+            f"label map: labels {_shown(present)} fit both the SpineAnalysis/VerSe numbering and TotalSegmentator's "
+            f"(26 = S1 in both, 28 = T13 or L4); {choices}"
+        )
+    if totalseg_like:
+        return "totalsegmentator", f"TotalSegmentator v2 'total' ids ({_shown(totalseg_spine)} are vertebrae there)"
+    if ours_like:
+        if present & _ENDPLATES:
+            return "spineps", "endplate labels 200 + vertebra (SPINEPS instance / TPTBox seg-vert map)"
+        if encloses_foramen(label_map, values):
+            if any(scheme.is_disc(v) for v in present):
+                return "spineps", "vertebrae enclose a vertebral foramen (whole vertebrae) and discs are 100 + vertebra"
+            return "verse", "vertebrae enclose a vertebral foramen (whole vertebrae, VerSe numbering)"
+        return "spineanalysis", "vertebra ids 1-28 labelling vertebral bodies (no vertebral foramen enclosed)"
+    raise InputError(
+        f"label map: labels {_shown(present - _OURS)} are in none of the label schemes "
+        f"(spineanalysis, totalsegmentator v2 'total', verse, spineps); see docs/label-schemes.md"
+    )
+
+
+def _lookup(values: list[int], mapping: dict[int, int]) -> np.ndarray:
+    table = np.zeros(max(values + [0]) + 1, dtype=np.uint16)
+    for source, target in mapping.items():
+        if source < table.size:
+            table[source] = target
+    return table
+
+
+def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint16))
+    image.CopyInformation(reference)
+    return image
+
+
+def _whole_vertebra_mapping(name: str, values: list[int]) -> tuple[dict[int, int], list[str]]:
+    """Source id -> our id for the vertebrae/discs of a whole-vertebra map, and notes on what was dropped."""
+    notes: list[str] = []
+    if name == "totalsegmentator":
+        mapping = dict(TOTALSEG_VERTEBRAE)
+        if TOTALSEG_SACRUM in values:
+            if 26 in values:
+                notes.append("TotalSegmentator 'sacrum' (S2-S5) is not measured; S1 is its 'vertebrae_S1'")
+            else:
+                mapping[TOTALSEG_SACRUM] = 26
+                notes.append("TotalSegmentator 'sacrum' read as S1 (no 'vertebrae_S1' label in the map)")
+        others = [v for v in values if v not in mapping]
+        if others:
+            notes.append(f"{len(others)} other TotalSegmentator structures ignored (ids {_shown(others)})")
+        return mapping, notes
+    mapping = {v: v for v in values if scheme.is_vertebra(v) or scheme.is_disc(v) or v in (scheme.SPINAL_CORD, scheme.SPINAL_CANAL)}
+    mapping.update({v: v - ENDPLATE_OFFSET for v in values if v in _ENDPLATES})
+    unknown = [v for v in values if v not in mapping]
+    if unknown:
+        raise InputError(f"label map: labels {_shown(unknown)} are not in the {name} scheme (vertebrae 1-28, discs 100 + X, endplates 200 + X)")
+    return mapping, notes
+
+
+def _body_classes(body_map: sitk.Image) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], str]:
+    """(body mask, disc mask, {cord/canal label: mask}, kind) of a body map; InputError for other maps."""
+    values = set(_present(body_map))
+    array = sitk.GetArrayViewFromImage(body_map)
+    if not values:
+        raise InputError("--bodies: the body map is empty")
+    if values <= {TOTALSEG_BODY, TOTALSEG_DISC}:
+        return array == TOTALSEG_BODY, array == TOTALSEG_DISC, {}, "TotalSegmentator vertebrae_body (1 body, 2 disc)"
+    if values <= SUBREGION_IDS:
+        extra = {ours: array == theirs for theirs, ours in ((SUBREGION_CORD, scheme.SPINAL_CORD), (SUBREGION_CANAL, scheme.SPINAL_CANAL)) if theirs in values}
+        return np.isin(array, SUBREGION_BODY), array == SUBREGION_DISC, extra, "TPTBox/SPINEPS sub-region map (49/50/52/53/62 body, 100 disc)"
+    raise InputError(
+        f"--bodies: labels {_shown(values)} are neither TotalSegmentator vertebrae_body (1, 2) nor a TPTBox/SPINEPS "
+        "sub-region map (41-62, 100)"
+    )
+
+
+def _centroids_lps(array: np.ndarray, reference: sitk.Image, labels) -> dict[int, np.ndarray]:
+    matrix = imageio.index_to_lps_matrix(reference)
+    result = {}
+    for label in labels:
+        kji = np.argwhere(array == label)
+        if kji.size:
+            ijk = kji[:, ::-1].mean(axis=0)
+            result[label] = matrix[:3, :3] @ ijk + matrix[:3, 3]
+    return result
+
+
+def level_discs(disc_mask: np.ndarray, bodies: np.ndarray, reference: sitk.Image) -> tuple[np.ndarray, list[str]]:
+    """Disc labels (100 + vertebra above) for an unlevelled disc mask, from the bodies around each disc.
+
+    Each connected disc piece goes to the pair of neighbouring bodies (cranial a, caudal b) whose centroid
+    segment it projects onto (0 < t < 1) with the smallest distance from it, at most the segment's length.
+    Pairs extend one level beyond the first and last body, extrapolated from the next centroid, so that the disc
+    above the top body and below the bottom one get their level too. Pieces with no such pair are dropped.
+    """
+    notes: list[str] = []
+    result = np.zeros(disc_mask.shape, dtype=np.uint16)
+    if not disc_mask.any():
+        return result, notes
+    present = sorted((int(v) for v in np.unique(bodies) if scheme.is_vertebra(int(v))), key=scheme.anatomical_rank)
+    centroids = _centroids_lps(bodies, reference, present)
+    pairs: list[tuple[int, np.ndarray, np.ndarray]] = []  # (vertebra above, centroid above, centroid below)
+    for a, b in zip(present, present[1:]):
+        if scheme.next_vertebra(a) == b or (a, b) in ((19, 28), (28, 20), (24, 25), (25, 26)):
+            pairs.append((a, centroids[a], centroids[b]))
+    if len(present) >= 2:
+        top, second, bottom, last = present[0], present[1], present[-1], present[-2]
+        above = scheme.previous_vertebra(top)
+        if above is not None:
+            pairs.append((above, 2 * centroids[top] - centroids[second], centroids[top]))
+        if scheme.next_vertebra(bottom) is not None and bottom != 26:
+            pairs.append((bottom, centroids[bottom], 2 * centroids[bottom] - centroids[last]))
+    pieces = sitk.GetArrayFromImage(sitk.ConnectedComponent(_image_like(disc_mask.astype(np.uint16), reference)))
+    matrix = imageio.index_to_lps_matrix(reference)
+    dropped = 0
+    for piece in range(1, int(pieces.max()) + 1):
+        kji = np.argwhere(pieces == piece)
+        p = matrix[:3, :3] @ kji[:, ::-1].mean(axis=0) + matrix[:3, 3]
+        best, best_distance = None, np.inf
+        for above, ca, cb in pairs:
+            axis = cb - ca
+            length = float(np.linalg.norm(axis))
+            t = float((p - ca) @ axis) / length**2
+            distance = float(np.linalg.norm(p - (ca + t * axis)))
+            if 0.0 < t < 1.0 and distance <= length and distance < best_distance:
+                best, best_distance = above, distance
+        if best is None:
+            dropped += len(kji)
+            continue
+        result[tuple(kji.T)] = scheme.disc_label(best)
+    if dropped:
+        notes.append(f"{dropped} disc voxels lie between no two labelled neighbouring bodies and were left out")
+    return result, notes
+
+
+def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Image | None = None) -> Translation:
+    """``label_map`` (and the optional body map) in the SpineAnalysis scheme.
+
+    ``label_scheme`` is one of :data:`SCHEMES`; ``auto`` uses :func:`recognise`. A whole-vertebra map
+    (totalsegmentator, verse, spineps) without ``bodies`` comes back with ``bodies=False``: its levels are
+    known, its geometry is not measurable (see :data:`NEEDS_BODIES`).
+    """
+    if label_scheme not in SCHEMES:
+        raise InputError(f"--label-scheme {label_scheme!r}: choose one of {', '.join(SCHEMES)}")
+    if label_scheme == "auto":
+        name, reason = recognise(label_map)
+    else:
+        name, reason = label_scheme, "named"
+    if bodies is not None and not imageio.same_grid(label_map, bodies):
+        raise InputError(
+            f"--bodies: the body map's grid ({imageio.describe_grid(bodies)}) differs from the label map's "
+            f"({imageio.describe_grid(label_map)})"
+        )
+    if name == "spineanalysis":
+        if bodies is not None:
+            raise InputError("--bodies: a SpineAnalysis label map already labels vertebral bodies; --bodies is for whole-vertebra maps")
+        return Translation(label_map, name, reason, True)
+    values = _present(label_map)
+    mapping, notes = _whole_vertebra_mapping(name, values)
+    source = sitk.GetArrayViewFromImage(label_map)
+    mapped = _lookup(values, mapping)[source.astype(np.int64, copy=False)]
+    if not any(scheme.is_vertebra(int(v)) for v in np.unique(mapped)):
+        raise InputError(f"label map: no vertebra of the {name} scheme in it (labels {_shown(values)})")
+    if bodies is None:
+        return Translation(_image_like(mapped, label_map), name, reason, False, notes)
+
+    body_mask, disc_mask, extra, kind = _body_classes(bodies)
+    vertebra_ids = np.isin(mapped, [v for v in set(mapping.values()) if scheme.is_vertebra(v)])
+    endplates = np.isin(source, sorted(_ENDPLATES)) if name != "totalsegmentator" else np.zeros(source.shape, bool)
+    out = np.zeros(source.shape, dtype=np.uint16)
+    keep = vertebra_ids & (body_mask | endplates)
+    out[keep] = mapped[keep]
+    discs_in_map = np.isin(mapped, [v for v in set(mapping.values()) if scheme.is_disc(v)])
+    if discs_in_map.any():
+        out[discs_in_map] = mapped[discs_in_map]
+    else:
+        levelled, disc_notes = level_discs(disc_mask & (out == 0), out, label_map)
+        out[levelled > 0] = levelled[levelled > 0]
+        notes.extend(disc_notes)
+    for label, mask in extra.items():
+        out[mask & (out == 0)] = label
+    orphan = int(np.count_nonzero(body_mask & ~vertebra_ids))
+    if orphan:
+        notes.append(f"{orphan} body voxels of the body map lie in no labelled vertebra and were left out")
+    notes.insert(0, f"bodies from {kind}")
+    if not any(scheme.is_vertebra(v) for v in np.unique(out)):
+        raise InputError("--bodies: no voxel of the body map's body classes lies inside a labelled vertebra")
+    return Translation(_image_like(out, label_map), name, reason, True, notes)
+
+
+# --- Slicer segments ---------------------------------------------------------------------------------------
+def _level_codes() -> dict[str, int]:
+    """SNOMED CT code -> label for the codes that name one level (not the generic "Vertebra" / disc codes)."""
+    index = {}
+    for label in scheme.all_labels():
+        info = scheme.structure(label)
+        if info.snomed_meaning not in ("Vertebra", scheme.DISC_SNOMED[1]):
+            index[info.snomed_code] = label
+    return index
+
+
+_LEVEL_CODES = _level_codes()
+
+
+BODY_SEGMENT, DISC_SEGMENT = "body", "disc"
+
+
+def label_for_segment(name: str, terminology: str = "") -> int | str | None:
+    """Our label for a Slicer segment from its name or terminology; None when it is not a spine structure.
+
+    Understands SlicerTotalSegmentator names ("vertebrae_L1", "vertebrae L1", "L1 vertebra", "sacrum",
+    "spinal_cord"), our own names ("L1", "L4-L5", "L4/L5 intervertebral disc") and a terminology entry
+    whose type is a level-specific SNOMED CT code (Slicer's ``SCT^66794005^L1 vertebra`` style). Returns
+    :data:`BODY_SEGMENT` / :data:`DISC_SEGMENT` for TotalSegmentator ``vertebrae_body`` segments without levels
+    ("vertebrae_body", "intervertebral_discs").
+    """
+    if terminology:
+        groups = terminology.split("~")
+        if len(groups) > 1:
+            parts = groups[1].split("^")
+            if len(parts) > 1 and parts[1] in _LEVEL_CODES:
+                return _LEVEL_CODES[parts[1]]
+    text = name.strip().lower().replace("_", " ")
+    if text in ("vertebrae body", "vertebral body", "vertebral bodies"):
+        return BODY_SEGMENT
+    if text in ("intervertebral discs", "intervertebral disc", "discs"):
+        return DISC_SEGMENT
+    if text == "sacrum":
+        return 26
+    if text in ("spinal cord", "spinal canal"):
+        return scheme.SPINAL_CORD if text == "spinal cord" else scheme.SPINAL_CANAL
+    for prefix in ("vertebrae ", "vertebra "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    for suffix in (" vertebra", " intervertebral disc", " disc"):
+        if text.endswith(suffix):
+            text = text[: -len(suffix)]
+    try:
+        return scheme.label_from_name(text)
+    except ValueError:
+        return None

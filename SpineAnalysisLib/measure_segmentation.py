@@ -1,0 +1,127 @@
+"""Measure a segmentation made by another tool, on CT or MRI ("bring your own segmentation").
+
+:func:`measure_segmentation` is what ``spineanalysis measure``, ``batch`` (labels column), the Slicer module
+and the web page call: it translates the label map (:mod:`.label_schemes`), finds the modality
+(:mod:`.modality`), measures with :func:`.measurements.measure_case`, withholds the MR-only parameters on CT
+and adds ``trabecular_hu`` per vertebral body on CT (:mod:`.measure.trabecular`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import SimpleITK as sitk
+
+from . import label_schemes, modality
+from . import labels as scheme
+from .measure import alignment, disc, inputs, trabecular, vertebra
+from .measurements import Measurement, measure_case
+
+
+@dataclass
+class SegmentationResult:
+    """Measurements plus what was read from the inputs (stated in the output)."""
+
+    measurements: list[Measurement]
+    label_scheme: str
+    recognised_by: str
+    bodies: bool
+    modality: str  # "CT", "MR", "unknown" or "none" (no image)
+    modality_source: str
+    levels: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "label_scheme": self.label_scheme,
+            "recognised_by": self.recognised_by,
+            "bodies": self.bodies,
+            "modality": self.modality,
+            "modality_source": self.modality_source,
+            "levels": self.levels,
+            "notes": self.notes,
+        }
+
+    def lines(self) -> list[str]:
+        """Human-readable lines for a terminal."""
+        lines = [
+            f"label scheme: {self.label_scheme} ({self.recognised_by})",
+            f"modality: {self.modality} ({self.modality_source})",
+            f"levels: {', '.join(self.levels) or 'none'}",
+        ]
+        if not self.bodies:
+            lines.append(f"withheld: every geometric measurement {label_schemes.NEEDS_BODIES}")
+        return lines + [f"note: {note}" for note in self.notes]
+
+
+def _withheld_rows(label_map: sitk.Image) -> list[Measurement]:
+    """Every row of a whole-vertebra map without bodies, value None with the reason."""
+    values = label_schemes._present(label_map)
+    structures = [(v, "vertebra") for v in values if scheme.is_vertebra(v)] + [(v, "disc") for v in values if scheme.is_disc(v)]
+    structures.sort(key=lambda item: scheme.anatomical_rank(item[0]))
+    rows = []
+    for label, kind in structures:
+        level = scheme.vertebra_name(label) if kind == "vertebra" else scheme.disc_name(label)
+        for parameter, unit in vertebra.PARAMETERS if kind == "vertebra" else disc.PARAMETERS:
+            rows.append(Measurement(kind, level, parameter, None, unit, label_schemes.NEEDS_BODIES, label))
+    for parameter, unit in alignment.PARAMETERS:
+        rows.append(Measurement("spine", "", parameter, None, unit, label_schemes.NEEDS_BODIES, None))
+    return rows
+
+
+def _for_ct(measurements: list[Measurement], image: sitk.Image, label_map: sitk.Image) -> list[Measurement]:
+    """MR-only parameters withheld; ``trabecular_hu`` after each vertebra's rows."""
+    stats = inputs.load(image, label_map).stats
+    extra = trabecular.rows(image, label_map, stats)
+    result: list[Measurement] = []
+    for n, m in enumerate(measurements):
+        if m.structure == "disc" and m.parameter in modality.MRI_ONLY:
+            m = Measurement(m.structure, m.level, m.parameter, None, m.unit, modality.NOT_ON_CT, m.label)
+        result.append(m)
+        last_of_vertebra = m.structure == "vertebra" and (
+            n + 1 == len(measurements) or measurements[n + 1].label != m.label or measurements[n + 1].structure != "vertebra"
+        )
+        if last_of_vertebra and m.label in extra:
+            parameter, value, unit, note = extra[m.label]
+            result.append(Measurement("vertebra", m.level, parameter, value, unit, note, m.label))
+    return result
+
+
+def measure_segmentation(
+    image: sitk.Image | None,
+    label_map: sitk.Image,
+    *,
+    label_scheme: str = "auto",
+    bodies: sitk.Image | None = None,
+    sex: str | None = None,
+    age: float | None = None,
+    labels: Iterable[int] | None = None,
+) -> SegmentationResult:
+    """Measure ``label_map`` (any supported scheme, see :mod:`.label_schemes`) on ``image`` (CT or MRI).
+
+    Raises :class:`~.errors.InputError` (one line) for an unknown or ambiguous map, a body map given as the
+    label map, or unusable inputs.
+    """
+    translation = label_schemes.translate(label_map, label_scheme, bodies)
+    if image is None:
+        kind, source = "none", "no image given"
+    else:
+        inputs.check_image(image)
+        kind, source = modality.detect(image)
+    if translation.bodies:
+        measurements = measure_case(image, translation.label_map, sex=sex, age=age, labels=labels)
+        if kind == modality.CT:
+            measurements = _for_ct(measurements, image, translation.label_map)
+    else:
+        measurements = _withheld_rows(translation.label_map)
+    return SegmentationResult(
+        measurements,
+        translation.scheme,
+        translation.reason,
+        translation.bodies,
+        kind,
+        source,
+        translation.levels(),
+        list(translation.notes),
+    )
