@@ -9,11 +9,12 @@ and adds ``trabecular_hu`` per vertebral body on CT (:mod:`.measure.trabecular`)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import SimpleITK as sitk
 
-from . import label_schemes, modality
+from . import imageio, label_schemes, modality
+from .errors import InputError
 from . import labels as scheme
 from .measure import alignment, disc, inputs, trabecular, vertebra
 from .measurements import Measurement, measure_case
@@ -77,7 +78,7 @@ def _for_ct(measurements: list[Measurement], image: sitk.Image, label_map: sitk.
     result: list[Measurement] = []
     for n, m in enumerate(measurements):
         if m.structure == "disc" and m.parameter in modality.MRI_ONLY:
-            m = Measurement(m.structure, m.level, m.parameter, None, m.unit, modality.NOT_ON_CT, m.label)
+            m = replace(m, value=None, note=modality.NOT_ON_CT, reference="", flag=None)
         result.append(m)
         last_of_vertebra = m.structure == "vertebra" and (
             n + 1 == len(measurements) or measurements[n + 1].label != m.label or measurements[n + 1].structure != "vertebra"
@@ -103,6 +104,11 @@ def measure_segmentation(
     Raises :class:`~.errors.InputError` (one line) for an unknown or ambiguous map, a body map given as the
     label map, or unusable inputs.
     """
+    if image is not None and not imageio.same_grid(label_map, image):
+        raise InputError(
+            f"label map and image are on different grids ({imageio.describe_grid(label_map)} vs "
+            f"{imageio.describe_grid(image)}); resample the label map onto the image first"
+        )
     translation = label_schemes.translate(label_map, label_scheme, bodies)
     if image is None:
         kind, source = "none", "no image given"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..label_schemes import SCHEMES
 from .options import add_model_options, add_subject_options, progress_printer
 
 COMMANDS = ("analyze", "segment", "measure")
@@ -21,10 +22,14 @@ def add_commands(commands) -> None:
     segment.add_argument("-o", "--output", required=True, help="label map file (.nii.gz, .nrrd, ...)")
     add_model_options(segment)
 
-    measure = commands.add_parser("measure", help="measure an existing label map")
-    measure.add_argument("image")
+    measure = commands.add_parser("measure", help="measure an existing label map (ours, TotalSegmentator, VerSe/TPTBox, SPINEPS; MRI or CT)")
+    measure.add_argument("image", help="the MRI or CT the label map was made on")
     measure.add_argument("labels")
     measure.add_argument("-o", "--output", required=True, help="output folder")
+    measure.add_argument("--label-scheme", default="auto", choices=list(SCHEMES),
+                         help="numbering of LABELS (docs/label-schemes.md); auto: recognised from the label values")
+    measure.add_argument("--bodies", metavar="BODY_MAP",
+                         help="vertebral bodies for a whole-vertebra map: TotalSegmentator vertebrae_body, or a TPTBox/SPINEPS sub-region map")
     add_subject_options(measure)
 
 
@@ -40,12 +45,20 @@ def run(args: argparse.Namespace) -> int:
         print_summary(result.summary())
         return 0
     if args.command == "measure":
-        from ..measurements import measure_case, write_measurements
+        import json
+        from pathlib import Path
+
+        from ..measure_segmentation import measure_segmentation
+        from ..measurements import write_measurements
 
         image = imageio.read_image(args.image)
-        label_map = imageio.read_label_map(args.labels, reference=image)
-        measurements = measure_case(image, label_map, sex=args.sex, age=args.age)
-        csv_path, _ = write_measurements(measurements, args.output)
+        label_map = imageio.read_image(args.labels)
+        bodies = imageio.read_image(args.bodies) if args.bodies else None
+        result = measure_segmentation(image, label_map, label_scheme=args.label_scheme, bodies=bodies, sex=args.sex, age=args.age)
+        csv_path, _ = write_measurements(result.measurements, args.output)
+        imageio.write_text(json.dumps(result.summary(), indent=1) + "\n", Path(args.output) / "measure_summary.json")
+        for line in result.lines():
+            print(line)
         print(f"wrote {csv_path}")
         return 0
     if args.command == "analyze":

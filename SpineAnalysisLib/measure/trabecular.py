@@ -68,7 +68,7 @@ def trabecular_hu(image: sitk.Image, label_map: sitk.Image, label: int, index_mi
             f"not measurable: the trabecular core ({EROSION_MM:g} mm inside the body) is {core_volume:.0f} mm3, "
             f"under {MIN_CORE_MM3:g} mm3"
         )
-    values = sitk.GetArrayViewFromImage(sitk.RegionOfInterest(image, box, [int(v) for v in lo]))[core]
+    values = sitk.GetArrayFromImage(sitk.RegionOfInterest(image, box, [int(v) for v in lo]))[core]
     value = float(np.median(values))
     note = f"median of {core.sum()} voxels ({core_volume / 1000:.1f} mL) at least {EROSION_MM:g} mm inside the body"
     hint = bone_density_hint(label, value)
