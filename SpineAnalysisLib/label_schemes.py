@@ -50,9 +50,9 @@ TOTALSEG_BODY, TOTALSEG_DISC = 1, 2  # task vertebrae_body
 
 # --- TPTBox sub-regions / SPINEPS semantic map -------------------------------------------------------------
 SUBREGION_BODY = (49, 50, 52, 53, 62)  # corpus border, corpus, endplate superior/inferior, endplate
+SUBREGION_SACRUM = 26  # SPINEPS semantic: the sacrum, body and all (our S1/sacrum label)
 SUBREGION_DISC = 100
 SUBREGION_CORD, SUBREGION_CANAL = 60, 61
-SUBREGION_SACRUM = 26  # SPINEPS semantic: sacrum
 SUBREGION_IDS = frozenset(range(40, 65)) | {SUBREGION_DISC, SUBREGION_SACRUM}
 ENDPLATE_OFFSET = 200
 
@@ -265,7 +265,8 @@ def _body_classes(body_map: sitk.Image) -> tuple[np.ndarray, np.ndarray, dict[in
         return array == TOTALSEG_BODY, array == TOTALSEG_DISC, {}, "TotalSegmentator vertebrae_body (1 body, 2 disc)"
     if values <= SUBREGION_IDS:
         extra = {ours: array == theirs for theirs, ours in ((SUBREGION_CORD, scheme.SPINAL_CORD), (SUBREGION_CANAL, scheme.SPINAL_CANAL)) if theirs in values}
-        return np.isin(array, SUBREGION_BODY), array == SUBREGION_DISC, extra, "TPTBox/SPINEPS sub-region map (49/50/52/53/62 body, 100 disc)"
+        body = np.isin(array, SUBREGION_BODY + (SUBREGION_SACRUM,))
+        return body, array == SUBREGION_DISC, extra, "TPTBox/SPINEPS sub-region map (49/50/52/53/62 body, 26 sacrum, 100 disc)"
     raise InputError(
         f"--bodies: labels {_shown(values)} are neither TotalSegmentator vertebrae_body (1, 2) nor a TPTBox/SPINEPS "
         "sub-region map (41-62, 100)"
@@ -398,19 +399,21 @@ def _level_codes() -> dict[str, int]:
 
 
 _LEVEL_CODES = _level_codes()
+SACRUM_CODE = "54735007"  # SNOMED CT "Sacrum", as SlicerTotalSegmentator codes its 'sacrum' segment
 
 
-BODY_SEGMENT, DISC_SEGMENT = "body", "disc"
+BODY_SEGMENT, DISC_SEGMENT, SACRUM_SEGMENT = "body", "disc", "sacrum"
 
 
 def label_for_segment(name: str, terminology: str = "") -> int | str | None:
     """Our label for a Slicer segment from its name or terminology; None when it is not a spine structure.
 
-    Understands SlicerTotalSegmentator names ("vertebrae_L1", "vertebrae L1", "L1 vertebra", "sacrum",
-    "spinal_cord"), our own names ("L1", "L4-L5", "L4/L5 intervertebral disc") and a terminology entry
-    whose type is a level-specific SNOMED CT code (Slicer's ``SCT^66794005^L1 vertebra`` style). Returns
-    :data:`BODY_SEGMENT` / :data:`DISC_SEGMENT` for TotalSegmentator ``vertebrae_body`` segments without levels
-    ("vertebrae_body", "intervertebral_discs").
+    Understands SlicerTotalSegmentator names ("vertebrae_L1", "vertebrae L1", "L1 vertebra", "spinal_cord"),
+    our own names ("L1", "L4-L5", "L4/L5 intervertebral disc") and a terminology entry whose type is a
+    level-specific SNOMED CT code (Slicer's ``SCT^66794005^L1 vertebra`` style; the codes are those of
+    SlicerTotalSegmentator's ``totalsegmentator_snomed_mapping.csv`` too). Returns :data:`BODY_SEGMENT` /
+    :data:`DISC_SEGMENT` for TotalSegmentator ``vertebrae_body`` segments without levels ("vertebrae_body",
+    "intervertebral_discs") and :data:`SACRUM_SEGMENT` for "sacrum" (S1 only when no S1 segment exists).
     """
     if terminology:
         groups = terminology.split("~")
@@ -418,13 +421,15 @@ def label_for_segment(name: str, terminology: str = "") -> int | str | None:
             parts = groups[1].split("^")
             if len(parts) > 1 and parts[1] in _LEVEL_CODES:
                 return _LEVEL_CODES[parts[1]]
+            if len(parts) > 1 and parts[1] == SACRUM_CODE:
+                return SACRUM_SEGMENT
     text = name.strip().lower().replace("_", " ")
     if text in ("vertebrae body", "vertebral body", "vertebral bodies"):
         return BODY_SEGMENT
     if text in ("intervertebral discs", "intervertebral disc", "discs"):
         return DISC_SEGMENT
     if text == "sacrum":
-        return 26
+        return SACRUM_SEGMENT
     if text in ("spinal cord", "spinal canal"):
         return scheme.SPINAL_CORD if text == "spinal cord" else scheme.SPINAL_CANAL
     for prefix in ("vertebrae ", "vertebra "):
@@ -437,3 +442,76 @@ def label_for_segment(name: str, terminology: str = "") -> int | str | None:
         return scheme.label_from_name(text)
     except ValueError:
         return None
+
+
+@dataclass
+class SegmentPlan:
+    """How the segments of a segmentation become a label map (and a body map) of :func:`translate`."""
+
+    levels: dict  # segment id -> our label (vertebrae, discs, cord, canal)
+    bodies: dict  # segment id -> body-map value (TOTALSEG_BODY or TOTALSEG_DISC)
+    scheme: str  # "spineanalysis" (our segment names: vertebral bodies) or "verse" (whole vertebrae, ids ours)
+    ignored: list  # names of segments that are not spine structures
+
+
+def plan_segments(segments) -> SegmentPlan:
+    """Map Slicer segments, given as (segment id, name, terminology entry) triples, to our scheme.
+
+    Segments named exactly like ours ("L1", "L4-L5") are vertebral bodies; any other vertebra naming
+    (SlicerTotalSegmentator's "vertebrae_L1" / "L1 vertebra", or a terminology code under another name) means
+    whole vertebrae, measured with the ``vertebrae_body`` segments as their bodies. InputError when the two
+    namings are mixed, or when no segment names a level.
+    """
+    levels, bodies, ignored, ours, whole, sacrum = {}, {}, [], [], [], None
+    for segment_id, name, terminology in segments:
+        label = label_for_segment(name, terminology or "")
+        if label == BODY_SEGMENT:
+            bodies[segment_id] = TOTALSEG_BODY
+        elif label == DISC_SEGMENT:
+            bodies[segment_id] = TOTALSEG_DISC
+        elif label == SACRUM_SEGMENT:
+            sacrum = segment_id
+        elif label is None:
+            ignored.append(name)
+        else:
+            levels[segment_id] = label
+            if scheme.is_vertebra(label):
+                own = False
+                try:
+                    own = scheme.structure_name(label) == name.strip().upper()
+                except ValueError:
+                    pass
+                (ours if own else whole).append(name)
+    if sacrum is not None:
+        if 26 in levels.values():
+            ignored.append("sacrum")
+        else:
+            levels[sacrum] = 26
+            whole.append("sacrum")
+    if ours and whole:
+        raise InputError(
+            f"segments: {', '.join(ours[:3])} are named like SpineAnalysis vertebral bodies and {', '.join(whole[:3])} "
+            "like whole vertebrae (TotalSegmentator); measure one segmentation at a time"
+        )
+    if not levels:
+        raise InputError("segments: none names a vertebra level (e.g. 'L1', 'vertebrae_L1', 'L1 vertebra' or its SNOMED CT code)")
+    return SegmentPlan(levels, bodies, "verse" if whole else "spineanalysis", ignored)
+
+
+def label_maps_from_segments(plan: SegmentPlan, segment_array, reference: sitk.Image) -> tuple[sitk.Image, sitk.Image | None]:
+    """(label map, body map or None) on the grid of ``reference`` for :func:`translate` with ``plan.scheme``.
+
+    ``segment_array(segment_id)`` returns the segment's mask as a (k, j, i) array on that grid (in Slicer:
+    ``slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume_node)``).
+    """
+    shape = tuple(reversed(reference.GetSize()))
+    levels = np.zeros(shape, dtype=np.uint16)
+    for segment_id, label in plan.levels.items():
+        levels[np.asarray(segment_array(segment_id)) > 0] = label
+    body_map = None
+    if plan.bodies:
+        bodies = np.zeros(shape, dtype=np.uint16)
+        for segment_id, value in plan.bodies.items():
+            bodies[np.asarray(segment_array(segment_id)) > 0] = value
+        body_map = _image_like(bodies, reference)
+    return _image_like(levels, reference), body_map

@@ -215,6 +215,7 @@ def test_modality_from_dicom_tag_and_value_range():
         ("vertebrae_L1", "", 20),
         ("L1 vertebra", "", 20),
         ("vertebrae_S1", "", 26),
+        ("sacrum", "", label_schemes.SACRUM_SEGMENT),
         ("Segment_1", "SCT^123037004^Anatomical Structure~SCT^66794005^L1 vertebra~^^~Anatomic codes - DICOM master list~^^~^^", 20),
         ("L4/L5 intervertebral disc", "", 123),
         ("vertebrae_body", "", label_schemes.BODY_SEGMENT),
