@@ -1,0 +1,251 @@
+"""The review page's MRML side: input volume, segmentation, measurements, navigation, exports.
+
+Works on the scene of a ``trame_slicer.core.SlicerApp`` (slicer-core, no Qt). Images are read by Slicer's
+own volume reader, so their RAS placement is exactly what 3D Slicer shows; the SimpleITK copy of the same
+file feeds the library (measurements, segmentation job). Label values, names and colours come from
+:mod:`SpineAnalysisLib.labels`; measurements from :func:`SpineAnalysisLib.measurements.measure_case`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from vtkmodules.util import numpy_support
+from vtkmodules.vtkCommonCore import vtkStringArray
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+from vtkmodules.vtkCommonDataModel import vtkImageData
+
+from .. import imageio
+from .. import labels as scheme
+from ..annotation import case_segment_names
+from ..errors import InputError
+from ..measurements import Measurement, measure_case
+from ..relabel import plan_relabel, shift_mapping
+
+
+def _slicer():
+    import slicer  # slicer-core (trame-slicer's environment)
+
+    return slicer
+
+
+def array_of_volume(node) -> np.ndarray:
+    """The voxels of a volume node as a (k, j, i) array (a view on the VTK buffer)."""
+    image = node.GetImageData()
+    dims = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+
+
+class ReviewScene:
+    """One case on a trame-slicer scene: the input volume and its segmentation."""
+
+    def __init__(self, slicer_app):
+        self.app = slicer_app
+        self.scene = slicer_app.scene
+        self.volume_node = None
+        self.segmentation_node = None
+        self.image: sitk.Image | None = None  # the input as the library sees it
+        self.source_path: Path | None = None
+        self.dicom_folder: Path | None = None
+        self._work = Path(tempfile.mkdtemp(prefix="spineanalysis-scene-"))
+
+    # -- loading -------------------------------------------------------------------------------------
+    def load_image(self, path: str | os.PathLike):
+        """Load an MRI file or DICOM series folder; refuses CT and unreadable files with one line."""
+        path = Path(path)
+        image = imageio.read_image(path)  # InputError (one line) when unreadable
+        from ..inference import looks_like_ct
+
+        if looks_like_ct(image, sitk.GetArrayViewFromImage(image)):
+            raise InputError(f"{path.name}: this looks like a CT volume (Hounsfield units); the review page segments and measures MRI only")
+        readable = path
+        if path.is_dir():  # a DICOM series: Slicer's archetype reader wants one file, give it the series as NRRD
+            readable = self._work / f"{path.name or 'series'}.nrrd"
+            imageio.write_image(image, readable)
+        name = imageio.strip_image_suffix(path.name) or "volume"
+        node = self.app.volumes_logic.AddArchetypeVolume(str(readable), name, 0)
+        if node is None:
+            raise InputError(f"{path.name}: Slicer could not read this image")
+        self.clear()
+        self.volume_node, self.image, self.source_path = node, image, path
+        self.dicom_folder = path if path.is_dir() else None
+        return node
+
+    def clear(self) -> None:
+        for node in (self.segmentation_node, self.volume_node):
+            if node is not None and node.GetScene() is not None:
+                self.scene.RemoveNode(node)
+        self.volume_node = self.segmentation_node = None
+        self.image = None
+
+    def load_labels(self, path: str | os.PathLike):
+        """Load a label map of the current image (its grid) as named, coloured segments."""
+        if self.image is None:
+            raise InputError("load an image before its labels")
+        return self.import_labels(imageio.read_label_map(path, reference=self.image))
+
+    def import_labels(self, label_map: sitk.Image):
+        """Replace the segmentation by the segments of ``label_map`` (scheme labels on the image grid)."""
+        array = imageio.check_label_map(label_map, reference=self.image)
+        present = sorted(int(v) for v in np.unique(array) if v)
+        names = case_segment_names(present)
+        colors = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", "__spineanalysis_labels__")
+        label_node = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__spineanalysis_labels__")
+        try:
+            colors.SetTypeToUser()
+            colors.SetNumberOfColors(max(present) + 1)
+            colors.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+            for label in range(1, max(present) + 1):
+                colors.SetColor(label, "", 0.0, 0.0, 0.0, 0.0)
+            for label in present:
+                colors.SetColor(label, names[label], *scheme.structure_color(label), 1.0)
+            self._fill_like_volume(label_node, array)
+            label_node.CreateDefaultDisplayNodes()
+            label_node.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
+            if self.segmentation_node is None:
+                self.segmentation_node = self.app.segmentation_editor.create_empty_segmentation_node()
+                self.segmentation_node.SetName(f"{self.volume_node.GetName()} segmentation")
+            else:
+                self.segmentation_node.GetSegmentation().RemoveAllSegments()
+            self.segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(self.volume_node)
+            if not self.app.segmentations_logic.ImportLabelmapToSegmentationNode(label_node, self.segmentation_node):
+                raise InputError("the label map could not be imported into a segmentation")
+        finally:
+            self.scene.RemoveNode(label_node)
+            self.scene.RemoveNode(colors)
+        return self.segmentation_node
+
+    def _fill_like_volume(self, node, array: np.ndarray) -> None:
+        """Put ``array`` (k, j, i) into ``node`` on exactly the input volume's voxel grid."""
+        matrix = vtkMatrix4x4()
+        self.volume_node.GetIJKToRASMatrix(matrix)
+        node.SetIJKToRASMatrix(matrix)
+        data = vtkImageData()
+        data.SetDimensions(array.shape[::-1])
+        data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array, dtype=np.uint16).ravel(), deep=True))
+        node.SetAndObserveImageData(data)
+
+    # -- segments ------------------------------------------------------------------------------------
+    def segment_names(self) -> dict[str, str]:
+        """Segment id -> name, in the segmentation's order."""
+        if self.segmentation_node is None:
+            return {}
+        segmentation = self.segmentation_node.GetSegmentation()
+        return {sid: segmentation.GetSegment(sid).GetName() for sid in segmentation.GetSegmentIDs()}
+
+    def segment_labels(self) -> dict[str, int]:
+        """Segment id -> scheme label, for the segments whose names belong to the scheme."""
+        result = {}
+        for sid, name in self.segment_names().items():
+            try:
+                result[sid] = scheme.label_from_name(name)
+            except ValueError:
+                continue
+        return result
+
+    def segment_id(self, name: str) -> str | None:
+        for sid, segment_name in self.segment_names().items():
+            if segment_name == name:
+                return sid
+        return None
+
+    def label_array(self) -> np.ndarray:
+        """Scheme label values (from the segment names) on the input's voxel grid, as a (k, j, i) array."""
+        labels = self.segment_labels()
+        shape = array_of_volume(self.volume_node).shape
+        if not labels:
+            return np.zeros(shape, dtype=np.uint16)
+        slicer = _slicer()
+        colors = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", "__spineanalysis_export__")
+        label_node = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__spineanalysis_export__")
+        try:
+            colors.SetTypeToUser()
+            colors.SetNumberOfColors(max(labels.values()) + 1)
+            for index in range(colors.GetNumberOfColors()):
+                colors.SetColor(index, "", 0.0, 0.0, 0.0, 0.0)
+            names = self.segment_names()
+            ids = vtkStringArray()
+            for sid, label in labels.items():
+                colors.SetColor(label, names[sid], 1.0, 1.0, 1.0, 1.0)
+                ids.InsertNextValue(sid)
+            ok = self.app.segmentations_logic.ExportSegmentsToLabelmapNode(
+                self.segmentation_node, ids, label_node, self.volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colors
+            )
+            if not ok:
+                raise InputError("the segmentation could not be exported to a label map")
+            array = np.array(array_of_volume(label_node), dtype=np.uint16, copy=True)
+        finally:
+            self.scene.RemoveNode(label_node)
+            self.scene.RemoveNode(colors)
+        if array.shape != shape:
+            raise InputError(f"the exported label map has shape {array.shape}, the image {shape}")
+        return array
+
+    def label_map(self) -> sitk.Image:
+        return imageio.label_map_like(self.label_array(), self.image)
+
+    def apply_scheme_colors(self) -> None:
+        """Colour every segment whose name belongs to the scheme with the scheme's colour."""
+        segmentation = self.segmentation_node.GetSegmentation()
+        for sid, label in self.segment_labels().items():
+            segmentation.GetSegment(sid).SetColor(*scheme.structure_color(label))
+
+    # -- measurements --------------------------------------------------------------------------------
+    def measure(self, label_map: sitk.Image | None = None) -> list[Measurement]:
+        """``measure_case`` on the image and the current segmentation (or ``label_map``)."""
+        return measure_case(self.image, label_map if label_map is not None else self.label_map())
+
+    # -- relabelling ---------------------------------------------------------------------------------
+    def relabel(self, mapping: dict[str, str]) -> dict[str, str]:
+        """Rename vertebrae (discs follow); returns ``{old name: new name}``. ValueError changes nothing."""
+        renames = plan_relabel(self.segment_names(), mapping)
+        segmentation = self.segmentation_node.GetSegmentation()
+        for sid, (_old, new) in renames.items():
+            segmentation.GetSegment(sid).SetName(new)
+        self.apply_scheme_colors()
+        return {old: new for old, new in renames.values()}
+
+    def shift_levels(self, delta: int) -> dict[str, str]:
+        return self.relabel(shift_mapping(self.segment_names().values(), delta))
+
+    # -- navigation ----------------------------------------------------------------------------------
+    def segment_center(self, name: str) -> tuple[float, float, float]:
+        sid = self.segment_id(name)
+        if sid is None:
+            raise InputError(f"there is no segment called {name}")
+        center = self.segmentation_node.GetSegmentCenterRAS(sid)
+        if center is None:
+            raise InputError(f"{name} is empty")
+        return tuple(float(c) for c in center)
+
+    def jump_to(self, name: str) -> tuple[float, float, float]:
+        """Centre every slice view on the named segment; returns that point (RAS, mm)."""
+        slicer = _slicer()
+        r, a, s = self.segment_center(name)
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        return (r, a, s)
+
+    # -- export --------------------------------------------------------------------------------------
+    def write_seg_nrrd(self, path: str | os.PathLike) -> Path:
+        """The segmentation as .seg.nrrd (names and colours kept), as Slicer saves it."""
+        self.app.io_manager.write_segmentation(self.segmentation_node, str(path))
+        return Path(path)
+
+    def write_dicom_seg(self, path: str | os.PathLike) -> Path:
+        """A DICOM SEG referencing the input series (only when the input was a DICOM folder)."""
+        if self.dicom_folder is None:
+            raise InputError("DICOM SEG needs a DICOM input series; this image was not loaded from DICOM")
+        from ..dicomseg import write_dicom_seg
+
+        label_map = self.label_map()
+        present = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(label_map)) if v]
+        return write_dicom_seg(label_map, self.dicom_folder, path, names=case_segment_names(present))
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self._work, ignore_errors=True)

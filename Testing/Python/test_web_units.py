@@ -1,0 +1,116 @@
+"""The review page's pure parts (no trame needed): data-folder confinement, uploads, relabel planning,
+job summary, argument checks. The page itself is tested end to end in test_web_e2e.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from SpineAnalysisLib.errors import InputError
+from SpineAnalysisLib.relabel import plan_relabel, shift_mapping
+from SpineAnalysisLib.web.command import INSTALL_HINT, check_port
+from SpineAnalysisLib.web.files import DataFolder, UploadFolder
+from SpineAnalysisLib.web.job import job_summary
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_data_folder_lists_images_and_refuses_everything_outside(tmp_path):
+    root = tmp_path / "data"
+    (root / "case1").mkdir(parents=True)
+    (root / "case1" / "t2.nii.gz").write_bytes(b"x")
+    (root / "series").mkdir()
+    (root / "series" / "a.dcm").write_bytes(b"x")
+    (root / "notes.txt").write_text("x")
+    secret = tmp_path / "secret.nii.gz"
+    secret.write_bytes(b"x")
+    os.symlink(secret, root / "link.nii.gz")  # a link leading out of the folder
+    data = DataFolder(root)
+    assert data.list_images() == ["case1/t2.nii.gz", "series"]
+    assert data.resolve("case1/t2.nii.gz") == (root / "case1" / "t2.nii.gz").resolve()
+    for name in ("../secret.nii.gz", "link.nii.gz", str(secret), "case1/../../secret.nii.gz"):
+        with pytest.raises(InputError, match="outside the data folder|absolute path"):
+            data.resolve(name)
+    with pytest.raises(InputError, match="no --data-dir"):
+        DataFolder(None).resolve("case1/t2.nii.gz")
+
+
+def test_uploads_are_private_size_limited_and_cannot_escape(tmp_path):
+    uploads = UploadFolder(max_bytes=100)
+    try:
+        path = uploads.save([("../../evil/x.nii.gz", b"abc")])
+        assert path.parent.parent == uploads.path and path.name == "x.nii.gz"
+        assert (uploads.path.stat().st_mode & 0o077) == 0
+        with pytest.raises(InputError, match="limit"):
+            uploads.save([("big.nii.gz", b"x" * 101)])
+        with pytest.raises(InputError, match="expected one image file"):
+            uploads.save([("a.txt", b"x")])
+        assert uploads.save([("1.dcm", b"x"), ("2.dcm", b"y")]).is_dir()
+        folder = uploads.path
+    finally:
+        uploads.close()
+    assert not folder.exists()
+
+
+def test_relabel_plan_moves_discs_with_their_vertebrae():
+    names = {"1": "L3", "2": "L4", "3": "L3-L4", "4": "L4-L5", "5": "L5"}
+    transitional = {"a": "L5", "b": "L5-S1", "c": "S1"}
+    assert plan_relabel(transitional, {"S1": "L6"}) == {"b": ("L5-S1", "L5-L6"), "c": ("S1", "L6")}
+    with pytest.raises(ValueError, match="not neighbours"):
+        plan_relabel(names, {"L5": "L6"})  # L4-L5 would lie between L4 and L6
+    shifted = plan_relabel(names, shift_mapping(names.values(), 1))
+    assert shifted == {"1": ("L3", "L4"), "2": ("L4", "L5"), "3": ("L3-L4", "L4-L5"), "4": ("L4-L5", "L5-S1"), "5": ("L5", "S1")}
+    with pytest.raises(ValueError, match="two vertebrae"):
+        plan_relabel(names, {"L3": "L4"})
+    with pytest.raises(ValueError, match="no vertebra segment"):
+        plan_relabel(names, {"L1": "L2"})
+    with pytest.raises(ValueError, match="cannot move"):
+        shift_mapping(["S1"], 1)
+
+
+def test_job_summary_reads_the_segment_commands_lines():
+    summary = job_summary(["progress: 0.5 x", "levels: L1, L1-L2, L2", "level confidence: 0.40 (anchor S1)", "note: levels uncertain: gap", "quality: review; levels uncertain"])
+    assert summary["levels"] == ["L1", "L1-L2", "L2"]
+    assert summary["warnings"] == ["level confidence: 0.40 (anchor S1)", "levels uncertain: gap"]
+    assert summary["quality"] == {"status": "review", "reasons": ["levels uncertain"]}
+    assert job_summary([])["quality"]["status"] == "not assessed"
+
+
+def test_port_in_use_is_one_clear_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        with pytest.raises(InputError, match="cannot listen on 127.0.0.1"):
+            check_port("127.0.0.1", busy.getsockname()[1])
+
+
+def run_review(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "SpineAnalysisLib.web", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_bad_arguments_exit_2_with_one_line(tmp_path):
+    result = run_review(str(tmp_path / "missing.nii.gz"), "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"spineanalysis: error: image {tmp_path / 'missing.nii.gz'}: no such file or folder"]
+    result = run_review("--data-dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "not a folder" in result.stderr
+
+
+def test_without_trame_the_command_says_how_to_get_it():
+    pytest.importorskip("numpy")
+    try:
+        import trame_slicer  # noqa: F401
+    except ImportError:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        result = run_review("--port", str(port))
+        assert result.returncode == 2
+        assert result.stderr.strip() == f"spineanalysis: error: {INSTALL_HINT}"
+    else:
+        pytest.skip("trame-slicer is installed in this environment")
