@@ -1,7 +1,8 @@
 """Spinal alignment: lumbar lordosis, sacral slope and the largest coronal Cobb angle (degrees).
 
 Endplate lines are corner-to-corner lines from :mod:`.landmarks` (each vertebra in its own mid-sagittal or
-mid-coronal plane; all these planes are parallel, so their 2D directions are directly comparable). Angles
+mid-coronal plane; an endplate is used when its own two corners are intact, also when the field of view cuts the
+vertebra's other end, and never the free end of an incomplete chain-end vertebra; all these planes are parallel, so their 2D directions are directly comparable). Angles
 between endplates: theta = atan2(u1 x u2, u1 . u2).
 
 * ``lumbar_lordosis_deg``: L1 superior endplate to S1 superior endplate (level "L1-S1"); when S1 is not in view
@@ -26,23 +27,14 @@ Row = tuple[str, str, "float | None", str, str]  # level, parameter, value, unit
 PARAMETERS = (("lumbar_lordosis_deg", "deg"), ("sacral_slope_deg", "deg"), ("cobb_max_deg", "deg"))
 
 
-def _quad(spine: Spine, vertebra: int, axes=plane.SAGITTAL):
-    if vertebra not in spine.present:
-        return None, f"{scheme.vertebra_name(vertebra)} not labelled"
-    section = spine.section(vertebra, axes)
-    if section.quad is None:
-        return None, f"{scheme.vertebra_name(vertebra)} {section.reason}"
-    return section.quad, ""
-
-
 def lordosis(spine: Spine) -> Row:
-    top, why_top = _quad(spine, 20)
-    s1, why_s1 = _quad(spine, 26)
+    top, why_top = spine.endplate(20, "upper")
+    s1, why_s1 = spine.endplate(26, "upper")
     lowest = 25 if 25 in spine.present else 24
     if s1 is not None:
         level, reference, how = "L1-S1", s1.upper_direction, "L1 superior to S1 superior endplate"
     else:
-        l5, why_l5 = _quad(spine, lowest)
+        l5, why_l5 = spine.endplate(lowest, "lower")
         name = scheme.vertebra_name(lowest)
         level = f"L1-{name}"
         if l5 is None:
@@ -57,7 +49,7 @@ def lordosis(spine: Spine) -> Row:
 
 
 def sacral_slope(spine: Spine) -> Row:
-    s1, why = _quad(spine, 26)
+    s1, why = spine.endplate(26, "upper")
     if s1 is None:
         return ("S1", "sacral_slope_deg", None, "deg", why if 26 in spine.present else "S1 not in view")
     return ("S1", "sacral_slope_deg", -angle_of(s1.upper_direction), "deg", "S1 superior endplate vs patient AP axis")
@@ -68,13 +60,17 @@ def cobb_max(spine: Spine) -> Row:
     skipped = []
     measured = []
     for v in spine.vertebrae:
-        quad, why = _quad(spine, v, plane.CORONAL)
-        if quad is None:
-            skipped.append(why)
-            continue
-        measured.append(v)
-        tilts.append((angle_of(quad.upper_direction), v, "superior"))
-        tilts.append((angle_of(quad.lower_direction), v, "inferior"))
+        found = False
+        for side, name in (("upper", "superior"), ("lower", "inferior")):
+            quad, why = spine.endplate(v, side, plane.CORONAL)
+            if quad is None:
+                skipped.append(why)
+                continue
+            found = True
+            direction = quad.upper_direction if side == "upper" else quad.lower_direction
+            tilts.append((angle_of(direction), v, name))
+        if found:
+            measured.append(v)
     names = [scheme.vertebra_name(v) for v in measured]
     labelled = [scheme.vertebra_name(v) for v in spine.vertebrae]
     level = f"{names[0]}-{names[-1]}" if measured else (f"{labelled[0]}-{labelled[-1]}" if labelled else "")

@@ -71,13 +71,12 @@ def geometry(spine: Spine, disc: int) -> DiscGeometry:
     section = spine.section(disc) if disc in spine.present else None
     missing = []
     quads = {}
-    for v in (upper, lower):
-        if v not in spine.present:
-            missing.append(f"{scheme.vertebra_name(v)} not labelled")
-        elif spine.section(v).quad is None:
-            missing.append(f"{scheme.vertebra_name(v)} {spine.section(v).reason}")
+    for v, side in ((upper, "lower"), (lower, "upper")):  # only the two endplates facing the disc are needed
+        quad, why = spine.endplate(v, side)
+        if quad is None:
+            missing.append(why)
         else:
-            quads[v] = spine.section(v).quad
+            quads[v] = quad
     if not missing:
         u, l = quads[upper], quads[lower]
         heights = (
@@ -210,10 +209,10 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
         for v in needed:
             if v not in spine.present:
                 problems.append(f"{scheme.vertebra_name(v)} not labelled")
-            elif spine.section(v).quad is None:
-                problems.append(f"{scheme.vertebra_name(v)} {spine.section(v).reason}")
+            elif spine.body(v)[0] is None:
+                problems.append(f"{scheme.vertebra_name(v)} {spine.body(v)[1]}")
             else:
-                hvs.append(bianque.hv(spine.section(v).quad))
+                hvs.append(bianque.hv(spine.body(v)[0]))
         if problems:
             out.append(("dhi", None, "ratio", "needs the vertebral body heights: " + "; ".join(problems)))
         else:

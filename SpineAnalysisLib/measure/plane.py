@@ -200,10 +200,15 @@ def touches(mask: np.ndarray, other: np.ndarray, margin_px: int = 0) -> bool:
         return False
     if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
         return True
+    return bool((grow(mask, margin_px + 1) & other).any())
+
+
+def grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` dilated by ``steps`` 8-neighbourhood steps."""
     grown = mask.copy()
-    for _ in range(margin_px + 1):
+    for _ in range(steps):
         grown = _grow_once(grown)
-    return bool((grown & other).any())
+    return grown
 
 
 def _grow_once(mask: np.ndarray) -> np.ndarray:

@@ -20,14 +20,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as scheme
-from . import plane
+from . import edges, plane
+from .edges import FIELD_EDGE_MARGIN_MM
 from .inputs import Volume
 from .landmarks import LandmarkError, Quad, fit_quad, principal_angle
 
 CUT_REASON = "cut by the field of view (within 5 mm of the volume border in its mid-{plane} plane)"
-#: A structure ending this close (mm) to the volume border may be cut by it: an outline cannot tell, and
-#: the shipped network leaves the outermost 2-7 mm of a field of view unlabelled.
-FIELD_EDGE_MARGIN_MM = 5.0
 
 
 @dataclass
@@ -39,8 +37,10 @@ class Section:
     mask: np.ndarray  # bool, the structure's pixels
     area: float  # mm^2
     cut: bool  # touches the volume border in this plane
-    quad: Quad | None
+    quad: Quad | None  # the whole outline's corners; None when cut by the field of view or not found
     reason: str  # why quad is None ("" otherwise)
+    partial: Quad | None = None  # corners fitted also on a cut outline (== quad when not cut)
+    cut_corners: frozenset = frozenset()  # names of partial's corners within the margin of the volume border
     _points: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
@@ -67,6 +67,7 @@ class Spine:
         self._sections: dict[tuple[str, int], Section] = {}
         self._tau: dict[str, float] = {}
         self._image_patches: dict[int, plane.Patch] = {}
+        self._incomplete: dict[int, tuple[str, str] | None] = {}
 
     # ----- neighbours -----
     def vertebra_below(self, vertebra: int) -> int | None:
@@ -151,14 +152,13 @@ class Spine:
         patch = plane.resample(self.label_map, axes, axes.depth(stats.centroid_lps), u_range, v_range, self.h)
         mask = patch.values == label
         area = float(mask.sum()) * self.h * self.h
-        cut = plane.touches(mask, patch.values == plane.OUTSIDE, int(round(FIELD_EDGE_MARGIN_MM / self.h)))
+        near_edge = plane.grow(patch.values == plane.OUTSIDE, int(round(FIELD_EDGE_MARGIN_MM / self.h)) + 1)
+        cut = bool((mask & near_edge).any()) or plane.touches(mask, np.zeros_like(mask))
         quad = None
         reason = ""
         section = Section(label, patch, mask, area, cut, None, "")
         if not mask.any():
             reason = f"not present in its mid-{axes.name} plane"
-        elif cut:
-            reason = CUT_REASON.format(plane=axes.name)
         else:
             outline = patch.points(plane.ring(mask))
             drop = "outward" if scheme.is_disc(label) else "inward"
@@ -178,9 +178,93 @@ class Spine:
                 )
             except LandmarkError as error:
                 reason = f"corners not found in its mid-{axes.name} plane: {error}"
+            if quad is not None:
+                section.partial = quad
+                if cut:
+                    section.cut_corners = edges.cut_corners(quad, plane.Patch(near_edge, patch.u0, patch.v0, patch.h, axes, patch.depth))
+            if cut:
+                quad = None
+                reason = CUT_REASON.format(plane=axes.name)
         section.quad = quad
         section.reason = reason
         return section
+
+    # ----- per-endplate access (cut corners, incomplete chain ends) -----
+    def endplate(self, vertebra: int, side: str, axes: plane.PlaneAxes = plane.SAGITTAL) -> tuple[Quad | None, str]:
+        """The corners of ``vertebra`` when the two corners of its ``side`` ("upper"/"lower") endplate are
+        measurable - also when other corners are cut by the field of view - else (None, reason)."""
+        name = scheme.vertebra_name(vertebra)
+        if vertebra not in self.present:
+            return None, f"{name} not labelled"
+        section = self.section(vertebra, axes)
+        if section.partial is None:
+            return None, f"{name} {section.reason}"
+        endplate = f"{name} {edges.ENDPLATE_NAMES[side]} endplate"
+        if section.cut_corners & set(edges.ENDPLATE_CORNERS[side]):
+            return None, f"{endplate} {CUT_REASON.format(plane=axes.name)}"
+        if axes is plane.SAGITTAL:
+            incomplete = self.incomplete(vertebra)
+            if incomplete is not None and incomplete[0] == side:
+                return None, f"{endplate} is the free end of an {incomplete[1]}"
+        return section.partial, ""
+
+    def body(self, vertebra: int) -> tuple[Quad | None, str]:
+        """The whole body's corners for its own shape (heights ratios, grade, HV): None when cut, not found or
+        incomplete, with the reason."""
+        section = self.section(vertebra)
+        if section.quad is None:
+            return None, section.reason
+        incomplete = self.incomplete(vertebra)
+        if incomplete is not None:
+            return None, incomplete[1]
+        return section.quad, ""
+
+    def incomplete(self, vertebra: int) -> tuple[str, str] | None:
+        """(side, reason) when ``vertebra`` is a chain end labelled only in part (:mod:`.edges`), else None."""
+        if vertebra not in self._incomplete:
+            self._incomplete[vertebra] = self._find_incomplete(vertebra)
+        return self._incomplete[vertebra]
+
+    def _find_incomplete(self, vertebra: int) -> tuple[str, str] | None:
+        section = self.section(vertebra)
+        quad = section.quad
+        if quad is None or not scheme.is_vertebra(vertebra):
+            return None
+        above, below = self.vertebra_above(vertebra), self.vertebra_below(vertebra)
+        for side in edges.free_sides(self.present, vertebra, above, below):
+            distance = edges.edge_distance(self.label_map, quad, side, plane.SAGITTAL, section.patch.depth, self.h)
+            if distance is None:
+                continue
+            evidence = []
+            neighbour = below if side == "upper" else above
+            if neighbour is not None and self.section(neighbour).quad is not None:
+                other = self.section(neighbour).quad
+                ratio = max(quad.front_height, quad.back_height) / max(other.front_height, other.back_height)
+                if ratio < edges.INCOMPLETE_HEIGHT_RATIO:
+                    evidence.append(f"{100 * ratio:.0f} % of {scheme.vertebra_name(neighbour)}'s height")
+            if self._continues_in_image(vertebra, quad, side, neighbour):
+                evidence.append(f"the image beyond its {edges.ENDPLATE_NAMES[side]} endplate looks like the body, not a disc")
+            if evidence:
+                return side, (f"incomplete chain-end vertebra: its mask ends {distance:.0f} mm from the image edge while "
+                              f"the body continues ({'; '.join(evidence)})")
+        return None
+
+    def _continues_in_image(self, vertebra: int, quad: Quad, side: str, neighbour: int | None) -> bool | None:
+        if self.volume.image is None or neighbour is None:
+            return None
+        disc = scheme.disc_label(neighbour) if side == "lower" else scheme.disc_label(vertebra)  # the body's other disc
+        disc_values = None
+        if disc in self.present and self.section(disc).mask.any():
+            disc_values = self.image_patch(disc).values[self.section(disc).mask]
+        section = self.section(vertebra)
+        shift = int(round(6.0 / self.h))  # 6 mm more on every side than the label patch, on the same pixel grid
+        rows, cols = section.mask.shape
+        wider = plane.resample_grid(self.volume.image, plane.SAGITTAL, section.patch.depth, section.patch.u0 - shift * self.h,
+                                    section.patch.v0 - shift * self.h, cols + 2 * shift, rows + 2 * shift, self.h,
+                                    default=float("nan"), pixel_type=sitk.sitkFloat64)
+        body_mask = np.zeros(wider.values.shape, dtype=bool)
+        body_mask[shift:shift + section.mask.shape[0], shift:shift + section.mask.shape[1]] = section.mask
+        return edges.continues_in_image(wider, quad, side, body_mask, disc_values)
 
     def image_patch(self, label: int) -> plane.Patch | None:
         """Grey values of the image on the sagittal patch of ``label`` (nearest neighbour, 0 outside)."""

@@ -12,7 +12,9 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   1 - Hm/Hp and - when both neighbouring (non-sacral) bodies are measured - the crush loss 1 - Hp/mean(Hp of
   the neighbours); grade 0 below 20 %, 1 for 20-25 %, 2 for 25-40 %, 3 above 40 %. The posterior height is
   the reference for wedge and biconcave deformities because it is the least affected in osteoporotic
-  fractures; a normal L5 (taller anteriorly) therefore does not count as deformed.
+  fractures; a normal L5 (taller anteriorly) therefore does not count as deformed. Graded for T4-L5 only
+  (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part (:mod:`.edges`: its
+  heights are shown with that note, its ratios, grade, depth and volume are missing).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
 * ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior-inferior
   corner from the posterior-superior corner of the vertebra below, measured along that lower vertebra's
@@ -72,6 +74,11 @@ def meyerding_grade(percent: float) -> str:
     return "V"
 
 
+#: Genant's semi-quantitative method grades T4-L5 (Genant 1993); transitional T13 and L6 lie within that span.
+#: The sacrum and the upper thoracic spine are never graded.
+GENANT_LEVELS = frozenset(range(11, 25)) | {25, 28}
+
+
 def heights(spine: Spine, vertebra: int) -> tuple[float, float | None, float] | None:
     section = spine.section(vertebra)
     if section.quad is None:
@@ -85,12 +92,12 @@ def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
     below = spine.vertebra_below(vertebra)
     if below is None:
         return None, "no vertebra below labelled"
-    upper = spine.section(vertebra).quad
-    lower = spine.section(below).quad
+    upper, why = spine.endplate(vertebra, "lower")
     if upper is None:
-        return None, spine.section(vertebra).reason
+        return None, why
+    lower, why = spine.endplate(below, "upper")
     if lower is None:
-        return None, f"{scheme.vertebra_name(below)}: {spine.section(below).reason}"
+        return None, why
     e = lower.AS - lower.PS
     length = float(np.linalg.norm(e))
     percent = 100.0 * float((upper.PI - lower.PS) @ e) / (length * length)
@@ -110,7 +117,7 @@ def _neighbour_posterior_heights(spine: Spine, vertebra: int) -> list[float] | N
         return None
     result = []
     for n in (above, below):
-        q = spine.section(n).quad
+        q = spine.body(n)[0]
         if q is None:
             return None
         result.append(q.back_height)
@@ -129,6 +136,14 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
             out.append((name, None, "mm", reason))
         out += [("wedge_ratio", None, "ratio", reason), ("biconcavity_ratio", None, "ratio", reason)]
         out += [("genant_grade", None, "grade", reason), ("ap_depth_mm", None, "mm", reason)]
+    elif spine.incomplete(vertebra) is not None:
+        why = spine.incomplete(vertebra)[1]
+        ant, mid, post = h
+        out.append(("height_anterior_mm", ant, "mm", why))
+        out.append(("height_middle_mm", mid, "mm", why))
+        out.append(("height_posterior_mm", post, "mm", why))
+        for name, unit in (("wedge_ratio", "ratio"), ("biconcavity_ratio", "ratio"), ("genant_grade", "grade"), ("ap_depth_mm", "mm")):
+            out.append((name, None, unit, why))
     else:
         ant, mid, post = h
         mid_note = "" if mid is not None else "no chord through the body's mid-point"
@@ -151,11 +166,16 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         note = f"height loss {100 * loss:.0f} % ({kind})" if loss > 0 else "no height loss"
         if neighbours is None:
             note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies)"
-        out.append(("genant_grade", float(genant_grade(loss)), "grade", note))
+        if vertebra in GENANT_LEVELS:
+            out.append(("genant_grade", float(genant_grade(loss)), "grade", note))
+        else:
+            out.append(("genant_grade", None, "grade", f"not graded: Genant grades T4-L5 only ({note})"))
         q = section.quad
         out.append(("ap_depth_mm", (q.upper_width + q.lower_width) / 2.0, "mm", "mean endplate length"))
     if stats.touches_border:
         out.append(("volume_mm3", None, "mm3", "cut by the field of view (touches the volume border)"))
+    elif spine.incomplete(vertebra) is not None:
+        out.append(("volume_mm3", None, "mm3", spine.incomplete(vertebra)[1]))
     else:
         out.append(("volume_mm3", stats.count * spine.volume.voxel_volume, "mm3", ""))
     percent, note = slip(spine, vertebra)

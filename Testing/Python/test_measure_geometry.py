@@ -295,8 +295,10 @@ def test_structures_cut_by_the_field_of_view(straight_spine):
         assert row.value is None and "cut by the field of view" in row.note
     assert table[("L3", "volume_mm3")].value is None
     assert table[("L4", "height_anterior_mm")].value is not None
-    # disc L3-L4 falls back on its own outline because L3 has no corners
-    assert "disc's own outline" in table[("L3-L4", "height_middle_mm")].note
+    # L3's inferior endplate is whole: disc L3-L4 is measured between the vertebral corners, and L3's slip on L4
+    assert table[("L3-L4", "height_middle_mm")].note.startswith("between the vertebral endplate corners")
+    assert value(table, "L3-L4", "height_middle_mm") == pytest.approx(10.0, abs=1.0)
+    assert value(table, "L3", "slip_percent") == pytest.approx(0.0, abs=100 * 2 / 36)
     # a left-right crop through the bodies: sagittal measurements stay, volumes are missing
     narrow = ph.crop(label_map, lower=(16, 0, 0), upper=(0, 0, 0))
     table = rows_by(measure_case(None, narrow))
@@ -315,3 +317,21 @@ def test_a_structure_ending_close_to_the_volume_border_counts_as_cut(straight_sp
     row = table[("L3", "height_anterior_mm")]
     assert row.value is None and "within 5 mm of the volume border" in row.note
     assert table[("L4", "height_anterior_mm")].value is not None
+
+
+@pytest.mark.parametrize("crop_mm", [8, 14])
+def test_a_cut_vertebra_keeps_the_intact_neighbour_discs_heights_and_angle(crop_mm):
+    """Per-endplate field-of-view edges: the field of view cuts L2 at its top (its own shape is not measured); its
+    inferior endplate is whole, so the lordotic L2-L3 disc below it keeps its heights and angle."""
+    spine = ph.build_spine((21, 22, 23, 24), heights=26.0, discs=(12.0, 7.0), top_angle=-12.0, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION, margin=4.0)
+    table = rows_by(measure_case(None, ph.crop(label_map, upper=(0, 0, crop_mm))))
+    row = table[("L2", "height_anterior_mm")]
+    assert row.value is None and "cut by the field of view" in row.note
+    assert table[("L2", "genant_grade")].value is None
+    truth = dict(zip(("height_anterior_mm", "height_middle_mm", "height_posterior_mm"), spine.disc_heights(21)))
+    for name, expected in truth.items():
+        assert table[("L2-L3", name)].note.startswith("between the vertebral endplate corners")
+        assert value(table, "L2-L3", name) == pytest.approx(expected, abs=1.0), name
+    assert value(table, "L2-L3", "segmental_angle_deg") == pytest.approx(spine.segmental_angle(21), abs=ANGLE_TOL)
+    assert value(table, "L2", "slip_percent") == pytest.approx(spine.slip_percent(21), abs=100 * 2 / 36)

@@ -1,0 +1,69 @@
+"""Chain-end vertebrae labelled only in part ("incomplete") and the Genant level range, on rendered phantoms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import phantoms as ph
+from SpineAnalysisLib import quality
+from SpineAnalysisLib.measurements import measure_case
+
+
+def rows_by(rows):
+    return {(r.level, r.parameter): r for r in rows}
+
+
+def _remove_top(label_map: sitk.Image, label: int, above_s: float) -> sitk.Image:
+    """``label`` set to 0 above the patient-superior coordinate ``above_s`` (LPS z), as a network that labelled
+    only the lower part of a body would leave it."""
+    array = sitk.GetArrayFromImage(label_map)
+    z = np.array([label_map.TransformIndexToPhysicalPoint((0, 0, k))[2] for k in range(array.shape[0])])
+    array[(z[:, None, None] > above_s) & (array == label)] = 0
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(label_map)
+    return result
+
+
+@pytest.fixture(scope="module")
+def lumbar():
+    spine = ph.build_spine((20, 21, 22, 23, 24), heights=26.0, discs=10.0, top=(0.0, 60.0))
+    return ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION, margin=6.0)
+
+
+@pytest.mark.parametrize("with_image", [True, False])
+def test_a_chain_end_vertebra_cut_short_is_incomplete_and_ungraded(lumbar, with_image):
+    label_map, image = lumbar
+    short = _remove_top(label_map, 20, 60.0 - 0.4 * 26.0)  # L1 loses its top 40 %; the image still shows it
+    rows = measure_case(image if with_image else None, short)
+    table = rows_by(rows)
+    for name in ("wedge_ratio", "biconcavity_ratio", "genant_grade", "ap_depth_mm", "volume_mm3"):
+        row = table[("L1", name)]
+        assert row.value is None and "incomplete chain-end vertebra" in row.note, name
+    height = table[("L1", "height_anterior_mm")]
+    assert height.value == pytest.approx(0.6 * 26.0, abs=1.0) and "incomplete" in height.note  # shown, with the note
+    assert "image" in height.note if with_image else "% of L2's height" in height.note
+    lordosis = table[("L1-L5", "lumbar_lordosis_deg")]
+    assert lordosis.value is None and "free end" in lordosis.note  # its top is not an endplate
+    assert table[("L1", "slip_percent")].value == pytest.approx(0.0, abs=100 * 2 / 36)  # its inferior endplate is
+    assert table[("L2", "genant_grade")].value == 0
+    assert quality.assess(rows).status == "ok"
+
+
+def test_a_whole_chain_end_vertebra_near_the_edge_is_complete_and_a_real_fracture_is_graded():
+    spine = ph.build_spine((20, 21, 22, 23, 24), heights={"default": 26.0, 20: (13.0, 26.0)}, discs=10.0)
+    label_map, image = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION, margin=6.0)
+    table = rows_by(measure_case(image, label_map))
+    assert table[("L1", "genant_grade")].value == 3  # 50 % anterior wedge: a fracture, not a labelling gap
+    assert "incomplete" not in table[("L1", "height_anterior_mm")].note
+
+
+def test_s1_never_gets_a_genant_grade():
+    spine = ph.build_spine((23, 24, 26), heights={"default": 26.0, 26: (12.0, 24.0)}, discs=10.0, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    table = rows_by(measure_case(None, label_map))
+    assert table[("S1", "wedge_ratio")].value == pytest.approx(0.5, abs=0.06)
+    row = table[("S1", "genant_grade")]
+    assert row.value is None and "T4-L5 only" in row.note
+    assert table[("L5", "genant_grade")].value == 0
