@@ -8,7 +8,9 @@ and adds ``trabecular_hu`` per vertebral body on CT (:mod:`.measure.trabecular`)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 
 import SimpleITK as sitk
@@ -17,7 +19,10 @@ from . import imageio, label_schemes, modality
 from .errors import InputError
 from . import labels as scheme
 from .measure import alignment, disc, inputs, trabecular, vertebra
-from .measurements import Measurement, measure_case
+from .measurements import Measurement, measure_case, write_measurements
+from .quality import assess
+
+SUMMARY = "measure_summary.json"
 
 
 @dataclass
@@ -32,21 +37,24 @@ class SegmentationResult:
     modality_source: str
     levels: list[str]
     notes: list[str] = field(default_factory=list)
+    quality: dict = field(default_factory=dict)  # :mod:`.quality` status of the case
 
     def summary(self) -> dict:
         return {
+            "levels": self.levels,
+            "quality": self.quality,
             "label_scheme": self.label_scheme,
             "recognised_by": self.recognised_by,
             "bodies": self.bodies,
             "modality": self.modality,
             "modality_source": self.modality_source,
-            "levels": self.levels,
             "notes": self.notes,
         }
 
     def lines(self) -> list[str]:
         """Human-readable lines for a terminal."""
         lines = [
+            f"quality: {self.quality.get('status', '?')}" + "".join(f"; {reason}" for reason in self.quality.get("reasons", [])),
             f"label scheme: {self.label_scheme} ({self.recognised_by})",
             f"modality: {self.modality} ({self.modality_source})",
             f"levels: {', '.join(self.levels) or 'none'}",
@@ -121,13 +129,22 @@ def measure_segmentation(
             measurements = _for_ct(measurements, image, translation.label_map)
     else:
         measurements = _withheld_rows(translation.label_map)
+    levels = translation.levels()
+    quality = assess(measurements, {"levels": levels})
+    if not translation.bodies:
+        quality.add("failed", "whole vertebrae without bodies: nothing geometric can be measured (give --bodies)")
     return SegmentationResult(
-        measurements,
-        translation.scheme,
-        translation.reason,
-        translation.bodies,
-        kind,
-        source,
-        translation.levels(),
-        list(translation.notes),
+        measurements, translation.scheme, translation.reason, translation.bodies, kind, source, levels, list(translation.notes), quality.to_dict()
     )
+
+
+def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "auto", bodies_path=None, sex=None, age=None) -> SegmentationResult:
+    """Read the files, measure them and write OUTDIR/measurements.csv/.json and OUTDIR/measure_summary.json
+    (``spineanalysis measure`` and a batch case with a labels column)."""
+    image = imageio.read_image(image_path)
+    label_map = imageio.read_image(labels_path)
+    bodies = imageio.read_image(bodies_path) if bodies_path else None
+    result = measure_segmentation(image, label_map, label_scheme=label_scheme, bodies=bodies, sex=sex, age=age)
+    write_measurements(result.measurements, output_dir, quality=result.quality.get("status"))
+    imageio.write_text(json.dumps(result.summary(), indent=1) + "\n", Path(output_dir) / SUMMARY)
+    return result

@@ -12,7 +12,9 @@ Two files that would get the same id (``a.nii`` and ``a.nii.gz``) keep their suf
 The same id is the name of the case's output folder, so a rerun finds the case's previous outputs.
 
 CSV: a header with ``case_id`` and ``path`` and optionally ``age`` (years) and ``sex`` (F/M); other columns are
-ignored. Relative paths are relative to the CSV's folder. A malformed listing (no such columns, a repeated or
+ignored. With a ``labels`` column (and optionally ``label_scheme`` and ``bodies``, see docs/label-schemes.md), a row
+whose labels cell names a label map is measured from that segmentation (any supported scheme, CT or MRI) instead
+of being segmented. Relative paths are relative to the CSV's folder. A malformed listing (no such columns, a repeated or
 unusable case id) is an :class:`InputError`; a bad age or sex in one row makes only that case fail (it is
 recorded in errors.csv and the other cases run).
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from ..errors import InputError, SpineAnalysisError
 from ..imageio import DICOM_SUFFIXES, has_image_suffix, strip_image_suffix
+from ..label_schemes import SCHEMES
 from ..measure import normative
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -41,13 +44,18 @@ class Case:
     sex: str | None = None
     #: a reason why this case cannot run (bad age or sex in the CSV); it is recorded as failed
     problem: str = ""
+    #: a segmentation to measure instead of segmenting (CSV columns labels, label_scheme, bodies)
+    labels: str = ""
+    label_scheme: str = "auto"
+    bodies: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Case":
-        return cls(**{key: data.get(key) for key in ("case_id", "path", "age", "sex")}, problem=data.get("problem") or "")
+        return cls(**{key: data.get(key) for key in ("case_id", "path", "age", "sex")}, problem=data.get("problem") or "",
+                   labels=data.get("labels") or "", label_scheme=data.get("label_scheme") or "auto", bodies=data.get("bodies") or "")
 
 
 def safe_id(text: str) -> str:
@@ -164,15 +172,21 @@ def read_case_list(path: Path) -> list[Case]:
             sex = normative.normalise_sex(cell("sex") or None)
         except SpineAnalysisError as error:
             problems.append(str(error))
+        def resolve(cell_text: str) -> str:
+            if not cell_text:
+                return ""
+            resolved_path = Path(cell_text).expanduser()
+            return str((resolved_path if resolved_path.is_absolute() else path.parent / resolved_path).resolve())
+
         if not image:
             problems.append("empty path")
-            resolved = ""
-        else:
-            resolved_path = Path(image).expanduser()
-            if not resolved_path.is_absolute():
-                resolved_path = path.parent / resolved_path
-            resolved = str(resolved_path.resolve())
-        cases.append(Case(case_id, resolved, age, sex, "; ".join(f"{path.name} line {line}: {p}" for p in problems)))
+        label_scheme = cell("label_scheme") or "auto"
+        if label_scheme not in SCHEMES:
+            problems.append(f"label_scheme {label_scheme!r} is not one of {', '.join(SCHEMES)}")
+        if cell("bodies") and not cell("labels"):
+            problems.append("bodies given without labels")
+        cases.append(Case(case_id, resolve(image), age, sex, "; ".join(f"{path.name} line {line}: {p}" for p in problems),
+                          resolve(cell("labels")), label_scheme, resolve(cell("bodies"))))
     if not cases:
         raise InputError(f"{path}: lists no cases")
     return cases

@@ -124,10 +124,18 @@ def _run_locked(case: Case, outdir: Path, options: dict, started: float, final: 
         from ..pipeline import analyze
         from .html import write_case_page
 
-        analyze(case.path, work, model=options.get("model"), device=options.get("device") or "auto", sex=case.sex, age=case.age,
-                threads=options.get("threads"), fast=bool(options.get("fast")))
+        if case.labels:  # a given segmentation (labels column): measured, not segmented
+            from ..measure_segmentation import measure_files
+
+            summary = measure_files(case.path, case.labels, work, label_scheme=case.label_scheme, bodies_path=case.bodies or None,
+                                    sex=case.sex, age=case.age).summary()
+            summary["model"] = "none (segmentation given)"
+            imageio.write_text(json.dumps(summary, indent=1) + "\n", work / "summary.json")
+        else:
+            analyze(case.path, work, model=options.get("model"), device=options.get("device") or "auto", sex=case.sex, age=case.age,
+                    threads=options.get("threads"), fast=bool(options.get("fast")))
+            summary = json.loads((work / "summary.json").read_text(encoding="utf-8"))
         rows = json.loads((work / "measurements.json").read_text(encoding="utf-8"))
-        summary = json.loads((work / "summary.json").read_text(encoding="utf-8"))
         write_case_page(work, case.case_id, case.path, rows, summary, case.age, case.sex)
         try:
             stat = os.stat(case.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..label_schemes import SCHEMES
 from .options import add_model_options, add_subject_options, progress_printer
@@ -45,21 +46,12 @@ def run(args: argparse.Namespace) -> int:
         print_summary(result.summary())
         return 0
     if args.command == "measure":
-        import json
-        from pathlib import Path
+        from ..measure_segmentation import measure_files
 
-        from ..measure_segmentation import measure_segmentation
-        from ..measurements import write_measurements
-
-        image = imageio.read_image(args.image)
-        label_map = imageio.read_image(args.labels)
-        bodies = imageio.read_image(args.bodies) if args.bodies else None
-        result = measure_segmentation(image, label_map, label_scheme=args.label_scheme, bodies=bodies, sex=args.sex, age=args.age)
-        csv_path, _ = write_measurements(result.measurements, args.output)
-        imageio.write_text(json.dumps(result.summary(), indent=1) + "\n", Path(args.output) / "measure_summary.json")
+        result = measure_files(args.image, args.labels, args.output, label_scheme=args.label_scheme, bodies_path=args.bodies, sex=args.sex, age=args.age)
         for line in result.lines():
             print(line)
-        print(f"wrote {csv_path}")
+        print(f"wrote {Path(args.output) / 'measurements.csv'}")
         return 0
     if args.command == "analyze":
         from ..pipeline import analyze

@@ -226,3 +226,29 @@ def test_modality_from_dicom_tag_and_value_range():
 )
 def test_segment_names_and_terminology(name, terminology, expected):
     assert label_schemes.label_for_segment(name, terminology) == expected
+
+
+@needs_samples
+def test_batch_with_a_labels_column_measures_the_given_segmentations(tmp_path):
+    pytest.importorskip("distributed")
+    pytest.importorskip("pyarrow")
+    from SpineAnalysisLib.batch import run_batch
+
+    listing = tmp_path / "cohort.csv"
+    listing.write_text(
+        "case_id,path,labels,bodies,label_scheme,age,sex\n"
+        f"ts,{TS / 'example_ct.nii.gz'},{TS_REPORT / 'totalseg.nii.gz'},{TS_REPORT / 'totalseg_vertebrae_body.nii.gz'},auto,55,M\n"
+        f"tptbox,{TPTBOX_CT / 'sub-ct_label-22_ct.nii.gz'},{TPTBOX_CT / 'sub-ct_seg-vert_label-22_msk.nii.gz'},"
+        f"{TPTBOX_CT / 'sub-ct_seg-subreg_label-22_msk.nii.gz'},verse,,\n"
+        f"bad,{TS / 'example_ct.nii.gz'},{TS_REPORT / 'totalseg.nii.gz'},,sometool,,\n"
+    )
+    result = run_batch(listing, tmp_path / "out", workers=1, device="cpu", progress=None)
+    assert (result.cases, result.succeeded, result.failed) == (3, 2, 1)
+    for case_id, levels in (("ts", ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]), ("tptbox", ["L2", "L3", "L4"])):
+        folder = tmp_path / "out" / "cases" / case_id
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["levels"] == levels and summary["modality"] == "CT" and summary["model"] == "none (segmentation given)"
+        rows = json.loads((folder / "measurements.json").read_text())
+        assert any(r["parameter"] == "trabecular_hu" and r["value"] is not None for r in rows)
+    errors = (tmp_path / "out" / "errors.csv").read_text()
+    assert "sometool" in errors
