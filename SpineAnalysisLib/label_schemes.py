@@ -352,7 +352,10 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
         )
     if name == "spineanalysis":
         if bodies is not None:
-            raise InputError("--bodies: a SpineAnalysis label map already labels vertebral bodies; --bodies is for whole-vertebra maps")
+            raise InputError(
+                f"--bodies: the label map reads as SpineAnalysis vertebral bodies ({reason}); --bodies is for whole-vertebra "
+                "maps: if it holds whole vertebrae, name its scheme (--label-scheme verse|spineps)"
+            )
         return Translation(label_map, name, reason, True)
     values = _present(label_map)
     mapping, notes = _whole_vertebra_mapping(name, values)

@@ -85,5 +85,7 @@ def rows(image: sitk.Image, label_map: sitk.Image, stats) -> dict[int, tuple]:
     for label, s in stats.items():
         if scheme.is_vertebra(label):
             value, note = trabecular_hu(image, label_map, label, s.index_min, s.index_max)
+            if value is not None and s.touches_border:
+                note += "; the body touches the volume border: core of its visible part"
             result[label] = (PARAMETER[0], value, PARAMETER[1], note)
     return result
