@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from SpineAnalysisLib import label_schemes, modality
 from SpineAnalysisLib.cli import main
 from SpineAnalysisLib.errors import InputError
-from SpineAnalysisLib.measure import trabecular
+from SpineAnalysisLib.measure import inputs, trabecular
 from SpineAnalysisLib.measure_segmentation import measure_segmentation
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "samples"
@@ -178,8 +178,7 @@ def _phantom(spacing, core_hu: float, cortex_hu: float = 1200.0, cortex_mm: floa
 @pytest.mark.parametrize("core_hu", [95.0, 140.0, 210.0])
 def test_trabecular_hu_is_the_core_without_cortex(spacing, core_hu):
     image, labels = _phantom(spacing, core_hu)
-    stats = {20: type("S", (), {"index_min": np.zeros(3, int), "index_max": np.array(labels.GetSize()) - 1})()}
-    parameter, value, unit, note = trabecular.rows(image, labels, stats)[20]
+    parameter, value, unit, note = trabecular.rows(image, labels, inputs.load(image, labels).stats)[20]
     assert parameter == "trabecular_hu" and unit == "HU" and value == core_hu
     if core_hu <= 110:
         assert "osteoporosis likely" in note and "not a diagnosis" in note
