@@ -14,6 +14,7 @@
     spineanalysis finetune DATASET -o MODELDIR    fine-tune a model on such a folder (new model version)
     spineanalysis dicom-seg DICOM LABELS -o SEG.dcm   DICOM SEG (--read SEG.dcm REFERENCE -o LABELS)
     spineanalysis export-measurements IMAGE LABELS -o CSV   measurements with DICOM study/series UIDs
+    spineanalysis review [IMAGE [LABELS]]         review and correct in the browser (docs/web.md)
 
 Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
 
@@ -29,10 +30,10 @@ import argparse
 import sys
 
 from ..errors import SpineAnalysisError
-from . import batch, case, interop, models
+from . import batch, case, interop, models, review
 
 #: Command groups in the order their commands appear in ``--help``.
-GROUPS = (case, models, batch, interop)
+GROUPS = (case, models, batch, interop, review)
 
 
 def build_parser() -> argparse.ArgumentParser:

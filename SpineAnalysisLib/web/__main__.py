@@ -1,3 +1,5 @@
-from .command import main
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+raise SystemExit(main(["review", *sys.argv[1:]]))

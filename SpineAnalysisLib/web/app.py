@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,11 +26,12 @@ from trame_vuetify.ui.vuetify3 import SinglePageLayout
 from undo_stack import UndoStack
 
 from .. import imageio
-from ..background import BackgroundProcess, python_command
+from ..background import BackgroundProcess
+from ..quality import assess
 from ..errors import SpineAnalysisError
 from ..measurements import write_measurements
 from .files import DataFolder, UploadFolder
-from .job import job_summary
+from .job import job_summary, start_segmentation
 from .scene import ReviewScene
 from .table import build_table
 
@@ -73,6 +72,8 @@ class ReviewApp(TrameApp):
         self.job: BackgroundProcess | None = None
         self.job_dir: Path | None = None
         self.measurements = []
+        self.summary: dict | None = None  # the segmentation job's summary (labelling report), None for loaded labels
+        self.quality = assess([], None)
         self._edited_at: float | None = None
         self._measuring = False
         self._init_state()
@@ -206,7 +207,7 @@ class ReviewApp(TrameApp):
             self.state.window, self.state.level = float(window), float(level)
             self.state.case_name = imageio.strip_image_suffix(Path(image_path).name)
             self.state.dicom_input = self.case.dicom_folder is not None
-            self.state.quality_status, self.state.quality_reasons, self.state.warnings = "", [], []
+            self.summary = None
             self._set_measurements([])
         if label_path:
             self._show_segmentation(self.case.load_labels(label_path))
@@ -255,14 +256,9 @@ class ReviewApp(TrameApp):
         if self.case.image is None or self.job is not None:
             return
         self.job_dir = Path(tempfile.mkdtemp(prefix="spineanalysis-job-"))
-        source, output = self.job_dir / "input.nii.gz", self.job_dir / "labels.nii.gz"
+        source = self.job_dir / "input.nii.gz"
         imageio.write_image(self.case.image, source)
-        env = dict(os.environ)
-        if self.device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = "-1"
-        command = python_command("SpineAnalysisLib", "segment", str(source), "-o", str(output), "--device", self.device, "--progress",
-                                 executable=sys.executable)
-        self.job = BackgroundProcess(command, env=env).start()
+        self.job = start_segmentation(source, self.job_dir / "labels.nii.gz", self.job_dir / "summary.json", self.device)
         with self.state:
             self.state.running, self.state.progress, self.state.progress_text = True, 0, "starting the segmentation"
             self._say()
@@ -296,13 +292,10 @@ class ReviewApp(TrameApp):
             if not job.succeeded or not output.is_file():
                 tail = job.output_tail(3).splitlines()
                 raise SpineAnalysisError(f"the segmentation failed (exit status {job.returncode}): {tail[-1] if tail else ''}")
-            summary = job_summary(job.lines)
+            self.summary = job_summary(job.lines, self.job_dir / "summary.json")
             self._show_segmentation(self.case.import_labels(imageio.read_label_map(output, reference=self.case.image)))
             with self.state:
-                self.state.warnings = summary["warnings"]
-                self.state.quality_status = summary["quality"]["status"]
-                self.state.quality_reasons = summary["quality"]["reasons"]
-                self._say(f"segmented: {', '.join(summary['levels'])}")
+                self._say(f"segmented: {', '.join(self.summary.get('levels', []))}")
         except (SpineAnalysisError, OSError) as error:
             with self.state:
                 self._say(error=str(error))
@@ -376,6 +369,11 @@ class ReviewApp(TrameApp):
     # -- measurements ------------------------------------------------------------------------------
     def _set_measurements(self, measurements) -> None:
         self.measurements = list(measurements)
+        self.quality = assess(self.measurements, self.summary)
+        has_case = bool(self.measurements) or self.summary is not None
+        self.state.quality_status = self.quality.status if has_case else ""
+        self.state.quality_reasons = list(self.quality.reasons) if has_case else []
+        self.state.warnings = list(self.quality.notes) if has_case else []
         headers, rows = build_table(self.measurements)
         self.state.table_headers, self.state.table_rows = headers, rows
         self.state.table_version += 1
@@ -422,7 +420,7 @@ class ReviewApp(TrameApp):
     # -- exports -----------------------------------------------------------------------------------
     def export_csv(self) -> str:
         with tempfile.TemporaryDirectory(prefix="spineanalysis-export-") as folder:
-            csv_path, _json = write_measurements(self.measurements, folder)
+            csv_path, _json = write_measurements(self.measurements, folder, quality=self.quality.status)
             return csv_path.read_text(encoding="utf-8")
 
     def _attachment(self, write, suffix: str):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 
+from ..cli.options import add_device_option
 from ..errors import InputError
 
 INSTALL_HINT = "the review page needs trame-slicer: run 'make web' (environment .venv-web) or pip install 'spineanalysis[web]'"
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("labels", nargs="?", help="its label map (same grid), e.g. a corrected segmentation")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device of the segmentation job")
+    add_device_option(parser, help="device of the segmentation job (auto: CUDA, then MPS, then CPU)")
     parser.add_argument("--data-dir", help="folder whose images the page may list and open (nothing outside it)")
     return parser
 
@@ -70,15 +70,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"spineanalysis review: serving http://{args.host}:{args.port}/ on {args.host}, reachable from {where}", flush=True)
     app.server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False, disable_logging=True)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="spineanalysis review", description="Review and correct a segmentation in the browser."))
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except InputError as error:
-        print(f"spineanalysis: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130

@@ -1,30 +1,72 @@
-"""What the page shows next to a finished segmentation: levels, warnings and the quality status.
+"""The segmentation job of the review page and what it reports.
 
-The background job is ``python -m SpineAnalysisLib segment ... --progress`` (the Slicer module's command);
-its summary lines (``levels: ...``, ``note: ...``, ``quality: STATUS; reason; ...``) are read here.
+The job is the Slicer module's background command, ``python -m SpineAnalysisLib segment IMAGE -o LABELS
+--progress`` (:class:`SpineAnalysisLib.background.BackgroundProcess`). Its summary (labelling report:
+levels, confidence, flags, warnings, ``levels_uncertain``) feeds :func:`SpineAnalysisLib.quality.assess`
+together with the current measurements: from the ``--summary`` JSON file where the segment command writes
+one, otherwise from its printed summary lines.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
-NOT_ASSESSED = "not assessed"
+from ..background import BackgroundProcess, python_command
 
 
-def job_summary(lines: Iterable[str]) -> dict:
-    """``{"levels": [...], "warnings": [...], "quality": {"status", "reasons"}}`` from the job's output."""
-    levels: list[str] = []
-    warnings: list[str] = []
-    quality = {"status": NOT_ASSESSED, "reasons": ["this version's segment command reports no quality status"]}
+def segment_writes_summary() -> bool:
+    """True when ``spineanalysis segment`` has the ``--summary PATH`` option."""
+    from ..cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps subcommands there
+        if isinstance(action, argparse._SubParsersAction) and "segment" in action.choices:  # noqa: SLF001
+            return any("--summary" in a.option_strings for a in action.choices["segment"]._actions)  # noqa: SLF001
+    return False
+
+
+def start_segmentation(source: Path, output: Path, summary: Path, device: str) -> BackgroundProcess:
+    args = ["segment", str(source), "-o", str(output), "--device", device, "--progress"]
+    if segment_writes_summary():
+        args += ["--summary", str(summary)]
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    return BackgroundProcess(python_command("SpineAnalysisLib", *args, executable=sys.executable), env=env).start()
+
+
+def parse_summary_lines(lines: Iterable[str]) -> dict:
+    """The summary printed by ``segment`` (``levels: ...``, ``level confidence: C (anchor A)``, ``note: ...``).
+
+    The printed notes mix the labelling flags and the image warnings; they are kept as flags (listed, not
+    lowering the status): only the JSON summary tells them apart.
+    """
+    summary: dict = {"levels": [], "flags": [], "warnings": []}
     for line in lines:
         text = line.strip()
         if text.startswith("levels:"):
-            levels = [name.strip() for name in text[len("levels:"):].split(",") if name.strip() and name.strip() != "none"]
-        elif text.startswith("note:"):
-            warnings.append(text[len("note:"):].strip())
-        elif text.startswith("quality:"):
-            status, _, reasons = text[len("quality:"):].strip().partition(" ")
-            quality = {"status": status.strip(";, "), "reasons": [r.strip() for r in reasons.strip(" ()-").split(";") if r.strip()]}
+            summary["levels"] = [n.strip() for n in text[len("levels:"):].split(",") if n.strip() and n.strip() != "none"]
         elif text.startswith("level confidence:"):
-            warnings.append(text)
-    return {"levels": levels, "warnings": warnings, "quality": quality}
+            value = text[len("level confidence:"):].split("(")[0].strip()
+            try:
+                summary["confidence"] = float(value)
+            except ValueError:
+                pass
+        elif text.startswith("note:"):
+            summary["flags"].append(text[len("note:"):].strip())
+    return summary
+
+
+def job_summary(lines: Iterable[str], summary_path: Path | None = None) -> dict:
+    """The finished job's summary: its JSON file when written, else its printed lines."""
+    if summary_path is not None and summary_path.is_file():
+        try:
+            return json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+    return parse_summary_lines(lines)

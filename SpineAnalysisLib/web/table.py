@@ -2,44 +2,17 @@
 
 Rows are the :class:`~SpineAnalysisLib.measurements.Measurement` objects of ``measure_case`` grouped by
 structure, exactly the values the CSV export writes; nothing is recomputed here. The flag column uses the
-library's one rule (:mod:`SpineAnalysisLib.measure.flags`) when that module is present.
+library's one rule (:func:`SpineAnalysisLib.measure.flags.flags_of`), as the Slicer table does.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 
+from ..measure.flags import flags_of
 from ..measurements import Measurement
 
 UNIT_TEXT = {"mm": "mm", "deg": "°", "mm3": "mm³", "percent": "%", "ratio": "ratio", "grade": "grade", "z": "z"}
-
-
-def _flags_module():
-    try:
-        return importlib.import_module("SpineAnalysisLib.measure.flags")
-    except ImportError:
-        return None
-
-
-def flag_text(measurements: list[Measurement]) -> str:
-    """Text of the "outside normal range" column for one structure's values ("" when none is flagged)."""
-    flagged = [m.flag for m in measurements if getattr(m, "flag", "")]  # set by measure_case once flags land
-    if flagged:
-        return "; ".join(f"{m.parameter}: {m.flag}" for m in measurements if getattr(m, "flag", ""))
-    flags = _flags_module()
-    if flags is None or not hasattr(flags, "outside_normal"):
-        return ""
-    texts = []
-    for m in measurements:
-        if m.value is not None and m.parameter.endswith("_z"):
-            try:
-                if flags.outside_normal(m.value, m.parameter):
-                    texts.append(f"{m.parameter[:-2]} z={m.value:+.1f}")
-            except TypeError:
-                if flags.outside_normal(m.value):
-                    texts.append(f"{m.parameter[:-2]} z={m.value:+.1f}")
-    return "; ".join(texts)
 
 
 def header_text(parameter: str, unit: str) -> str:
@@ -66,7 +39,7 @@ def build_table(measurements: Iterable[Measurement]) -> tuple[list[dict], list[d
     headers += [{"title": "outside normal range", "key": "flags"}, {"title": "notes", "key": "notes"}]
     rows = []
     for (structure, level), items in groups.items():
-        row = {"level": level, "structure": structure, "flags": flag_text(items)}
+        row = {"level": level, "structure": structure, "flags": "; ".join(flags_of({m.parameter: m.value for m in items}))}
         row["notes"] = "; ".join(f"{m.parameter}: {m.note}" for m in items if m.note)
         for m in items:
             row[m.parameter] = "" if m.value is None else round(float(m.value), 3)

@@ -3,6 +3,7 @@ job summary, argument checks. The page itself is tested end to end in test_web_e
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from SpineAnalysisLib.errors import InputError
+from SpineAnalysisLib.quality import assess
 from SpineAnalysisLib.relabel import plan_relabel, shift_mapping
 from SpineAnalysisLib.web.command import INSTALL_HINT, check_port
 from SpineAnalysisLib.web.files import DataFolder, UploadFolder
@@ -73,12 +75,13 @@ def test_relabel_plan_moves_discs_with_their_vertebrae():
         shift_mapping(["S1"], 1)
 
 
-def test_job_summary_reads_the_segment_commands_lines():
-    summary = job_summary(["progress: 0.5 x", "levels: L1, L1-L2, L2", "level confidence: 0.40 (anchor S1)", "note: levels uncertain: gap", "quality: review; levels uncertain"])
-    assert summary["levels"] == ["L1", "L1-L2", "L2"]
-    assert summary["warnings"] == ["level confidence: 0.40 (anchor S1)", "levels uncertain: gap"]
-    assert summary["quality"] == {"status": "review", "reasons": ["levels uncertain"]}
-    assert job_summary([])["quality"]["status"] == "not assessed"
+def test_job_summary_from_the_printed_lines_or_the_json_file(tmp_path):
+    lines = ["progress: 0.5 x", "levels: L1, L1-L2, L2", "level confidence: 0.40 (anchor S1)", "note: gap between L1 and L2"]
+    summary = job_summary(lines, tmp_path / "absent.json")
+    assert summary == {"levels": ["L1", "L1-L2", "L2"], "confidence": 0.4, "flags": ["gap between L1 and L2"], "warnings": []}
+    assert any("level count uncertain" in reason for reason in assess([], summary).reasons)  # 0.40 < the labeller's threshold
+    (tmp_path / "summary.json").write_text(json.dumps({"levels": ["L1"], "confidence": 1.0, "levels_uncertain": True, "flags": [], "warnings": []}))
+    assert job_summary(lines, tmp_path / "summary.json")["levels_uncertain"] is True
 
 
 def test_port_in_use_is_one_clear_error():
