@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup web review demo test benchmark clean
+.PHONY: setup web review demo test benchmark clean check-py39 test-slicer512
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,36 @@ demo: $(STAMP)
 	$(VENV)/bin/spineanalysis analyze Resources/Samples/MyoSegmenTUM_VB3_02_image.nii.gz -o out/demo
 	@echo "open out/demo/report.png; measurements in out/demo/measurements.csv"
 
-test: $(STAMP) $(WEB_STAMP)
+test: $(STAMP) $(WEB_STAMP) check-py39 test-slicer512
 	$(PY) -m pytest -q Testing/Python
 	# the review page end to end in headless Chromium, in the web environment (trame-slicer)
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(WEB_PY) -m pytest -q Testing/Python/test_web_e2e.py
+
+# --- Supported Slicer versions (issue #26) -------------------------------------------------------------
+# Slicer 5.8 runs Python 3.9: every .py file must compile there and the library parts the module imports must
+# import and measure (a small venv with numpy + SimpleITK only). Python 3.9 comes from pyenv (`pyenv root`).
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+PY39 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.9*/bin/python3.9) $(shell command -v python3.9 2>/dev/null))
+VENV39 := .venv-py39
+$(VENV39)/.installed:
+	@test -n "$(PY39)" || { echo "check-py39: no Python 3.9 found (pyenv install 3.9)"; exit 1; }
+	$(PY39) -m venv $(VENV39)
+	$(VENV39)/bin/python -m pip install --quiet "numpy<2.1" "SimpleITK>=2.3"
+	touch $@
+check-py39: $(VENV39)/.installed
+	$(VENV39)/bin/python Testing/Compat/check_python39.py
+
+# The module's self-test and the defect regressions on slicer-core 5.12.4.0 (Slicer 5.12, Python 3.12), in a venv
+# of its own without torch (the self-test reports its model part as skipped there, as in a fresh Slicer).
+PY312 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
+VENV512 := .venv-slicer512
+$(VENV512)/.installed:
+	@test -n "$(PY312)" || { echo "test-slicer512: no Python 3.12 found (pyenv install 3.12)"; exit 1; }
+	$(PY312) -m venv $(VENV512)
+	$(VENV512)/bin/python -m pip install --quiet "numpy<3" "SimpleITK>=2.3" "slicer-core==5.12.4.0" "pytest>=8"
+	touch $@
+test-slicer512: $(VENV512)/.installed
+	$(VENV512)/bin/python -m pytest -q -p no:cacheprovider Testing/Python/test_slicer_module.py Testing/Python/test_slicer_defects.py
 
 benchmark: $(STAMP)
 	$(PY) Testing/Benchmarks/benchmark_measure.py

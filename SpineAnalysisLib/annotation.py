@@ -467,3 +467,11 @@ def read_training_case(dataset_dir: str | os.PathLike, case_id: str) -> Exported
     names = case_segment_names(present)
     names.update({int(k): v for k, v in provenance.get("segment_names", {}).items() if int(k) in present})
     return ExportedCase(case_id, image, labels, original, provenance, names)
+
+
+def edited_structures(corrected: np.ndarray, original: np.ndarray | None, names: dict[int, str]) -> list[str] | None:
+    """Names of the structures whose voxels differ between the model's output and the correction (added,
+    removed or edited); None when there is no original to compare with."""
+    if original is None:
+        return None
+    return [name for name, change in segment_changes(corrected, original, names).items() if change["status"] != "unchanged"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,3 +68,38 @@ def write_structured_csv(
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(structured_rows(measurements, values, include_patient_id))
     return imageio.write_text(buffer.getvalue(), Path(path))
+
+
+CASE_COLUMNS = ("image", "model", "structure", "level", "parameter", "value", "unit", "note")
+
+
+def case_file_stem(image_name: str) -> str:
+    """``<image>_measurements`` with characters other than letters, digits, ``.``, ``_`` and ``-`` replaced."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in (image_name or "").strip()) or "case"
+    return f"{safe}_measurements"
+
+
+def write_case_measurements(
+    measurements: Iterable[Measurement], outdir: str | os.PathLike, image: str, model: str = "", overwrite: bool = False
+) -> tuple[Path, Path]:
+    """Write OUTDIR/<image>_measurements.csv and .json, every row naming the image and the model.
+
+    Raises ``FileExistsError`` (and writes nothing) when either file exists and ``overwrite`` is False.
+    """
+    measurements = list(measurements)
+    stem = case_file_stem(image)
+    csv_path, json_path = Path(outdir) / f"{stem}.csv", Path(outdir) / f"{stem}.json"
+    existing = [str(p) for p in (csv_path, json_path) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s)")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CASE_COLUMNS)
+    for m in measurements:
+        writer.writerow([image, model or "", m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note])
+    rows = [
+        {"image": image, "model": model or "", "structure": m.structure, "level": m.level, "parameter": m.parameter,
+         "value": None if m.value is None else round(float(m.value), 6), "unit": m.unit, "note": m.note, "label": m.label}
+        for m in measurements
+    ]  # fmt: skip
+    return imageio.write_text(buffer.getvalue(), csv_path), imageio.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", json_path)

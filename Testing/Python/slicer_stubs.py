@@ -260,12 +260,29 @@ def _parameter_node_wrapper() -> types.ModuleType:
         def disconnectGui(self, tag):
             pass
 
+        def getValue(self, name):
+            if name not in hints:
+                raise ValueError(f"Cannot find a param with the given name: {name}")
+            return getattr(self, name)
+
+        def setValue(self, name, value):
+            if name not in hints:
+                raise ValueError(f"Cannot find a param with the given name: {name}")
+            setattr(self, name, value)
+
         cls.__init__ = __init__
         cls.connectGui = connectGui
         cls.disconnectGui = disconnectGui
-        cls.allParameters = property(lambda self: {name: getattr(self, name) for name in hints})
-        # the real wrapper forwards unknown attributes to the MRML node (e.g. StartModify, GetID)
-        cls.__getattr__ = lambda self, attribute: getattr(self.__dict__["parameterNode"], attribute)
+        cls.getValue = getValue
+        cls.setValue = setValue
+        cls.allParameters = dict.fromkeys(hints)  # the real one: name -> ParameterInfo (a class attribute)
+        # Exactly the node methods Slicer's wrapper (Base/Python/slicer/parameterNodeWrapper/wrapper.py,
+        # _processClass) adds; it has no __getattr__, so any other MRML call must go through .parameterNode.
+        cls.StartModify = lambda self: self.parameterNode.StartModify()
+        cls.EndModify = lambda self, wasModified: self.parameterNode.EndModify(wasModified)
+        cls.AddObserver = lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(event, callback, priority)
+        cls.RemoveObserver = lambda self, tag: self.parameterNode.RemoveObserver(tag)
+        cls.Modified = lambda self: self.parameterNode.Modified()
         return cls
 
     for item in (Default, Choice, WithinRange, Minimum, Maximum, parameterNodeWrapper):

@@ -52,9 +52,10 @@ def test_the_logic_keeps_the_model_output_of_the_segmentation_it_created(logic, 
     assert node.GetHideFromEditors() and node.GetAttribute(spine_module.MODEL_ATTRIBUTE) == "spine-mri-2d 9.9.9"
     loaded_volume, loaded = logic.loadInputs(phantom[0], phantom[1])
     assert logic.modelOutput(loaded) == (None, None)  # a loaded segmentation has no model output
-    # running the model again on the same segmentation node replaces the kept output, no second node
-    again = logic.runSegmentation(volume, "default", "cpu", synchronous=True, segmentationNode=segmentation)
-    assert again is segmentation and segmentation.GetNodeReference(spine_module.MODEL_OUTPUT_REFERENCE) is node
+    # running the model again makes a new segmentation with its own kept output; the first keeps its own
+    again = logic.runSegmentation(volume, "default", "cpu", synchronous=True)
+    assert again is not segmentation and segmentation.GetNodeReference(spine_module.MODEL_OUTPUT_REFERENCE) is node
+    assert again.GetNodeReference(spine_module.MODEL_OUTPUT_REFERENCE) not in (None, node)
 
 
 def test_export_training_case_writes_corrected_and_original_labels(logic, segmented, phantom, tmp_path):

@@ -117,7 +117,7 @@ def test_load_inputs_names_colours_terminology_and_hierarchy(logic, loaded, slic
         code, category, context = _type_code(segment)
         assert code == scheme.structure(label).snomed_code
         assert category == "123037004"
-        assert context == "Segmentation category and type - DICOM master list"
+        assert context == "Segmentation category and type - SpineAnalysis"  # the module's own context
     assert _type_code(_segment(logic, segmentation, "L4"))[0] == "11994002"
     assert _type_code(_segment(logic, segmentation, "L4-L5"))[0] == "84020006"
     # reference geometry = the input volume (needed for DICOM SEG export); same subject hierarchy folder
@@ -293,8 +293,8 @@ def test_export_measurements_writes_csv_and_json(logic, loaded, tmp_path):
     _needs_measurements()
     volume, segmentation = loaded
     table = logic.updateTable(segmentation, volume)
-    csv_path, json_path = logic.exportMeasurements(table, str(tmp_path / "results"))
-    assert os.path.isfile(csv_path) and os.path.isfile(json_path)
+    csv_path, json_path = logic.exportMeasurements(table, str(tmp_path / "results"), volume)
+    assert os.path.isfile(csv_path) and os.path.isfile(json_path) and os.path.basename(csv_path) == "image_measurements.csv"
     assert "L4-L5" in open(csv_path, encoding="utf-8").read()
     with pytest.raises(InputError):  # nothing measured: nothing to export
         logic.exportMeasurements(None, str(tmp_path))
@@ -477,9 +477,9 @@ def test_synchronous_segmentation_plumbing(logic, slicer_scene, phantom, monkeyp
     assert calls == {"model": None, "device": "cpu", "size": sitk.ReadImage(phantom[0]).GetSize()}
     assert seen == [(0.5, "segmenting")]
     assert _names(segmentation) == ["L3", "L3-L4", "L4", "L4-L5", "L5"]
-    # running again refills the same segmentation node
-    again = logic.runSegmentation(volume, "default", "cpu", synchronous=True, segmentationNode=segmentation)
-    assert again is segmentation and _names(segmentation) == ["L3", "L3-L4", "L4", "L4-L5", "L5"]
+    # running again makes a second segmentation node; the first is kept as it was
+    again = logic.runSegmentation(volume, "default", "cpu", synchronous=True)
+    assert again is not segmentation and _names(again) == _names(segmentation) == ["L3", "L3-L4", "L4", "L4-L5", "L5"]
 
 
 def test_real_inference_synchronous_on_a_small_real_crop(logic, slicer_scene, tmp_path):
@@ -499,14 +499,12 @@ def test_ensure_dependencies_never_installs_outside_the_app_or_in_testing(logic,
     import slicer
 
     installs = []
-    monkeypatch.setattr(spine_module.SpineAnalysisLogic, "_pipInstall", staticmethod(lambda r: installs.append(r)))
-    monkeypatch.setattr(spine_module.SpineAnalysisLogic, "missingDependencies", staticmethod(lambda: []))
-    assert logic.ensureDependencies() is True
-    monkeypatch.setattr(spine_module.SpineAnalysisLogic, "missingDependencies", staticmethod(lambda: ["monai>=1.4"]))
-    assert logic.ensureDependencies() is False  # no slicer.app here
+    monkeypatch.setattr(slicer.util, "pip_install", lambda r: installs.append(r), raising=False)
+    assert logic.ensureDependencies(requirements=("numpy",)) is True  # importable: nothing to do
+    assert logic.ensureDependencies(requirements=("no_such_package_for_tests>=1",)) is False  # no slicer.app here
     app = types.SimpleNamespace(commandOptions=lambda: types.SimpleNamespace(testingEnabled=True))
     monkeypatch.setattr(slicer, "app", app, raising=False)
-    assert logic.ensureDependencies(askConfirmation=False) is False  # Slicer --testing
+    assert logic.ensureDependencies(askConfirmation=False, requirements=("no_such_package_for_tests>=1",)) is False  # --testing
     assert installs == []
 
 

@@ -54,3 +54,28 @@ def test_self_test_finds_the_bundled_sample(spine_module):
     folder = os.path.join(spine_module._LIBRARY_PARENT, "Resources", "Samples")
     assert os.path.isfile(os.path.join(folder, spine_module.SpineAnalysisTest.SAMPLE_IMAGE))
     assert os.path.isfile(os.path.join(folder, spine_module.SpineAnalysisTest.SAMPLE_LABELS))
+
+
+def test_parameter_node_stand_in_is_no_more_forgiving_than_slicers_wrapper(spine_module, slicer_scene):
+    """Slicer's wrapper (parameterNodeWrapper/wrapper.py) adds StartModify, EndModify, AddObserver,
+    RemoveObserver and Modified, and nothing forwards other attributes to the MRML node."""
+    parameters = spine_module.SpineAnalysisLogic().getParameterNode()
+    with pytest.raises(AttributeError):
+        parameters.GetID()
+    assert parameters.parameterNode.GetID()
+    was = parameters.StartModify()
+    parameters.EndModify(was)
+    with pytest.raises(ValueError):
+        parameters.getValue("noSuchParameter")
+    assert set(parameters.allParameters) >= {"inputVolume", "segmentation", "table", "sex", "age"}
+
+
+def test_cmake_lists_every_file_of_the_slicer_side_package():
+    """Every Python file beside the module must be in MODULE_PYTHON_SCRIPTS (else it is not installed)."""
+    from pathlib import Path
+
+    module_dir = Path(__file__).resolve().parents[2] / "SpineAnalysis"
+    cmake = (module_dir / "CMakeLists.txt").read_text(encoding="utf-8")
+    files = sorted(p.relative_to(module_dir).as_posix() for p in (module_dir / "SpineAnalysisSlicer").glob("*.py"))
+    assert files and all(f in cmake for f in files), [f for f in files if f not in cmake]
+    assert "Resources/Terminology/SegmentationCategoryTypeModifier-SpineAnalysis.term.json" in cmake
