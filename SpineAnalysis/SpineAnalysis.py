@@ -13,7 +13,9 @@ holds the Slicer side only:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import logging
 import math
 import os
@@ -69,6 +71,8 @@ import SimpleITK as sitk  # noqa: E402
 from SpineAnalysisLib import errors as spineErrors  # noqa: E402
 from SpineAnalysisLib import imageio as spineIO  # noqa: E402
 from SpineAnalysisLib import labels as scheme  # noqa: E402
+from SpineAnalysisLib import quality as quality_checks  # noqa: E402
+from SpineAnalysisLib.measure import flags as normal_range  # noqa: E402
 from SpineAnalysisLib import relabel as relabelling  # noqa: E402
 from SpineAnalysisLib import results_table  # noqa: E402
 from SpineAnalysisLib.background import BackgroundProcess  # noqa: E402
@@ -108,8 +112,6 @@ STRUCTURE_COLUMN = "Structure"
 TYPE_COLUMN = "Type"
 FLAG_COLUMN = "Outside normal range"
 NOTES_COLUMN = "Notes"
-#: A z-score beyond this (in absolute value) is flagged.
-Z_LIMIT = 2.0
 
 
 def reloadLibrary() -> None:
@@ -1051,6 +1053,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         tableNode.SetAttribute(SUBJECT_ATTRIBUTE, self._subjectText(sex, age))
         tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
         self._measurements[key] = list(measurements)
+        tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality_checks.assess(measurements).to_dict()))
         self._fillTable(tableNode, measurements)
         state = self._observed
         if labels is None and state is not None and state["segmentationNodeID"] == segmentationNode.GetID():
@@ -1087,8 +1090,6 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def qualityText(tableNode) -> str:
         """The case's quality banner ("Quality: review - reason; reason"); "" when the table carries none."""
-        import json
-
         text = tableNode.GetAttribute(QUALITY_ATTRIBUTE) if tableNode is not None else None
         if not text:
             return ""
@@ -1116,7 +1117,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
                 shown = None if shown is None or math.isnan(shown) else float(shown)
                 if (shown is None) != (m.value is None) or (shown is not None and not math.isclose(shown, m.value, rel_tol=1e-9, abs_tol=1e-9)):
                     note = f"edited in the table (measured: {'none' if m.value is None else f'{m.value:.6g}'})"
-                    m = type(m)(m.structure, m.level, m.parameter, shown, m.unit, "; ".join(n for n in (m.note, note) if n), m.label)
+                    m = dataclasses.replace(m, value=shown, note="; ".join(n for n in (m.note, note) if n))
             result.append(m)
         return result
 
@@ -1126,16 +1127,13 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def flagsOf(values: dict) -> str:
-        """Text of the "outside normal range" column: |z| > 2 and Genant grade > 0."""
-        flags = []
-        for parameter, value in values.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            if parameter.endswith("_z") and abs(value) > Z_LIMIT:
-                flags.append(f"{parameter[:-2]} z={value:+.1f}")
-            elif parameter == "genant_grade" and value > 0:
-                flags.append(f"Genant grade {int(round(value))}")
-        return "; ".join(flags)
+        """Text of the "outside normal range" column: the z-scores flagged by the library's one rule
+        (``SpineAnalysisLib.measure.flags``), and a Genant grade above 0 (a deformity, not a reference interval)."""
+        texts = normal_range.flags_of(values)
+        grade = values.get("genant_grade")
+        if grade is not None and not (isinstance(grade, float) and math.isnan(grade)) and grade > 0:
+            texts.append(f"Genant grade {int(round(grade))}")
+        return "; ".join(texts)
 
     def _fillTable(self, tableNode, measurements) -> None:
         rows = {}
@@ -1185,7 +1183,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
                 tableNode.SetColumnUnitLabel(parameter, units[parameter])
             if hasattr(tableNode, "SetColumnTitle"):  # as SetUseColumnTitleAsColumnHeader
                 tableNode.SetColumnTitle(parameter, parameter)
-        tableNode.SetColumnDescription(FLAG_COLUMN, _("Parameters with a normative z-score beyond +-2, or a Genant grade above 0"))
+        tableNode.SetColumnDescription(FLAG_COLUMN, normal_range.RULE_TEXT + _("; and a Genant grade above 0"))
         table.Modified()
         tableNode.Modified()
         tableNode.EndModify(wasModified)
@@ -1223,7 +1221,8 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         export = importlib.import_module("SpineAnalysisLib.measurements_export")
         image = volumeNode.GetName() if volumeNode is not None else tableNode.GetName()
         model = tableNode.GetAttribute(MODEL_ATTRIBUTE) or ""
-        return export.write_case_measurements(measurements, outputDirectory, image=image, model=model, overwrite=overwrite)
+        quality = json.loads(tableNode.GetAttribute(QUALITY_ATTRIBUTE) or "{}").get("status", "")
+        return export.write_case_measurements(measurements, outputDirectory, image=image, model=model, quality=quality, overwrite=overwrite)
 
     @staticmethod
     def dicomIdentifiers(volumeNode) -> dict:
@@ -1522,16 +1521,12 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _renameHistory(segmentationNode) -> list:
-        import json
-
         try:
             return json.loads(segmentationNode.GetAttribute(RENAME_HISTORY_ATTRIBUTE) or "[]")
         except ValueError:
             return []
 
     def _pushRenameHistory(self, segmentationNode, names: dict) -> None:
-        import json
-
         history = self._renameHistory(segmentationNode)[-19:] + [names]  # the last 20 renames
         segmentationNode.SetAttribute(RENAME_HISTORY_ATTRIBUTE, json.dumps(history))
 
@@ -1544,8 +1539,6 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         if not history:
             raise ValueError("there is no rename to undo")
         names = history.pop()
-        import json
-
         segmentationNode.SetAttribute(RENAME_HISTORY_ATTRIBUTE, json.dumps(history))
         segmentation = segmentationNode.GetSegmentation()
         present = {sid: name for sid, name in names.items() if segmentation.GetSegment(sid) is not None}

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from . import imageio
 from . import labels as scheme
 from .imageio import DICOM_IDENTIFIER_TAGS, dicom_identifiers
-from .measurements import Measurement, _format_value
+from .measurements import ROW_COLUMNS, TABLE_KEYS, Measurement, _format_value
 
 MEASUREMENT_COLUMNS = ("structure", "level", "label", "snomed_code", "snomed_meaning", "parameter", "value", "unit", "note")
 
@@ -70,7 +70,7 @@ def write_structured_csv(
     return imageio.write_text(buffer.getvalue(), Path(path))
 
 
-CASE_COLUMNS = ("image", "model", "structure", "level", "parameter", "value", "unit", "note")
+CASE_COLUMNS = ("image", "model") + ROW_COLUMNS + ("quality",)
 
 
 def case_file_stem(image_name: str) -> str:
@@ -80,9 +80,10 @@ def case_file_stem(image_name: str) -> str:
 
 
 def write_case_measurements(
-    measurements: Iterable[Measurement], outdir: str | os.PathLike, image: str, model: str = "", overwrite: bool = False
+    measurements: Iterable[Measurement], outdir: str | os.PathLike, image: str, model: str = "", quality: str = "", overwrite: bool = False
 ) -> tuple[Path, Path]:
-    """Write OUTDIR/<image>_measurements.csv and .json, every row naming the image and the model.
+    """Write OUTDIR/<image>_measurements.csv and .json: the rows of ``write_measurements`` with the image and the
+    model named on every row.
 
     Raises ``FileExistsError`` (and writes nothing) when either file exists and ``overwrite`` is False.
     """
@@ -92,14 +93,15 @@ def write_case_measurements(
     existing = [str(p) for p in (csv_path, json_path) if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s)")
+    rows = []
+    for m in measurements:
+        row = {key: getattr(m, key) for key in TABLE_KEYS}
+        row["value"] = None if m.value is None else round(float(m.value), 6)
+        rows.append({"image": image, "model": model or "", **row, "quality": quality})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CASE_COLUMNS)
-    for m in measurements:
-        writer.writerow([image, model or "", m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note])
-    rows = [
-        {"image": image, "model": model or "", "structure": m.structure, "level": m.level, "parameter": m.parameter,
-         "value": None if m.value is None else round(float(m.value), 6), "unit": m.unit, "note": m.note, "label": m.label}
-        for m in measurements
-    ]  # fmt: skip
+    for m, row in zip(measurements, rows):
+        flag = "" if m.flag is None else str(bool(m.flag)).lower()
+        writer.writerow([image, model or "", m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag, quality])
     return imageio.write_text(buffer.getvalue(), csv_path), imageio.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", json_path)

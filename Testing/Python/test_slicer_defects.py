@@ -311,3 +311,16 @@ def test_9_no_dead_import_fallback_and_version_guard(spine_module):
     assert spine_module.compat.unsupportedVersionMessage("5.6.2").startswith("SpineAnalysis needs 3D Slicer 5.8")
     assert spine_module.compat.unsupportedVersionMessage("5.8.1") is None
     assert spine_module.compat.unsupportedVersionMessage("5.13.0-2026-09-01") is None
+
+
+# quality status (SpineAnalysisLib.quality) as a banner beside the table ---------------------------------------
+def test_quality_banner_comes_from_the_library(logic, loaded):
+    from SpineAnalysisLib import quality
+
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    expected = quality.assess(logic.measurementsOfTable(table))
+    text = logic.qualityText(table)
+    assert text.startswith(f"Quality: {expected.status}")
+    assert all(reason in text for reason in expected.reasons)
+    assert logic.qualityText(None) == ""

@@ -173,8 +173,9 @@ def test_seg_nrrd_round_trip_keeps_names_and_terminology(logic, loaded, phantom,
 def test_flags_of_values(spine_module):
     SpineAnalysisLogic = spine_module.SpineAnalysisLogic
 
-    assert SpineAnalysisLogic.flagsOf({"dhi_z": -2.46, "hdr_z": 1.9, "delta_si_z": None, "genant_grade": 1.0}) == "dhi z=-2.5; Genant grade 1"
-    assert SpineAnalysisLogic.flagsOf({"dhi_z": 2.0, "genant_grade": 0.0, "height_mean_mm": 9.0}) == ""
+    # the library's one rule (measure/flags.py): disc z-scores flag on the low side only, beyond 1.96
+    assert SpineAnalysisLogic.flagsOf({"dhi_z": -2.46, "hdr_z": 1.9, "delta_si_z": None, "genant_grade": 1.0}) == "dhi low, z=-2.5; Genant grade 1"
+    assert SpineAnalysisLogic.flagsOf({"dhi_z": 2.5, "genant_grade": 0.0, "height_mean_mm": 9.0}) == ""
 
 
 def test_labels_to_remeasure(spine_module):
