@@ -8,6 +8,7 @@ DICOM series. Files are written atomically: to a temporary name in the target fo
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ import SimpleITK as sitk
 
 from . import labels as scheme
 from .errors import InputError
+from .filecheck import check_file_data
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
@@ -99,6 +101,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if path.is_dir():
         image = read_dicom_series(path)
     else:
+        check_file_data(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
@@ -111,6 +114,46 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise InputError(f"{path}: is empty")
     if image.GetSize()[0] * image.GetSize()[1] * image.GetSize()[2] > 0 and sorted(image.GetSize())[1] == 1:
         raise InputError(f"{path}: has size {image.GetSize()}, which is not a 3D volume (a single line of voxels)")
+    return image
+
+
+#: At most this many distinct values, all of them labels of the scheme: a label map or mask, not a scan.
+#: Every MR image of ../shared/data/lumbar_mri (8-bit ones included) has at least 234 distinct grey values.
+LABEL_MAP_MAX_VALUES = 64
+
+
+def check_scan(image: sitk.Image, what: str = "image") -> None:
+    """Raise :class:`InputError` when ``image`` is a label map (or a mask, or blank) rather than a scan.
+
+    The rule: the voxels are whole numbers, there are at most :data:`LABEL_MAP_MAX_VALUES` distinct values,
+    and every non-zero value is a label of the SpineAnalysis scheme. A scan has hundreds of grey values,
+    so it cannot pass all three; a label map or a 0/1 mask passes all of them. Cheap: min/max first, and a
+    histogram only when every value lies in the scheme's range.
+    """
+    array = sitk.GetArrayViewFromImage(image)
+    low, high = array.min(), array.max()
+    if low == high:
+        raise InputError(f"{what}: every voxel has the same value ({low}); this is not a scan")
+    if low < 0 or high > max(scheme.all_labels()):
+        return
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.array_equal(array, np.round(array)):
+            return
+    flat = array.ravel()
+    counts = np.bincount(flat if np.can_cast(flat.dtype, np.intp) else flat.astype(np.intp))
+    values = [int(v) for v in np.flatnonzero(counts)]
+    if len(values) <= LABEL_MAP_MAX_VALUES and all(scheme.is_known(v) for v in values if v):
+        shown = ", ".join(map(str, values[:8])) + (" ..." if len(values) > 8 else "")
+        raise InputError(
+            f"{what}: looks like a label map or mask, not a scan ({len(values)} distinct values, all labels of the scheme: {shown}); "
+            "give the MR image as IMAGE (a label map goes to 'measure IMAGE LABELS')"
+        )
+
+
+def read_scan(path: str | os.PathLike) -> sitk.Image:
+    """Read the image to analyse (:func:`read_image`) and refuse a label map given in its place (:func:`check_scan`)."""
+    image = read_image(path)
+    check_scan(image, str(path))
     return image
 
 
@@ -221,8 +264,25 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None], suff
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``image`` atomically (temporary file in the same folder, then rename)."""
     name = str(path)
+    if name.lower().endswith((".mhd", ".nhdr")):
+        return _write_with_data_file(image, Path(path), compress)
     suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
     return write_atomically(path, lambda temporary: sitk.WriteImage(image, temporary, compress), suffix)
+
+
+def _write_with_data_file(image: sitk.Image, path: Path, compress: bool) -> Path:
+    """A header + data file pair (.mhd + .raw/.zraw, .nhdr + .raw.gz): written under the final names in a
+    temporary folder beside ``path`` (the header names its data file), then moved, the header last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        sitk.WriteImage(image, str(staging / path.name), compress)
+        for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
+            os.chmod(written, default_mode())
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:

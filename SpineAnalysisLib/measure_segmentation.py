@@ -141,7 +141,7 @@ def measure_segmentation(
 def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "auto", bodies_path=None, sex=None, age=None) -> SegmentationResult:
     """Read the files, measure them and write OUTDIR/measurements.csv/.json and OUTDIR/measure_summary.json
     (``spineanalysis measure`` and a batch case with a labels column)."""
-    image = imageio.read_image(image_path)
+    image = imageio.read_scan(image_path)  # a label map given as the image is refused
     label_map = imageio.read_image(labels_path)
     bodies = imageio.read_image(bodies_path) if bodies_path else None
     result = measure_segmentation(image, label_map, label_scheme=label_scheme, bodies=bodies, sex=sex, age=age)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from . import imageio
 from .inference import ProgressCallback, segment_image
+from .settings import Subject
 
 
 def analyze(
@@ -19,21 +22,28 @@ def analyze(
     progress: ProgressCallback | None = None,
     threads: int | None = None,
     fast: bool = False,
+    image: sitk.Image | None = None,
 ) -> dict[str, Path]:
     """Write ``labels.nii.gz``, ``measurements.csv``/``.json``, ``report.png`` and ``summary.json``.
 
     The case's quality status (:mod:`.quality`) is in ``summary["quality"]``, the ``quality`` column of the
-    measurement files and the banner of report.png."""
+    measurement files and the banner of report.png.
+
+    ``sex`` and ``age`` are checked (:class:`settings.Subject`) and the file is read and checked
+    (:func:`imageio.read_scan`) before the model runs; ``image``: the file's image when the caller has read
+    and checked it already.
+    """
     from .measurements import measure_case, write_measurements
     from .quality import assess
     from .report import write_report
 
+    subject = Subject(sex, age)
     output_dir = Path(output_dir)
-    image = imageio.read_image(image_path)
+    image = imageio.read_scan(image_path) if image is None else image
     result = segment_image(image, model, device, progress, threads=threads, fast=fast)
     outputs = {"labels": imageio.write_image(result.label_map, output_dir / "labels.nii.gz")}
     summary = result.summary()
-    measurements = measure_case(image, result.label_map, sex=sex, age=age) if result.report.levels else []
+    measurements = measure_case(image, result.label_map, sex=subject.sex, age=subject.age) if result.report.levels else []
     quality = assess(measurements, summary)
     summary["quality"] = quality.to_dict()
     outputs["measurements"], outputs["measurements_json"] = write_measurements(measurements, output_dir, quality=quality.status)

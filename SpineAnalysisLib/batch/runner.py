@@ -30,6 +30,8 @@ from pathlib import Path
 
 from .. import __version__, imageio
 from ..errors import InputError, ModelError, SpineAnalysisError
+from ..outputs import check_output_folder
+from ..settings import RunSettings
 from .discover import Case, case_folder, discover_cases
 from .state import DONE, BatchState, commit, now, one_line, partial_dir
 
@@ -348,8 +350,13 @@ def run_batch(
     from .cohort import rebuild_cohort, require_pyarrow, write_case_list
 
     started = time.time()
+    RunSettings(model=model, device=device, threads=threads, fast=fast)
+    if workers is not None and workers < 1:
+        raise InputError(f"workers: expected at least 1, got {workers}")
+    if min_reference_n is not None and min_reference_n < 1:
+        raise InputError(f"min-reference-n: expected at least 1, got {min_reference_n}")
+    outdir = check_output_folder(Path(outdir).expanduser().resolve(), resume_marker="batch.json")
     require_pyarrow()
-    outdir = Path(outdir).expanduser().resolve()
     state = BatchState(outdir)
     with state.lock():
         cases = discover_cases(source, exclude=outdir, pattern=pattern)

@@ -1,7 +1,7 @@
 """``spineanalysis``: the command-line entry point.
 
     spineanalysis analyze IMAGE -o OUTDIR        segment + measure + report (the usual command)
-    spineanalysis segment IMAGE -o LABELS.nii.gz  label map on the image grid
+    spineanalysis segment IMAGE -o LABELS.nii.gz  label map on the image grid (--summary RESULT.json)
     spineanalysis measure IMAGE LABELS -o OUTDIR  measurements.csv / .json from a label map
     spineanalysis evaluate [--data DIR]           score a model on labelled cases
     spineanalysis train -o RUNDIR                 train from ../shared/data/lumbar_mri
@@ -16,7 +16,22 @@
     spineanalysis export-measurements IMAGE LABELS -o CSV   measurements with DICOM study/series UIDs
     spineanalysis review [IMAGE [LABELS]]         review and correct in the browser (docs/web.md)
 
-Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2.
+Errors in the input are printed as one line (``spineanalysis: error: ...``) with exit status 2, before any
+model runs: arguments are checked by the settings classes (:mod:`SpineAnalysisLib.settings`), output paths by
+:mod:`SpineAnalysisLib.outputs` (an existing result is replaced only with ``--overwrite``), input files by
+:func:`SpineAnalysisLib.imageio.read_scan` (damaged files, a label map given as the image).
+
+Machine-readable output, for the Slicer module and scripts:
+
+- ``segment IMAGE -o LABELS --summary RESULT.json`` writes the result as one JSON object: the keys of
+  ``analyze``'s ``summary.json`` (``levels``, ``confidence``, ``anchor``, ``flags``, ``removed_islands``,
+  ``warnings``, ``model``, ``device``, ``seconds``) plus ``image`` and ``labels`` (absolute paths).
+- ``--progress`` prints one line per step, in the one progress format::
+
+      progress: <fraction 0..1, four decimals> <message>
+
+  written by :func:`SpineAnalysisLib.background.format_progress` and read back by
+  :func:`SpineAnalysisLib.background.parse_line` (``BackgroundProcess`` turns each into a ``ProgressEvent``).
 
 One module per command group, each with ``COMMANDS``, ``add_commands(subparsers)`` and ``run(args)``:
 :mod:`.case` (analyze, segment, measure), :mod:`.models` (evaluate, train, export-model, models),

@@ -1,22 +1,23 @@
 """Options shared by several commands, and the one list of devices.
 
-:data:`DEVICES` is the single list of ``--device`` values; the Slicer module's parameter node imports it
-from here rather than keeping its own copy.
+:data:`DEVICES` (defined in :mod:`SpineAnalysisLib.settings`) is the single list of ``--device`` values;
+the Slicer module's parameter node imports it (from here or from ``settings``) rather than keeping a copy.
 """
 
 from __future__ import annotations
 
 import argparse
 
-#: ``--device`` values: "auto" picks CUDA, then Apple MPS, then the CPU (``inference.resolve_device``).
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DEFAULT_DEVICE = "auto"
+from ..background import format_progress
+from ..settings import DEFAULT_DEVICE, DEVICES
+
+__all__ = ["DEFAULT_DEVICE", "DEVICES", "add_device_option", "add_model_options", "add_overwrite_option", "add_subject_options", "progress_printer"]
 
 
 def progress_printer(enabled: bool):
     def report(fraction: float, message: str) -> None:
         if enabled:
-            print(f"progress: {fraction:.3f} {message}", flush=True)
+            print(format_progress(fraction, message), flush=True)
 
     return report
 
@@ -24,6 +25,10 @@ def progress_printer(enabled: bool):
 def add_subject_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sex", choices=["F", "M"], help="patient sex, for normative z-scores")
     parser.add_argument("--age", type=float, help="patient age in years, for normative z-scores")
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run at the output path")
 
 
 def add_device_option(parser: argparse.ArgumentParser, help: str = "auto: CUDA, then MPS, then CPU") -> None:

@@ -1,7 +1,7 @@
 """Batches on a real local Dask cluster (127.0.0.1, worker processes, the real model; no mocks).
 
 Inputs are small crops (14 central sagittal slices) of the bundled real sample, a DICOM series made from one, and
-a corrupt file. About a minute in all on 2 CPU cores.
+a corrupt, a truncated and a header-bigger-than-data file. About a minute in all on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ pytest.importorskip("pyarrow")
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+
+from bad_files import header_bigger_than_data, truncated_gz  # noqa: E402 - after the importorskips
 
 
 def _crop(path: Path, first: int, slices: int = 14) -> Path:
@@ -82,9 +84,11 @@ def test_batch_on_a_running_cluster_finishes_good_cases_and_records_the_corrupt_
     _crop(data / "p2.nrrd", 28)
     _dicom_series(data / "p3_dicom", 26)
     (data / "p4.nii.gz").write_bytes(b"\x1f\x8b this is not a NIfTI file")
+    truncated_gz(data / "p6.nii.gz")  # ITK alone reads both as whole, zero-filled volumes
+    header_bigger_than_data(data / "p7.nii.gz")
     listing = tmp_path / "cohort.csv"
     listing.write_text("case_id,path,age,sex\nP1,data/p1.nii.gz,34,F\nP2,data/p2.nrrd,67,M\nP3,data/p3_dicom,51,F\nP4,data/p4.nii.gz,45,M\n"
-                       "P5,data/p1.nii.gz,old,F\n")
+                       "P5,data/p1.nii.gz,old,F\nP6,data/p6.nii.gz,50,F\nP7,data/p7.nii.gz,50,M\n")
     outdir = tmp_path / "out"
     stream = io.StringIO()
     # an "existing" cluster, reached by its address as with --scheduler (on a real cluster the workers have the package installed)
@@ -99,14 +103,17 @@ def test_batch_on_a_running_cluster_finishes_good_cases_and_records_the_corrupt_
         cluster.close()
         leftovers = _children()
     assert not leftovers, f"Dask processes left behind: {leftovers}"
-    assert (result.cases, result.finished, result.succeeded, result.failed, result.workers) == (5, 3, 3, 2, 2)
+    assert (result.cases, result.finished, result.succeeded, result.failed, result.workers) == (7, 3, 3, 4, 2)
     assert result.exit_code == 1
     log = stream.getvalue()
-    assert f"to run on {cluster.scheduler_address}" in log and "ETA" in log and "3 done, 1 failed" in log
+    assert f"to run on {cluster.scheduler_address}" in log and "ETA" in log and "3 done, 3 failed" in log
 
     errors = {r["case_id"]: r for r in csv.DictReader((outdir / "errors.csv").open(encoding="utf-8", newline=""))}
-    assert set(errors) == {"P4", "P5"}
-    assert errors["P4"]["stage"] == "input" and "not a readable image" in errors["P4"]["error"] and "\n" not in errors["P4"]["error"]
+    assert set(errors) == {"P4", "P5", "P6", "P7"}
+    for case_id in ("P4", "P6", "P7"):
+        assert errors[case_id]["stage"] == "input" and "not a readable image" in errors[case_id]["error"] and "\n" not in errors[case_id]["error"]
+        assert not (outdir / "cases" / case_id / "done.json").exists()
+    assert "compressed data ends early" in errors["P6"]["error"] and "the header describes" in errors["P7"]["error"]
     assert "age" in errors["P5"]["error"]
 
     for case_id in ("P1", "P2", "P3"):

@@ -22,7 +22,7 @@ def test_segment_writes_a_label_map_on_the_input_grid(tmp_path, capsys):
     image_path = _small_sample(tmp_path)
     assert main(["segment", str(image_path), "-o", str(tmp_path / "labels.nii.gz"), "--device", "cpu", "--progress"]) == 0
     out = capsys.readouterr().out
-    assert "progress: 1.000 done" in out and "levels:" in out
+    assert "progress: 1.0000 done" in out and "levels:" in out
     image, labels = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(tmp_path / "labels.nii.gz"))
     assert labels.GetSize() == image.GetSize()
     np.testing.assert_allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-5)

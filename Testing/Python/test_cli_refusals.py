@@ -1,0 +1,117 @@
+"""Bad files and output paths are refused in one line, exit status 2, before any model runs (issue 27 item 5).
+
+"Before any model runs" is proven without mocks: the refusals run in a fresh interpreter that must exit
+without ever importing torch, so no network can have been loaded; and the output folder is not created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from bad_files import SAMPLE, SAMPLE_LABELS, header_bigger_than_data, truncated_gz
+from SpineAnalysisLib.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+_PROBE = (
+    "import sys\n"
+    "from SpineAnalysisLib.cli import main\n"
+    "status = main(sys.argv[1:])\n"
+    "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
+    "raise SystemExit(status)\n"
+)
+
+
+def _refused_without_torch(arguments: list[str], cwd: Path) -> str:
+    """Run the command in a fresh interpreter; assert exit 2, one error line and no torch; return the line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _PROBE, *map(str, arguments)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stdout.strip() == "torch not imported"
+    error = done.stderr.strip()
+    assert error.startswith("spineanalysis: error: ") and "\n" not in error, error
+    return error
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    return {"truncated": truncated_gz(tmp_path / "truncated.nii.gz"), "header": header_bigger_than_data(tmp_path / "short.nii.gz")}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "header"])
+@pytest.mark.parametrize("command", ["analyze", "segment", "measure"])
+def test_damaged_nifti_is_refused_by_every_case_command(tmp_path, bad_inputs, capsys, kind, command):
+    bad = bad_inputs[kind]
+    out = tmp_path / ("labels.nii.gz" if command == "segment" else "out")
+    arguments = {"analyze": [bad], "segment": [bad], "measure": [bad, SAMPLE_LABELS]}[command]
+    assert main([command, *map(str, arguments), "-o", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"spineanalysis: error: {bad}: not a readable image") and "\n" not in error
+    assert ("compressed data ends early" if kind == "truncated" else "the header describes 2293760 voxels of 8 bits (2293760 bytes after offset 352), but the file holds only 143360 bytes") in error
+    assert not out.exists()
+
+
+def test_damaged_label_map_is_refused_by_measure(tmp_path, capsys):
+    bad = truncated_gz(tmp_path / "labels.nii.gz", 3000)
+    assert main(["measure", str(SAMPLE), str(bad), "-o", str(tmp_path / "out")]) == 2
+    assert "compressed data ends early" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_output_and_argument_mistakes_are_refused_before_any_model_runs(tmp_path):
+    (tmp_path / "existing_file").write_text("keep me")
+    (tmp_path / "somedir").mkdir()
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "measurements.csv").write_text("earlier results")
+    image = str(SAMPLE)
+    cases = [
+        (["analyze", image, "-o", "existing_file"], "is a file; the output must be a folder"),
+        (["analyze", image, "-o", "existing_file/out"], "is a file, so no folder can be made inside it"),
+        (["segment", image, "-o", "somedir"], "is a folder; the label map is a file"),
+        (["segment", image, "-o", "labels.png"], "must be written as .nii.gz, .nii, .seg.nrrd, .nrrd, .mha, .mhd"),
+        (["segment", image, "-o", "labels.nii.gz", "--summary", "summary.txt"], "the summary must be written as .json"),
+        (["analyze", image, "-o", "new", "--age", "-5"], "age: -5.0 is not a plausible age"),
+        (["analyze", image, "-o", "new", "--threads", "0"], "threads: expected 1 to"),
+        (["analyze", str(SAMPLE_LABELS), "-o", "new"], "looks like a label map or mask, not a scan"),
+        (["analyze", image, "-o", "earlier"], "the folder is not empty (measurements.csv); choose a new folder, or add --overwrite"),
+        (["measure", image, str(SAMPLE_LABELS), "-o", "earlier"], "add --overwrite"),
+        (["batch", image, "-o", "existing_file"], "is a file; the output must be a folder"),
+        (["batch", image, "-o", "earlier"], "not an earlier run's output (no batch.json)"),
+        (["batch", image, "-o", "new", "--workers", "0"], "workers: expected at least 1"),
+    ]
+    if Path("/proc").is_dir() and sys.platform.startswith("linux"):
+        cases.append((["analyze", image, "-o", "/proc/spineanalysis-out"], "cannot write in /proc"))
+    for arguments, expected in cases:
+        assert expected in _refused_without_torch(arguments, tmp_path), arguments
+    assert not (tmp_path / "new").exists() and not (tmp_path / "labels.nii.gz").exists()
+    assert (tmp_path / "existing_file").read_text() == "keep me" and [p.name for p in earlier.iterdir()] == ["measurements.csv"]
+
+
+def test_segment_replaces_an_existing_label_map_only_with_overwrite(tmp_path):
+    existing = tmp_path / "labels.nii.gz"
+    existing.write_bytes(b"corrected by hand")
+    assert "exists; choose another name, or add --overwrite" in _refused_without_torch(["segment", SAMPLE, "-o", existing], tmp_path)
+    assert existing.read_bytes() == b"corrected by hand"
+
+
+def test_segment_writes_the_summary_json_that_matches_its_stdout(tmp_path, capsys):
+    image = tmp_path / "small.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:, :, 24:40], str(image))
+    labels, summary = tmp_path / "labels.nii.gz", tmp_path / "summary.json"
+    assert main(["segment", str(image), "-o", str(labels), "--summary", str(summary), "--device", "cpu", "--fast", "--progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    record = json.loads(summary.read_text(encoding="utf-8"))
+    assert record["image"] == str(image.absolute()) and record["labels"] == str(labels.absolute())
+    assert f"levels: {', '.join(record['levels']) or 'none'}" in out
+    assert out[-1] == f"{record['seconds']:.1f} s on {record['device']} with {record['model']}"
+    assert {"confidence", "anchor", "flags", "warnings"} <= set(record)
+    from SpineAnalysisLib.background import parse_line
+
+    progress = [parse_line(line) for line in out if line.startswith("progress:")]
+    assert progress and all(event.is_progress for event in progress) and progress[-1].fraction == 1.0
