@@ -24,6 +24,7 @@ from .. import labels as scheme
 from ..annotation import case_segment_names
 from ..errors import InputError
 from ..measurements import Measurement, measure_case
+from ..modality import looks_like_ct
 from ..relabel import plan_relabel, shift_mapping
 
 
@@ -58,9 +59,7 @@ class ReviewScene:
         """Load an MRI file or DICOM series folder; refuses CT and unreadable files with one line."""
         path = Path(path)
         image = imageio.read_image(path)  # InputError (one line) when unreadable
-        from ..inference import looks_like_ct
-
-        if looks_like_ct(image, sitk.GetArrayViewFromImage(image)):
+        if looks_like_ct(image):
             raise InputError(f"{path.name}: this looks like a CT volume (Hounsfield units); the review page segments and measures MRI only")
         readable = path
         if path.is_dir():  # a DICOM series: Slicer's archetype reader wants one file, give it the series as NRRD

@@ -124,6 +124,12 @@ class Chromium:
         time.sleep(step_s)
         self.mouse("mouseReleased", *rest[-1] if rest else (x0, y0), buttons=0)
 
+    def set_files(self, selector: str, paths: list[str]) -> None:
+        """Choose files in an ``<input type=file>`` (as a user picking them in the file dialog)."""
+        root = self.send("DOM.getDocument")["root"]["nodeId"]
+        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        self.send("DOM.setFileInputFiles", files=[str(p) for p in paths], nodeId=node)
+
     def screenshot(self, path: str | os.PathLike) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
         path = Path(path)

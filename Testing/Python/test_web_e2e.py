@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import subprocess
 import sys
 import time
@@ -19,114 +18,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from chromium_cdp import Chromium, find_chromium, free_port  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+from chromium_cdp import Chromium, find_chromium  # noqa: E402
+from review_page import (  # noqa: E402
+    REPO, SAMPLE, VIEWS_RENDERED, Server, anterior_stroke, cell, click_element, rect, set_state, shots_folder, slice_positions, wait_cell_change,
+)
 
 pytest.importorskip("trame_slicer", reason="trame-slicer is not in this environment: the test runs in .venv-web ('make web'; make test runs it)")
 pytest.importorskip("websocket", reason="websocket-client is not installed (.venv-web has it)")
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does it)")
-
-
-def shots_folder() -> Path:
-    folder = Path(os.environ.get("SPINEANALYSIS_WEB_SHOTS", REPO / "out" / "test_web_e2e"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-class Server:
-    """``python -m SpineAnalysisLib.web`` in a subprocess on a free loopback port."""
-
-    def __init__(self, *args: str):
-        self.port = free_port()
-        env = dict(os.environ, VTK_DEFAULT_OPENGL_WINDOW="vtkEGLRenderWindow", CUDA_VISIBLE_DEVICES="-1")
-        self.log = open(shots_folder() / "server.log", "w+")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "SpineAnalysisLib.web", *args, "--port", str(self.port), "--device", "cpu"],
-                                        cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}/"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            self.log.seek(0)
-            if "serving http://" in self.log.read():
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.log.seek(0)
-        raise RuntimeError(f"the review server did not start:\n{self.log.read()[-2000:]}")
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
-# -- page helpers ----------------------------------------------------------------------------------
-def rect(browser: Chromium, selector: str) -> dict:
-    box = browser.evaluate(f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect(); return {{x: r.x, y: r.y, w: r.width, h: r.height}}; }})()")
-    assert box and box["w"] > 0, f"{selector} is not visible"
-    return box
-
-
-def click_element(browser: Chromium, selector: str) -> None:
-    box = rect(browser, selector)
-    browser.click(box["x"] + box["w"] / 2, box["y"] + box["h"] / 2)
-
-
-def cell(browser: Chromium, level: str, key: str) -> str | None:
-    return browser.evaluate(f"(() => {{ const c = document.querySelector('tr[data-level=\"{level}\"] td[data-key=\"{key}\"]'); return c ? c.textContent.trim() : null; }})()")
-
-
-def wait_cell_change(browser: Chromium, level: str, key: str, old: str, timeout: float = 20.0) -> tuple[str, float]:
-    started = time.monotonic()
-    value = browser.wait_for(f"(() => {{ const c = document.querySelector('tr[data-level=\"{level}\"] td[data-key=\"{key}\"]'); "
-                             f"return c && c.textContent.trim() !== {old!r} ? c.textContent.trim() : null; }})()", timeout, f"{level} {key} to change from {old}")
-    return value, time.monotonic() - started
-
-
-def slice_positions(browser: Chromium) -> dict:
-    return browser.evaluate("Object.fromEntries([...document.querySelectorAll('.slice-position')].map(e => [e.dataset.view, parseFloat(e.textContent.split(':')[1])]))")
-
-
-VIEWS_RENDERED = "[...document.querySelectorAll('img.image-display-area')].filter(i => i.complete && i.naturalWidth > 0).length >= 4"
-
-
-def set_state(browser: Chromium, key: str, value) -> None:
-    browser.evaluate(f"window.trame.state.set({key!r}, {value!r})")
-
-
-def anterior_stroke(png: Path, view: dict, brush_px: float) -> list[tuple[float, float]]:
-    """A short vertical stroke in unlabelled tissue in front of the disc at the sagittal view's centre.
-
-    The views were centred on the L4-L5 disc (its row was clicked), so the disc covers the view's centre;
-    walking left (anterior in Slicer's sagittal view) along the centre row, the disc's colour stops at its
-    anterior edge. The stroke goes beyond the brush's reach from that edge, on grey (unlabelled) pixels only.
-    """
-    from PIL import Image
-
-    image = Image.open(png).convert("RGB")
-    cx, cy = int(view["x"] + view["w"] / 2), int(view["y"] + view["h"] / 2)
-
-    def coloured(x, y):
-        r, g, b = image.getpixel((x, y))
-        return max(r, g, b) - min(r, g, b) > 30
-
-    assert coloured(cx, cy) or any(coloured(cx + dx, cy) for dx in range(-6, 7)), "the disc is not at the sagittal view's centre"
-    x = cx
-    while x > view["x"] and (coloured(x, cy) or coloured(x - 1, cy) or coloured(x - 2, cy)):
-        x -= 1
-    stroke_x = x - 3 * brush_px - 6
-    ys = [cy - 4, cy - 2, cy, cy + 2, cy + 4]
-    reach = int(2 * brush_px) + 3
-    for y in range(cy - 4 - reach, cy + 5 + reach):
-        for dx in range(-reach, reach + 1):
-            assert not coloured(int(stroke_x) + dx, y), f"the stroke at x={stroke_x} would touch a segment"
-    return [(stroke_x, y) for y in ys]
 
 
 def test_review_page_end_to_end(tmp_path):
@@ -218,3 +118,63 @@ def browser_download(folder: Path, suffix: str, timeout: float = 30.0) -> Path:
             return done[0]
         time.sleep(0.2)
     raise TimeoutError(f"no download ending in {suffix} in {folder}: {[p.name for p in folder.iterdir()]}")
+
+
+def error_text(browser: Chromium) -> str:
+    return browser.evaluate("document.querySelector('#error').textContent.trim()")
+
+
+def open_from_data_folder(browser: Chromium, name: str) -> str:
+    """Choose ``name`` as the file to open (also names a hostile client could send) and press Open."""
+    set_state(browser, "error", "")
+    set_state(browser, "selected_file", name)
+    time.sleep(0.3)
+    click_element(browser, "#open-button")
+    return browser.wait_for("document.querySelector('#error').textContent.trim() || document.querySelector('#message').textContent.trim()", 30, f"opening {name}")
+
+
+def test_review_page_refuses_bad_input_with_one_clear_line(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    shots = shots_folder()
+    data = tmp_path / "data"
+    data.mkdir()
+    ct = sitk.GetImageFromArray(np.full((20, 40, 40), -1000, dtype=np.int16))  # air in Hounsfield units
+    ct[10:30, 10:30, 5:15] = 40
+    sitk.WriteImage(ct, str(data / "ct.nii.gz"))
+    (data / "broken.nii.gz").write_bytes(b"not an image")
+    secret = tmp_path / "secret.nii.gz"
+    secret.write_bytes((SAMPLE).read_bytes())
+    (data / "outside.nii.gz").symlink_to(secret)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+
+    server = Server("--data-dir", str(data))
+    browser = Chromium(CHROMIUM)
+    try:
+        browser.navigate(server.url)
+        browser.wait_for("!!document.querySelector('#open-button')", 60, "the page")
+        listed = browser.evaluate("window.trame.state.get('files')")
+        assert listed == ["broken.nii.gz", "ct.nii.gz"]  # the link leading out of the folder is not offered
+        assert "outside the data folder" in open_from_data_folder(browser, "outside.nii.gz")
+        assert "outside the data folder" in open_from_data_folder(browser, "../secret.nii.gz")
+        assert "absolute path" in open_from_data_folder(browser, str(secret))
+        assert "not a readable image" in open_from_data_folder(browser, "broken.nii.gz")
+        assert "looks like a CT volume" in open_from_data_folder(browser, "ct.nii.gz")
+        browser.screenshot(shots / "7_refused_ct.png")
+        assert browser.evaluate("document.querySelector('#case-name').textContent.trim()") == ""
+
+        # uploads: an unreadable file is refused, the sample is opened
+        set_state(browser, "error", "")
+        browser.set_files("input[type=file]", [str(data / "broken.nii.gz")])
+        assert "not a readable image" in browser.wait_for("document.querySelector('#error').textContent.trim()", 30, "the upload's refusal")
+        set_state(browser, "error", "")
+        browser.set_files("input[type=file]", [str(SAMPLE)])
+        browser.wait_for("document.querySelector('#case-name').textContent.includes('MyoSegmenTUM')", 60, "the uploaded image")
+        browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views")
+        assert error_text(browser) == ""
+        browser.screenshot(shots / "8_uploaded.png")
+    finally:
+        browser.close()
+        server.close()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written next to the inputs
