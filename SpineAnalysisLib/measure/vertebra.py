@@ -16,9 +16,11 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part (:mod:`.edges`: its
   heights are shown with that note, its ratios, grade, depth and volume are missing).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
-* ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior-inferior
-  corner from the posterior-superior corner of the vertebra below, measured along that lower vertebra's
-  superior endplate, divided by the endplate's length, x 100; positive = anterolisthesis.
+* ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior cortex from
+  that of the vertebra below, divided by the length of that lower vertebra's superior endplate, x 100; positive =
+  anterolisthesis. Each cortex is the line through the body's posterior corner next to the disc, perpendicular to
+  that endplate; the offset is taken at the disc's mid-line, along it (:func:`slip_percent`). The note gives a
+  Meyerding grade only from :data:`NO_SLIP_PERCENT` up ("no slip" below); retrolisthesis is not graded.
 * ``volume_mm3`` = voxel count x voxel volume (3D; missing when the body touches the volume border).
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import labels as scheme
+from .landmarks import Quad
 from .sections import Spine
 
 #: (parameter, unit) of a vertebra, in output order.
@@ -87,6 +90,39 @@ def heights(spine: Spine, vertebra: int) -> tuple[float, float | None, float] | 
     return q.front_height, q.middle_height, q.back_height
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _normal(v: np.ndarray) -> np.ndarray:
+    """``v`` turned by +90 degrees (from the front axis towards up)."""
+    return np.array([-v[1], v[0]])
+
+
+def slip_percent(upper: Quad, lower: Quad) -> float:
+    """Meyerding slip (%) of ``upper`` on ``lower`` from their two facing endplates.
+
+    Each body's posterior cortex is the line through its posterior corner next to the disc (upper: PI, lower: PS),
+    perpendicular to that endplate. The offset between the two lines is taken where they cross the disc's mid-line
+    (through the mid-point of PI and PS, along the bisector of the two endplates) and along that mid-line, in % of
+    the lower body's superior endplate length; positive = the upper body lies anterior (anterolisthesis).
+    Taking it at the disc's mid-line in the bisector frame keeps a lordotic disc's angle times its posterior height
+    from reading as slip (the offset of PI from PS along the lower endplate alone does; docs/validation.md).
+    For parallel endplates this is exactly |PI - PS| projected on the endplate.
+    """
+    e = lower.AS - lower.PS
+    along = _unit(_unit(upper.AI - upper.PI) + _unit(e))
+    across = _normal(along)
+    middle = (upper.PI + lower.PS) / 2.0
+
+    def cortex_at_middle(corner: np.ndarray, endplate: np.ndarray) -> np.ndarray:
+        direction = _normal(_unit(endplate))
+        return corner + direction * float((middle - corner) @ across) / float(direction @ across)
+
+    offset = cortex_at_middle(upper.PI, upper.AI - upper.PI) - cortex_at_middle(lower.PS, e)
+    return 100.0 * float(offset @ along) / float(np.linalg.norm(e))
+
+
 def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
     """Meyerding slip (%) of ``vertebra`` on the vertebra below, with a note."""
     below = spine.vertebra_below(vertebra)
@@ -98,9 +134,7 @@ def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
     lower, why = spine.endplate(below, "upper")
     if lower is None:
         return None, why
-    e = lower.AS - lower.PS
-    length = float(np.linalg.norm(e))
-    percent = 100.0 * float((upper.PI - lower.PS) @ e) / (length * length)
+    percent = slip_percent(upper, lower)
     if abs(percent) < NO_SLIP_PERCENT:
         note = f"on {scheme.vertebra_name(below)}; no slip (under {NO_SLIP_PERCENT:g} %)"
     elif percent > 0:

@@ -223,10 +223,22 @@ class SpinePhantom:
         return -_angle(b.AS - b.PS)
 
     def slip_percent(self, upper: int) -> float:
+        """Offset of the two posterior cortices (lines through PI of the upper and PS of the lower body, each
+        perpendicular to its endplate) where they cross the disc's mid-line, along it, / lower endplate length."""
         u = self.bodies[upper]
         l = self.bodies[self.order[self.order.index(upper) + 1]]
         e = l.AS - l.PS
-        return float(100 * ((u.PI - l.PS) @ e) / (e @ e))
+        along = _unit(_unit(u.AI - u.PI) + _unit(e))
+        across = np.array([-along[1], along[0]])
+        middle = (u.PI + l.PS) / 2
+
+        def crossing(corner, endplate):
+            d = _unit(endplate)
+            d = np.array([-d[1], d[0]])
+            return corner + d * ((middle - corner) @ across) / (d @ across)
+
+        offset = crossing(u.PI, u.AI - u.PI) - crossing(l.PS, e)
+        return float(100 * (offset @ along) / np.linalg.norm(e))
 
     def centroid_ras(self, label: int) -> np.ndarray:
         p = self.body_prism(label).centroid_lps()

@@ -335,3 +335,19 @@ def test_a_cut_vertebra_keeps_the_intact_neighbour_discs_heights_and_angle(crop_
         assert value(table, "L2-L3", name) == pytest.approx(expected, abs=1.0), name
     assert value(table, "L2-L3", "segmental_angle_deg") == pytest.approx(spine.segmental_angle(21), abs=ANGLE_TOL)
     assert value(table, "L2", "slip_percent") == pytest.approx(spine.slip_percent(21), abs=100 * 2 / 36)
+
+
+def test_slip_of_a_lordotic_segment_is_taken_at_the_disc_mid_line():
+    """A 20-degree lordotic disc with 8 mm posterior height and no translation: the offset of PI from PS along the
+    lower endplate alone would read as a 7 % retrolisthesis (the angle times the disc height); the cortex offset at
+    the disc's mid-line (Meyerding's posterior-cortex offset, docs/validation.md) is half of that."""
+    spine = ph.build_spine((23, 24, 26), heights=26.0, discs={"default": 10.0, 24: (21.0, 8.0)}, csf=False)
+    label_map, _ = ph.render_phantom(spine, (0.5, 0.5, 2.0), ph.LPS_DIRECTION)
+    table = rows_by(measure_case(None, label_map))
+    u, l = spine.bodies[24], spine.bodies[26]
+    e = l.AS - l.PS
+    along_lower_endplate = 100 * float((u.PI - l.PS) @ e) / float(e @ e)
+    assert along_lower_endplate < -6.0
+    assert spine.slip_percent(24) == pytest.approx(along_lower_endplate / 2, abs=0.5)
+    assert value(table, "L5", "slip_percent") == pytest.approx(spine.slip_percent(24), abs=1.5)
+    assert "no slip" in table[("L5", "slip_percent")].note
