@@ -1021,10 +1021,29 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         if segmentationNode is None or volumeNode is None:
             raise spineErrors.InputError(_("select an input volume and a segmentation"))
         image = self.volumeNodeToSitk(volumeNode)
+        if not any(scheme.is_vertebra(label) for label in self.segmentLabels(segmentationNode).values()):
+            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age).measurements
         labelMap = spineIO.label_map_like(self.segmentationToLabelArray(segmentationNode, volumeNode), image)
         return self._measurementsModule().measure_case(
             image, labelMap, sex=results_table.subject_sex(sex), age=results_table.subject_age(age), labels=(sorted(labels) if labels is not None else None)
         )
+
+    def measureOtherScheme(self, segmentationNode, volumeNode, image, sex=None, age=None):
+        """Segments named by another tool (SlicerTotalSegmentator's "vertebrae_L1" / "L1 vertebra" / SNOMED CT
+        terminology, with its vertebrae_body segments as bodies): measured through
+        ``SpineAnalysisLib.label_schemes.plan_segments`` and ``measure_segmentation`` (docs/label-schemes.md)."""
+        from SpineAnalysisLib import label_schemes
+        from SpineAnalysisLib.measure_segmentation import measure_segmentation
+
+        segmentation = segmentationNode.GetSegmentation()
+        plan = label_schemes.plan_segments(
+            [(i, segmentation.GetSegment(i).GetName(), compat.segmentTerminology(segmentation.GetSegment(i))) for i in self.segmentIds(segmentationNode)]
+        )
+        labelMap, bodies = label_schemes.label_maps_from_segments(
+            plan, lambda segmentId: slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode), image
+        )
+        return measure_segmentation(image, labelMap, label_scheme=plan.scheme, bodies=bodies,
+                                    sex=results_table.subject_sex(sex), age=results_table.subject_age(age))
 
     @staticmethod
     def _rowKey(measurement):

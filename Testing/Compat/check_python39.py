@@ -17,6 +17,7 @@ LIBRARY_MODULES = (
     "SpineAnalysisLib.errors", "SpineAnalysisLib.labels", "SpineAnalysisLib.imageio", "SpineAnalysisLib.background",
     "SpineAnalysisLib.relabel", "SpineAnalysisLib.results_table", "SpineAnalysisLib.measurements",
     "SpineAnalysisLib.measurements_export", "SpineAnalysisLib.annotation", "SpineAnalysisLib.model.catalog",
+    "SpineAnalysisLib.label_schemes", "SpineAnalysisLib.measure_segmentation",
 )  # fmt: skip
 
 

@@ -31,11 +31,10 @@ def _volume_node(image: sitk.Image):
     return slicer.util.addVolumeFromArray(sitk.GetArrayFromImage(image), ijkToRAS=ijk_to_ras, name="example_ct")
 
 
-@pytest.mark.skipif(not TS_REPORT.is_dir(), reason="../shared/data/samples is not available")
-def test_slicer_totalsegmentator_segments_are_measured_without_renaming(slicer_scene):
+def _totalsegmentator_node(ct: sitk.Image):
+    """A segmentation node holding the TotalSegmentator sample as SlicerTotalSegmentator names its segments."""
     import slicer
 
-    ct = sitk.ReadImage(str(TS / "example_ct.nii.gz"))
     total = sitk.GetArrayFromImage(sitk.ReadImage(str(TS_REPORT / "totalseg.nii.gz")))
     body = sitk.GetArrayFromImage(sitk.ReadImage(str(TS_REPORT / "totalseg_vertebrae_body.nii.gz")))
     volume = _volume_node(ct)
@@ -55,7 +54,29 @@ def test_slicer_totalsegmentator_segments_are_measured_without_renaming(slicer_s
         segmentation.AddEmptySegment(name, name)
         slicer.util.updateSegmentBinaryLabelmapFromArray((body == value).astype(np.uint8), node, name, volume)
     segmentation.AddEmptySegment("liver", "liver")
+    return volume, node
 
+
+def _reference():
+    ct = sitk.ReadImage(str(TS / "example_ct.nii.gz"))
+    return measure_segmentation(ct, sitk.ReadImage(str(TS_REPORT / "totalseg.nii.gz")), bodies=sitk.ReadImage(str(TS_REPORT / "totalseg_vertebrae_body.nii.gz")))
+
+
+def _assert_same(measurements, reference) -> None:
+    expected = {(m.level, m.parameter): m.value for m in reference.measurements}
+    got = {(m.level, m.parameter): m.value for m in measurements}
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.skipif(not TS_REPORT.is_dir(), reason="../shared/data/samples is not available")
+def test_slicer_totalsegmentator_segments_are_measured_without_renaming(slicer_scene):
+    import slicer
+
+    ct = sitk.ReadImage(str(TS / "example_ct.nii.gz"))
+    volume, node = _totalsegmentator_node(ct)
+    segmentation = node.GetSegmentation()
     triples = []
     for segment_id in list(segmentation.GetSegmentIDs()):
         segment = segmentation.GetSegment(segment_id)
@@ -68,13 +89,20 @@ def test_slicer_totalsegmentator_segments_are_measured_without_renaming(slicer_s
         plan, lambda segment_id: slicer.util.arrayFromSegmentBinaryLabelmap(node, segment_id, volume), ct
     )
     result = measure_segmentation(ct, label_map, label_scheme=plan.scheme, bodies=body_map)
-    reference = measure_segmentation(ct, sitk.ReadImage(str(TS_REPORT / "totalseg.nii.gz")), bodies=sitk.ReadImage(str(TS_REPORT / "totalseg_vertebrae_body.nii.gz")))
+    reference = _reference()
     assert result.levels == reference.levels == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
-    expected = {(m.level, m.parameter): m.value for m in reference.measurements}
-    got = {(m.level, m.parameter): m.value for m in result.measurements}
-    assert got.keys() == expected.keys()
-    for key, value in expected.items():
-        assert got[key] == pytest.approx(value, abs=1e-6), key
+    _assert_same(result.measurements, reference)
+
+
+@pytest.mark.skipif(not TS_REPORT.is_dir(), reason="../shared/data/samples is not available")
+def test_the_module_measures_a_slicer_totalsegmentator_segmentation(logic, slicer_scene):
+    """The module's Logic (SpineAnalysis.py) on SlicerTotalSegmentator segments: the table is filled with the
+    same values as ``spineanalysis measure ... --bodies`` gives from the files."""
+    ct = sitk.ReadImage(str(TS / "example_ct.nii.gz"))
+    volume, node = _totalsegmentator_node(ct)
+    _assert_same(logic.measure(node, volume), _reference())
+    table = logic.updateTable(node, volume)
+    assert table.GetNumberOfRows() > 0
 
 
 def test_mixed_segment_namings_are_refused():
