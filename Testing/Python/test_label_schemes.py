@@ -251,3 +251,11 @@ def test_batch_with_a_labels_column_measures_the_given_segmentations(tmp_path):
         assert any(r["parameter"] == "trabecular_hu" and r["value"] is not None for r in rows)
     errors = (tmp_path / "out" / "errors.csv").read_text()
     assert "sometool" in errors
+
+
+@needs_samples
+def test_segmenting_a_ct_is_refused_with_how_to_bring_a_segmentation(tmp_path, capsys):
+    """The TotalSegmentator example CT (no DICOM tag: recognised by its value range)."""
+    assert main(["segment", str(TS / "example_ct.nii.gz"), "-o", str(tmp_path / "labels.nii.gz"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "CT volume" in err[0] and "spineanalysis measure CT LABELS" in err[0] and "--label-scheme" in err[0]
