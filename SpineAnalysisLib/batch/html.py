@@ -50,13 +50,20 @@ def _page(title: str, body: str) -> str:
             f"<style>{STYLE}</style></head>\n<body>\n<h1>{_e(title)}</h1>\n{body}\n</body></html>\n")
 
 
+def _flagged(row: dict) -> bool:
+    """The row's own flag (measure/flags.py decided it when the row was measured; CSV rows hold "true")."""
+    return row.get("flag") is True or str(row.get("flag")).lower() == "true"
+
+
 def measurement_table(rows: list[dict]) -> str:
-    lines = ["<table><tr><th>structure</th><th>level</th><th>parameter</th><th>value</th><th>unit</th><th>note</th></tr>"]
+    """Rows of measurements.json / the cohort table; a flagged value gets the flag text of :mod:`..measure.flags`."""
+    lines = ["<table><tr><th>structure</th><th>level</th><th>parameter</th><th>value</th><th>unit</th><th>flag</th><th>note</th></tr>"]
     for row in rows:
         css = ' class="missing"' if row.get("value") is None else ""
+        flag = flag_rule.flag_text(row.get("parameter"), row.get("value")) if _flagged(row) else ""
         lines.append(f"<tr{css}><td>{_e(row.get('structure'))}</td><td>{_e(row.get('level'))}</td>"
                      f"<td>{_e(row.get('parameter'))}</td><td class=\"num\">{_number(row.get('value'), 6)}</td><td>{_e(row.get('unit'))}</td>"
-                     f"<td class=\"note\">{_e(row.get('note'))}</td></tr>")
+                     f"<td class=\"flag\">{_e(flag)}</td><td class=\"note\">{_e(row.get('note'))}</td></tr>")
     lines.append("</table>")
     return "\n".join(lines)
 

@@ -66,4 +66,4 @@ def test_measurement_rows_carry_reference_and_flag(tmp_path):
     assert _row("disc", "L4-L5", "dhi", 0.1, "ratio", "", 123).flag is None  # not a z-score: no flag
     assert _row("disc", "L4-L5", "dhi_z", None, "z", "no reference", 123).flag is None
     csv_path, _ = write_measurements([low], tmp_path)
-    assert csv_path.read_text(encoding="utf-8").splitlines()[1].endswith(",some healthy reference,true")
+    assert csv_path.read_text(encoding="utf-8").splitlines()[1].endswith(",some healthy reference,true,ok")  # then the quality column

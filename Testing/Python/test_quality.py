@@ -131,3 +131,29 @@ def test_cohort_report_lists_failed_and_review_cases_first_and_leaves_them_out_o
     assert {r["case_id"] for r in normative_rows} == {"good"}  # the failed and review cases are not in the statistics
     everything = cohort.rebuild_cohort(tmp_path, include_flagged=True)
     assert {r["case_id"] for r in csv.DictReader(everything["normative_csv"].open(encoding="utf-8", newline=""))} == {"good", "bad", "doubtful"}
+
+
+def test_the_same_value_gets_the_same_flag_in_table_rows_report_csv_and_html(tmp_path):
+    """One flag rule (measure/flags.py) everywhere: a phantom with one collapsed disc (3 mm, DHI about 0.1)."""
+    from SpineAnalysisLib import report
+    from SpineAnalysisLib.batch import html
+    from SpineAnalysisLib.measure import flags
+    from SpineAnalysisLib.measurements import measurements_to_table
+
+    spine = ph.build_spine((20, 21, 22, 23, 24, 26), heights=26.0, discs={"default": 10.0, 22: 3.0})
+    label_map, image = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    rows = measure_case(image, label_map, sex="F", age=45.0)
+    in_rows = {(r.level, r.parameter) for r in rows if r.flag}
+    assert ("L3-L4", "dhi_z") in in_rows  # the collapsed disc is flagged ...
+    assert not any(level == "L2-L3" for level, _ in in_rows)  # ... its healthy neighbour is not
+    table = measurements_to_table(rows)
+    assert {(r["level"], r["parameter"]) for r in table if r["flag"]} == in_rows
+    csv_path, _ = write_measurements(rows, tmp_path)
+    assert {(r["level"], r["parameter"]) for r in csv.DictReader(csv_path.open(encoding="utf-8")) if r["flag"] == "true"} == in_rows
+    in_report = report._flags_by_level(rows)  # what report.png prints next to each level
+    assert {(level, text) for level, texts in in_report.items() for text in texts} == {
+        (level, flags.flag_text(parameter, next(r.value for r in rows if (r.level, r.parameter) == (level, parameter))))
+        for level, parameter in in_rows}
+    page = html.measurement_table(table)
+    shown = {(r["level"], r["parameter"]) for r in table if f"<td class=\"flag\">{flags.flag_text(r['parameter'], r['value'])}</td>" in page and r["flag"]}
+    assert shown == in_rows and page.count("<td class=\"flag\"></td>") == len(table) - len(in_rows)
