@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup web review demo test benchmark clean check-py39 test-slicer512
+.PHONY: setup web review demo test benchmark clean check-py39 test-slicer512 check-wheel
 
-$(STAMP): pyproject.toml requirements.txt
+$(STAMP): pyproject.toml setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch pinned: 2.13.0 is a CPU build here; an unpinned torch pulls a multi-GB CUDA build
@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(VENV)/bin/spineanalysis analyze Resources/Samples/MyoSegmenTUM_VB3_02_image.nii.gz -o out/demo
 	@echo "open out/demo/report.png; measurements in out/demo/measurements.csv"
 
-test: $(STAMP) $(WEB_STAMP) check-py39 test-slicer512
+test: $(STAMP) $(WEB_STAMP) check-py39 test-slicer512 check-wheel
 	$(PY) -m pytest -q Testing/Python
 	# the review page end to end in headless Chromium, in the web environment (trame-slicer)
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(WEB_PY) -m pytest -q Testing/Python/test_web_e2e.py
@@ -67,6 +67,12 @@ $(VENV512)/.installed:
 	touch $@
 test-slicer512: $(VENV512)/.installed
 	$(VENV512)/bin/python -m pytest -q -p no:cacheprovider Testing/Python/test_slicer_module.py Testing/Python/test_slicer_defects.py
+
+# The wheel a user installs: built from this tree, installed into a clean venv (dependencies reused from .venv,
+# nothing downloaded), run from a temporary folder without the source tree: the model and the sample must come
+# from inside the package and `spineanalysis analyze` must work on the sample (about 30 s).
+check-wheel: $(STAMP)
+	$(PY) Testing/Packaging/check_wheel.py
 
 benchmark: $(STAMP)
 	$(PY) Testing/Benchmarks/benchmark_measure.py

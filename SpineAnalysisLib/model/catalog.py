@@ -3,7 +3,8 @@
 A model is a folder with ``manifest.json`` and the weights file. Search path, first match wins:
 ``$SPINEANALYSIS_MODELS`` (folders separated by ``os.pathsep``), the user model folder
 (``~/.spineanalysis/models``, where fine-tuned models go), and the shipped ``Resources/Models``
-beside the library (in the repository and inside the Slicer extension). The Slicer module lists
+(:func:`SpineAnalysisLib.shipped.models_folder`: inside an installed wheel, else beside the library in
+the repository and in the Slicer extension). The Slicer module lists
 models from here before torch is installed; :mod:`.store` loads them.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+from ..shipped import models_folder
 
 DEFAULT_MODEL = "spine-mri-2d"
 MANIFEST = "manifest.json"
@@ -24,7 +26,7 @@ MANIFEST = "manifest.json"
 def model_folders() -> list[Path]:
     folders = [Path(p) for p in os.environ.get("SPINEANALYSIS_MODELS", "").split(os.pathsep) if p]
     folders.append(Path.home() / ".spineanalysis" / "models")
-    folders.append(Path(__file__).resolve().parents[2] / "Resources" / "Models")
+    folders.append(models_folder())
     return folders
 
 
