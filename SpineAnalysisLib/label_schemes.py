@@ -6,7 +6,8 @@ Supported (``--label-scheme``):
   60 cord, 61 canal.
 * ``totalsegmentator``: TotalSegmentator v2, task ``total`` (Wasserthal et al., Radiol Artif Intell
   2023;5:e230024; class map ``totalsegmentator/map_to_binary.py``): 25 sacrum, 26 vertebrae_S1, 27-31
-  vertebrae_L5-L1, 32-43 vertebrae_T12-T1, 44-50 vertebrae_C7-C1; every other id is an organ and is ignored.
+  vertebrae_L5-L1, 32-43 vertebrae_T12-T1, 44-50 vertebrae_C7-C1, 79 spinal_cord; every other id is another
+  structure (organs, muscles, ...) and is ignored.
   These are *whole* vertebrae (body and arch).
 * ``verse``: VerSe / TPTBox ``seg-vert`` masks (Sekuboyina et al., MedIA 2021;73:102166): our vertebra ids,
   but whole vertebrae; TPTBox adds discs 100 + X and endplates 200 + X.
@@ -37,6 +38,7 @@ NAMED_SCHEMES = SCHEMES[1:]
 
 # --- TotalSegmentator v2 -------------------------------------------------------------------------------
 TOTALSEG_SACRUM = 25
+TOTALSEG_SPINAL_CORD = 79
 #: TotalSegmentator v2 ``total`` id -> our vertebra id (S1, L5..L1, T12..T1, C7..C1).
 TOTALSEG_VERTEBRAE: dict[int, int] = {
     26: 26,
@@ -246,7 +248,7 @@ def _whole_vertebra_mapping(name: str, values: list[int]) -> tuple[dict[int, int
     """Source id -> our id for the vertebrae/discs of a whole-vertebra map, and notes on what was dropped."""
     notes: list[str] = []
     if name == "totalsegmentator":
-        mapping = dict(TOTALSEG_VERTEBRAE)
+        mapping = {**TOTALSEG_VERTEBRAE, TOTALSEG_SPINAL_CORD: scheme.SPINAL_CORD}
         if TOTALSEG_SACRUM in values:
             if 26 in values:
                 notes.append("TotalSegmentator 'sacrum' (S2-S5) is not measured; S1 is its 'vertebrae_S1'")
@@ -389,6 +391,8 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
         levelled, disc_notes = level_discs(disc_mask & (out == 0), out, label_map)
         out[levelled > 0] = levelled[levelled > 0]
         notes.extend(disc_notes)
+    cord_canal = np.isin(mapped, (scheme.SPINAL_CORD, scheme.SPINAL_CANAL)) & (out == 0)
+    out[cord_canal] = mapped[cord_canal]
     for label, mask in extra.items():
         out[mask & (out == 0)] = label
     orphan = int(np.count_nonzero(body_mask & ~vertebra_ids))

@@ -259,3 +259,16 @@ def test_segmenting_a_ct_is_refused_with_how_to_bring_a_segmentation(tmp_path, c
     assert main(["segment", str(TS / "example_ct.nii.gz"), "-o", str(tmp_path / "labels.nii.gz"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CT volume" in err[0] and "spineanalysis measure CT LABELS" in err[0] and "--label-scheme" in err[0]
+
+
+def test_totalsegmentator_cord_kept_and_organs_ignored(totalseg):
+    ct, total, bodies, _ = totalseg
+    array = sitk.GetArrayFromImage(total)
+    array[50:60, 30:33, 60:62] = 79  # spinal_cord
+    array[10:14, 80:90, 20:30] = 5  # liver
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(total)
+    translation = label_schemes.translate(image, bodies=bodies)
+    values = sitk.GetArrayViewFromImage(translation.label_map)
+    assert translation.scheme == "totalsegmentator" and np.count_nonzero(values == 60) == 60
+    assert any("ignored (ids 5)" in note for note in translation.notes) and not np.isin(values, (5, 79)).any()
