@@ -231,7 +231,11 @@ class ReviewScene:
     # -- export --------------------------------------------------------------------------------------
     def write_seg_nrrd(self, path: str | os.PathLike) -> Path:
         """The segmentation as .seg.nrrd (names and colours kept), as Slicer saves it."""
-        self.app.io_manager.write_segmentation(self.segmentation_node, str(path))
+        slicer = _slicer()
+        storage = slicer.vtkMRMLSegmentationStorageNode()  # Slicer's own writer (Segment<i>_Name/_Color/... keys)
+        storage.SetFileName(str(path))
+        if not storage.WriteData(self.segmentation_node):
+            raise InputError(f"the segmentation could not be written to {Path(path).name}")
         return Path(path)
 
     def write_dicom_seg(self, path: str | os.PathLike) -> Path:

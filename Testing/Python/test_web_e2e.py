@@ -45,6 +45,14 @@ def test_review_page_end_to_end(tmp_path):
         browser.screenshot(shots / "1_loaded.png")
         assert set(slice_positions(browser)) == {"sagittal", "axial", "coronal"}
 
+        # the segmentation job can be cancelled: its whole process tree ends
+        click_element(browser, "#segment-button")
+        browser.wait_for("!document.querySelector('#cancel-button').disabled", 20, "the job to start")
+        time.sleep(1.0)
+        click_element(browser, "#cancel-button")
+        assert "cancelled" in browser.wait_for("document.querySelector('#message').textContent.trim()", 20, "the cancellation")
+        assert job_processes(server.process.pid) == []
+
         # segmentation: the same background job as the Slicer module, real model on the CPU
         click_element(browser, "#segment-button")
         browser.wait_for("!!document.querySelector('tr[data-level=\"L4-L5\"] td[data-key=\"volume_mm3\"]') || document.querySelector('#error').textContent.trim()", 240, "the segmentation and its table")
@@ -76,7 +84,37 @@ def test_review_page_end_to_end(tmp_path):
         volume_erased, erase_delay = wait_cell_change(browser, "L4-L5", "volume_mm3", volume_painted)
         browser.screenshot(shots / "5_erased.png")
         assert volume_erased == volume_before, f"erasing the painted stroke should give back {volume_before}, got {volume_erased}"
+        # undo brings the painted stroke back, redo erases it again
+        click_element(browser, "#undo-button")
+        assert wait_cell_change(browser, "L4-L5", "volume_mm3", volume_erased)[0] == volume_painted
+        click_element(browser, "#redo-button")
+        assert wait_cell_change(browser, "L4-L5", "volume_mm3", volume_painted)[0] == volume_before
         click_element(browser, "#tool-none")
+
+        # relabelling: all levels up one (discs follow), and back; a rename anatomy forbids is refused
+        click_element(browser, "#shift-up")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L3-L4\"]') && !document.querySelector('tr[data-level=\"L5-S1\"]')", 20, "levels shifted up")
+        assert cell(browser, "L3-L4", "volume_mm3") == volume_before  # the former L4-L5 disc
+        browser.screenshot(shots / "5b_shifted_up.png")
+        click_element(browser, "#shift-down")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L5-S1\"]')", 20, "levels shifted back")
+        assert cell(browser, "L4-L5", "volume_mm3") == volume_before
+        set_state(browser, "rename_from", "L5")
+        set_state(browser, "rename_to", "L6")
+        time.sleep(0.3)
+        click_element(browser, "#rename-button")
+        assert "not neighbours" in browser.wait_for("document.querySelector('#error').textContent.trim()", 10, "the refused rename")
+        set_state(browser, "error", "")
+        set_state(browser, "rename_from", "S1")
+        set_state(browser, "rename_to", "L6")
+        time.sleep(0.3)
+        click_element(browser, "#rename-button")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L5-L6\"]') && !!document.querySelector('tr[data-level=\"L6\"]')", 20, "S1 renamed L6")
+        set_state(browser, "rename_from", "L6")
+        set_state(browser, "rename_to", "S1")
+        time.sleep(0.3)
+        click_element(browser, "#rename-button")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L5-S1\"]')", 20, "L6 renamed back to S1")
 
         # click the L3 row: the slice views move to L3's centre (its centroid columns, RAS mm)
         click_element(browser, 'tr[data-level="L3"] td')
@@ -87,6 +125,8 @@ def test_review_page_end_to_end(tmp_path):
         assert abs(positions["axial"] - target["s"]) < 6 and abs(positions["sagittal"] - target["r"]) < 6 and abs(positions["coronal"] - target["a"]) < 10, (positions, target)
 
         # exports: the page's CSV equals `spineanalysis measure` on the page's own label map
+        click_element(browser, "#export-seg")
+        seg = browser_download(downloads, ".seg.nrrd")
         click_element(browser, "#export-labels")
         click_element(browser, "#export-csv")
         labels = browser_download(downloads, "_labels.nii.gz")
@@ -104,10 +144,33 @@ def test_review_page_end_to_end(tmp_path):
         for row in cli_rows:
             row.pop("quality")
         assert page_rows == cli_rows
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(seg))
+        reader.ReadImageInformation()
+        names = {reader.GetMetaData(k) for k in reader.GetMetaDataKeys() if k.startswith("Segment") and k.endswith("_Name")}
+        assert names == set(browser.evaluate("window.trame.state.get('segments')"))
         (shots / "timings.txt").write_text(f"first rendered views {first_view_s:.2f} s; paint->row {paint_delay:.2f} s; erase->row {erase_delay:.2f} s\n")
     finally:
         browser.close()
         server.close()
+
+
+def job_processes(server_pid: int) -> list[int]:
+    """Pids of segmentation jobs (``SpineAnalysisLib segment``) whose parent is the review server."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server_pid and b"segment" in command and b"SpineAnalysisLib" in command:
+            found.append(int(entry.name))
+    return found
 
 
 def browser_download(folder: Path, suffix: str, timeout: float = 30.0) -> Path:
