@@ -58,15 +58,8 @@ SUBREGION_CORD, SUBREGION_CANAL = 60, 61
 SUBREGION_IDS = frozenset(range(40, 65)) | {SUBREGION_DISC, SUBREGION_SACRUM}
 ENDPLATE_OFFSET = 200
 
-#: Parameters that need vertebral bodies: all rows of a vertebra, disc and the spine.
+#: Why every geometric value of a whole-vertebra map without a body map is withheld.
 NEEDS_BODIES = "needs vertebral bodies (this map labels whole vertebrae, body and arch): give --bodies BODY_MAP"
-
-
-def totalseg_name(label: int) -> str:
-    """TotalSegmentator's class name of one of its spine ids (26 -> "vertebrae_S1")."""
-    if label == TOTALSEG_SACRUM:
-        return "sacrum"
-    return "vertebrae_" + scheme.vertebra_name(TOTALSEG_VERTEBRAE[label])
 
 
 @dataclass
@@ -324,8 +317,13 @@ def level_discs(disc_mask: np.ndarray, bodies: np.ndarray, reference: sitk.Image
     pieces = sitk.GetArrayFromImage(sitk.ConnectedComponent(_image_like(disc_mask.astype(np.uint16), reference)))
     matrix = imageio.index_to_lps_matrix(reference)
     dropped = 0
-    for piece in range(1, int(pieces.max()) + 1):
-        kji = np.argwhere(pieces == piece)
+    flat = pieces.reshape(-1)
+    labelled = np.flatnonzero(flat)
+    ids = flat[labelled]
+    order = np.argsort(ids, kind="stable")
+    labelled, ids = labelled[order], ids[order]
+    for voxels in np.split(labelled, np.flatnonzero(np.diff(ids)) + 1):  # one group per connected piece
+        kji = np.stack(np.unravel_index(voxels, pieces.shape), axis=1)
         p = matrix[:3, :3] @ kji[:, ::-1].mean(axis=0) + matrix[:3, 3]
         best, best_distance = None, np.inf
         for above, ca, cb in pairs:

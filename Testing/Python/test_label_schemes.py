@@ -272,3 +272,21 @@ def test_totalsegmentator_cord_kept_and_organs_ignored(totalseg):
     values = sitk.GetArrayViewFromImage(translation.label_map)
     assert translation.scheme == "totalsegmentator" and np.count_nonzero(values == 60) == 60
     assert any("ignored (ids 5)" in note for note in translation.notes) and not np.isin(values, (5, 79)).any()
+
+
+def test_discs_take_their_levels_from_the_bodies_around_them():
+    """L2-L4 bodies stacked along S (1 mm voxels, LPS); disc slabs above L2, between the bodies and below L4,
+    and a stray piece far behind the column, which has no level."""
+    bodies = np.zeros((100, 40, 40), np.uint16)  # (k = S, j = P, i = L)
+    discs = np.zeros_like(bodies, dtype=bool)
+    for n, label in enumerate((21, 22, 23)):  # L2, L3, L4 from the top (k grows superiorly in LPS: top = high k)
+        top = 90 - n * 25
+        bodies[top - 18:top, 10:30, 10:30] = label
+        discs[top:top + 6, 10:30, 10:30] = True
+    discs[14:20, 10:30, 10:30] = True  # below L4 (its body spans k 22-39)
+    discs[60:62, 36:39, 0:3] = True  # stray
+    reference = sitk.GetImageFromArray(bodies)
+    levelled, notes = label_schemes.level_discs(discs, bodies, reference)
+    found = {int(v): int(np.count_nonzero(levelled == v)) for v in np.unique(levelled) if v}
+    assert found == {120: 2400, 121: 2400, 122: 2400, 123: 2400}  # L1-L2 (above L2), L2-L3, L3-L4, L4-L5 (below L4)
+    assert notes and "left out" in notes[0] and levelled[60, 37, 1] == 0
