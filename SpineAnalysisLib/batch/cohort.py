@@ -82,6 +82,14 @@ def case_quality(case_dir: Path, rows: list[dict] | None = None) -> dict:
     return {"status": "ok", "reasons": ["not assessed (written before quality statuses)"]}
 
 
+def is_ct_case(case_dir: Path) -> bool:
+    """True when the case's summary.json says its image is a CT (cases measured from a given segmentation)."""
+    try:
+        return json.loads((Path(case_dir) / "summary.json").read_text(encoding="utf-8")).get("modality") == "CT"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def iter_case_rows(outdir: Path, cases: list[Case], qualities: dict | None = None):
     """(case, tidy rows) of every finished case, in case-id order, read from its own files one case at a time.
     ``qualities``, when given, receives case_id -> :func:`case_quality`."""
@@ -191,7 +199,8 @@ def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *
 
     The cohort table is streamed ``batch_cases`` cases at a time; only the disc rows that the normative comparison
     and the report use are kept in memory (about 20 per case). Cases whose quality status is not "ok" are in the
-    table but not in the normative comparison or the report's statistics unless ``include_flagged``."""
+    table but not in the normative comparison or the report's statistics unless ``include_flagged``; CT cases never
+    are (the references are MRI populations)."""
     from . import normative
     from .html import REPORT_PARAMETERS
 
@@ -206,7 +215,8 @@ def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *
     try:
         for count, (case, rows) in enumerate(iter_case_rows(outdir, cases, qualities), start=1):
             pending.extend(rows)
-            if include_flagged or qualities[case.case_id]["status"] == "ok":
+            # the normative references are MRI populations: CT cases (a given segmentation) stay out of them
+            if (include_flagged or qualities[case.case_id]["status"] == "ok") and not is_ct_case(BatchState(outdir).case_dir(case)):
                 kept.extend(r for r in rows if r["structure"] == "disc" and r["parameter"] in REPORT_PARAMETERS and r["value"] is not None)
             if count % batch_cases == 0:
                 writer.write(pending)

@@ -251,6 +251,8 @@ def test_batch_with_a_labels_column_measures_the_given_segmentations(tmp_path):
         assert any(r["parameter"] == "trabecular_hu" and r["value"] is not None for r in rows)
     errors = (tmp_path / "out" / "errors.csv").read_text()
     assert "sometool" in errors
+    normative = (tmp_path / "out" / "normative.csv").read_text().strip().splitlines()
+    assert len(normative) == 1  # header only: CT discs are not compared with the MRI references
 
 
 @needs_samples
