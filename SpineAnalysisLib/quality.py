@@ -51,8 +51,9 @@ class Range:
 
 _SUPINE = "supine T12-S1 lordosis 36.8 ± 13.2° in 627 healthy adults (PMC6680033)"
 _MEYERDING = "Meyerding 1932: grades I-IV span 0-100 % of the lower endplate"
-_DISC = "a labelled disc thinner than 1 mm is below MR resolution; healthy lumbar discs are 6-16 mm (expert masks, docs/validation.md)"
-_BODY = "expert masks of 63 volunteers: body heights 14-36 mm; a grade-3 crush keeps about 40 %"
+_DISC = ("a labelled disc thinner than 1 mm is below MR resolution; the shared expert masks' 366 discs measure 2.2-20.7 mm "
+         "(docs/validation.md)")
+_BODY = "the shared expert masks (63 cases): body heights 14-36 mm; a grade-3 crush keeps about 40 %"
 
 #: (structure, parameter) -> the range anatomy allows. Bounds marked "chosen here" are not published ranges but
 #: far outside every published mean ± 3 SD; a value beyond them is a failed measurement.
@@ -61,7 +62,7 @@ PHYSICAL_RANGES: dict[tuple[str, str], Range] = {
     ("spine", "lumbar_lordosis_deg"): Range(0.0, 90.0, _SUPINE + "; 0 is 2.8 SD below the supine mean"),
     ("spine", "sacral_slope_deg"): Range(0.0, 75.0, "standing sacral slope 40 ± 10° (Dorr, PMC7340719), smaller supine"),
     ("spine", "cobb_max_deg"): Range(0.0, 120.0, "chosen here: beyond the most severe operated scolioses"),
-    ("disc", "segmental_angle_deg"): Range(-25.0, 40.0, "chosen here: one level beyond the whole lumbar range of " + _SUPINE),
+    ("disc", "segmental_angle_deg"): Range(-25.0, 40.0, "chosen here; the shared expert masks' 366 discs: -12 to 15°"),
     ("disc", "height_anterior_mm"): Range(1.0, 25.0, _DISC),
     ("disc", "height_middle_mm"): Range(1.0, 25.0, _DISC),
     ("disc", "height_posterior_mm"): Range(1.0, 25.0, _DISC),
@@ -71,8 +72,8 @@ PHYSICAL_RANGES: dict[tuple[str, str], Range] = {
     ("vertebra", "height_anterior_mm"): Range(5.0, 50.0, _BODY),
     ("vertebra", "height_middle_mm"): Range(5.0, 50.0, _BODY),
     ("vertebra", "height_posterior_mm"): Range(5.0, 50.0, _BODY),
-    ("vertebra", "wedge_ratio"): Range(0.2, 2.5, "expert masks: 0.69-1.94"),
-    ("vertebra", "ap_depth_mm"): Range(12.0, 70.0, "expert masks: 21-41 mm (T10-S1)"),
+    ("vertebra", "wedge_ratio"): Range(0.2, 2.5, "chosen here; the shared expert masks: 0.69-1.94"),
+    ("vertebra", "ap_depth_mm"): Range(12.0, 70.0, "chosen here; the shared expert masks: 21-41 mm (T10-S1)"),
 }
 
 #: parameter -> the parameters of the same structure computed from it (withheld together with it)
