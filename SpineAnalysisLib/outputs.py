@@ -48,7 +48,8 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...] | None 
     written, or exists (unless ``overwrite``)."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{option} {path}: is a folder; the {what} is a file (e.g. {path / ('labels' + (suffixes or ('.nii.gz',))[0])})")
+        example = f" (e.g. {path / ('labels' + suffixes[0])})" if suffixes == LABEL_MAP_SUFFIXES else ""
+        raise InputError(f"{option} {path}: is a folder; the {what} is a file{example}")
     if suffixes and not path.name.lower().endswith(suffixes):
         why = " (a 3D format that keeps the grid)" if suffixes == LABEL_MAP_SUFFIXES else ""
         raise InputError(f"{option} {path}: the {what} must be written as {', '.join(suffixes)}{why}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..outputs import LABEL_MAP_SUFFIXES, check_output_file
 from .options import add_subject_options
 
 COMMANDS = ("export-training", "finetune", "dicom-seg", "export-measurements")
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "dicom-seg":
         from ..dicomseg import read_dicom_seg, write_dicom_seg
 
+        check_output_file(args.output, LABEL_MAP_SUFFIXES if args.read else None, overwrite=True, what="label map" if args.read else "DICOM SEG")
         if args.read:
             label_map, names = read_dicom_seg(args.first, args.second, unknown="skip" if args.skip_unknown else "error")
             imageio.write_image(label_map, args.output)
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     if args.command == "export-measurements":
+        check_output_file(args.output, overwrite=True, what="table")
         from ..measurements import measure_case
         from ..measurements_export import write_structured_csv
 

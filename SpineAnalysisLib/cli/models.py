@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..outputs import check_output_file
 from .options import add_model_options, progress_printer
 
 COMMANDS = ("evaluate", "train", "export-model", "models")
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import imageio
 
     if args.command == "evaluate":
+        if args.output:
+            check_output_file(args.output, overwrite=True)  # a folder or an unwritable place: refused before the scoring
         from ..evaluation import evaluate_model, format_report
 
         report = evaluate_model(data_dir=args.data, cases=args.cases, model_name=args.model, device=args.device, progress=progress_printer(args.progress), fast=args.fast,
@@ -112,17 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
         from ..model.store import initial_weights
 
-        if not 0.0 <= args.random_centre_fraction <= 1.0:
-            raise InputError(f"--random-centre-fraction must be between 0 and 1, got {args.random_centre_fraction:g}")
-        if not 0.0 <= args.augmentation_strength <= 1.0:
-            raise InputError(f"--augmentation-strength must be between 0 and 1, got {args.augmentation_strength:g}")
-        if not 0.0 <= args.synthetic_disc_share < 1.0:
-            raise InputError(f"--synthetic-disc-share must be at least 0 and below 1, got {args.synthetic_disc_share:g}")
-        if not 0.0 <= args.class_dice_weight <= 10.0:
-            raise InputError(f"--class-dice-weight must be between 0 and 10, got {args.class_dice_weight:g}")
-        if not 0.0 <= args.average_weights_from < 1.0:
-            raise InputError(f"--average-weights-from must be at least 0 and below 1, got {args.average_weights_from:g}")
-        config = TrainingConfig(
+        config = TrainingConfig(  # checks its own ranges
             steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",

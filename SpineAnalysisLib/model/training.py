@@ -72,6 +72,29 @@ class TrainingConfig:
     # :func:`~.losses.class_dice_loss`) added to the loss; 0: off, as for the phases up to 1.9.0
     class_dice_weight: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Range checks, so that a bad value is refused in one line before any data is read."""
+        for name, (low, high, high_included) in _RANGES.items():
+            value = getattr(self, name)
+            if not (low <= value <= high if high_included else low <= value < high):
+                bound = f"between {low:g} and {high:g}" if high_included else f"at least {low:g} and below {high:g}"
+                raise InputError(f"--{name.replace('_', '-')} must be {bound}, got {value:g}")
+        for name in ("steps", "batch_size", "threads", "validate_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise InputError(f"--learning-rate must be above 0, got {self.learning_rate:g}")
+
+
+#: TrainingConfig field -> (lowest, highest, highest allowed): shares of samples or of the run, and weights
+_RANGES = {
+    "random_centre_fraction": (0.0, 1.0, True),
+    "augmentation_strength": (0.0, 1.0, True),
+    "synthetic_disc_share": (0.0, 1.0, False),
+    "class_dice_weight": (0.0, 10.0, True),
+    "average_weights_from": (0.0, 1.0, False),
+}
+
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
     total = prediction.sum() + truth.sum()
