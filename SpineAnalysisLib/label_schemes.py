@@ -73,11 +73,12 @@ class Translation:
     notes: list[str] = field(default_factory=list)
 
     def levels(self) -> list[str]:
-        values = _present(self.label_map)
+        values = present_labels(self.label_map)
         return [scheme.vertebra_name(v) for v in sorted((v for v in values if scheme.is_vertebra(v)), key=scheme.anatomical_rank)]
 
 
-def _present(image: sitk.Image) -> list[int]:
+def present_labels(image: sitk.Image) -> list[int]:
+    """The non-zero label values of ``image``, sorted; InputError for negative or non-integer values."""
     array = sitk.GetArrayViewFromImage(image)
     flat = array.reshape(-1)
     values = flat[np.flatnonzero(flat)]
@@ -177,7 +178,7 @@ def _is_chain(vertebrae: list[int]) -> bool:
 
 def recognise(label_map: sitk.Image) -> tuple[str, str]:
     """The scheme of ``label_map`` from its label values: (scheme, reason). InputError when unclear."""
-    values = _present(label_map)
+    values = present_labels(label_map)
     if not values:
         raise InputError("label map: is empty (no labelled voxel)")
     present = set(values)
@@ -262,7 +263,7 @@ def _whole_vertebra_mapping(name: str, values: list[int]) -> tuple[dict[int, int
 
 def _body_classes(body_map: sitk.Image) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], str]:
     """(body mask, disc mask, {cord/canal label: mask}, kind) of a body map; InputError for other maps."""
-    values = set(_present(body_map))
+    values = set(present_labels(body_map))
     array = sitk.GetArrayViewFromImage(body_map)
     if not values:
         raise InputError("--bodies: the body map is empty")
@@ -367,7 +368,7 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
                 "maps: if it holds whole vertebrae, name its scheme (--label-scheme verse|spineps)"
             )
         return Translation(label_map, name, reason, True)
-    values = _present(label_map)
+    values = present_labels(label_map)
     mapping, notes = _whole_vertebra_mapping(name, values)
     source = sitk.GetArrayViewFromImage(label_map)
     mapped = _lookup(values, mapping)[source.astype(np.int64, copy=False)]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import SimpleITK as sitk
 
 from . import imageio, label_schemes, modality
-from .errors import InputError
 from . import labels as scheme
+from .errors import InputError
 from .measure import alignment, disc, inputs, trabecular, vertebra
 from .measurements import Measurement, measure_case, write_measurements
 from .quality import assess
@@ -66,7 +66,7 @@ class SegmentationResult:
 
 def _withheld_rows(label_map: sitk.Image) -> list[Measurement]:
     """Every row of a whole-vertebra map without bodies, value None with the reason."""
-    values = label_schemes._present(label_map)
+    values = label_schemes.present_labels(label_map)
     structures = [(v, "vertebra") for v in values if scheme.is_vertebra(v)] + [(v, "disc") for v in values if scheme.is_disc(v)]
     structures.sort(key=lambda item: scheme.anatomical_rank(item[0]))
     rows = []
