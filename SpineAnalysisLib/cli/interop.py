@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "export-training":
         from ..annotation import export_training_case
 
-        image = imageio.read_image(args.image)
+        image = imageio.read_scan(args.image)
         corrected = _read_labels(args.labels, image)
         original = None
         if args.original:
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         from ..measurements import measure_case
         from ..measurements_export import write_structured_csv
 
-        image = imageio.read_image(args.image)
+        image = imageio.read_scan(args.image)
         label_map = _read_labels(args.labels, image)
         measurements = measure_case(image, label_map, sex=args.sex, age=args.age)
         path = write_structured_csv(measurements, args.output, image=image, include_patient_id=not args.no_patient_id)
