@@ -40,7 +40,7 @@ demo: $(STAMP)
 test: $(STAMP) $(WEB_STAMP) check-py39 test-slicer512 check-wheel
 	$(PY) -m pytest -q Testing/Python
 	# the review page end to end in headless Chromium, in the web environment (trame-slicer)
-	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(WEB_PY) -m pytest -q Testing/Python/test_web_e2e.py
+	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(WEB_PY) -m pytest -q Testing/Python/test_web_scene.py Testing/Python/test_web_e2e.py
 
 # --- Supported Slicer versions (issue #26) -------------------------------------------------------------
 # Slicer 5.8 runs Python 3.9: every .py file must compile there and the library parts the module imports must

@@ -242,7 +242,6 @@ class ReviewApp(TrameApp):
 
     def _show_segmentation(self, segmentation_node) -> None:
         self.editor.set_active_segmentation(segmentation_node, self.case.volume_node)
-        self.case.apply_scheme_colors()
         self.editor.show_3d(True)
         names = list(self.case.segment_names().values())
         with self.state:

@@ -41,6 +41,46 @@ def array_of_volume(node) -> np.ndarray:
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
 
 
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+class VoxelOrder:
+    """Between the voxel order of Slicer's volume node and that of the library's SimpleITK image.
+
+    Both place every voxel at the same RAS position, but Slicer's reader stores a left-handed grid (e.g. a
+    NIfTI whose axes form a left-handed system) with one axis reversed. Arrays are (k, j, i), as
+    ``sitk.GetArrayFromImage`` and :func:`array_of_volume` give them.
+    """
+
+    def __init__(self, node, image: sitk.Image):
+        image_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ imageio.index_to_lps_matrix(image)
+        mapping = np.linalg.inv(image_ras) @ ijk_to_ras(node)  # node (i, j, k) -> image (i, j, k)
+        signed = np.round(mapping[:3, :3])
+        if not np.allclose(mapping[:3, :3], signed, atol=1e-4) or sorted(np.abs(signed).sum(axis=0)) != [1, 1, 1]:
+            raise InputError("Slicer placed this image's voxels differently from SimpleITK (not a flip or axis order); cannot review it")
+        self.axes = [int(np.argmax(np.abs(signed[a]))) for a in range(3)]  # image axis a <- node axis axes[a]
+        self.flips = [bool(signed[a, self.axes[a]] < 0) for a in range(3)]
+
+    def to_image(self, node_array: np.ndarray) -> np.ndarray:
+        ijk = np.transpose(node_array, (2, 1, 0))  # node (i, j, k)
+        ijk = np.transpose(ijk, self.axes)
+        for axis, flip in enumerate(self.flips):
+            if flip:
+                ijk = np.flip(ijk, axis)
+        return np.ascontiguousarray(np.transpose(ijk, (2, 1, 0)))
+
+    def to_node(self, image_array: np.ndarray) -> np.ndarray:
+        ijk = np.transpose(image_array, (2, 1, 0))  # image (i, j, k)
+        for axis, flip in enumerate(self.flips):
+            if flip:
+                ijk = np.flip(ijk, axis)
+        ijk = np.transpose(ijk, np.argsort(self.axes))
+        return np.ascontiguousarray(np.transpose(ijk, (2, 1, 0)))
+
+
 class ReviewScene:
     """One case on a trame-slicer scene: the input volume and its segmentation."""
 
@@ -52,6 +92,7 @@ class ReviewScene:
         self.image: sitk.Image | None = None  # the input as the library sees it
         self.source_path: Path | None = None
         self.dicom_folder: Path | None = None
+        self.order: VoxelOrder | None = None
         self._work = Path(tempfile.mkdtemp(prefix="spineanalysis-scene-"))
 
     # -- loading -------------------------------------------------------------------------------------
@@ -69,8 +110,13 @@ class ReviewScene:
         node = self.app.volumes_logic.AddArchetypeVolume(str(readable), name, 0)
         if node is None:
             raise InputError(f"{path.name}: Slicer could not read this image")
+        try:
+            order = VoxelOrder(node, image)
+        except InputError:
+            self.scene.RemoveNode(node)
+            raise
         self.clear()
-        self.volume_node, self.image, self.source_path = node, image, path
+        self.volume_node, self.image, self.source_path, self.order = node, image, path, order
         self.dicom_folder = path if path.is_dir() else None
         return node
 
@@ -102,7 +148,7 @@ class ReviewScene:
                 colors.SetColor(label, "", 0.0, 0.0, 0.0, 0.0)
             for label in present:
                 colors.SetColor(label, names[label], *scheme.structure_color(label), 1.0)
-            self._fill_like_volume(label_node, array)
+            self._fill_like_volume(label_node, self.order.to_node(array))
             label_node.CreateDefaultDisplayNodes()
             label_node.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
             if self.segmentation_node is None:
@@ -116,10 +162,11 @@ class ReviewScene:
         finally:
             self.scene.RemoveNode(label_node)
             self.scene.RemoveNode(colors)
+        self.apply_scheme_colors()  # exact colours (the colour table keeps 8 bits per channel)
         return self.segmentation_node
 
     def _fill_like_volume(self, node, array: np.ndarray) -> None:
-        """Put ``array`` (k, j, i) into ``node`` on exactly the input volume's voxel grid."""
+        """Put ``array`` (k, j, i, in the volume node's voxel order) into ``node`` on exactly its voxel grid."""
         matrix = vtkMatrix4x4()
         self.volume_node.GetIJKToRASMatrix(matrix)
         node.SetIJKToRASMatrix(matrix)
@@ -155,7 +202,7 @@ class ReviewScene:
     def label_array(self) -> np.ndarray:
         """Scheme label values (from the segment names) on the input's voxel grid, as a (k, j, i) array."""
         labels = self.segment_labels()
-        shape = array_of_volume(self.volume_node).shape
+        shape = tuple(self.image.GetSize())[::-1]
         if not labels:
             return np.zeros(shape, dtype=np.uint16)
         slicer = _slicer()
@@ -176,7 +223,7 @@ class ReviewScene:
             )
             if not ok:
                 raise InputError("the segmentation could not be exported to a label map")
-            array = np.array(array_of_volume(label_node), dtype=np.uint16, copy=True)
+            array = self.order.to_image(np.asarray(array_of_volume(label_node), dtype=np.uint16))
         finally:
             self.scene.RemoveNode(label_node)
             self.scene.RemoveNode(colors)

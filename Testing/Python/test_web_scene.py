@@ -1,0 +1,107 @@
+"""The review page's MRML side (SpineAnalysisLib.web.scene) on trame-slicer's real scene, without a browser.
+
+Runs in ``.venv-web`` (``make test`` runs it there); skips where trame-slicer is not installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("trame_slicer", reason="trame-slicer is not in this environment: the test runs in .venv-web ('make web'; make test runs it)")
+sys.path.insert(0, str(Path(__file__).parent))
+from dicom_series import spine_phantom, write_mr_series  # noqa: E402
+from trame_slicer.core import SlicerApp  # noqa: E402
+
+from SpineAnalysisLib import dicomseg, imageio  # noqa: E402
+from SpineAnalysisLib import labels as scheme  # noqa: E402
+from SpineAnalysisLib.errors import InputError  # noqa: E402
+from SpineAnalysisLib.measurements import measure_case  # noqa: E402
+from SpineAnalysisLib.web.scene import ReviewScene, array_of_volume, ijk_to_ras  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+SAMPLE_LABELS = REPO / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_labels.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def slicer_app():
+    return SlicerApp()
+
+
+@pytest.fixture
+def case(slicer_app):
+    scene = ReviewScene(slicer_app)
+    yield scene
+    scene.clear()
+    scene.close()
+
+
+def voxel_centres_ras(matrix: np.ndarray, shape_kji) -> np.ndarray:
+    """RAS centres of all voxels, in (k, j, i) array order."""
+    k, j, i = np.meshgrid(*[np.arange(n) for n in shape_kji], indexing="ij")
+    ijk1 = np.stack([i, j, k, np.ones_like(i)], axis=-1).astype(float)
+    return ijk1 @ matrix.T
+
+
+def test_sample_is_placed_as_in_slicer_and_measured_like_the_files(case):
+    volume = case.load_image(SAMPLE)
+    # Slicer's reader turns the sample's left-handed grid around (one axis reversed), SimpleITK keeps it: every
+    # voxel must still sit at the same RAS point with the same value
+    node_ras = voxel_centres_ras(ijk_to_ras(volume), array_of_volume(volume).shape)
+    image_ras = voxel_centres_ras(np.diag([-1.0, -1.0, 1.0, 1.0]) @ imageio.index_to_lps_matrix(case.image), case.image.GetSize()[::-1])
+    np.testing.assert_allclose(case.order.to_image(node_ras[..., 0]), image_ras[..., 0], atol=1e-6)
+    np.testing.assert_allclose(case.order.to_image(node_ras[..., 2]), image_ras[..., 2], atol=1e-6)
+    np.testing.assert_array_equal(case.order.to_image(array_of_volume(volume)), sitk.GetArrayViewFromImage(case.image))
+    assert case.order.flips != [False, False, False]  # the sample is one of those grids
+    case.load_labels(SAMPLE_LABELS)
+    assert list(case.segment_names().values()) == ["L1", "L2", "L3", "L4", "L5"]
+    segment = case.segmentation_node.GetSegmentation().GetSegment(case.segment_id("L3"))
+    np.testing.assert_allclose(segment.GetColor(), scheme.structure_color(22), atol=1e-6)
+    labels = imageio.read_label_map(SAMPLE_LABELS, reference=case.image)
+    np.testing.assert_array_equal(case.label_array(), sitk.GetArrayViewFromImage(labels))
+    assert case.measure() == measure_case(case.image, labels)
+    r, a, s = case.jump_to("L3")
+    assert abs(s - float(next(m.value for m in case.measure() if m.level == "L3" and m.parameter == "centroid_s_mm"))) < 3
+
+
+def test_relabel_renames_segments_and_their_colours(case):
+    case.load_image(SAMPLE)
+    case.load_labels(SAMPLE_LABELS)
+    assert case.shift_levels(1) == {"L1": "L2", "L2": "L3", "L3": "L4", "L4": "L5", "L5": "S1"}
+    segment = case.segmentation_node.GetSegmentation().GetSegment(case.segment_id("S1"))
+    np.testing.assert_allclose(segment.GetColor(), scheme.structure_color(26), atol=1e-6)
+    assert sorted(np.unique(case.label_array()).tolist()) == [0, 21, 22, 23, 24, 26]
+    with pytest.raises(ValueError, match="two vertebrae would be called L3"):
+        case.relabel({"L2": "L3"})
+    assert list(case.segment_names().values()) == ["L2", "L3", "L4", "L5", "S1"]  # a refused rename changes nothing
+
+
+def test_dicom_series_in_dicom_seg_out(case, tmp_path):
+    image_array, labels = spine_phantom()
+    write_mr_series(tmp_path / "mr", image_array)
+    case.load_image(tmp_path / "mr")
+    reference = imageio.read_image(tmp_path / "mr")
+    np.testing.assert_array_equal(case.order.to_image(array_of_volume(case.volume_node)), image_array)
+    case.import_labels(imageio.label_map_like(labels, reference))
+    np.testing.assert_array_equal(case.label_array(), labels)
+    path = case.write_dicom_seg(tmp_path / "seg.dcm")
+    back, names = dicomseg.read_dicom_seg(path, tmp_path / "mr")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
+    assert names == {22: "L3", 122: "L3-L4", 23: "L4", 123: "L4-L5", 24: "L5"}
+    seg = case.write_seg_nrrd(tmp_path / "case.seg.nrrd")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(seg))
+    reader.ReadImageInformation()
+    assert {reader.GetMetaData(k) for k in reader.GetMetaDataKeys() if k.endswith("_Name")} == {"L3", "L3-L4", "L4", "L4-L5", "L5"}
+
+
+def test_dicom_seg_needs_a_dicom_input(case, tmp_path):
+    case.load_image(SAMPLE)
+    case.load_labels(SAMPLE_LABELS)
+    with pytest.raises(InputError, match="needs a DICOM input series"):
+        case.write_dicom_seg(tmp_path / "seg.dcm")
