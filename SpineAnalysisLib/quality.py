@@ -109,10 +109,13 @@ class Quality:
 
     def banner(self) -> str:
         """One line for a report's top: 'quality: failed - reason; reason'."""
-        text = f"quality: {self.status}"
-        if self.reasons:
-            text += " — " + "; ".join(self.reasons)
-        return text
+        return banner_text(self.status, self.reasons)
+
+
+def banner_text(status: str, reasons: Iterable[str] = ()) -> str:
+    """'quality: STATUS — reason; reason' (also for a ``summary["quality"]`` read back from summary.json)."""
+    reasons = list(reasons)
+    return f"quality: {status}" + (" — " + "; ".join(reasons) if reasons else "")
 
 
 def _fmt(value: float) -> str:

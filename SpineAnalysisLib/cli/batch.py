@@ -36,6 +36,9 @@ def add_commands(commands) -> None:
                                              "outputs (runs nothing; also while a batch is running elsewhere, for a snapshot).")
     report.add_argument("outdir", help="output folder of 'spineanalysis batch'")
     _add_cohort_options(report)
+    report.add_argument("--include-flagged-cases", action="store_true",
+                        help="count cases whose quality status is 'review' or 'failed' in the normative comparison and the report's "
+                             "statistics too (default: they are listed first and left out)")
 
 
 def _add_cohort_options(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "cohort-report":
         from ..batch.cohort import rebuild_cohort
 
-        outputs = rebuild_cohort(args.outdir, min_reference_n=args.min_reference_n, reference=args.reference, report=not args.no_report)
+        outputs = rebuild_cohort(args.outdir, min_reference_n=args.min_reference_n, reference=args.reference, report=not args.no_report,
+                                 include_flagged=args.include_flagged_cases)
         for name, path in outputs.items():
             print(f"{name}: {path}")
         return 0

@@ -113,6 +113,11 @@ def _analyze(args: argparse.Namespace) -> int:
                       progress=progress_printer(args.progress), threads=settings.threads, fast=settings.fast, image=image)
     for name, path in outputs.items():
         print(f"{name}: {path}")
+    from ..quality import banner_text
+
+    quality = json.loads(Path(outputs["summary"]).read_text(encoding="utf-8")).get("quality") or {}
+    if quality.get("status"):
+        print(banner_text(quality["status"], quality.get("reasons", [])))
     return 0
 
 

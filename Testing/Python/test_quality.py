@@ -129,8 +129,11 @@ def test_cohort_report_lists_failed_and_review_cases_first_and_leaves_them_out_o
     assert {(r["case_id"], r["quality"]) for r in table} == {("good", "ok"), ("bad", "failed"), ("doubtful", "review")}
     normative_rows = list(csv.DictReader(outputs["normative_csv"].open(encoding="utf-8", newline="")))
     assert {r["case_id"] for r in normative_rows} == {"good"}  # the failed and review cases are not in the statistics
-    everything = cohort.rebuild_cohort(tmp_path, include_flagged=True)
-    assert {r["case_id"] for r in csv.DictReader(everything["normative_csv"].open(encoding="utf-8", newline=""))} == {"good", "bad", "doubtful"}
+    from SpineAnalysisLib.cli import main
+
+    assert main(["cohort-report", str(tmp_path), "--include-flagged-cases"]) == 0
+    assert {r["case_id"] for r in csv.DictReader(outputs["normative_csv"].open(encoding="utf-8", newline=""))} == {"good", "bad", "doubtful"}
+    assert "Failed cases (2)" in outputs["report"].read_text(encoding="utf-8")  # still listed first
 
 
 def test_the_same_value_gets_the_same_flag_in_table_rows_report_csv_and_html(tmp_path):
