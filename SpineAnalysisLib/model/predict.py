@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from .classes import VERTEBRA_CHANNELS
@@ -92,6 +93,7 @@ def predict_volume(
     test_time_scales: tuple[float, ...] = (1.0,),
     body_probability_threshold: float = 0.0,
     test_time_mirror: bool = False,
+    edge_pads: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class map and its probability for a normalised canonical volume (slice, row, column).
 
@@ -102,7 +104,10 @@ def predict_volume(
     apart than twice the width (thick-slice acquisitions) are not mixed. A 2.5D network (built by
     :func:`~.network.build_network` with more than one input channel) is fed each slice with its
     neighbours, chosen for ``slice_spacing_mm`` by :func:`~.network.input_slice_offsets`;
-    ``test_time_mirror`` also feeds them in reverse order (the left-right mirror image) and averages. Returns (channel index uint8,
+    ``test_time_mirror`` also feeds them in reverse order (the left-right mirror image) and averages.
+    ``edge_pads`` (top, bottom, front, back; pixels of ``volume``): mirror the slices outwards by that
+    much before the network and drop it from its output, so that structures reaching the image edge
+    are labelled up to it (the network's own zero padding leaves the outer millimetres unlabelled). Returns (channel index uint8,
     max probability float16) arrays; memory stays bounded by one batch of probabilities plus the
     few neighbouring slices the smoothing keeps.
     """
@@ -124,7 +129,7 @@ def predict_volume(
             stop = min(n_slices, start + slices_per_batch)
             inputs = gather_slices(volume, np.arange(start, stop), offsets)
             batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(device)
-            probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp, test_time_mirror)
+            probs = _scale_averaged_probabilities(network, batch, tuple(size), test_time_scales, slices_per_batch, amp, test_time_mirror, edge_pads)
             buffer = probs if buffer is None or not len(buffer) else torch.cat([buffer, probs])  # no copy without smoothing
             ready = n_slices if stop == n_slices else stop - halo  # slices whose neighbours have all run
             if ready > done:
@@ -142,11 +147,17 @@ def predict_volume(
 
 def _scale_averaged_probabilities(
     network: torch.nn.Module, batch: torch.Tensor, size: tuple[int, int], scales: tuple[float, ...], slices_per_batch: int, amp: bool,
-    mirror: bool = False,
+    mirror: bool = False, edge_pads: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> torch.Tensor:
     """Class probabilities on ``size`` pixels, averaged over the network run at each in-plane zoom
-    (and, with ``mirror``, on each zoom of the left-right mirror: the input channels in reverse order)."""
+    (and, with ``mirror``, on each zoom of the left-right mirror: the input channels in reverse order);
+    ``edge_pads``: see :func:`predict_volume`."""
     total: torch.Tensor | None = None
+    inner_height, inner_width = batch.shape[-2:]
+    top, bottom, front, back = (min(p, n - 1) for p, n in zip(edge_pads, (inner_height, inner_height, inner_width, inner_width)))
+    padded = bool(top or bottom or front or back)
+    if padded:
+        batch = F.pad(batch, (front, back, top, bottom), mode="reflect")
     height, width = batch.shape[-2:]
     views = (batch, batch.flip(1)) if mirror else (batch,)
     for view, scale in itertools.product(views, scales):
@@ -155,12 +166,29 @@ def _scale_averaged_probabilities(
             logits = sliding_window_inference(
                 zoomed, roi_size=_window_for(zoomed.shape[-2:]), sw_batch_size=slices_per_batch, predictor=network, overlap=0.25, mode="gaussian"
             )
-        probs = torch.softmax(resample_slices(logits.float(), size), dim=1)
+        logits = logits.float()
+        if padded:
+            logits = resample_slices(logits, (height, width))[..., top : top + inner_height, front : front + inner_width]
+        probs = torch.softmax(resample_slices(logits, size), dim=1)
         total = probs if total is None else total.add_(probs)
     if total is None:
         raise ValueError("at least one test-time scale is needed")
     runs = len(views) * len(scales)
     return total / runs if runs > 1 else total
+
+
+def coarse_structures(network: torch.nn.Module, inputs: np.ndarray, device: torch.device, output_size: tuple[int, int],
+                      slices_per_batch: int = 8, amp: bool = False) -> np.ndarray:
+    """Body-or-disc booleans (N, *output_size) of the coarse pass: the network once (one zoom, plain
+    argmax) on ``inputs`` (N, input channels, rows, columns; normalised, 1 mm pixels)."""
+    network.eval()
+    found = np.zeros((len(inputs), *output_size), bool)
+    with torch.inference_mode():
+        for start in range(0, len(inputs), slices_per_batch):
+            batch = torch.from_numpy(np.ascontiguousarray(inputs[start : start + slices_per_batch], dtype=np.float32)).to(device)
+            probs = _scale_averaged_probabilities(network, batch, tuple(output_size), (1.0,), slices_per_batch, amp)
+            found[start : start + len(batch)] = (probs.argmax(dim=1) > 0).cpu().numpy()
+    return found
 
 
 def decide_classes(probs: torch.Tensor, body_probability_threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

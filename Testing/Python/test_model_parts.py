@@ -445,15 +445,13 @@ def test_test_time_mirror_averages_the_left_right_mirrored_volume():
     np.testing.assert_allclose(again_confidence[::-1].astype(np.float32), confidence.astype(np.float32), atol=2e-3)
 
 
-def test_fast_inference_leaves_out_the_zooms_and_the_mirror():
+def test_fast_is_deprecated_and_keeps_the_models_settings():
     from SpineAnalysisLib.inference import inference_settings
 
     info = store.find_model()
     mirrored = dataclasses.replace(info, manifest=dict(info.manifest, inference=dict(info.manifest["inference"], test_time_mirror=True)))
     assert inference_settings(mirrored).test_time_mirror and len(inference_settings(mirrored).test_time_scales) == 3
-    fast = inference_settings(mirrored, fast=True)
-    assert not fast.test_time_mirror and fast.test_time_scales == (1.0,)
-    assert fast.body_probability_threshold == inference_settings(mirrored).body_probability_threshold
+    assert inference_settings(mirrored, fast=True) == inference_settings(mirrored)
 
 
 @pytest.mark.parametrize(
