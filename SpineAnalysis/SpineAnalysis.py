@@ -13,17 +13,13 @@ holds the Slicer side only:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import json
 import logging
-import math
 import os
 import shutil
 import sys
 import tempfile
 import unittest
-import uuid
 from typing import Annotated
 
 import numpy as np
@@ -71,47 +67,44 @@ import SimpleITK as sitk  # noqa: E402
 from SpineAnalysisLib import errors as spineErrors  # noqa: E402
 from SpineAnalysisLib import imageio as spineIO  # noqa: E402
 from SpineAnalysisLib import labels as scheme  # noqa: E402
-from SpineAnalysisLib import quality as quality_checks  # noqa: E402
-from SpineAnalysisLib.measure import flags as normal_range  # noqa: E402
 from SpineAnalysisLib import relabel as relabelling  # noqa: E402
+from SpineAnalysisLib import measurements as spineMeasurements  # noqa: E402
 from SpineAnalysisLib import results_table  # noqa: E402
-from SpineAnalysisLib.background import BackgroundProcess  # noqa: E402
-from SpineAnalysisSlicer import compat, dependencies, dicomsource, feedback, terminology  # noqa: E402
+from SpineAnalysisLib.cli.options import DEVICES  # noqa: E402  (the one list of devices, shared with the CLI)
+from SpineAnalysisSlicer import (  # noqa: E402
+    compat,
+    dependencies,
+    dicomsource,
+    exports,
+    feedback,
+    inputs,
+    job,
+    labelmaps,
+    modeloutput,
+    otherschemes,
+    segments,
+    table,
+    terminology,
+    volumes,
+    watcher,
+)
 
-#: Terminology of the segments: the module's own context (Resources/Terminology), loaded at start-up.
+# Names kept for scripts and tests that used them from this module.
 TERMINOLOGY_CONTEXT = terminology.CONTEXT_NAME
 CATEGORY_CODE = terminology.CATEGORY
-COLOR_TABLE_NAME = "SpineAnalysis labels"
-COLOR_TABLE_ATTRIBUTE = "SpineAnalysis.LabelScheme"
-DEVICES = ("auto", "cpu", "cuda")
+COLOR_TABLE_NAME = labelmaps.COLOR_TABLE_NAME
+COLOR_TABLE_ATTRIBUTE = labelmaps.COLOR_TABLE_ATTRIBUTE
 SEXES = ("unknown", "female", "male")
-#: Python packages the model needs (SimpleITK and numpy come with Slicer), and DICOM SEG export/import.
 MODEL_REQUIREMENTS = dependencies.MODEL_REQUIREMENTS
 DICOM_SEG_REQUIREMENTS = dependencies.DICOM_SEG_REQUIREMENTS
-#: Node reference from a segmentation to the hidden label map of the model output it started from.
-MODEL_OUTPUT_REFERENCE = "SpineAnalysisModelOutput"
-#: Attribute (on the segmentation and on the model-output label map) naming the model that produced it.
-MODEL_ATTRIBUTE = "SpineAnalysis.Model"
-DEFAULT_MODEL_CHOICE = "default"
-#: Volume node attribute: the DICOM series folder the volume was loaded from.
+MODEL_OUTPUT_REFERENCE = modeloutput.MODEL_OUTPUT_REFERENCE
+MODEL_ATTRIBUTE = modeloutput.MODEL_ATTRIBUTE
+DEFAULT_MODEL_CHOICE = job.DEFAULT_MODEL_CHOICE
 DICOM_FOLDER_ATTRIBUTE = dicomsource.FOLDER_ATTRIBUTE
-#: Table node attribute: the key of the measurements shown in that table (node IDs are reused after a scene close).
-MEASUREMENTS_KEY_ATTRIBUTE = "SpineAnalysis.MeasurementsKey"
-#: Segmentation node attribute: the names before each Shift/Rename (JSON list), for "Undo rename".
-#: Table node attribute: the sex and age its z-scores were computed for.
-SUBJECT_ATTRIBUTE = "SpineAnalysis.Subject"
-#: Table node attribute: the case's quality status as JSON {"status": ..., "reasons": [...]} (SpineAnalysisLib.quality).
-QUALITY_ATTRIBUTE = "SpineAnalysis.Quality"
-RENAME_HISTORY_ATTRIBUTE = "SpineAnalysis.RenameHistory"
-#: DICOM identifiers written with the measurements (volume node attributes "DICOM.<name>").
-DICOM_IDENTIFIER_TAGS = spineIO.DICOM_IDENTIFIER_TAGS
-
-#: Table columns, from the measure modules' own parameter lists.
+DICOM_IDENTIFIER_TAGS = exports.DICOM_IDENTIFIER_TAGS
 PARAMETER_ORDER = results_table.PARAMETER_ORDER
-STRUCTURE_COLUMN = "Structure"
-TYPE_COLUMN = "Type"
-FLAG_COLUMN = "Outside normal range"
-NOTES_COLUMN = "Notes"
+STRUCTURE_COLUMN, TYPE_COLUMN, FLAG_COLUMN, NOTES_COLUMN = table.STRUCTURE_COLUMN, table.TYPE_COLUMN, table.FLAG_COLUMN, table.NOTES_COLUMN
+SegmentationJob = job.SegmentationJob
 
 
 def reloadLibrary() -> None:
@@ -621,956 +614,191 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class SegmentationJob:
-    """A segmentation running in a background process (see :meth:`SpineAnalysisLogic.startSegmentation`)."""
-
-    def __init__(self, process: BackgroundProcess, workDir: str, volumeNodeID: str, outputPath: str):
-        self.process = process
-        self.workDir = workDir
-        self.volumeNodeID = volumeNodeID
-        self.outputPath = outputPath
-
-    def poll(self):
-        """New output of the process: a list of ``SpineAnalysisLib.background.ProgressEvent``."""
-        return self.process.poll()
-
-    @property
-    def is_running(self) -> bool:
-        return self.process.is_running
-
-    @property
-    def succeeded(self) -> bool:
-        return self.process.succeeded and os.path.isfile(self.outputPath)
-
-    @property
-    def progress(self) -> float:
-        return self.process.progress
-
-    @property
-    def message(self) -> str:
-        return self.process.message
-
-    def failureMessage(self) -> str:
-        if self.process.cancelled:
-            return _("The segmentation was cancelled.")
-        tail = self.process.output_tail(8)
-        return _("The segmentation process failed (exit status {code}).").format(code=self.process.returncode) + ("\n" + tail if tail else "")
-
-    def wait(self, timeout=None):
-        return self.process.wait(timeout)
-
-    def cancel(self) -> None:
-        self.process.cancel()
-        self.cleanup()
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.workDir, ignore_errors=True)
-
-
 class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
-    """Scene-side work of the module; usable from scripts and tests without the GUI."""
+    """Scene-side work of the module, usable from scripts and tests without the GUI.
+
+    A facade: each method is one call into ``SpineAnalysisSlicer`` (one job per file) or ``SpineAnalysisLib``.
+    Its own state is the measurement tables (``table.MeasurementTables``) and the segmentation watcher
+    (``watcher.SegmentationWatcher``); changes the module makes to segments happen with the watcher paused.
+    """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.pendingChangedCallback = None  # set by the widget: restarts its debounce timer
-        # table key (attribute MEASUREMENTS_KEY_ATTRIBUTE) -> Measurement list shown in that table; not the
-        # node ID: a new scene reuses node IDs, and its tables must not export the previous case's numbers
-        self._measurements = {}
-        self._observed = None  # state of the observed segmentation (see observeSegmentation)
-        self._suppressEvents = 0
+        self._tables = table.MeasurementTables()
+        self._watcher = watcher.SegmentationWatcher(onChange=self._notifyPending)
         _loadTerminology()
 
     def getParameterNode(self):
         return SpineAnalysisParameterNode(super().getParameterNode())
 
-    # -- colour table and terminology ---------------------------------------------------------------
-    def getColorTableNode(self):
-        """The colour table of the label scheme (label value -> name, colour, terminology); created once per scene."""
-        scene = slicer.mrmlScene
-        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
-            node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
-            if node.GetAttribute(COLOR_TABLE_ATTRIBUTE) == "1":
-                return node
-        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
-        node.SetAttribute(COLOR_TABLE_ATTRIBUTE, "1")
-        self._fillColorTable(node, {label: scheme.structure_name(label) for label in scheme.all_labels()})
-        return node
-
-    @staticmethod
-    def _fillColorTable(node, names: dict) -> None:
-        """Make ``node`` a table of ``names`` (label value -> name) with the scheme's colours and codes."""
-        wasModified = node.StartModify()
-        node.SetTypeToUser()
-        node.SetNumberOfColors(max(names) + 1 if names else 1)
-        node.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
-        for index in range(1, node.GetNumberOfColors()):
-            node.SetColor(index, "", 0.0, 0.0, 0.0, 0.0)
-            node.SetColorDefined(index, False)  # Slicer >= 5.4
-        for label, name in names.items():
-            structure = scheme.structure(label)
-            node.SetColor(label, name, *structure.color, 1.0)
-            if hasattr(node, "SetTerminology"):  # colour tables carry terminology in newer Slicer versions only
-                node.SetTerminology(label, *CATEGORY_CODE, "SCT", structure.snomed_code, structure.snomed_meaning)
-        node.EndModify(wasModified)
-
-    @staticmethod
-    def terminologyEntry(label: int, name: str | None = None) -> str:
-        """Slicer's serialised terminology entry (category, type, anatomic context) of a scheme label.
-
-        ``name`` keeps a disc's own neighbours ("L5-L6" gets the generic disc code, not L5/S1's).
-        """
-        return terminology.serializedEntry(label, name)
-
-    @staticmethod
-    def labelOfSegment(segment):
-        """Scheme label of a segment from its name ("L4" -> 23, "L4-L5" -> 123); None for other segments."""
-        try:
-            return scheme.label_from_name(segment.GetName())
-        except ValueError:
-            return None
-
-    def applySchemeToSegment(self, segment):
-        """Set colour and terminology of a segment from its name; returns its scheme label or None."""
-        label = self.labelOfSegment(segment)
-        if label is None:
-            return None
-        structure = scheme.structure(label)
-        self._suppressEvents += 1
-        try:
-            segment.SetColor(*structure.color)
-            compat.setSegmentTerminology(segment, self.terminologyEntry(label, segment.GetName()))
-            # Not SetLabelValue: that is the segment's value inside its shared labelmap layer, and changing it
-            # without the voxels hands the segment other voxels. Label values come from names on export.
-        finally:
-            self._suppressEvents -= 1
-        return label
-
-    def applyScheme(self, segmentationNode) -> None:
-        """Apply :meth:`applySchemeToSegment` to every segment and order segments cranial to caudal."""
-        segmentation = segmentationNode.GetSegmentation()
-        ranked = []
-        for segmentId in self.segmentIds(segmentationNode):
-            label = self.applySchemeToSegment(segmentation.GetSegment(segmentId))
-            rank = scheme.anatomical_rank(label) if label is not None and (scheme.is_vertebra(label) or scheme.is_disc(label)) else 1e3 + (label or 1e3)
-            ranked.append((rank, segmentId))
-        self._suppressEvents += 1
-        try:
-            for index, (_rank, segmentId) in enumerate(sorted(ranked)):
-                if segmentation.GetSegmentIndex(segmentId) != index:
-                    segmentation.SetSegmentIndex(segmentId, index)
-        finally:
-            self._suppressEvents -= 1
-
-    # -- segments -----------------------------------------------------------------------------------
-    @staticmethod
-    def segmentIds(segmentationNode) -> list:
-        segmentation = segmentationNode.GetSegmentation()
-        return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-
-    def segmentIdByName(self, segmentationNode, name: str):
-        """ID of the segment called ``name`` (also "L4/L5" for "L4-L5"); None when there is none."""
-        segmentation = segmentationNode.GetSegmentation()
-        for segmentId in self.segmentIds(segmentationNode):
-            if segmentation.GetSegment(segmentId).GetName() == name:
-                return segmentId
-        try:
-            wanted = scheme.label_from_name(name)
-        except ValueError:
-            return None
-        for segmentId in self.segmentIds(segmentationNode):
-            if self.labelOfSegment(segmentation.GetSegment(segmentId)) == wanted:
-                return segmentId
-        return None
-
-    def segmentLabels(self, segmentationNode) -> dict:
-        """Segment ID -> scheme label for the segments whose names belong to the scheme."""
-        segmentation = segmentationNode.GetSegmentation()
-        result = {}
-        for segmentId in self.segmentIds(segmentationNode):
-            label = self.labelOfSegment(segmentation.GetSegment(segmentId))
-            if label is not None:
-                result[segmentId] = label
-        return result
-
-    def vertebraNames(self, segmentationNode) -> list:
-        """Names of the vertebra segments, cranial to caudal."""
-        labels = sorted((label for label in self.segmentLabels(segmentationNode).values() if scheme.is_vertebra(label)), key=scheme.anatomical_rank)
-        return [scheme.vertebra_name(label) for label in labels]
-
-    # -- volumes <-> SimpleITK ----------------------------------------------------------------------
-    @staticmethod
-    def volumeNodeToSitk(volumeNode) -> sitk.Image:
-        """The voxels and patient-space geometry of a volume node as a SimpleITK image (LPS).
-
-        A linear parent transform is applied to the geometry; a non-linear one must be hardened first.
-        """
-        if volumeNode is None or volumeNode.GetImageData() is None:
-            raise spineErrors.InputError(_("the volume has no voxels"))
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
-        transformNode = volumeNode.GetParentTransformNode()
-        if transformNode is not None:
-            if not transformNode.IsTransformToWorldLinear():
-                raise spineErrors.InputError(_("{name} is under a non-linear transform: harden it first").format(name=volumeNode.GetName()))
-            toWorld = vtk.vtkMatrix4x4()
-            transformNode.GetMatrixTransformToWorld(toWorld)
-            vtk.vtkMatrix4x4.Multiply4x4(toWorld, ijkToRas, ijkToRas)
-        matrix = slicer.util.arrayFromVTKMatrix(ijkToRas)
-        rasToLps = np.diag([-1.0, -1.0, 1.0])
-        axes = rasToLps @ matrix[:3, :3]
-        spacing = np.linalg.norm(axes, axis=0)
-        array = slicer.util.arrayFromVolume(volumeNode)
-        if array.ndim != 3:
-            raise spineErrors.InputError(_("{name} is not a scalar 3D volume").format(name=volumeNode.GetName()))
-        image = sitk.GetImageFromArray(np.array(array, copy=True))
-        image.SetSpacing(tuple(float(s) for s in spacing))
-        image.SetOrigin(tuple(float(v) for v in rasToLps @ matrix[:3, 3]))
-        image.SetDirection(tuple(float(v) for v in (axes / spacing).ravel()))
-        return image
-
-    @staticmethod
-    def sitkToVolumeNode(image: sitk.Image, volumeNode=None, name: str | None = None, labelmap: bool = False):
-        """Put a SimpleITK image (LPS) into a volume node (created when not given), geometry included."""
-        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-            raise spineErrors.InputError(_("a scalar 3D image is needed"))
-        rasToLps = np.diag([-1.0, -1.0, 1.0])
-        direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-        matrix = np.eye(4)
-        matrix[:3, :3] = rasToLps @ direction @ np.diag(image.GetSpacing())
-        matrix[:3, 3] = rasToLps @ np.asarray(image.GetOrigin(), dtype=float)
-        array = sitk.GetArrayFromImage(image)
-        if labelmap:
-            array = array.astype(np.uint16 if array.max(initial=0) < 65536 and array.min(initial=0) >= 0 else np.int32)
-        elif array.dtype in (np.int64, np.uint64):
-            array = array.astype(np.float64)
-        if volumeNode is None:
-            className = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-            volumeNode = slicer.mrmlScene.AddNewNodeByClass(className, name or "")
-        elif name:
-            volumeNode.SetName(name)
-        volumeNode.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
-        slicer.util.updateVolumeFromArray(volumeNode, array)
-        volumeNode.CreateDefaultDisplayNodes()
-        return volumeNode
-
-    # -- loading ------------------------------------------------------------------------------------
-    @staticmethod
-    def _baseName(path: str) -> str:
-        name = os.path.basename(os.path.normpath(path))
-        for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return name
-
-    def loadInputs(self, imagePath: str, labelPath: str | None = None):
-        """Load an MRI (file or DICOM folder) and optionally its label map (label image, .seg.nrrd or DICOM SEG .dcm).
-
-        Returns ``(volumeNode, segmentationNode)``; the segmentation is None without ``labelPath``.
-        Segment names, colours and terminology come from the label scheme.
-        """
-        imagePath = os.fspath(imagePath)
-        name = self._baseName(imagePath)
-        if os.path.isdir(imagePath):
-            image = spineIO.read_image(imagePath)
-            volumeNode = self.sitkToVolumeNode(image, name=name)
-            for attribute, value in spineIO.dicom_identifiers(image).items():  # kept for the structured measurement export
-                if value:
-                    volumeNode.SetAttribute(f"DICOM.{attribute}", value)
-            volumeNode.SetAttribute(DICOM_FOLDER_ATTRIBUTE, os.path.abspath(imagePath))  # the source series of a DICOM SEG
-        else:
-            if not os.path.isfile(imagePath):
-                raise spineErrors.InputError(f"{imagePath}: no such file")
-            volumeNode = slicer.modules.volumes.logic().AddArchetypeVolume(imagePath, name, 0)
-            if volumeNode is None:
-                raise spineErrors.InputError(f"{imagePath}: Slicer could not read this image")
-        if not labelPath:
-            return volumeNode, None
-        labelPath = os.fspath(labelPath)
-        if not os.path.isfile(labelPath):
-            raise spineErrors.InputError(f"{labelPath}: no such file")
-        if labelPath.lower().endswith(".dcm"):  # a DICOM SEG of this image
-            dicomseg = importlib.import_module("SpineAnalysisLib.dicomseg")
-            labelImage, names = dicomseg.read_dicom_seg(labelPath, self.volumeNodeToSitk(volumeNode))
-            segmentationNode = self.importLabelMap(labelImage, volumeNode, name=f"{name} segmentation")
-            segmentation = segmentationNode.GetSegmentation()
-            for segmentId, label in self.segmentLabels(segmentationNode).items():
-                segment = segmentation.GetSegment(segmentId)
-                if names.get(label) and segment.GetName() != names[label]:  # e.g. "L5-L6" above a transitional L6
-                    segment.SetName(names[label])
-                    self.applySchemeToSegment(segment)
-            return volumeNode, segmentationNode
-        if labelPath.lower().endswith(".seg.nrrd"):
-            segmentationNode = slicer.modules.segmentations.logic().LoadSegmentationFromFile(labelPath, True)
-            if segmentationNode is None:
-                raise spineErrors.InputError(f"{labelPath}: Slicer could not read this segmentation")
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            self.applyScheme(segmentationNode)
-            self._placeNextTo(segmentationNode, volumeNode)
-            return volumeNode, segmentationNode
-        labelNode = slicer.modules.volumes.logic().AddArchetypeVolume(labelPath, self._baseName(labelPath), 1)
-        if labelNode is None:
-            raise spineErrors.InputError(f"{labelPath}: Slicer could not read this label map")
-        try:
-            segmentationNode = self.importLabelMap(labelNode, volumeNode, name=f"{name} segmentation")
-        finally:
-            self._removeNode(labelNode)
-        return volumeNode, segmentationNode
-
-    def importLabelMap(self, labelMap, volumeNode, segmentationNode=None, name: str | None = None):
-        """Turn a label map (SimpleITK image or labelmap volume node) into named segments.
-
-        The label values must belong to the scheme. ``segmentationNode`` is emptied and refilled when
-        given (scripts only: the module's own actions always create a new node), otherwise created. The
-        input volume becomes the segmentation's reference geometry.
-        """
-        ownsNode = isinstance(labelMap, sitk.Image)
-        labelImage = labelMap if ownsNode else self.volumeNodeToSitk(labelMap)
-        spineIO.check_label_map(labelImage, what=_("label map"))  # scheme labels only, not empty
-        labelNode = self.sitkToVolumeNode(labelImage, name="__SpineAnalysisLabels__", labelmap=True) if ownsNode else labelMap
-        try:
-            labelNode.CreateDefaultDisplayNodes()
-            labelNode.GetDisplayNode().SetAndObserveColorNodeID(self.getColorTableNode().GetID())
-            if segmentationNode is None:
-                segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or f"{volumeNode.GetName()} segmentation")
-                segmentationNode.CreateDefaultDisplayNodes()
-            else:
-                self._suppressEvents += 1
-                try:
-                    segmentationNode.GetSegmentation().RemoveAllSegments()
-                finally:
-                    self._suppressEvents -= 1
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelNode, segmentationNode):
-                raise spineErrors.InputError(_("the label map could not be imported into a segmentation"))
-        finally:
-            if ownsNode:
-                self._removeNode(labelNode)
-        self.applyScheme(segmentationNode)
-        self._placeNextTo(segmentationNode, volumeNode)
-        self._markAllDirty(segmentationNode)
-        return segmentationNode
-
-    @staticmethod
-    def _removeNode(node) -> None:
-        if node is None or node.GetScene() is None:
-            return
-        for index in range(node.GetNumberOfDisplayNodes()):
-            displayNode = node.GetNthDisplayNode(index)
-            if displayNode is not None:
-                slicer.mrmlScene.RemoveNode(displayNode)
-        storageNode = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-        if storageNode is not None:
-            slicer.mrmlScene.RemoveNode(storageNode)
-        slicer.mrmlScene.RemoveNode(node)
-
-    @staticmethod
-    def _placeNextTo(node, volumeNode) -> None:
-        """Put ``node`` in the same subject hierarchy folder (patient/study) as ``volumeNode``."""
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        if shNode is None or volumeNode is None:
-            return
-        volumeItem = shNode.GetItemByDataNode(volumeNode)
-        item = shNode.GetItemByDataNode(node)
-        if volumeItem and item:
-            shNode.SetItemParent(item, shNode.GetItemParent(volumeItem))
-
-    # -- segmentation -> label map ------------------------------------------------------------------
-    def segmentationToLabelArray(self, segmentationNode, volumeNode) -> np.ndarray:
-        """Label values (scheme ids, from segment names) on the volume's voxel grid, as a (k, j, i) array.
-
-        Segments whose names are not in the scheme are left out.
-        """
-        labels = self.segmentLabels(segmentationNode)
-        if not labels:
-            return np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint16)
-        # A colour table naming each segment by its current name maps segment names to label values.
-        segmentation = segmentationNode.GetSegmentation()
-        colorTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "__SpineAnalysisExport__")
-        labelNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SpineAnalysisExport__")
-        try:
-            colorTable.SetTypeToUser()
-            colorTable.SetNumberOfColors(max(labels.values()) + 1)
-            for index in range(colorTable.GetNumberOfColors()):
-                colorTable.SetColor(index, "", 0.0, 0.0, 0.0, 0.0)
-                colorTable.SetColorDefined(index, False)
-            for segmentId, label in labels.items():
-                colorTable.SetColor(label, segmentation.GetSegment(segmentId).GetName(), 1.0, 1.0, 1.0, 1.0)
-            ok = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                segmentationNode, list(labels), labelNode, volumeNode, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colorTable
-            )
-            if not ok:
-                raise spineErrors.InputError(_("the segmentation could not be exported to a label map"))
-            array = np.array(slicer.util.arrayFromVolume(labelNode), dtype=np.uint16, copy=True)
-        finally:
-            self._removeNode(labelNode)
-            slicer.mrmlScene.RemoveNode(colorTable)
-        return array
-
-    def segmentationToLabelMap(self, segmentationNode, volumeNode) -> sitk.Image:
-        """:meth:`segmentationToLabelArray` as a SimpleITK label map on the grid of ``volumeNode``."""
-        reference = self.volumeNodeToSitk(volumeNode)
-        return spineIO.label_map_like(self.segmentationToLabelArray(segmentationNode, volumeNode), reference)
-
-    # -- measurements -------------------------------------------------------------------------------
-    @staticmethod
-    def _measurementsModule():
-        return importlib.import_module("SpineAnalysisLib.measurements")
-
-    def measure(self, segmentationNode, volumeNode, labels=None, sex=None, age=None) -> list:
-        """``SpineAnalysisLib.measurements.measure_case`` on the current segmentation."""
-        if segmentationNode is None or volumeNode is None:
-            raise spineErrors.InputError(_("select an input volume and a segmentation"))
-        image = self.volumeNodeToSitk(volumeNode)
-        if not any(scheme.is_vertebra(label) for label in self.segmentLabels(segmentationNode).values()):
-            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age).measurements
-        labelMap = spineIO.label_map_like(self.segmentationToLabelArray(segmentationNode, volumeNode), image)
-        return self._measurementsModule().measure_case(
-            image, labelMap, sex=results_table.subject_sex(sex), age=results_table.subject_age(age), labels=(sorted(labels) if labels is not None else None)
-        )
-
-    def measureOtherScheme(self, segmentationNode, volumeNode, image, sex=None, age=None):
-        """Segments named by another tool (SlicerTotalSegmentator's "vertebrae_L1" / "L1 vertebra" / SNOMED CT
-        terminology, with its vertebrae_body segments as bodies): measured through
-        ``SpineAnalysisLib.label_schemes.plan_segments`` and ``measure_segmentation`` (docs/label-schemes.md)."""
-        from SpineAnalysisLib import label_schemes
-        from SpineAnalysisLib.measure_segmentation import measure_segmentation
-
-        segmentation = segmentationNode.GetSegmentation()
-        plan = label_schemes.plan_segments(
-            [(i, segmentation.GetSegment(i).GetName(), compat.segmentTerminology(segmentation.GetSegment(i))) for i in self.segmentIds(segmentationNode)]
-        )
-        labelMap, bodies = label_schemes.label_maps_from_segments(
-            plan, lambda segmentId: slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode), image
-        )
-        return measure_segmentation(image, labelMap, label_scheme=plan.scheme, bodies=bodies,
-                                    sex=results_table.subject_sex(sex), age=results_table.subject_age(age))
-
-    @staticmethod
-    def _rowKey(measurement):
-        return (measurement.structure, measurement.level)
-
-    def updateTable(self, segmentationNode, volumeNode, tableNode=None, labels=None, sex=None, age=None):
-        """Measure and show the results in a table node (one row per structure); returns the table node.
-
-        With ``labels`` only those structures are measured again; the other rows are kept. A table node
-        is created (next to the volume in the subject hierarchy) when none is given.
-        """
-        measurements = self.measure(segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
-        if tableNode is None:
-            tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} measurements")
-            self._placeNextTo(tableNode, volumeNode)
-        if labels is not None:
-            # rows of the re-measured structures are replaced, the others kept (spine rows included:
-            # measure_case only makes them for a full measurement, and recomputeDirty measures everything
-            # again when a vertebra changed)
-            wanted = set(labels)
-            fresh = {self._rowKey(m) for m in measurements}
-            previous = self._measurements.get(self._tableKey(tableNode), [])
-            measurements = [m for m in previous if m.label not in wanted and self._rowKey(m) not in fresh] + list(measurements)
-        key = self._tableKey(tableNode) or uuid.uuid4().hex
-        tableNode.SetAttribute(MEASUREMENTS_KEY_ATTRIBUTE, key)
-        tableNode.SetAttribute(SUBJECT_ATTRIBUTE, self._subjectText(sex, age))
-        tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
-        self._measurements[key] = list(measurements)
-        tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality_checks.assess(measurements).to_dict()))
-        self._fillTable(tableNode, measurements)
-        state = self._observed
-        if labels is None and state is not None and state["segmentationNodeID"] == segmentationNode.GetID():
-            state["pending"] = set()  # everything was just measured
-            state["full"] = False
-            state["tableNodeID"] = tableNode.GetID()
-            self._snapshot(segmentationNode)
-        return tableNode
-
-    @staticmethod
-    def _tableKey(tableNode):
-        return tableNode.GetAttribute(MEASUREMENTS_KEY_ATTRIBUTE) if tableNode is not None else None
-
-    def clearMeasurements(self) -> None:
-        """Forget every table's measurements (the widget calls it when the scene closes)."""
-        self._measurements.clear()
-
-    @staticmethod
-    def _subjectText(sex, age) -> str:
-        return f"{results_table.subject_sex(sex) or ''}|{results_table.subject_age(age) or ''}"
-
-    def rescoreIfSubjectChanged(self, segmentationNode, volumeNode, tableNode, sex=None, age=None) -> bool:
-        """Measure again when the table's z-scores were computed for another sex or age; True when it did.
-
-        The z-scores and flags come from the library's normative reference (``measure_case``).
-        """
-        if tableNode is None or segmentationNode is None or volumeNode is None or not self._tableKey(tableNode):
-            return False
-        if tableNode.GetAttribute(SUBJECT_ATTRIBUTE) == self._subjectText(sex, age):
-            return False
-        self.updateTable(segmentationNode, volumeNode, tableNode, sex=sex, age=age)
-        return True
-
-    @staticmethod
-    def qualityText(tableNode) -> str:
-        """The case's quality banner ("Quality: review - reason; reason"); "" when the table carries none."""
-        text = tableNode.GetAttribute(QUALITY_ATTRIBUTE) if tableNode is not None else None
-        if not text:
-            return ""
-        try:
-            quality = json.loads(text)
-        except ValueError:
-            return ""
-        reasons = "; ".join(quality.get("reasons") or [])
-        return _("Quality: {status}").format(status=quality.get("status", "?")) + (f" - {reasons}" if reasons else "")
-
-    def measurementsOfTable(self, tableNode) -> list:
-        """The Measurement objects shown in a table filled by :meth:`updateTable`, with the values as the table
-        now shows them: a number edited in the table replaces the measured one (noted in the row's note)."""
-        measured = self._measurements.get(self._tableKey(tableNode)) if tableNode is not None else None
-        if not measured:
-            return []
-        table = tableNode.GetTable()
-        names, types = table.GetColumnByName(STRUCTURE_COLUMN), table.GetColumnByName(TYPE_COLUMN)
-        rows = {(types.GetValue(r), names.GetValue(r)): r for r in range(table.GetNumberOfRows())} if names and types else {}
-        result = []
-        for m in measured:
-            column, row = table.GetColumnByName(m.parameter), rows.get(self._rowKey(m))
-            if column is not None and row is not None and column.IsNumeric():
-                shown = column.GetValue(row)
-                shown = None if shown is None or math.isnan(shown) else float(shown)
-                if (shown is None) != (m.value is None) or (shown is not None and not math.isclose(shown, m.value, rel_tol=1e-9, abs_tol=1e-9)):
-                    note = f"edited in the table (measured: {'none' if m.value is None else f'{m.value:.6g}'})"
-                    m = dataclasses.replace(m, value=shown, note="; ".join(n for n in (m.note, note) if n))
-            result.append(m)
-        return result
-
-    @staticmethod
-    def _rowSortKey(key):
-        return results_table.row_sort_key(*key)
-
-    @staticmethod
-    def flagsOf(values: dict) -> str:
-        """Text of the "outside normal range" column: the z-scores flagged by the library's one rule
-        (``SpineAnalysisLib.measure.flags``), and a Genant grade above 0 (a deformity, not a reference interval)."""
-        texts = normal_range.flags_of(values)
-        grade = values.get("genant_grade")
-        if grade is not None and not (isinstance(grade, float) and math.isnan(grade)) and grade > 0:
-            texts.append(f"Genant grade {int(round(grade))}")
-        return "; ".join(texts)
-
-    def _fillTable(self, tableNode, measurements) -> None:
-        rows = {}
-        units = {}
-        for m in measurements:
-            row = rows.setdefault(self._rowKey(m), {"values": {}, "notes": []})
-            row["values"][m.parameter] = m.value
-            if m.note:
-                row["notes"].append(f"{m.parameter}: {m.note}")
-            if m.unit and m.parameter not in units:
-                units[m.parameter] = m.unit
-        parameters = results_table.column_order(m.parameter for m in measurements)
-        keys = sorted(rows, key=self._rowSortKey)
-
-        wasModified = tableNode.StartModify()
-        tableNode.RemoveAllColumns()
-        if hasattr(tableNode, "SetUseColumnTitleAsColumnHeader"):  # column titles: not in every supported version
-            tableNode.SetUseColumnTitleAsColumnHeader(True)
-        else:
-            tableNode.SetUseColumnNameAsColumnHeader(True)
-        table = tableNode.GetTable()
-        textColumns = {}
-        for name in (STRUCTURE_COLUMN, TYPE_COLUMN):
-            textColumns[name] = vtk.vtkStringArray()
-            textColumns[name].SetName(name)
-        numberColumns = {}
-        for parameter in parameters:
-            column = vtk.vtkDoubleArray()
-            column.SetName(parameter)
-            numberColumns[parameter] = column
-        for name in (FLAG_COLUMN, NOTES_COLUMN):
-            textColumns[name] = vtk.vtkStringArray()
-            textColumns[name].SetName(name)
-        for key in keys:
-            row = rows[key]
-            textColumns[STRUCTURE_COLUMN].InsertNextValue(key[1])
-            textColumns[TYPE_COLUMN].InsertNextValue(key[0])
-            for parameter, column in numberColumns.items():
-                value = row["values"].get(parameter)
-                column.InsertNextValue(float("nan") if value is None else float(value))
-            textColumns[FLAG_COLUMN].InsertNextValue(self.flagsOf(row["values"]))
-            textColumns[NOTES_COLUMN].InsertNextValue("; ".join(row["notes"]))
-        for column in [textColumns[STRUCTURE_COLUMN], textColumns[TYPE_COLUMN], *numberColumns.values(), textColumns[FLAG_COLUMN], textColumns[NOTES_COLUMN]]:
-            table.AddColumn(column)
-        for parameter in parameters:
-            if parameter in units:
-                tableNode.SetColumnUnitLabel(parameter, units[parameter])
-            if hasattr(tableNode, "SetColumnTitle"):  # as SetUseColumnTitleAsColumnHeader
-                tableNode.SetColumnTitle(parameter, parameter)
-        tableNode.SetColumnDescription(FLAG_COLUMN, normal_range.RULE_TEXT + _("; and a Genant grade above 0"))
-        table.Modified()
-        tableNode.Modified()
-        tableNode.EndModify(wasModified)
-
-    @staticmethod
-    def tableValue(tableNode, structureName: str, parameter: str):
-        """The number in the row of ``structureName`` and the column ``parameter`` (None if absent or empty)."""
-        table = tableNode.GetTable()
-        names = table.GetColumnByName(STRUCTURE_COLUMN)
-        column = table.GetColumnByName(parameter)
-        if names is None or column is None:
-            return None
-        for row in range(table.GetNumberOfRows()):
-            if names.GetValue(row) == structureName:
-                value = column.GetValue(row)
-                return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-        return None
-
-    @staticmethod
-    def structureNameOfRow(tableNode, row: int):
-        names = tableNode.GetTable().GetColumnByName(STRUCTURE_COLUMN)
-        if names is None or not 0 <= row < names.GetNumberOfValues():
-            return None
-        return names.GetValue(row)
-
-    def exportMeasurements(self, tableNode, outputDirectory: str, volumeNode=None, overwrite: bool = False):
-        """Write the table's measurements (as the table shows them) to ``<image>_measurements.csv`` and ``.json``
-        in ``outputDirectory``, every row naming the image and the model; returns both paths.
-
-        Raises ``FileExistsError`` (writing nothing) when the files exist and ``overwrite`` is False.
-        """
-        measurements = self.measurementsOfTable(tableNode)
-        if not measurements:
-            raise spineErrors.InputError(_("there are no measurements to export: measure first"))
-        export = importlib.import_module("SpineAnalysisLib.measurements_export")
-        image = volumeNode.GetName() if volumeNode is not None else tableNode.GetName()
-        model = tableNode.GetAttribute(MODEL_ATTRIBUTE) or ""
-        quality = json.loads(tableNode.GetAttribute(QUALITY_ATTRIBUTE) or "{}").get("status", "")
-        return export.write_case_measurements(measurements, outputDirectory, image=image, model=model, quality=quality, overwrite=overwrite)
-
-    @staticmethod
-    def dicomIdentifiers(volumeNode) -> dict:
-        """PatientID, StudyInstanceUID, SeriesInstanceUID and Modality of a volume loaded from DICOM ("" when unknown):
-        from the attributes :meth:`loadInputs` sets, else from the subject hierarchy of Slicer's DICOM module."""
-        result = {name: (volumeNode.GetAttribute(f"DICOM.{name}") or "") if volumeNode is not None else "" for name in DICOM_IDENTIFIER_TAGS}
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene) if volumeNode is not None else None
-        if shNode is not None:
-            series = shNode.GetItemByDataNode(volumeNode)
-            study = shNode.GetItemParent(series) if series else 0
-            patient = shNode.GetItemParent(study) if study else 0
-            found = {
-                "SeriesInstanceUID": shNode.GetItemUID(series, "DICOM") if series else "",
-                "StudyInstanceUID": shNode.GetItemUID(study, "DICOM") if study else "",
-                "PatientID": shNode.GetItemAttribute(patient, "DICOM.PatientID") if patient else "",
-                "Modality": shNode.GetItemAttribute(series, "DICOM.Modality") if series else "",
-            }
-            result.update({key: value for key, value in found.items() if value and not result[key]})
-        return result
-
-    def exportStructuredMeasurements(self, tableNode, volumeNode, path: str, includePatientId: bool = True):
-        """Write the table's measurements as one CSV row per value with the DICOM study/series identifiers
-        (``SpineAnalysisLib.measurements_export``); returns the path."""
-        measurements = self.measurementsOfTable(tableNode)
-        if not measurements:
-            raise spineErrors.InputError(_("there are no measurements to export: measure first"))
-        export = importlib.import_module("SpineAnalysisLib.measurements_export")
-        return export.write_structured_csv(measurements, path, identifiers=self.dicomIdentifiers(volumeNode), include_patient_id=includePatientId)
-
-    def saveSegmentation(self, segmentationNode, path: str) -> str:
-        """Write the segmentation (names, colours, terminology included) to a .seg.nrrd file."""
-        path = os.fspath(path)
-        if not path.lower().endswith(".seg.nrrd"):
-            path += ".seg.nrrd"
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        storageNode = segmentationNode.GetStorageNode()
-        if storageNode is None:
-            segmentationNode.AddDefaultStorageNode()
-            storageNode = segmentationNode.GetStorageNode()
-        storageNode.SetFileName(path)
-        if not storageNode.WriteData(segmentationNode):
-            raise spineErrors.SpineAnalysisError(f"{path}: the segmentation could not be written")
-        return path
-
-    def show3D(self, segmentationNode) -> None:
-        """Show the segments as surfaces in the 3D views."""
-        segmentationNode.CreateClosedSurfaceRepresentation()
-        displayNode = segmentationNode.GetDisplayNode()
-        if displayNode is not None:
-            displayNode.SetVisibility3D(True)
-
-    # -- recomputation after edits ------------------------------------------------------------------
-    def observeSegmentation(self, segmentationNode, volumeNode, tableNode=None, sex=None, age=None) -> None:
-        """Watch a segmentation: a segment whose voxels change marks its structure for re-measuring.
-
-        ``SegmentModified`` and ``RepresentationModified`` also fire for changes that leave the voxels alone
-        (colour, tags, a 3D surface being made), so an event only makes a segment a *candidate*; its voxels
-        are compared with a fingerprint taken at the last measurement when the changes are collected
-        (:attr:`pendingLabels`, :meth:`recomputeDirty`). Renamed, added or removed segments change the rows:
-        everything is measured again. The widget debounces with a timer started from
-        ``pendingChangedCallback``; scripts and tests call :meth:`recomputeDirty` themselves.
-        """
-        state = self._observed
-        if state is not None and state["segmentationNodeID"] == segmentationNode.GetID():
-            state.update(volumeNodeID=volumeNode.GetID(), tableNodeID=tableNode.GetID() if tableNode else None, sex=sex, age=age)
-            return
-        self.stopObserving()
-        segmentation = segmentationNode.GetSegmentation()
-        state = {
-            "segmentationNodeID": segmentationNode.GetID(),
-            "volumeNodeID": volumeNode.GetID(),
-            "tableNodeID": tableNode.GetID() if tableNode else None,
-            "sex": sex,
-            "age": age,
-            "segmentation": segmentation,
-            "names": {},
-            "fingerprints": {},
-            "candidates": set(),  # segment IDs with an event since the last look at their voxels
-            "pending": set(),  # labels whose voxels changed
-            "full": False,
-            "observers": [],
-        }
-        self._observed = state
-        self._snapshot(segmentationNode)
-
-        @vtk.calldata_type(vtk.VTK_STRING)
-        def onModified(caller, event, segmentId=None):
-            if segmentId:
-                self._onSegmentModified(segmentId)
-
-        @vtk.calldata_type(vtk.VTK_STRING)
-        def onAddedOrRemoved(caller, event, segmentId=None):
-            self._onSegmentsChanged()
-
-        state["callbacks"] = (onModified, onAddedOrRemoved)  # keep the wrappers alive
-        for event, callback in (
-            (slicer.vtkSegmentation.SegmentModified, onModified),
-            (slicer.vtkSegmentation.RepresentationModified, onModified),
-            (slicer.vtkSegmentation.SegmentAdded, onAddedOrRemoved),
-            (slicer.vtkSegmentation.SegmentRemoved, onAddedOrRemoved),
-        ):
-            state["observers"].append(segmentation.AddObserver(event, callback))
-
-    def stopObserving(self) -> None:
-        state = self._observed
-        self._observed = None
-        if state is not None:
-            for tag in state["observers"]:
-                state["segmentation"].RemoveObserver(tag)
-
-    @staticmethod
-    def segmentFingerprint(segmentationNode, segmentId):
-        """A digest of a segment's voxels (binary labelmap source representation); None if it has none."""
-        import hashlib
-
-        segmentation = segmentationNode.GetSegmentation()
-        segment = segmentation.GetSegment(segmentId)
-        sourceName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-        if segment is None or segmentation.GetSourceRepresentationName() != sourceName:
-            return None
-        image = segment.GetRepresentation(sourceName)
-        if image is None or image.GetPointData().GetScalars() is None:
-            return ("empty",)
-        array = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentationNode, segmentId)  # shared layer, no copy
-        voxels = np.flatnonzero(array == segment.GetLabelValue())
-        digest = hashlib.blake2b(voxels.astype(np.int64, copy=False).tobytes(), digest_size=16).hexdigest()
-        return (tuple(image.GetExtent()), voxels.size, digest)
-
-    def _snapshot(self, segmentationNode) -> None:
-        """Remember names and voxel fingerprints of all segments (after a full measurement)."""
-        state = self._observed
-        segmentation = segmentationNode.GetSegmentation()
-        ids = self.segmentIds(segmentationNode)
-        state["names"] = {sid: segmentation.GetSegment(sid).GetName() for sid in ids}
-        state["fingerprints"] = {sid: self.segmentFingerprint(segmentationNode, sid) for sid in ids}
-        state["candidates"] = set()
-
-    def _collectChanges(self) -> None:
-        """Turn candidate segments into pending labels when their voxels really changed."""
-        state = self._observed
-        if state is None or not state["candidates"]:
-            return
-        segmentationNode = slicer.mrmlScene.GetNodeByID(state["segmentationNodeID"])
-        segmentation = state["segmentation"]
-        toCheck = list(state["candidates"])
-        checked = set()
-        while toCheck:
-            segmentId = toCheck.pop()
-            segment = segmentation.GetSegment(segmentId)
-            if segment is None or segmentId in checked:
-                continue
-            checked.add(segmentId)
-            fingerprint = self.segmentFingerprint(segmentationNode, segmentId) if segmentationNode else None
-            if fingerprint is None or fingerprint != state["fingerprints"].get(segmentId):
-                state["fingerprints"][segmentId] = fingerprint
-                label = self.labelOfSegment(segment)
-                if label is not None:
-                    state["pending"].add(label)
-                # painting one segment can overwrite its neighbours in the same shared labelmap layer
-                layer = segmentation.GetLayerIndex(segmentId)
-                toCheck += [sid for sid in state["fingerprints"] if sid not in checked and segmentation.GetLayerIndex(sid) == layer]
-        state["candidates"] = set()
-
-    @property
-    def pendingLabels(self) -> set:
-        """Labels whose voxels changed and that wait to be measured again (empty when nothing is observed)."""
-        self._collectChanges()
-        return set(self._observed["pending"]) if self._observed else set()
-
-    @property
-    def fullRecomputePending(self) -> bool:
-        """True after segments were added, removed or renamed: the next recomputation measures everything."""
-        return bool(self._observed and self._observed["full"])
-
     def _notifyPending(self) -> None:
         if self.pendingChangedCallback is not None:
             self.pendingChangedCallback()
 
-    def _onSegmentModified(self, segmentId) -> None:
-        state = self._observed
-        if state is None or self._suppressEvents:
-            return
-        segment = state["segmentation"].GetSegment(segmentId)
-        if segment is None:
-            return
-        name = segment.GetName()
-        if state["names"].get(segmentId) != name:  # renamed by the user: rows change, measure everything
-            state["names"][segmentId] = name
-            state["full"] = True
-            self.applySchemeToSegment(segment)  # colour and terminology follow the new name
-        else:
-            state["candidates"].add(segmentId)
-        self._notifyPending()
+    # -- colour table, terminology, segments ----------------------------------------------------------
+    getColorTableNode = staticmethod(labelmaps.getColorTableNode)
+    terminologyEntry = staticmethod(terminology.serializedEntry)
+    labelOfSegment = staticmethod(segments.labelOfSegment)
+    segmentIds = staticmethod(segments.segmentIds)
+    segmentIdByName = staticmethod(segments.segmentIdByName)
+    segmentLabels = staticmethod(segments.segmentLabels)
+    vertebraNames = staticmethod(segments.vertebraNames)
+    levelCentroidRAS = staticmethod(segments.levelCentroidRAS)
+    jumpToLevel = staticmethod(segments.jumpToLevel)
+    show3D = staticmethod(segments.show3D)
 
-    def _onSegmentsChanged(self) -> None:
-        state = self._observed
-        if state is None or self._suppressEvents:
-            return
-        segmentation = state["segmentation"]
-        state["names"] = {segmentation.GetNthSegmentID(i): segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
-        state["full"] = True
-        self._notifyPending()
+    def applySchemeToSegment(self, segment):
+        with self._watcher.paused():
+            return segments.applySchemeToSegment(segment)
 
-    def _markAllDirty(self, segmentationNode) -> None:
-        state = self._observed
-        if state is not None and state["segmentationNodeID"] == segmentationNode.GetID():
-            segmentation = segmentationNode.GetSegmentation()
-            state["names"] = {sid: segmentation.GetSegment(sid).GetName() for sid in self.segmentIds(segmentationNode)}
-            state["full"] = True
-            self._notifyPending()
+    def applyScheme(self, segmentationNode) -> None:
+        with self._watcher.paused():
+            segments.applyScheme(segmentationNode)
 
-    @staticmethod
-    def labelsToRemeasure(changed) -> set | None:
-        """Structures to measure again after ``changed`` labels were edited; None: measure everything.
+    # -- volumes, loading, label maps -----------------------------------------------------------------
+    volumeNodeToSitk = staticmethod(volumes.volumeNodeToSitk)
+    sitkToVolumeNode = staticmethod(volumes.sitkToVolumeNode)
+    segmentationToLabelArray = staticmethod(labelmaps.segmentationToLabelArray)
+    segmentationToLabelMap = staticmethod(labelmaps.segmentationToLabelMap)
+    segmentationsOfVolume = staticmethod(labelmaps.segmentationsOfVolume)
+    segmentationForVolume = staticmethod(labelmaps.segmentationForVolume)
 
-        A disc's parameters depend on the disc and its two vertebrae, so an edited disc is measured alone.
-        An edited vertebra changes its own rows, both discs next to it (heights, DHI, angles), its
-        neighbours' slip and the whole-spine angles, which are only computed in a full measurement.
-        """
-        changed = set(changed)
-        if any(not scheme.is_disc(label) for label in changed):
-            return None
-        return changed
+    def loadInputs(self, imagePath: str, labelPath=None):
+        """Load an MRI (file or DICOM folder) and optionally its segmentation (label image, .seg.nrrd or DICOM
+        SEG .dcm); returns ``(volumeNode, segmentationNode or None)``. Names, colours and terminology follow the
+        label scheme."""
+        volumeNode = inputs.loadVolume(imagePath)
+        if not labelPath:
+            return volumeNode, None
+        with self._watcher.paused():
+            return volumeNode, inputs.loadSegmentation(labelPath, volumeNode)
 
-    def recomputeDirty(self):
-        """Measure again what changed since the last call; returns the updated table node (None if nothing to do)."""
-        state = self._observed
-        self._collectChanges()
-        if state is None or not (state["pending"] or state["full"]):
-            return None
-        scene = slicer.mrmlScene
-        segmentationNode = scene.GetNodeByID(state["segmentationNodeID"])
-        volumeNode = scene.GetNodeByID(state["volumeNodeID"])
-        tableNode = scene.GetNodeByID(state["tableNodeID"]) if state["tableNodeID"] else None
+    def importLabelMap(self, labelMap, volumeNode, segmentationNode=None, name=None):
+        """Named segments from a label map (SimpleITK image or labelmap node); see ``labelmaps.importLabelMap``."""
+        with self._watcher.paused():
+            segmentationNode = labelmaps.importLabelMap(labelMap, volumeNode, segmentationNode, name)
+        self._watcher.markAllDirty(segmentationNode)
+        return segmentationNode
+
+    # -- measurements ---------------------------------------------------------------------------------
+    def measure(self, segmentationNode, volumeNode, labels=None, sex=None, age=None) -> list:
+        """``SpineAnalysisLib.measurements.measure_case`` on the current segmentation."""
         if segmentationNode is None or volumeNode is None:
-            self.stopObserving()
-            return None
-        full = state["full"] or tableNode is None or not self._measurements.get(self._tableKey(tableNode))
-        pending = set(state["pending"])
-        labels = None if full else self.labelsToRemeasure(pending)
-        # a failure (e.g. an emptied segmentation) keeps the changes pending for the next attempt
-        tableNode = self.updateTable(segmentationNode, volumeNode, tableNode, labels=labels, sex=state["sex"], age=state["age"])
-        state["pending"] -= pending
+            raise spineErrors.InputError(_("select an input volume and a segmentation"))
+        image = volumes.volumeNodeToSitk(volumeNode)
+        if not otherschemes.namedByOurScheme(segmentationNode):  # e.g. a SlicerTotalSegmentator segmentation
+            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age).measurements
+        labelMap = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
+        return spineMeasurements.measure_case(
+            image, labelMap, sex=results_table.subject_sex(sex), age=results_table.subject_age(age), labels=(sorted(labels) if labels is not None else None)
+        )
+
+    measureOtherScheme = staticmethod(otherschemes.measureOtherScheme)
+
+    def updateTable(self, segmentationNode, volumeNode, tableNode=None, labels=None, sex=None, age=None):
+        """Measure and show the results in a table node (one row per structure); returns the table node.
+
+        With ``labels`` only those structures are measured again; the other rows are kept. A table node is
+        created (next to the volume in the subject hierarchy) when none is given.
+        """
+        measurements = self.measure(segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
+        tableNode = self._tables.show(tableNode, measurements, segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
         if labels is None:
-            state["full"] = False
-        state["tableNodeID"] = tableNode.GetID()
+            self._watcher.measuredAll(segmentationNode, tableNode)
         return tableNode
 
-    # -- navigation ---------------------------------------------------------------------------------
-    def levelCentroidRAS(self, segmentationNode, segmentName: str):
-        """Centre (RAS, mm) of the named segment."""
-        segmentId = self.segmentIdByName(segmentationNode, segmentName)
-        if segmentId is None:
-            raise spineErrors.InputError(_("there is no segment called {name}").format(name=segmentName))
-        center = segmentationNode.GetSegmentCenterRAS(segmentId)
-        if center is None:
-            raise spineErrors.InputError(_("{name} is empty").format(name=segmentName))
-        return tuple(float(c) for c in center)
+    def rescoreIfSubjectChanged(self, segmentationNode, volumeNode, tableNode, sex=None, age=None) -> bool:
+        """Measure again when the table's z-scores were computed for another sex or age; True when it did
+        (z-scores and flags come from the library's normative reference and flag rule)."""
+        if tableNode is None or segmentationNode is None or volumeNode is None or not self._tables.has(tableNode):
+            return False
+        if self._tables.isForSubject(tableNode, sex, age):
+            return False
+        self.updateTable(segmentationNode, volumeNode, tableNode, sex=sex, age=age)
+        return True
 
-    def jumpToLevel(self, segmentationNode, segmentName: str, centered: bool = True):
-        """Move every slice view to the centre of the named segment; returns that point (RAS)."""
-        r, a, s = self.levelCentroidRAS(segmentationNode, segmentName)
-        mode = slicer.vtkMRMLSliceNode.CenteredJumpSlice if centered else slicer.vtkMRMLSliceNode.OffsetJumpSlice
-        slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, mode)
-        return (r, a, s)
+    def measurementsOfTable(self, tableNode) -> list:
+        """The Measurement objects shown in a table, with values the user edited in the table."""
+        return self._tables.measurementsOf(tableNode)
 
-    # -- relabelling --------------------------------------------------------------------------------
-    def relabel(self, segmentationNode, mapping: dict) -> dict:
-        """Rename vertebrae (``{"L3": "L4", ...}``); discs next to a renamed vertebra follow.
+    def clearMeasurements(self) -> None:
+        """Forget every table's measurements (the widget calls it when the scene closes)."""
+        self._tables.clear()
 
-        Colours and terminology follow the names. Raises ValueError (and changes nothing) when anatomy forbids
-        the result (``SpineAnalysisLib.relabel.plan_relabel``). The names before are kept on the node for
-        :meth:`undoRelabel`. Returns ``{old name: new name}`` of every renamed segment.
-        """
-        segmentation = segmentationNode.GetSegmentation()
-        before = {sid: segmentation.GetSegment(sid).GetName() for sid in self.segmentIds(segmentationNode)}
-        renames = relabelling.plan_relabel(before, mapping)
-        if renames:
-            self._pushRenameHistory(segmentationNode, {sid: old for sid, (old, _new) in renames.items()})
-        self._renameSegments(segmentationNode, {sid: new for sid, (_old, new) in renames.items()})
-        return {old: new for old, new in renames.values()}
+    flagsOf = staticmethod(table.flagsOf)
+    qualityText = staticmethod(table.qualityText)
+    tableValue = staticmethod(table.tableValue)
+    structureNameOfRow = staticmethod(table.structureNameOfRow)
 
-    def _renameSegments(self, segmentationNode, names: dict) -> None:
-        segmentation = segmentationNode.GetSegmentation()
-        self._suppressEvents += 1
-        try:
-            for segmentId, name in names.items():
-                segment = segmentation.GetSegment(segmentId)
-                if segment is not None:
-                    segment.SetName(name)
-                    self.applySchemeToSegment(segment)
-        finally:
-            self._suppressEvents -= 1
-        self.applyScheme(segmentationNode)
-        self._markAllDirty(segmentationNode)
+    # -- exports --------------------------------------------------------------------------------------
+    def exportMeasurements(self, tableNode, outputDirectory: str, volumeNode=None, overwrite: bool = False):
+        """``<image>_measurements.csv``/``.json`` of the table as shown (``exports.exportMeasurements``)."""
+        return exports.exportMeasurements(self.measurementsOfTable(tableNode), tableNode, outputDirectory, volumeNode, overwrite)
+
+    dicomIdentifiers = staticmethod(exports.dicomIdentifiers)
+
+    def exportStructuredMeasurements(self, tableNode, volumeNode, path: str, includePatientId: bool = True):
+        """One CSV row per value with the DICOM identifiers (``exports.exportStructuredMeasurements``)."""
+        return exports.exportStructuredMeasurements(self.measurementsOfTable(tableNode), volumeNode, path, includePatientId)
+
+    saveSegmentation = staticmethod(exports.saveSegmentation)
+    exportTrainingCase = staticmethod(exports.exportTrainingCase)
+    hasDicomSource = staticmethod(dicomsource.hasDicomSource)
 
     @staticmethod
-    def _renameHistory(segmentationNode) -> list:
-        try:
-            return json.loads(segmentationNode.GetAttribute(RENAME_HISTORY_ATTRIBUTE) or "[]")
-        except ValueError:
-            return []
+    def exportDicomSeg(segmentationNode, volumeNode, path: str, sourceFolder=None, dicomDatabase=None) -> str:
+        """DICOM SEG referencing the volume's series (``exports.exportDicomSeg``); the DICOM browser's database
+        is ``slicer.dicomDatabase`` unless given."""
+        database = dicomDatabase if dicomDatabase is not None else getattr(slicer, "dicomDatabase", None)
+        return exports.exportDicomSeg(segmentationNode, volumeNode, path, sourceFolder, database)
 
-    def _pushRenameHistory(self, segmentationNode, names: dict) -> None:
-        history = self._renameHistory(segmentationNode)[-19:] + [names]  # the last 20 renames
-        segmentationNode.SetAttribute(RENAME_HISTORY_ATTRIBUTE, json.dumps(history))
+    # -- recomputation after edits --------------------------------------------------------------------
+    def observeSegmentation(self, segmentationNode, volumeNode, tableNode=None, sex=None, age=None) -> None:
+        """Watch a segmentation: a segment whose voxels change marks its structure for re-measuring
+        (``watcher.SegmentationWatcher``). The widget debounces with a timer started from
+        ``pendingChangedCallback``; scripts and tests call :meth:`recomputeDirty` themselves."""
+        self._watcher.observe(segmentationNode, volumeNode, tableNode, sex, age)
 
-    def canUndoRelabel(self, segmentationNode) -> bool:
-        return segmentationNode is not None and bool(self._renameHistory(segmentationNode))
+    def stopObserving(self) -> None:
+        self._watcher.stop()
 
-    def undoRelabel(self, segmentationNode) -> dict:
-        """Give back the names before the last Shift/Rename (saved with the scene); returns ``{old: new}``."""
-        history = self._renameHistory(segmentationNode)
-        if not history:
-            raise ValueError("there is no rename to undo")
-        names = history.pop()
-        segmentationNode.SetAttribute(RENAME_HISTORY_ATTRIBUTE, json.dumps(history))
-        segmentation = segmentationNode.GetSegmentation()
-        present = {sid: name for sid, name in names.items() if segmentation.GetSegment(sid) is not None}
-        renamed = {segmentation.GetSegment(sid).GetName(): name for sid, name in present.items()}
-        self._renameSegments(segmentationNode, present)
+    segmentFingerprint = staticmethod(watcher.segmentFingerprint)
+    labelsToRemeasure = staticmethod(watcher.labelsToRemeasure)
+
+    @property
+    def pendingLabels(self) -> set:
+        """Labels whose voxels changed and that wait to be measured again (empty when nothing is observed)."""
+        self._watcher.collectChanges()
+        return set(self._watcher.pending)
+
+    @property
+    def fullRecomputePending(self) -> bool:
+        """True after segments were added, removed or renamed: the next recomputation measures everything."""
+        return self._watcher.full
+
+    def recomputeDirty(self):
+        """Measure again what changed since the last call; returns the updated table node (None if nothing to do).
+        A failure (e.g. an emptied segmentation) keeps the changes pending for the next attempt."""
+        work = self._watcher.work(self._tables.has)
+        if work is None:
+            return None
+        segmentationNode, volumeNode, tableNode, labels, pending = work
+        tableNode = self.updateTable(segmentationNode, volumeNode, tableNode, labels=labels, sex=self._watcher.sex, age=self._watcher.age)
+        self._watcher.done(pending, labels, tableNode)
+        return tableNode
+
+    # -- relabelling ----------------------------------------------------------------------------------
+    def relabel(self, segmentationNode, mapping: dict) -> dict:
+        """Rename vertebrae (``{"L3": "L4"}``), discs following; undoable (``segments.relabel``)."""
+        with self._watcher.paused():
+            renamed = segments.relabel(segmentationNode, mapping)
+        self._watcher.markAllDirty(segmentationNode)
         return renamed
 
     def shiftLevels(self, segmentationNode, delta: int, segmentNames=None) -> dict:
-        """Move every vertebra name ``delta`` levels caudally (+1: L3 -> L4) or cranially (-1); discs follow.
-
-        ``segmentNames`` limits the shift to those vertebrae. Returns ``{old name: new name}``.
-        """
-        names = list(segmentNames) if segmentNames is not None else self.vertebraNames(segmentationNode)
+        """Move every vertebra name ``delta`` levels caudally (+1: L3 -> L4) or cranially (-1); discs follow."""
+        names = list(segmentNames) if segmentNames is not None else segments.vertebraNames(segmentationNode)
         return self.relabel(segmentationNode, relabelling.shift_mapping(names, delta))
 
     def renameVertebra(self, segmentationNode, oldName: str, newName: str) -> dict:
@@ -1579,7 +807,18 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
             raise ValueError("enter the new name of the vertebra")
         return self.relabel(segmentationNode, {oldName: newName.strip()})
 
-    # -- running the model --------------------------------------------------------------------------
+    @staticmethod
+    def canUndoRelabel(segmentationNode) -> bool:
+        return segmentationNode is not None and bool(segments.renameHistory(segmentationNode))
+
+    def undoRelabel(self, segmentationNode) -> dict:
+        """Give back the names before the last Shift/Rename; returns ``{name now: name again}``."""
+        with self._watcher.paused():
+            renamed = segments.undoRelabel(segmentationNode)
+        self._watcher.markAllDirty(segmentationNode)
+        return renamed
+
+    # -- running the model ----------------------------------------------------------------------------
     @staticmethod
     def missingDependencies(requirements=MODEL_REQUIREMENTS) -> list:
         """Requirements (default: the model's) that are not importable."""
@@ -1587,242 +826,92 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     def ensureDependencies(self, askConfirmation: bool = True, requirements=MODEL_REQUIREMENTS) -> bool:
         """Make ``requirements`` (default: torch and MONAI; ``DICOM_SEG_REQUIREMENTS`` for DICOM SEG) importable,
-        installing them into Slicer's Python after asking once (``SpineAnalysisSlicer.dependencies``).
-
-        Never installs while Slicer runs its tests or outside the application (returns False there when they
-        are missing); False also when the user declines.
-        """
-        installTorch = None
-        try:
-            import PyTorchUtils  # the PyTorch extension picks a build that matches the GPU driver
-
-            def installTorch():
-                return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.2")
-        except ImportError:
-            pass
+        installing them into Slicer's Python after asking once (``SpineAnalysisSlicer.dependencies``). Never
+        installs while Slicer runs its tests or outside the application; False also when the user declines."""
         confirm = slicer.util.confirmOkCancelDisplay if askConfirmation and _inApplication() else None
         return dependencies.ensure(
-            requirements, confirm=confirm, inApplication=_inApplication(), testing=_isTesting(), installTorch=installTorch,
+            requirements, confirm=confirm, inApplication=_inApplication(), testing=_isTesting(), installTorch=self._torchInstaller(),
             pipEnsure=dependencies.findPipEnsure(), pipInstall=getattr(slicer.util, "pip_install", None),
         )  # fmt: skip
+
+    @staticmethod
+    def _torchInstaller():
+        """The PyTorch extension's installer (it picks a torch build for the GPU driver); None without it."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return None
+        return lambda: PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.2")
 
     def runSegmentation(self, volumeNode, model=None, device="auto", synchronous=True, progressCallback=None):
         """Segment ``volumeNode`` with the model into a *new* segmentation node: an earlier segmentation (and
         every correction in it) is never overwritten.
 
-        ``synchronous=True`` runs ``SpineAnalysisLib.inference.segment_image`` here and returns the
-        segmentation node (blocks the GUI: for scripts and tests). ``synchronous=False`` starts a background
-        process and returns a :class:`SegmentationJob`; poll it, then call :meth:`finishSegmentation`.
+        ``synchronous=True`` runs ``SpineAnalysisLib.inference.segment_image`` here and returns the segmentation
+        node (blocks the GUI: for scripts and tests). ``synchronous=False`` starts a background process and
+        returns a :class:`SegmentationJob`; poll it, then call :meth:`completeSegmentation`.
         """
         if volumeNode is None:
             raise spineErrors.InputError(_("select an input volume"))
-        modelName = None if not model or model == "default" else model
+        modelName = None if not model or model == DEFAULT_MODEL_CHOICE else model
         if not synchronous:
             return self.startSegmentation(volumeNode, modelName, device)
-        inference = importlib.import_module("SpineAnalysisLib.inference")
+        inference = importlib.import_module("SpineAnalysisLib.inference")  # needs torch: imported on first use
 
         def report(fraction, message=""):
             if progressCallback is not None:
                 progressCallback(fraction, message)
 
-        result = inference.segment_image(self.volumeNodeToSitk(volumeNode), model_name=modelName, device=device or "auto", progress=report)
+        result = inference.segment_image(volumes.volumeNodeToSitk(volumeNode), model_name=modelName, device=device or "auto", progress=report)
         labelImage = getattr(result, "label_map", result)
-        segmentationNode = self.importLabelMap(labelImage, volumeNode, name=self._newSegmentationName(volumeNode))
-        self.rememberModelOutput(segmentationNode, labelImage, getattr(result, "model", None) or modelName or DEFAULT_MODEL_CHOICE)
+        segmentationNode = self.importLabelMap(labelImage, volumeNode, name=labelmaps.newSegmentationName(volumeNode))
+        modeloutput.rememberModelOutput(segmentationNode, labelImage, getattr(result, "model", None) or modelName or DEFAULT_MODEL_CHOICE)
         return segmentationNode
 
     @staticmethod
-    def _newSegmentationName(volumeNode) -> str:
-        return slicer.mrmlScene.GenerateUniqueName(f"{volumeNode.GetName()} segmentation")
-
-    def segmentationForVolume(self, volumeNode, current=None):
-        """The segmentation to show with ``volumeNode``: ``current`` when it belongs to that volume (or to none),
-        else the volume's newest segmentation, else None (never another volume's, which a run would overwrite)."""
-        if volumeNode is None or current is None:
-            return current
-        reference = current.GetNodeReferenceID(vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
-        if not reference or reference == volumeNode.GetID():
-            return current
-        own = self.segmentationsOfVolume(volumeNode)
-        return own[-1] if own else None
-
-    @staticmethod
-    def segmentationsOfVolume(volumeNode) -> list:
-        """Segmentation nodes whose reference geometry is ``volumeNode``, oldest first (what a new run would
-        sit beside: the widget asks before adding another, and selects the newest after a volume change)."""
-        if volumeNode is None:
-            return []
-        scene = slicer.mrmlScene
-        role = vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
-        nodes = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
-        return [node for node in nodes if node.GetNodeReferenceID(role) == volumeNode.GetID()]
-
-    def segmentationCommand(self, inputPath: str, outputPath: str, model=None, device="auto") -> list:
+    def segmentationCommand(inputPath: str, outputPath: str, model=None, device="auto", summaryPath=None) -> list:
         """The command line of a background segmentation (``python -m SpineAnalysisLib segment ...``)."""
         python = shutil.which("PythonSlicer") if _inApplication() else None
-        command = [python or sys.executable, "-m", "SpineAnalysisLib", "segment", inputPath, "-o", outputPath, "--device", device or "auto", "--progress"]
-        if model:
-            command += ["--model", model]
-        return command
+        return job.segmentationCommand(inputPath, outputPath, model, device, python, summaryPath)
 
-    def startSegmentation(self, volumeNode, model=None, device="auto", command=None) -> SegmentationJob:
-        """Write the volume to a temporary NIfTI file and start the segmentation in a background process.
+    @staticmethod
+    def startSegmentation(volumeNode, model=None, device="auto", command=None) -> SegmentationJob:
+        """Start a background segmentation of ``volumeNode`` (``job.startJob``); ``command`` replaces the command
+        line (tests), with ``{input}``/``{output}`` replaced by the file paths."""
+        python = shutil.which("PythonSlicer") if _inApplication() else None
+        return job.startJob(volumeNode, _LIBRARY_PARENT, model, device, command, python)
 
-        ``command`` replaces the default command line (tests); ``{input}`` and ``{output}`` in it are
-        replaced by the file paths.
-        """
-        workDir = tempfile.mkdtemp(prefix="SpineAnalysis-")
-        inputPath = os.path.join(workDir, "input.nii.gz")
-        outputPath = os.path.join(workDir, "labels.nii.gz")
-        try:
-            spineIO.write_image(self.volumeNodeToSitk(volumeNode), inputPath)
-            if command is None:
-                args = self.segmentationCommand(inputPath, outputPath, model, device)
-            else:
-                args = [str(a).replace("{input}", inputPath).replace("{output}", outputPath) for a in command]
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (_LIBRARY_PARENT, env.get("PYTHONPATH", "")) if p)
-            if device == "cpu":
-                env["CUDA_VISIBLE_DEVICES"] = "-1"
-            process = BackgroundProcess(args, env=env, cwd=_LIBRARY_PARENT).start()
-        except BaseException:
-            shutil.rmtree(workDir, ignore_errors=True)
-            raise
-        job = SegmentationJob(process, workDir, volumeNode.GetID(), outputPath)
-        job.model = model or DEFAULT_MODEL_CHOICE
-        return job
-
-    def finishSegmentation(self, job: SegmentationJob):
+    def finishSegmentation(self, segmentationJob: SegmentationJob):
         """Load the label map of a finished job into a new segmentation node; raises ``SpineAnalysisError`` with
-        the reason when the job failed or was cancelled (one error, shown once by the widget)."""
-        job.poll()
-        if job.is_running:
+        the reason when the job failed or was cancelled. The job's temporary files are removed."""
+        segmentationJob.poll()
+        if segmentationJob.is_running:
             raise spineErrors.SpineAnalysisError(_("the segmentation is still running"))
         try:
-            if not job.succeeded:
-                raise spineErrors.SpineAnalysisError(job.failureMessage())
-            volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeID)
+            if not segmentationJob.succeeded:
+                raise spineErrors.SpineAnalysisError(segmentationJob.failureMessage())
+            volumeNode = slicer.mrmlScene.GetNodeByID(segmentationJob.volumeNodeID)
             if volumeNode is None:
                 raise spineErrors.SpineAnalysisError(_("the input volume was removed while it was being segmented"))
-            labelImage = spineIO.read_label_map(job.outputPath)
-            segmentationNode = self.importLabelMap(labelImage, volumeNode, name=self._newSegmentationName(volumeNode))
-            self.rememberModelOutput(segmentationNode, labelImage, self._modelOfJob(job))
+            labelImage = spineIO.read_label_map(segmentationJob.outputPath)
+            segmentationNode = self.importLabelMap(labelImage, volumeNode, name=labelmaps.newSegmentationName(volumeNode))
+            modeloutput.rememberModelOutput(segmentationNode, labelImage, segmentationJob.modelUsed(), segmentationJob.summary())
             return segmentationNode
         finally:
-            job.cleanup()
+            segmentationJob.cleanup()
 
-    def completeSegmentation(self, job: SegmentationJob, tableNode=None, sex=None, age=None):
-        """The end of a background run in one call: load the result into a new segmentation and measure it.
-
-        Returns ``(segmentationNode, tableNode)``. Any failure (the job's own, loading, measuring) raises one
-        ``SpineAnalysisError``/``InputError`` whose message says what went wrong; the widget shows it once.
-        A table of another segmentation is not reused: the new one gets its own.
-        """
-        segmentationNode = self.finishSegmentation(job)
-        volumeNode = slicer.mrmlScene.GetNodeByID(job.volumeNodeID)
+    def completeSegmentation(self, segmentationJob: SegmentationJob, sex=None, age=None):
+        """The end of a background run in one call: load the result into a new segmentation and measure it into
+        a new table. Returns ``(segmentationNode, tableNode)``; any failure raises one error whose message says
+        what went wrong (the widget shows it once)."""
+        segmentationNode = self.finishSegmentation(segmentationJob)
+        volumeNode = slicer.mrmlScene.GetNodeByID(segmentationJob.volumeNodeID)
         return segmentationNode, self.updateTable(segmentationNode, volumeNode, None, sex=sex, age=age)
 
-    @staticmethod
-    def _modelOfJob(job) -> str:
-        """The model a finished job used: the CLI's last line says "... s on cpu with NAME VERSION"."""
-        try:
-            tail = job.process.output_tail(20)
-        except Exception:  # noqa: BLE001 - a stand-in process in tests
-            tail = ""
-        for line in reversed(tail.splitlines()):
-            if " with " in line and " s on " in line:
-                return line.rsplit(" with ", 1)[1].strip()
-        return getattr(job, "model", None) or DEFAULT_MODEL_CHOICE
-
-    # -- annotators' loop: model output, training export, model choice --------------------------------
-    def rememberModelOutput(self, segmentationNode, labelImage, model: str):
-        """Keep the model's label map beside the segmentation it created (a hidden label map node referenced by
-        the segmentation and saved with the scene), so that the corrected segmentation can be exported with the
-        original. Returns the label map node."""
-        outputNode = segmentationNode.GetNodeReference(MODEL_OUTPUT_REFERENCE)
-        outputNode = self.sitkToVolumeNode(labelImage, outputNode, name=f"{segmentationNode.GetName()} model output", labelmap=True)
-        outputNode.SetHideFromEditors(True)
-        outputNode.SetAttribute(MODEL_ATTRIBUTE, str(model))
-        segmentationNode.SetAttribute(MODEL_ATTRIBUTE, str(model))
-        segmentationNode.SetNodeReferenceID(MODEL_OUTPUT_REFERENCE, outputNode.GetID())
-        return outputNode
-
-    def modelOutput(self, segmentationNode):
-        """``(label map, model name)`` of the model run that created ``segmentationNode``; ``(None, None)`` for a
-        segmentation that was loaded or drawn."""
-        if segmentationNode is None:
-            return None, None
-        outputNode = segmentationNode.GetNodeReference(MODEL_OUTPUT_REFERENCE)
-        if outputNode is None or outputNode.GetImageData() is None:
-            return None, None
-        image = self.volumeNodeToSitk(outputNode)
-        image = sitk.Cast(image, sitk.sitkUInt16) if image.GetPixelID() != sitk.sitkUInt16 else image
-        return image, outputNode.GetAttribute(MODEL_ATTRIBUTE) or segmentationNode.GetAttribute(MODEL_ATTRIBUTE)
-
-    def exportTrainingCase(self, segmentationNode, volumeNode, datasetDirectory: str, caseId: str | None = None, annotator: str | None = None):
-        """Write the corrected segmentation, the volume and the model's original output into a training dataset
-        folder (``SpineAnalysisLib.annotation.export_training_case``); returns its ``ExportResult``."""
-        if segmentationNode is None or not self.segmentLabels(segmentationNode):
-            raise spineErrors.InputError(_("there is no segmentation to export: segment or load one first"))
-        if volumeNode is None:
-            raise spineErrors.InputError(_("select the input volume"))
-        if not datasetDirectory:
-            raise spineErrors.InputError(_("choose a dataset folder"))
-        annotation = importlib.import_module("SpineAnalysisLib.annotation")
-        image = self.volumeNodeToSitk(volumeNode)
-        corrected = self.segmentationToLabelMap(segmentationNode, volumeNode)
-        original, model = self.modelOutput(segmentationNode)
-        if original is not None and not spineIO.same_grid(original, image):
-            original = None  # the volume was moved or resampled after segmentation: the voxels no longer correspond
-        segmentation = segmentationNode.GetSegmentation()
-        names = {label: segmentation.GetSegment(segmentId).GetName() for segmentId, label in self.segmentLabels(segmentationNode).items()}
-        caseId = caseId or annotation.case_id_from_path(volumeNode.GetName() or "case")
-        return annotation.export_training_case(
-            image, corrected, datasetDirectory, caseId, original_label_map=original, model=model, annotator=annotator, names=names
-        )
-
-    @staticmethod
-    def hasDicomSource(volumeNode) -> bool:
-        """True when a DICOM SEG can reference the volume's series (loaded by the module or the DICOM browser)."""
-        return dicomsource.hasDicomSource(volumeNode)
-
-    def exportDicomSeg(self, segmentationNode, volumeNode, path: str, sourceFolder: str | None = None, dicomDatabase=None) -> str:
-        """Write the segmentation as a DICOM SEG referencing the series the volume was loaded from
-        (``SpineAnalysisLib.dicomseg.write_dicom_seg``): segment names and SNOMED codes of the scheme, the
-        model as algorithm, and the structures edited since the model run marked SEMIAUTOMATIC.
-
-        The series is the folder given, the one "Load DICOM folder..." recorded, or, for a volume from Slicer's
-        DICOM browser, its instances found in ``dicomDatabase`` (default: ``slicer.dicomDatabase``).
-        """
-        if segmentationNode is None or not self.segmentLabels(segmentationNode):
-            raise spineErrors.InputError(_("there is no segmentation to export"))
-        database = dicomDatabase if dicomDatabase is not None else getattr(slicer, "dicomDatabase", None)
-        with dicomsource.SeriesFolder(volumeNode, database) as recorded:
-            sourceFolder = sourceFolder or recorded
-            if not sourceFolder:
-                raise spineErrors.InputError(_("a DICOM SEG needs the source series: load the volume from DICOM (DICOM browser or 'Load DICOM folder...')"))
-            dicomseg = importlib.import_module("SpineAnalysisLib.dicomseg")
-            annotation = importlib.import_module("SpineAnalysisLib.annotation")
-            labelMap = self.segmentationToLabelMap(segmentationNode, volumeNode)
-            segmentation = segmentationNode.GetSegmentation()
-            names = {label: segmentation.GetSegment(segmentId).GetName() for segmentId, label in self.segmentLabels(segmentationNode).items()}
-            original, model = self.modelOutput(segmentationNode)
-            if original is not None and not spineIO.same_grid(original, labelMap):
-                original = None
-            edited = annotation.edited_structures(
-                sitk.GetArrayFromImage(labelMap), sitk.GetArrayFromImage(original) if original is not None else None, names
-            )
-            return str(dicomseg.write_dicom_seg(labelMap, sourceFolder, path, names=names, model=model, edited=edited))
-
-    @staticmethod
-    def availableModels() -> list:
-        """``(text, model)`` pairs for the model selector: the default model first, then every model on the
-        search path (``SpineAnalysisLib.model.catalog``, which needs no torch)."""
-        models = [(_("default (shipped model)"), DEFAULT_MODEL_CHOICE)]
-        catalog = importlib.import_module("SpineAnalysisLib.model.catalog")
-        for info in catalog.list_models():
-            models.append((info.label, f"{info.name}@{info.version}"))
-        return models
+    # -- annotators' loop -----------------------------------------------------------------------------
+    rememberModelOutput = staticmethod(modeloutput.rememberModelOutput)
+    modelOutput = staticmethod(modeloutput.modelOutput)
+    availableModels = staticmethod(modeloutput.availableModels)
 
 
 #
@@ -1923,10 +1012,6 @@ class SpineAnalysisTest(ScriptedLoadableModuleTest):
         self.assertIn("^11994002^", compat.segmentTerminology(l4))
 
         self.delayDisplay("Measuring")
-        try:
-            logic._measurementsModule()
-        except ImportError as error:
-            raise unittest.SkipTest(f"SpineAnalysisLib.measurements is not available: {error}") from None
         tableNode = logic.updateTable(segmentationNode, volumeNode)
         before = logic.tableValue(tableNode, "L4-L5", "height_mean_mm")
         self.assertIsNotNone(before, "no height_mean_mm for L4-L5")

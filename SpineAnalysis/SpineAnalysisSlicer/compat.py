@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import vtk
 
+try:  # Slicer's translation function (every supported version); slicer-core has no slicer.i18n
+    from slicer.i18n import tr as _
+except ImportError:  # pragma: no cover - outside the application
+
+    def _(text):
+        return text
+
+
 MINIMUM_VERSION = (5, 8)
 TESTED_VERSIONS = ("5.8", "5.10", "5.12")
 

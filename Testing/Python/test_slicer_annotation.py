@@ -99,19 +99,23 @@ def test_export_of_a_loaded_segmentation_and_refusals(logic, phantom, tmp_path):
         logic.exportTrainingCase(segmentation, volume, "")
 
 
-def test_model_of_a_background_job_is_read_from_its_output(logic, phantom, tmp_path):
+def test_model_of_a_background_job_is_read_from_its_json_summary(logic, phantom, tmp_path):
+    """The module reads the CLI's --summary JSON (model, labelling checks), not a sentence from stdout."""
     worker = tmp_path / "worker.py"
     worker.write_text(textwrap.dedent("""
-        import sys
+        import json, sys
         import SimpleITK as sitk
         labels = sitk.ReadImage(sys.argv[3])
         labels.CopyInformation(sitk.ReadImage(sys.argv[1]))
         sitk.WriteImage(labels, sys.argv[2])
-        print("progress: 1.0 done", flush=True)
-        print("0.4 s on cpu with spine-mri-2d-finetuned 3", flush=True)
+        print("progress: 1.0000 done", flush=True)
+        print("0.4 s on cpu with something-else 9", flush=True)  # human text: not parsed
+        json.dump({"model": "spine-mri-2d-finetuned 3", "levels": ["L3", "L4", "L5"], "levels_uncertain": True,
+                   "confidence": 0.9, "flags": [], "warnings": []}, open(sys.argv[4], "w"))
     """))
     volume, _ = logic.loadInputs(phantom[0])
-    job = logic.startSegmentation(volume, model="spine-mri-2d-finetuned@3", command=[sys.executable, str(worker), "{input}", "{output}", phantom[1]])
+    job = logic.startSegmentation(volume, model="spine-mri-2d-finetuned@3",
+                                  command=[sys.executable, str(worker), "{input}", "{output}", phantom[1], "{summary}"])  # fmt: skip
     deadline = time.monotonic() + 60
     while job.is_running and time.monotonic() < deadline:
         job.poll()
@@ -119,6 +123,8 @@ def test_model_of_a_background_job_is_read_from_its_output(logic, phantom, tmp_p
     segmentation = logic.finishSegmentation(job)
     original, model = logic.modelOutput(segmentation)
     assert model == "spine-mri-2d-finetuned 3"
+    table = logic.updateTable(segmentation, volume)  # the run's labelling checks reach the quality status
+    assert logic.qualityText(table).startswith("Quality: review") and "levels uncertain" in logic.qualityText(table)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(original), sitk.GetArrayFromImage(sitk.ReadImage(phantom[1])))
 
 

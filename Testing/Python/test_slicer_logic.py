@@ -440,6 +440,7 @@ def test_background_segmentation_cancel(logic, slicer_scene, phantom, tmp_path):
 def test_default_background_command(logic, spine_module):
     command = logic.segmentationCommand("in.nii.gz", "out.nii.gz", None, "cpu")
     assert command == [sys.executable, "-m", "SpineAnalysisLib", "segment", "in.nii.gz", "-o", "out.nii.gz", "--device", "cpu", "--progress"]
+    assert logic.segmentationCommand("in.nii.gz", "out.nii.gz", None, "cpu", "r.json")[-2:] == ["--summary", "r.json"]
     assert logic.segmentationCommand("a", "b", "spine@2", "auto")[-2:] == ["--model", "spine@2"]
 
 

@@ -1,0 +1,129 @@
+"""Everything the module writes: measurements (per case, and with DICOM identifiers), the segmentation as
+.seg.nrrd, a training case for the annotators' loop, and DICOM SEG."""
+
+from __future__ import annotations
+
+import os
+
+import SimpleITK as sitk
+import slicer
+from SpineAnalysisLib import annotation
+from SpineAnalysisLib import dicomseg as spineDicomSeg
+from SpineAnalysisLib import errors as spineErrors
+from SpineAnalysisLib import imageio as spineIO
+from SpineAnalysisLib import measurements_export
+
+from . import dicomsource, labelmaps, modeloutput, segments, table, volumes
+from .compat import _
+
+DICOM_IDENTIFIER_TAGS = spineIO.DICOM_IDENTIFIER_TAGS
+
+
+def _needMeasurements(measurements) -> list:
+    if not measurements:
+        raise spineErrors.InputError(_("there are no measurements to export: measure first"))
+    return measurements
+
+
+def exportMeasurements(measurements, tableNode, outputDirectory: str, volumeNode=None, overwrite: bool = False):
+    """``<image>_measurements.csv`` and ``.json`` naming the image and the model on every row; returns both paths.
+
+    Raises ``FileExistsError`` (writing nothing) when the files exist and ``overwrite`` is False.
+    """
+    measurements = _needMeasurements(measurements)
+    image = volumeNode.GetName() if volumeNode is not None else tableNode.GetName()
+    return measurements_export.write_case_measurements(
+        measurements, outputDirectory, image=image, model=tableNode.GetAttribute(table.MODEL_ATTRIBUTE) or "",
+        quality=table.qualityStatus(tableNode), overwrite=overwrite,
+    )  # fmt: skip
+
+
+def dicomIdentifiers(volumeNode) -> dict:
+    """PatientID, StudyInstanceUID, SeriesInstanceUID and Modality of a volume loaded from DICOM ("" when unknown):
+    from the attributes the module's own DICOM loading sets, else from the subject hierarchy of Slicer's DICOM
+    module (series item: UID "DICOM" and attribute "DICOM.Modality"; study UID; patient "DICOM.PatientID")."""
+    result = {name: (volumeNode.GetAttribute(f"DICOM.{name}") or "") if volumeNode is not None else "" for name in DICOM_IDENTIFIER_TAGS}
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene) if volumeNode is not None else None
+    if shNode is not None:
+        series = shNode.GetItemByDataNode(volumeNode)
+        study = shNode.GetItemParent(series) if series else 0
+        patient = shNode.GetItemParent(study) if study else 0
+        found = {
+            "SeriesInstanceUID": shNode.GetItemUID(series, "DICOM") if series else "",
+            "StudyInstanceUID": shNode.GetItemUID(study, "DICOM") if study else "",
+            "PatientID": shNode.GetItemAttribute(patient, "DICOM.PatientID") if patient else "",
+            "Modality": shNode.GetItemAttribute(series, "DICOM.Modality") if series else "",
+        }
+        result.update({key: value for key, value in found.items() if value and not result[key]})
+    return result
+
+
+def exportStructuredMeasurements(measurements, volumeNode, path: str, includePatientId: bool = True):
+    """One CSV row per value with the DICOM study/series identifiers (``measurements_export``); returns the path."""
+    return measurements_export.write_structured_csv(
+        _needMeasurements(measurements), path, identifiers=dicomIdentifiers(volumeNode), include_patient_id=includePatientId
+    )
+
+
+def saveSegmentation(segmentationNode, path: str) -> str:
+    """Write the segmentation (names, colours, terminology included) to a .seg.nrrd file."""
+    path = os.fspath(path)
+    if not path.lower().endswith(".seg.nrrd"):
+        path += ".seg.nrrd"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    storageNode = segmentationNode.GetStorageNode()
+    if storageNode is None:
+        segmentationNode.AddDefaultStorageNode()
+        storageNode = segmentationNode.GetStorageNode()
+    storageNode.SetFileName(path)
+    if not storageNode.WriteData(segmentationNode):
+        raise spineErrors.SpineAnalysisError(f"{path}: the segmentation could not be written")
+    return path
+
+
+def _namesByLabel(segmentationNode) -> dict:
+    names = segments.segmentNames(segmentationNode)
+    return {label: names[sid] for sid, label in segments.segmentLabels(segmentationNode).items()}
+
+
+def exportTrainingCase(segmentationNode, volumeNode, datasetDirectory: str, caseId=None, annotator=None):
+    """Write the corrected segmentation, the volume and the model's original output into a training dataset
+    folder (``SpineAnalysisLib.annotation.export_training_case``); returns its ``ExportResult``."""
+    if segmentationNode is None or not segments.segmentLabels(segmentationNode):
+        raise spineErrors.InputError(_("there is no segmentation to export: segment or load one first"))
+    if volumeNode is None:
+        raise spineErrors.InputError(_("select the input volume"))
+    if not datasetDirectory:
+        raise spineErrors.InputError(_("choose a dataset folder"))
+    image = volumes.volumeNodeToSitk(volumeNode)
+    corrected = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
+    original, model = modeloutput.modelOutput(segmentationNode)
+    if original is not None and not spineIO.same_grid(original, image):
+        original = None  # the volume was moved or resampled after segmentation: the voxels no longer correspond
+    caseId = caseId or annotation.case_id_from_path(volumeNode.GetName() or "case")
+    return annotation.export_training_case(
+        image, corrected, datasetDirectory, caseId, original_label_map=original, model=model, annotator=annotator, names=_namesByLabel(segmentationNode)
+    )
+
+
+def exportDicomSeg(segmentationNode, volumeNode, path: str, sourceFolder=None, dicomDatabase=None) -> str:
+    """Write the segmentation as a DICOM SEG referencing the series the volume was loaded from
+    (``SpineAnalysisLib.dicomseg.write_dicom_seg``): segment names and SNOMED codes of the scheme, the model as
+    algorithm, and the structures edited since the model run (``annotation.edited_structures``) SEMIAUTOMATIC.
+
+    The series is ``sourceFolder``, the folder "Load DICOM folder..." recorded, or, for a volume from Slicer's DICOM
+    browser, its instances found in ``dicomDatabase`` (``dicomsource.SeriesFolder``).
+    """
+    if segmentationNode is None or not segments.segmentLabels(segmentationNode):
+        raise spineErrors.InputError(_("there is no segmentation to export"))
+    with dicomsource.SeriesFolder(volumeNode, dicomDatabase) as recorded:
+        sourceFolder = sourceFolder or recorded
+        if not sourceFolder:
+            raise spineErrors.InputError(_("a DICOM SEG needs the source series: load the volume from DICOM (DICOM browser or 'Load DICOM folder...')"))
+        labelMap = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
+        names = _namesByLabel(segmentationNode)
+        original, model = modeloutput.modelOutput(segmentationNode)
+        if original is not None and not spineIO.same_grid(original, labelMap):
+            original = None
+        edited = annotation.edited_structures(sitk.GetArrayFromImage(labelMap), sitk.GetArrayFromImage(original) if original is not None else None, names)
+        return str(spineDicomSeg.write_dicom_seg(labelMap, sourceFolder, path, names=names, model=model, edited=edited))

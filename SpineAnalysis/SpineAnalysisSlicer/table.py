@@ -1,0 +1,210 @@
+"""The measurement table: one row per structure, one column per parameter, a flag column from the library's
+one rule, a quality status, and the Measurement objects behind each table.
+
+:class:`MeasurementTables` keeps the measurements of each table under a key stored *on the table node*
+(``MEASUREMENTS_KEY_ATTRIBUTE``), not under its node ID: a new scene reuses node IDs, and a table of the new
+scene must never export the previous case's numbers. Values the user edits in the table are what is exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import uuid
+
+import slicer
+import vtk
+from SpineAnalysisLib import quality as qualityChecks
+from SpineAnalysisLib import results_table
+from SpineAnalysisLib.measure import flags as normalRange
+
+from . import volumes
+from .compat import _
+from .modeloutput import MODEL_ATTRIBUTE, runSummary
+
+STRUCTURE_COLUMN = "Structure"
+TYPE_COLUMN = "Type"
+FLAG_COLUMN = "Outside normal range"
+NOTES_COLUMN = "Notes"
+#: Table node attributes: the key of its measurements, the subject its z-scores are for, the quality (and the
+#: model, MODEL_ATTRIBUTE, as on the segmentation).
+MEASUREMENTS_KEY_ATTRIBUTE = "SpineAnalysis.MeasurementsKey"
+SUBJECT_ATTRIBUTE = "SpineAnalysis.Subject"
+QUALITY_ATTRIBUTE = "SpineAnalysis.Quality"
+
+
+def rowKey(measurement):
+    return (measurement.structure, measurement.level)
+
+
+def subjectText(sex, age) -> str:
+    return f"{results_table.subject_sex(sex) or ''}|{results_table.subject_age(age) or ''}"
+
+
+def flagsOf(values: dict) -> str:
+    """Text of the "outside normal range" column: the z-scores flagged by the library's one rule
+    (``SpineAnalysisLib.measure.flags``), and a Genant grade above 0 (a deformity, not a reference interval)."""
+    texts = normalRange.flags_of(values)
+    grade = values.get("genant_grade")
+    if grade is not None and not (isinstance(grade, float) and math.isnan(grade)) and grade > 0:
+        texts.append(f"Genant grade {int(round(grade))}")
+    return "; ".join(texts)
+
+
+def qualityText(tableNode) -> str:
+    """The case's quality banner ("Quality: review - reason; reason"); "" when the table carries none."""
+    text = tableNode.GetAttribute(QUALITY_ATTRIBUTE) if tableNode is not None else None
+    if not text:
+        return ""
+    try:
+        quality = json.loads(text)
+    except ValueError:
+        return ""
+    reasons = "; ".join(quality.get("reasons") or [])
+    return _("Quality: {status}").format(status=quality.get("status", "?")) + (f" - {reasons}" if reasons else "")
+
+
+def qualityStatus(tableNode) -> str:
+    try:
+        return json.loads(tableNode.GetAttribute(QUALITY_ATTRIBUTE) or "{}").get("status", "")
+    except ValueError:
+        return ""
+
+
+def tableValue(tableNode, structureName: str, parameter: str):
+    """The number in the row of ``structureName`` and the column ``parameter`` (None if absent or empty)."""
+    table = tableNode.GetTable()
+    names = table.GetColumnByName(STRUCTURE_COLUMN)
+    column = table.GetColumnByName(parameter)
+    if names is None or column is None:
+        return None
+    for row in range(table.GetNumberOfRows()):
+        if names.GetValue(row) == structureName:
+            value = column.GetValue(row)
+            return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return None
+
+
+def structureNameOfRow(tableNode, row: int):
+    names = tableNode.GetTable().GetColumnByName(STRUCTURE_COLUMN)
+    if names is None or not 0 <= row < names.GetNumberOfValues():
+        return None
+    return names.GetValue(row)
+
+
+def fillTable(tableNode, measurements) -> None:
+    """Show ``measurements`` in ``tableNode``: rows cranial to caudal, columns in the measure modules' order."""
+    rows = {}
+    units = {}
+    for m in measurements:
+        row = rows.setdefault(rowKey(m), {"values": {}, "notes": []})
+        row["values"][m.parameter] = m.value
+        if m.note:
+            row["notes"].append(f"{m.parameter}: {m.note}")
+        if m.unit and m.parameter not in units:
+            units[m.parameter] = m.unit
+    parameters = results_table.column_order(m.parameter for m in measurements)
+    keys = sorted(rows, key=lambda key: results_table.row_sort_key(*key))
+
+    wasModified = tableNode.StartModify()
+    tableNode.RemoveAllColumns()
+    if hasattr(tableNode, "SetUseColumnTitleAsColumnHeader"):  # column titles: not in every supported version
+        tableNode.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        tableNode.SetUseColumnNameAsColumnHeader(True)
+    table = tableNode.GetTable()
+    textColumns = {}
+    for name in (STRUCTURE_COLUMN, TYPE_COLUMN, FLAG_COLUMN, NOTES_COLUMN):
+        textColumns[name] = vtk.vtkStringArray()
+        textColumns[name].SetName(name)
+    numberColumns = {}
+    for parameter in parameters:
+        column = vtk.vtkDoubleArray()
+        column.SetName(parameter)
+        numberColumns[parameter] = column
+    for key in keys:
+        row = rows[key]
+        textColumns[STRUCTURE_COLUMN].InsertNextValue(key[1])
+        textColumns[TYPE_COLUMN].InsertNextValue(key[0])
+        for parameter, column in numberColumns.items():
+            value = row["values"].get(parameter)
+            column.InsertNextValue(float("nan") if value is None else float(value))
+        textColumns[FLAG_COLUMN].InsertNextValue(flagsOf(row["values"]))
+        textColumns[NOTES_COLUMN].InsertNextValue("; ".join(row["notes"]))
+    for column in [textColumns[STRUCTURE_COLUMN], textColumns[TYPE_COLUMN], *numberColumns.values(), textColumns[FLAG_COLUMN], textColumns[NOTES_COLUMN]]:
+        table.AddColumn(column)
+    for parameter in parameters:
+        if parameter in units:
+            tableNode.SetColumnUnitLabel(parameter, units[parameter])
+        if hasattr(tableNode, "SetColumnTitle"):  # as SetUseColumnTitleAsColumnHeader
+            tableNode.SetColumnTitle(parameter, parameter)
+    tableNode.SetColumnDescription(FLAG_COLUMN, normalRange.RULE_TEXT + _("; and a Genant grade above 0"))
+    table.Modified()
+    tableNode.Modified()
+    tableNode.EndModify(wasModified)
+
+
+class MeasurementTables:
+    """The Measurement lists behind the table nodes this module filled."""
+
+    def __init__(self):
+        self._byKey = {}
+
+    @staticmethod
+    def key(tableNode):
+        return tableNode.GetAttribute(MEASUREMENTS_KEY_ATTRIBUTE) if tableNode is not None else None
+
+    def clear(self) -> None:
+        self._byKey.clear()
+
+    def has(self, tableNode) -> bool:
+        return bool(self._byKey.get(self.key(tableNode)))
+
+    def show(self, tableNode, measurements, segmentationNode, volumeNode, labels=None, sex=None, age=None):
+        """Show new measurements in ``tableNode`` (created beside the volume when None); returns the table node.
+
+        With ``labels`` only those structures were measured again: the other rows are kept (spine rows
+        included: measure_case makes them only in a full measurement).
+        """
+        if tableNode is None:
+            tableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{segmentationNode.GetName()} measurements")
+            volumes.placeNextTo(tableNode, volumeNode)
+        if labels is not None:
+            wanted = set(labels)
+            fresh = {rowKey(m) for m in measurements}
+            previous = self._byKey.get(self.key(tableNode), [])
+            measurements = [m for m in previous if m.label not in wanted and rowKey(m) not in fresh] + list(measurements)
+        key = self.key(tableNode) or uuid.uuid4().hex
+        tableNode.SetAttribute(MEASUREMENTS_KEY_ATTRIBUTE, key)
+        tableNode.SetAttribute(SUBJECT_ATTRIBUTE, subjectText(sex, age))
+        tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
+        quality = qualityChecks.assess(measurements, runSummary(segmentationNode))  # with the run's labelling checks
+        tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality.to_dict()))
+        self._byKey[key] = list(measurements)
+        fillTable(tableNode, measurements)
+        return tableNode
+
+    def measurementsOf(self, tableNode) -> list:
+        """The Measurement objects shown in a table, with the values as the table now shows them: a number edited
+        in the table replaces the measured one (noted in the row's note)."""
+        measured = self._byKey.get(self.key(tableNode)) if tableNode is not None else None
+        if not measured:
+            return []
+        table = tableNode.GetTable()
+        names, types = table.GetColumnByName(STRUCTURE_COLUMN), table.GetColumnByName(TYPE_COLUMN)
+        rows = {(types.GetValue(r), names.GetValue(r)): r for r in range(table.GetNumberOfRows())} if names and types else {}
+        result = []
+        for m in measured:
+            column, row = table.GetColumnByName(m.parameter), rows.get(rowKey(m))
+            if column is not None and row is not None and column.IsNumeric():
+                shown = column.GetValue(row)
+                shown = None if shown is None or math.isnan(shown) else float(shown)
+                if (shown is None) != (m.value is None) or (shown is not None and not math.isclose(shown, m.value, rel_tol=1e-9, abs_tol=1e-9)):
+                    note = f"edited in the table (measured: {'none' if m.value is None else f'{m.value:.6g}'})"
+                    m = dataclasses.replace(m, value=shown, note="; ".join(n for n in (m.note, note) if n))
+            result.append(m)
+        return result
+
+    def isForSubject(self, tableNode, sex, age) -> bool:
+        return tableNode.GetAttribute(SUBJECT_ATTRIBUTE) == subjectText(sex, age)
