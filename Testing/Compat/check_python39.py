@@ -12,13 +12,27 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-#: What SpineAnalysis.py and its Slicer-side package import from the library (torch-free parts).
-LIBRARY_MODULES = (
-    "SpineAnalysisLib.errors", "SpineAnalysisLib.labels", "SpineAnalysisLib.imageio", "SpineAnalysisLib.background",
-    "SpineAnalysisLib.relabel", "SpineAnalysisLib.results_table", "SpineAnalysisLib.measurements",
-    "SpineAnalysisLib.measurements_export", "SpineAnalysisLib.annotation", "SpineAnalysisLib.model.catalog",
-    "SpineAnalysisLib.label_schemes", "SpineAnalysisLib.measure_segmentation",
-)  # fmt: skip
+#: Library modules imported by the module and its Slicer-side package (found by reading their imports, so a new
+#: import is checked too), and the torch-free parts the command line's measurement uses.
+MODULE_FILES = ("SpineAnalysis/SpineAnalysis.py", "SpineAnalysis/SpineAnalysisSlicer/*.py")
+EXTRA_MODULES = ("SpineAnalysisLib.measurements", "SpineAnalysisLib.quality")
+
+
+def library_modules_of_the_module() -> list:
+    import ast
+
+    found = set(EXTRA_MODULES)
+    for pattern in MODULE_FILES:
+        for path in ROOT.glob(pattern):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("SpineAnalysisLib"):
+                    for alias in node.names:
+                        candidate = f"{node.module}.{alias.name}"
+                        is_module = (ROOT / candidate.replace(".", "/")).with_suffix(".py").exists() or (ROOT / candidate.replace(".", "/")).is_dir()
+                        found.add(candidate if is_module else node.module)
+                elif isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names if alias.name.startswith("SpineAnalysisLib"))
+    return sorted(found)
 
 
 def compile_all() -> list:
@@ -36,7 +50,7 @@ def compile_all() -> list:
 def import_and_measure() -> list:
     sys.path.insert(0, str(ROOT))
     failures = []
-    for name in LIBRARY_MODULES:
+    for name in library_modules_of_the_module():
         try:
             importlib.import_module(name)
         except Exception as error:  # noqa: BLE001 - report every module
