@@ -88,8 +88,13 @@ def test_port_in_use_is_one_clear_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
+        port = busy.getsockname()[1]
         with pytest.raises(InputError, match="cannot listen on 127.0.0.1"):
-            check_port("127.0.0.1", busy.getsockname()[1])
+            check_port("127.0.0.1", port)
+        result = run_review("--port", str(port))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"spineanalysis: error: cannot listen on 127.0.0.1:{port}")
 
 
 def run_review(*args: str) -> subprocess.CompletedProcess:
