@@ -155,7 +155,8 @@ def measure_case(
             spine_rows = [("", name, None, unit, note) for name, unit in alignment.PARAMETERS]
         for level, parameter, value, unit, note in spine_rows:
             result.append(_row("spine", level, parameter, value, unit, note, None))
-    return quality_checks.withhold_implausible(result)
+    at_edge = {spine.disc_name(x) if scheme.is_disc(x) else scheme.vertebra_name(x) for x in spine.chain_ends_near_edge()}
+    return quality_checks.withhold_implausible(result, at_edge)
 
 
 def measurements_to_table(measurements: Iterable[Measurement]) -> list[dict]:

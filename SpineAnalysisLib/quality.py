@@ -8,7 +8,8 @@ Every check is explicit and listed here (docs/validation.md repeats them with th
    the case is ``failed``. A withheld slip is never given a Meyerding grade.
 2. **Anatomical order and spacing of levels**: the centroid of each labelled vertebra must lie below the one of the
    vertebra above it (patient superior axis) and two adjacent vertebrae's centroids must be
-   :data:`SPACING_MM` apart. Outside: ``failed`` ("an S1 in the pelvis").
+   :data:`SPACING_MM` apart (closer is allowed next to a body cut by the field of view or labelled only in part,
+   whose centroid is displaced). Outside: ``failed`` ("an S1 in the pelvis").
 3. **Label confidence** (from the labelling report in ``summary.json``): ``levels_uncertain`` true (a missing
    field counts as false) or a level-count confidence below :data:`LOW_CONFIDENCE`: ``review``. Image warnings of
    the segmentation (oblique slices, NaN voxels): ``review``. Labelling flags are listed as notes.
@@ -122,9 +123,18 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def withhold_implausible(measurements: list) -> list:
+#: note ending of a value withheld at a chain end near the image edge (labelled in part: not a failed case)
+AT_EDGE = "at an end of the labelled chain near the image edge, probably labelled in part"
+
+
+def withhold_implausible(measurements: list, at_edge: Iterable[str] = ()) -> list:
     """A copy of ``measurements`` in which every value outside :data:`PHYSICAL_RANGES` (and what is derived from it)
-    is None, with ``"withheld: ..."`` and the reason in its note. Rows are :class:`~.measurements.Measurement`."""
+    is None, with ``"withheld: ..."`` and the reason in its note. Rows are :class:`~.measurements.Measurement`.
+
+    ``at_edge``: levels (names) at either end of the labelled chain within reach of the image edge; their implausible
+    values are withheld too, but say so (:data:`AT_EDGE`) and do not fail the case: the network often labels only
+    part of the structure that the field of view cuts."""
+    at_edge = set(at_edge)
     out = list(measurements)
     withheld: dict[tuple[str, str, str], str] = {}  # (structure, level, parameter) -> reason
     reasons: dict[tuple[str, str, str], str] = {}
@@ -133,7 +143,8 @@ def withhold_implausible(measurements: list) -> list:
         if rule is None or m.value is None or rule.low <= m.value <= rule.high:
             continue
         why = (f"{WITHHELD} {m.parameter} {_fmt(m.value)} {m.unit} is outside the physical range "
-               f"{_fmt(rule.low)} to {_fmt(rule.high)} ({rule.source}); failed measurement")
+               f"{_fmt(rule.low)} to {_fmt(rule.high)} ({rule.source}); "
+               + (f"{m.level} is {AT_EDGE}" if m.structure != "spine" and m.level in at_edge else "failed measurement"))
         reasons[(m.structure, m.level, m.parameter)] = why
         for dependent in DEPENDENTS.get(m.parameter, ()):
             withheld.setdefault((m.structure, m.level, dependent), f"{WITHHELD} derived from {m.parameter}, which is outside its physical range")
@@ -154,6 +165,9 @@ def _order_and_spacing(measurements: list, quality: Quality) -> None:
         if m.structure == "vertebra" and m.parameter.startswith("centroid_") and m.value is not None and m.label is not None:
             axis = "ras".index(m.parameter[len("centroid_")])
             centroids.setdefault(m.label, np.full(3, np.nan))[axis] = m.value
+    # a body cut by the field of view or labelled only in part has a displaced centroid: its spacing is not judged
+    partial = {m.label for m in measurements if m.structure == "vertebra" and m.parameter == "volume_mm3" and m.value is None
+               and ("cut by the field of view" in m.note or "incomplete" in m.note)}
     ranked = sorted((v for v, c in centroids.items() if np.isfinite(c).all()), key=scheme.anatomical_rank)
     for upper, lower in zip(ranked[:-1], ranked[1:]):
         a, b = centroids[upper], centroids[lower]
@@ -163,7 +177,7 @@ def _order_and_spacing(measurements: list, quality: Quality) -> None:
             continue
         adjacent = scheme.next_vertebra(upper) == lower or (upper, lower) in ((24, 25), (19, 28))
         distance = float(np.linalg.norm(a - b))
-        if adjacent and not SPACING_MM[0] <= distance <= SPACING_MM[1]:
+        if adjacent and not SPACING_MM[0] <= distance <= SPACING_MM[1] and not (distance < SPACING_MM[0] and partial & {upper, lower}):
             quality.add("failed", f"{names} centroids {distance:.0f} mm apart (adjacent vertebrae lie "
                                   f"{SPACING_MM[0]:.0f}-{SPACING_MM[1]:.0f} mm apart): levels misplaced")
 
@@ -184,7 +198,9 @@ def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
     elif not any(m.structure == "vertebra" or m.structure == "disc" for m in measurements):
         quality.add("failed", "nothing could be measured")
     for m in measurements:
-        if m.value is None and m.note.startswith(WITHHELD) and " is outside the physical range" in m.note:
+        if m.value is None and m.note.startswith(WITHHELD) and m.note.endswith(AT_EDGE):
+            quality.notes.append(f"{_withheld_reason(m)}; {AT_EDGE}")
+        elif m.value is None and m.note.startswith(WITHHELD) and " is outside the physical range" in m.note:
             quality.add("failed", _withheld_reason(m))
         elif m.parameter == "slip_percent" and m.value is not None and m.value >= HIGH_GRADE_SLIP:
             quality.add("review", f"{m.level} slip {m.value:.0f} % (Meyerding III or worse): confirm on the image")

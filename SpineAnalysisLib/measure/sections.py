@@ -189,6 +189,20 @@ class Spine:
         section.reason = reason
         return section
 
+    def chain_ends_near_edge(self) -> list[int]:
+        """The first and last labelled vertebra or disc (cranio-caudal) when it lies within
+        :data:`edges.INCOMPLETE_EDGE_MM` of the volume border: the network may have labelled it only in part."""
+        chain = sorted((x for x in self.present if scheme.is_vertebra(x) or scheme.is_disc(x)), key=scheme.anatomical_rank)
+        size = np.asarray(self.label_map.GetSize()) - 1
+        spacing = self.volume.spacing
+        ends = []
+        for label in dict.fromkeys(chain[:1] + chain[-1:]):
+            stats = self.volume.stats[label]
+            gap = np.minimum(stats.index_min, size - stats.index_max) * spacing
+            if float(gap.min()) <= edges.INCOMPLETE_EDGE_MM:
+                ends.append(label)
+        return ends
+
     # ----- per-endplate access (cut corners, incomplete chain ends) -----
     def endplate(self, vertebra: int, side: str, axes: plane.PlaneAxes = plane.SAGITTAL) -> tuple[Quad | None, str]:
         """The corners of ``vertebra`` when the two corners of its ``side`` ("upper"/"lower") endplate are

@@ -67,3 +67,24 @@ def test_s1_never_gets_a_genant_grade():
     row = table[("S1", "genant_grade")]
     assert row.value is None and "T4-L5 only" in row.note
     assert table[("L5", "genant_grade")].value == 0
+
+
+def test_an_implausible_sliver_at_the_chain_end_is_withheld_without_failing_the_case(lumbar):
+    label_map, image = lumbar
+    # 3 mm of L1 left, its top 18 mm below the image top
+    sliver = ph.crop(_remove_top(label_map, 20, 34.0 + 2.5), upper=(0, 0, 12))
+    rows = measure_case(ph.crop(image, upper=(0, 0, 12)), sliver)
+    row = rows_by(rows)[("L1", "height_posterior_mm")]
+    assert row.value is None and row.note.startswith(quality.WITHHELD) and row.note.endswith(quality.AT_EDGE)
+    result = quality.assess(rows)
+    assert result.status == "ok" and any("L1 height_posterior_mm" in note for note in result.notes)
+
+
+def test_spine_rows_named_like_a_chain_end_still_fail():
+    from SpineAnalysisLib.measurements import Measurement
+
+    rows = [Measurement("vertebra", "S1", "height_anterior_mm", 3.0, "mm", "", 26), Measurement("spine", "S1", "sacral_slope_deg", -12.0, "deg", "", None)]
+    gated = quality.withhold_implausible(rows, at_edge={"S1"})
+    assert all(m.value is None for m in gated)
+    result = quality.assess(gated)
+    assert result.status == "failed" and result.reasons == ["S1 sacral_slope_deg -12 deg is outside its physical range (withheld)"]
