@@ -164,8 +164,8 @@ class ReviewApp(TrameApp):
             v3.VBtn("all down one", click=(self.shift_levels, "[1]"), density="compact", disabled=("!segments.length",), id="shift-down")
         with html.Div(style="display: flex; gap: 4px;"):
             v3.VSelect(v_model=("rename_from",), items=("segments.filter(n => !n.includes('-') && !n.includes(' '))",), label="vertebra",
-                       density="compact", hide_details=True)
-            v3.VTextField(v_model=("rename_to",), label="new name", density="compact", hide_details=True, style="max-width: 90px")
+                       density="compact", hide_details=True, id="rename-from")
+            v3.VTextField(v_model=("rename_to",), label="new name", density="compact", hide_details=True, style="max-width: 90px", id="rename-to")
             v3.VBtn("Rename", click=self.rename, density="compact", disabled=("!rename_from || !rename_to",), id="rename-button")
         html.Div("Export", classes="text-subtitle-2 mt-2")
         with html.Div(classes="my-1"):

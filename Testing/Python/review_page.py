@@ -116,3 +116,31 @@ def anterior_stroke(png: Path, view: dict, brush_px: float) -> list[tuple[float,
         for dx in range(-reach, reach + 1):
             assert not coloured(int(stroke_x) + dx, y), f"the stroke at x={stroke_x} would touch a segment"
     return [(stroke_x, y) for y in ys]
+
+
+def choose(browser: Chromium, select: str, item: str) -> None:
+    """Pick ``item`` in a Vuetify select (``select``: its input's selector) with two clicks, as a user does.
+
+    The menu's list is virtual (only the rows in sight exist): it is scrolled until the item is rendered.
+    """
+    box = browser.evaluate(f"(() => {{ const r = document.querySelector({select!r}).closest('.v-field').getBoundingClientRect(); return {{x: r.x, y: r.y, w: r.width, h: r.height}}; }})()")
+    browser.click(box["x"] + box["w"] / 2, box["y"] + box["h"] / 2)
+    browser.wait_for("[...document.querySelectorAll('.v-overlay .v-list-item')].length > 0", 10, f"the {select} menu")
+    find = f"[...document.querySelectorAll('.v-overlay .v-list-item')].find(e => e.textContent.trim() === {item!r})"
+    for step in range(40):
+        box = browser.evaluate(f"(() => {{ const e = {find}; if (!e) return null; const r = e.getBoundingClientRect(); const x = r.x + r.width / 2, y = r.y + r.height / 2;"
+                               f" return e.contains(document.elementFromPoint(x, y)) ? {{x, y}} : null; }})()")
+        if box:
+            break
+        browser.evaluate("(() => { const list = document.querySelector('.v-overlay .v-list'); list.scrollTop += 48; })()")  # one row down
+        time.sleep(0.1)
+    assert box, f"{item} is not offered in {select}"
+    browser.click(box["x"], box["y"])
+    browser.wait_for("document.querySelectorAll('.v-overlay .v-list-item').length === 0", 10, "the menu to close")
+
+
+def type_text(browser: Chromium, field: str, text: str) -> None:
+    """Click into a text input, select what is there and type ``text`` (``Input.insertText``)."""
+    click_element(browser, field)
+    browser.evaluate(f"document.querySelector('{field}').select()")
+    browser.send("Input.insertText", text=text)

@@ -20,7 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from chromium_cdp import Chromium, find_chromium  # noqa: E402
 from review_page import (  # noqa: E402
-    REPO, SAMPLE, VIEWS_RENDERED, Server, anterior_stroke, cell, click_element, rect, set_state, shots_folder, slice_positions, wait_cell_change,
+    REPO, SAMPLE, VIEWS_RENDERED, Server, anterior_stroke, cell, choose, click_element, rect, set_state, shots_folder, slice_positions, type_text,
+    wait_cell_change,
 )
 
 pytest.importorskip("trame_slicer", reason="trame-slicer is not in this environment: the test runs in .venv-web ('make web'; make test runs it)")
@@ -65,7 +66,7 @@ def test_review_page_end_to_end(tmp_path):
         start_positions = slice_positions(browser)
         click_element(browser, 'tr[data-level="L4-L5"] td')
         browser.wait_for(f"parseFloat(document.querySelector('.slice-position[data-view=\"axial\"]').textContent.split(':')[1]) !== {start_positions['axial']}", 10, "the views to centre on L4-L5")
-        set_state(browser, "active_segment", "L4-L5")
+        choose(browser, "#segment-select", "L4-L5")
         set_state(browser, "brush_mm", 2.0)
         click_element(browser, "#tool-paint")
         time.sleep(1.0)
@@ -99,19 +100,19 @@ def test_review_page_end_to_end(tmp_path):
         click_element(browser, "#shift-down")
         browser.wait_for("!!document.querySelector('tr[data-level=\"L5-S1\"]')", 20, "levels shifted back")
         assert cell(browser, "L4-L5", "volume_mm3") == volume_before
-        set_state(browser, "rename_from", "L5")
-        set_state(browser, "rename_to", "L6")
+        choose(browser, "#rename-from", "L5")
+        type_text(browser, "#rename-to", "L6")
         time.sleep(0.3)
         click_element(browser, "#rename-button")
         assert "not neighbours" in browser.wait_for("document.querySelector('#error').textContent.trim()", 10, "the refused rename")
         set_state(browser, "error", "")
-        set_state(browser, "rename_from", "S1")
-        set_state(browser, "rename_to", "L6")
+        choose(browser, "#rename-from", "S1")
+        type_text(browser, "#rename-to", "L6")
         time.sleep(0.3)
         click_element(browser, "#rename-button")
         browser.wait_for("!!document.querySelector('tr[data-level=\"L5-L6\"]') && !!document.querySelector('tr[data-level=\"L6\"]')", 20, "S1 renamed L6")
-        set_state(browser, "rename_from", "L6")
-        set_state(browser, "rename_to", "S1")
+        choose(browser, "#rename-from", "L6")
+        type_text(browser, "#rename-to", "S1")
         time.sleep(0.3)
         click_element(browser, "#rename-button")
         browser.wait_for("!!document.querySelector('tr[data-level=\"L5-S1\"]')", 20, "L6 renamed back to S1")
