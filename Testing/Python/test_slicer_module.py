@@ -44,7 +44,13 @@ def test_self_test_workflow(spine_module, slicer_scene):
     by 2 mm (within a voxel), then shifts the levels down and checks names, terminology and table rows.
     test_sample: the bundled MRI sample with expert L1-L5 labels: names, plausible heights, level order.
     """
-    spine_module.SpineAnalysisTest().runTest()
+    import importlib.util
+
+    test = spine_module.SpineAnalysisTest()
+    test.runTest()
+    skipped = [name for name, _reason in getattr(test, "skipped", [])]
+    # without torch (a fresh Slicer, the slicer-core 5.12 venv) only the model part may be skipped, and it says so
+    assert skipped == ([] if importlib.util.find_spec("torch") else ["test_sample"])
 
 
 def test_self_test_finds_the_bundled_sample(spine_module):
