@@ -45,7 +45,7 @@ test: $(STAMP) $(WEB_STAMP) check-py39 test-slicer512 check-wheel
 # --- Supported Slicer versions (issue #26) -------------------------------------------------------------
 # Slicer 5.8 runs Python 3.9: every .py file must compile there and the library parts the module imports must
 # import and measure (a small venv with numpy + SimpleITK only). Python 3.9 comes from pyenv (`pyenv root`).
-PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+PYENV_ROOT ?= $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)
 PY39 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.9*/bin/python3.9) $(shell command -v python3.9 2>/dev/null))
 VENV39 := .venv-py39
 $(VENV39)/.installed:
