@@ -344,11 +344,17 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters and not running:
             # another volume selected: its own segmentation (the newest), never the previous volume's
             matching = self.logic.segmentationForVolume(parameters.inputVolume, parameters.segmentation)
-            if matching is not parameters.segmentation:
-                parameters.segmentation = matching
+            matchingTable = self.logic.tableForSegmentation(matching, parameters.table)
+            if matching is not parameters.segmentation or matchingTable is not parameters.table:
+                with slicer.util.NodeModify(parameters.parameterNode):
+                    parameters.segmentation = matching
+                    parameters.table = matchingTable
                 return  # the parameter node's Modified event runs _updateGui again
-            with self._errors.action(_("Failed to update the z-scores for the new sex or age.")):
+            try:
                 self.logic.rescoreIfSubjectChanged(parameters.segmentation, parameters.inputVolume, parameters.table, **self._subject())
+            except Exception as error:  # noqa: BLE001 - shown in the module's log; the table keeps its values
+                logging.exception("SpineAnalysis: re-scoring for the new sex or age failed")
+                self._log(_("Could not update the z-scores for the new sex or age: {error}").format(error=error))
         hasVolume = bool(parameters and parameters.inputVolume)
         hasSegmentation = bool(parameters and parameters.segmentation)
         self.ui.applyButton.text = _("Cancel") if running else _("Segment and measure")
@@ -711,7 +717,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
     def rescoreIfSubjectChanged(self, segmentationNode, volumeNode, tableNode, sex=None, age=None) -> bool:
         """Measure again when the table's z-scores were computed for another sex or age; True when it did
         (z-scores and flags come from the library's normative reference and flag rule)."""
-        if tableNode is None or segmentationNode is None or volumeNode is None or not self._tables.has(tableNode):
+        if volumeNode is None or not self._tables.has(tableNode) or not table.measuresSegmentation(tableNode, segmentationNode):
             return False
         if self._tables.isForSubject(tableNode, sex, age):
             return False
@@ -726,6 +732,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         """Forget every table's measurements (the widget calls it when the scene closes)."""
         self._tables.clear()
 
+    tableForSegmentation = staticmethod(table.tableForSegmentation)
     flagsOf = staticmethod(table.flagsOf)
     qualityText = staticmethod(table.qualityText)
     tableValue = staticmethod(table.tableValue)

@@ -32,6 +32,8 @@ NOTES_COLUMN = "Notes"
 MEASUREMENTS_KEY_ATTRIBUTE = "SpineAnalysis.MeasurementsKey"
 SUBJECT_ATTRIBUTE = "SpineAnalysis.Subject"
 QUALITY_ATTRIBUTE = "SpineAnalysis.Quality"
+#: Node reference from a table to the segmentation it measures.
+SEGMENTATION_REFERENCE = "SpineAnalysisSegmentation"
 
 
 def rowKey(measurement):
@@ -84,6 +86,23 @@ def tableValue(tableNode, structureName: str, parameter: str):
             value = column.GetValue(row)
             return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
     return None
+
+
+def measuresSegmentation(tableNode, segmentationNode) -> bool:
+    return tableNode is not None and segmentationNode is not None and tableNode.GetNodeReferenceID(SEGMENTATION_REFERENCE) == segmentationNode.GetID()
+
+
+def tableForSegmentation(segmentationNode, current=None):
+    """The table to show with ``segmentationNode``: ``current`` when it measures that segmentation, else the newest
+    table that does, else None (a table of another segmentation would be overwritten by the next measurement)."""
+    if segmentationNode is None:
+        return None
+    if current is None or measuresSegmentation(current, segmentationNode):
+        return current
+    scene = slicer.mrmlScene
+    tables = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
+    own = [node for node in tables if measuresSegmentation(node, segmentationNode)]
+    return own[-1] if own else None
 
 
 def structureNameOfRow(tableNode, row: int):
@@ -177,6 +196,7 @@ class MeasurementTables:
             measurements = [m for m in previous if m.label not in wanted and rowKey(m) not in fresh] + list(measurements)
         key = self.key(tableNode) or uuid.uuid4().hex
         tableNode.SetAttribute(MEASUREMENTS_KEY_ATTRIBUTE, key)
+        tableNode.SetNodeReferenceID(SEGMENTATION_REFERENCE, segmentationNode.GetID())
         tableNode.SetAttribute(SUBJECT_ATTRIBUTE, subjectText(sex, age))
         tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
         quality = qualityChecks.assess(measurements, runSummary(segmentationNode))  # with the run's labelling checks

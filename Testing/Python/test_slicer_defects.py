@@ -113,13 +113,20 @@ def test_3_segmenting_again_keeps_the_corrected_segmentation(logic, phantom, mon
     assert logic.segmentationsOfVolume(volume) == [first, second]
 
 
-def test_3_another_volume_never_keeps_the_previous_volumes_segmentation(logic, loaded, phantom):
+def test_3_another_volume_never_keeps_the_previous_volumes_segmentation_or_table(logic, loaded, phantom):
     volume, segmentation = loaded
+    old_table = logic.updateTable(segmentation, volume)
     assert logic.segmentationForVolume(volume, segmentation) is segmentation
+    assert logic.tableForSegmentation(segmentation, old_table) is old_table
     other, _ = logic.loadInputs(phantom[0])
     assert logic.segmentationForVolume(other, segmentation) is None
     again, own = logic.loadInputs(phantom[0], phantom[1])
     assert logic.segmentationForVolume(again, segmentation) is own
+    assert logic.tableForSegmentation(own, old_table) is None  # the old case's table is not reused
+    # re-scoring never measures one segmentation into another's table
+    assert logic.rescoreIfSubjectChanged(own, again, old_table, sex="male", age=30) is False
+    own_table = logic.updateTable(own, again)
+    assert logic.tableForSegmentation(own, old_table) is own_table
 
 
 def test_3_shift_and_rename_can_be_undone(logic, loaded, spine_module):
