@@ -261,10 +261,10 @@ def _whole_vertebra_mapping(name: str, values: list[int]) -> tuple[dict[int, int
     return mapping, notes
 
 
-def _body_classes(body_map: sitk.Image) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], str]:
-    """(body mask, disc mask, {cord/canal label: mask}, kind) of a body map; InputError for other maps."""
-    values = set(present_labels(body_map))
-    array = sitk.GetArrayViewFromImage(body_map)
+def _body_classes(array: np.ndarray, values: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], str]:
+    """(body mask, disc mask, {cord/canal label: mask}, kind) of a body map ``array`` holding label ``values``;
+    InputError for other maps."""
+    values = set(values)
     if not values:
         raise InputError("--bodies: the body map is empty")
     if values <= {TOTALSEG_BODY, TOTALSEG_DISC}:
@@ -371,14 +371,22 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
     values = present_labels(label_map)
     mapping, notes = _whole_vertebra_mapping(name, values)
     source = sitk.GetArrayViewFromImage(label_map)
-    mapped = _lookup(values, mapping)[source.astype(np.int64, copy=False)]
-    if not any(scheme.is_vertebra(int(v)) for v in np.unique(mapped)):
+    table = _lookup(values, mapping)
+    mapped = np.empty(source.shape, dtype=np.uint16)
+    for k in range(source.shape[0]):  # slice by slice: no int64 copy of a whole CT-sized map
+        mapped[k] = table[source[k].astype(np.intp, copy=False)]
+    vertebra_values = sorted(v for v in set(mapping.values()) if scheme.is_vertebra(v))
+    box = _spine_box(np.isin(mapped, vertebra_values), label_map)
+    if box is None:
         raise InputError(f"label map: no vertebra of the {name} scheme in it (labels {_shown(values)})")
     if bodies is None:
         return Translation(_image_like(mapped, label_map), name, reason, False, notes)
 
-    body_mask, disc_mask, extra, kind = _body_classes(bodies)
-    vertebra_ids = np.isin(mapped, [v for v in set(mapping.values()) if scheme.is_vertebra(v)])
+    # everything below works inside the spine's box (the vertebrae and 20 mm around them)
+    body_values = present_labels(bodies)
+    source, mapped = source[box], mapped[box]
+    body_mask, disc_mask, extra, kind = _body_classes(sitk.GetArrayViewFromImage(bodies)[box], body_values)
+    vertebra_ids = np.isin(mapped, vertebra_values)
     endplates = np.isin(source, sorted(_ENDPLATES)) if name != "totalsegmentator" else np.zeros(source.shape, bool)
     out = np.zeros(source.shape, dtype=np.uint16)
     keep = vertebra_ids & (body_mask | endplates)
@@ -387,7 +395,9 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
     if discs_in_map.any():
         out[discs_in_map] = mapped[discs_in_map]
     else:
-        levelled, disc_notes = level_discs(disc_mask & (out == 0), out, label_map)
+        start = [int(b.start) for b in reversed(box)]
+        reference = sitk.RegionOfInterest(label_map, [int(n) for n in reversed(out.shape)], start)
+        levelled, disc_notes = level_discs(disc_mask & (out == 0), out, reference)
         out[levelled > 0] = levelled[levelled > 0]
         notes.extend(disc_notes)
     cord_canal = np.isin(mapped, (scheme.SPINAL_CORD, scheme.SPINAL_CANAL)) & (out == 0)
@@ -396,11 +406,31 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
         out[mask & (out == 0)] = label
     orphan = int(np.count_nonzero(body_mask & ~vertebra_ids))
     if orphan:
-        notes.append(f"{orphan} body voxels of the body map lie in no labelled vertebra and were left out")
+        notes.append(f"{orphan} body voxels of the body map near the spine lie in no labelled vertebra and were left out")
     notes.insert(0, f"bodies from {kind}")
-    if not any(scheme.is_vertebra(v) for v in np.unique(out)):
+    if not any(scheme.is_vertebra(int(v)) for v in np.unique(out[out > 0])):
         raise InputError("--bodies: no voxel of the body map's body classes lies inside a labelled vertebra")
-    return Translation(_image_like(out, label_map), name, reason, True, notes)
+    result = np.zeros(sitk.GetArrayViewFromImage(label_map).shape, dtype=np.uint16)
+    result[box] = out
+    return Translation(_image_like(result, label_map), name, reason, True, notes)
+
+
+SPINE_MARGIN_MM = 20.0
+
+
+def _spine_box(vertebrae: np.ndarray, reference: sitk.Image) -> tuple | None:
+    """Numpy slices of the vertebrae's bounding box widened by :data:`SPINE_MARGIN_MM` (None without vertebrae):
+    the discs above the first and below the last vertebra lie within it."""
+    spacing = reference.GetSpacing()[::-1]  # numpy axis order
+    box = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(vertebrae.any(axis=others))
+        if present.size == 0:
+            return None
+        margin = int(np.ceil(SPINE_MARGIN_MM / spacing[axis]))
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + margin + 1, vertebrae.shape[axis])))
+    return tuple(box)
 
 
 # --- Slicer segments ---------------------------------------------------------------------------------------
