@@ -14,8 +14,9 @@ Parameters (``structure``, ``parameter``, ``unit``):
 
 * disc (level "L4-L5"): ``height_anterior_mm``, ``height_middle_mm``, ``height_posterior_mm``,
   ``height_mean_mm``, ``segmental_angle_deg``, ``volume_mm3``, ``dh_bianque`` (mm), ``dhi``, ``hdr``,
-  ``delta_si``, ``pfirrmann_estimate``, ``dhi_z``, ``hdr_z``, ``delta_si_z`` - see :mod:`.measure.disc`,
-  :mod:`.measure.bianque` (BianqueNet: Zheng et al., Nat Commun 13:841, 2022) and :mod:`.measure.normative`.
+  ``delta_si``, ``pfirrmann_estimate``, ``pfirrmann_confidence``, ``dhi_z``, ``hdr_z``, ``delta_si_z`` - see
+  :mod:`.measure.disc`, :mod:`.measure.bianque` (BianqueNet: Zheng et al., Nat Commun 13:841, 2022),
+  :mod:`.measure.pfirrmann` and :mod:`.measure.normative` (the project's own healthy reference).
 * vertebra (level "L3"): ``height_anterior_mm``, ``height_middle_mm``, ``height_posterior_mm``,
   ``wedge_ratio``, ``biconcavity_ratio``, ``genant_grade``, ``ap_depth_mm``, ``volume_mm3``,
   ``slip_percent``, ``centroid_r_mm``, ``centroid_a_mm``, ``centroid_s_mm`` - see :mod:`.measure.vertebra`.
@@ -115,12 +116,15 @@ def measure_case(
     sex: str | None = None,
     age: float | None = None,
     labels: Iterable[int] | None = None,
+    masks: str = "model",
 ) -> list[Measurement]:
     """Measure every vertebra, disc and the spine's alignment in ``label_map``.
 
     ``image`` (same grid as the label map) is only needed for the signal-intensity parameters (``delta_si``,
     ``pfirrmann_estimate``, ``delta_si_z``); without it they are reported missing with a reason. ``sex``
-    ("F"/"M") and ``age`` (years) select the BianqueNet reference for the z-scores. ``labels`` restricts the
+    ("F"/"M") and ``age`` (years) are recorded with the z-scores; ``masks`` says how the label map was drawn
+    ("model": by the shipped model, the default; "expert": by hand) and selects the matching healthy reference
+    of :mod:`.measure.normative`. ``labels`` restricts the
     output to these structures (their neighbours are still used); spine rows are only produced when
     ``labels`` is None. Discs are reported when labelled or when both bounding vertebrae are labelled.
 
@@ -129,6 +133,7 @@ def measure_case(
     """
     sex = normative.normalise_sex(sex)
     age = normative.check_age(age)
+    masks = normative.check_masks(masks)
     wanted = _requested(labels)
     volume = inputs.load(image, label_map)
     spine = Spine(volume)
@@ -144,7 +149,7 @@ def measure_case(
             rows = _guarded(lambda: vertebra.rows(spine, label), vertebra.PARAMETERS)
         else:
             level = spine.disc_name(label)
-            rows = _guarded(lambda: disc.rows(spine, label, sex, age), disc.PARAMETERS)
+            rows = _guarded(lambda: disc.rows(spine, label, sex, age, masks), disc.PARAMETERS)
         for parameter, value, unit, note, *reference in rows:
             result.append(_row(kind, level, parameter, value, unit, note, label, *reference))
     if wanted is None:

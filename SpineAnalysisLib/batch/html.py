@@ -139,7 +139,7 @@ def _distribution_figure(values, path: Path) -> Path | None:
 def _scatter_figure(values, parameter: str, name: str, path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
-    from ..measure import normative as bianque
+    from ..measure import normative as healthy
 
     levels = sorted((lv for lv, items in values.get(parameter, {}).items() if any(item[1] is not None for item in items)), key=_level_key)
     if not levels:
@@ -155,18 +155,17 @@ def _scatter_figure(values, parameter: str, name: str, path: Path) -> Path | Non
             if points:
                 xs, ys = zip(*points)
                 axis.scatter(xs, ys, s=6, alpha=0.6, color=colours[sex], label=label, rasterized=len(points) > 2000)
-        if level in bianque.LEVELS:  # BianqueNet healthy mean and 5th percentile per age band, sexes pooled
-            for lo, hi in bianque.AGE_BANDS:
-                mean, sd, _ = bianque.reference(parameter, level, None, (lo + hi) / 2)
-                axis.plot([lo, hi], [mean, mean], color="black", linewidth=1)
-                axis.plot([lo, hi], [mean - flag_rule.Z_LIMIT * sd] * 2, color="black", linewidth=0.8, linestyle=":")
+        mean, sd, _ = healthy.reference(parameter, level, "model")
+        if mean is not None:  # the healthy reference (pooled over age and sex): mean and its 2.5th percentile
+            axis.axhline(mean, color="black", linewidth=1)
+            axis.axhline(mean - flag_rule.Z_LIMIT * sd, color="black", linewidth=0.8, linestyle=":")
         axis.set_title(level, fontsize=9)
         axis.set_xlabel("age (years)", fontsize=8)
         axis.set_ylabel(name, fontsize=8)
         axis.tick_params(labelsize=7)
         if i == 0:
             axis.legend(fontsize=6, loc="best")
-    figure.suptitle(f"{name} against age (black: BianqueNet healthy mean, dotted: its {flag_rule.LOW_PERCENTILE:g}th percentile)", fontsize=10)
+    figure.suptitle(f"{name} against age (black: healthy reference mean, dotted: its {flag_rule.LOW_PERCENTILE:g}th percentile)", fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
 
@@ -264,13 +263,13 @@ def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[
         if len(outliers) > len(shown):
             body.append(f"<p>The {len(shown)} lowest are listed; all are in normative.csv (column flag).</p>")
         body.append("<table><tr><th>case</th><th>age</th><th>sex</th><th>level</th><th>parameter</th><th>value</th><th>reference</th>"
-                    "<th>percentile</th><th>z (BianqueNet)</th><th>z (cohort, robust)</th></tr>")
+                    "<th>percentile</th><th>z (healthy reference)</th><th>z (cohort, robust)</th></tr>")
         for r in shown:
             link = f"cases/{state.case_dir(r['case_id']).name}/case.html"
             body.append(f"<tr><td><a href=\"{_e(link)}\">{_e(r['case_id'])}</a></td><td>{_number(r.get('age'), 3)}</td><td>{_e(r.get('sex') or '—')}</td>"
                         f"<td>{_e(r['level'])}</td><td>{_e(r['parameter'])}</td><td class=\"num\">{_number(r['value'])}</td>"
                         f"<td>{_e(r.get('reference'))}</td><td class=\"num flag\">{_number(r.get('percentile'), 3)}</td>"
-                        f"<td class=\"num\">{_number(r.get('bianquenet_z'), 3)}</td><td class=\"num\">{_number(r.get('cohort_z'), 3)}</td></tr>")
+                        f"<td class=\"num\">{_number(r.get('healthy_z'), 3)}</td><td class=\"num\">{_number(r.get('cohort_z'), 3)}</td></tr>")
         body.append("</table>")
     else:
         body.append("<p>None.</p>")

@@ -1,26 +1,26 @@
 """Normative comparison of a cohort's discs: z-scores, percentiles and "low for age" flags per level.
 
-For every finished case, disc level and parameter (DHI, HDR and delta SI - the ratios that BianqueNet's healthy
-tables describe; low values mean degeneration: a flattened disc, a dark nucleus) two references are computed:
+For every finished case, disc level and parameter (DHI, HDR and delta SI; low values mean degeneration: a
+flattened disc, a dark nucleus) two references are computed:
 
-* **BianqueNet healthy reference** (:mod:`SpineAnalysisLib.measure.normative`, Zheng et al. 2022): mean and SD of
-  healthy discs for the level, sex and age band (20-30, ..., 70-90; all ages when the age is missing or outside
-  20-90; sexes pooled when the sex is missing). z = (value - mean) / SD; percentile = 100 * Phi(z), i.e. assuming
-  normality. Available for L1-L2 to L5-S1 only.
+* **Healthy reference** (:mod:`SpineAnalysisLib.measure.normative`): the project's own healthy volunteers,
+  measured by this engine on the shipped model's masks (the batch segments with the model), pooled over sex and
+  age (the source data do not record them). z = (value - mean) / SD; percentile = 100 * Phi(z), i.e. assuming
+  normality. Only at levels where the reference holds enough discs. BianqueNet's published tables are not used:
+  they were measured with another corner rule and another network's disc edges.
 * **Cohort reference**: the cohort's own values of the same parameter at the same level, same sex and same age
-  band (bands as above, plus <20 and >90). A case without a sex is compared with both sexes pooled, a case
+  band (<20, 20-30, ..., 70-90, >90). A case without a sex is compared with both sexes pooled, a case
   without an age with all ages. It is used only when that stratum holds at least ``min_n`` values
-  (:data:`MIN_REFERENCE_N` = 100 by default, ``--min-reference-n``): below that the 5th percentile is too
-  uncertain (with n = 100 its rank has a binomial standard error of about 2 percentile points). The case's
-  percentile is its mid-rank in the stratum, 100 * (#lower + #equal / 2) / n (the case itself counted); its
-  robust z-score is (value - median) / (1.4826 * MAD). The cohort includes degenerated discs, so this is a rank
-  among peers of the same age and sex, not a healthy reference.
+  (:data:`MIN_REFERENCE_N` = 100 by default, ``--min-reference-n``): below that its 2.5th percentile is too
+  uncertain. The case's percentile is its mid-rank in the stratum, 100 * (#lower + #equal / 2) / n (the case
+  itself counted); its robust z-score is (value - median) / (1.4826 * MAD). The cohort includes degenerated
+  discs, so this is a rank among peers of the same age and sex, not a healthy reference.
 
 The flag (``low for age``) uses one reference per row, the one named in ``reference``: with the default
-``auto``, the cohort stratum when it has at least ``min_n`` values, else BianqueNet where it applies; ``cohort`` or
-``bianquenet`` force one. The flag is the project's one rule (:mod:`SpineAnalysisLib.measure.flags`): the
-percentile of the named reference below 2.5 (for a normal reference z < -1.96), the same rule as the per-case
-tables and report.png.
+``auto``, the cohort stratum when it has at least ``min_n`` values, else the healthy reference where it applies;
+``cohort`` or ``healthy`` force one. The flag is the project's one rule (:mod:`SpineAnalysisLib.measure.flags`):
+the percentile of the named reference below 2.5 (for a normal reference z < -1.96), the same rule as the
+per-case tables and report.png.
 """
 
 from __future__ import annotations
@@ -30,23 +30,23 @@ import math
 from collections import defaultdict
 
 from ..measure import flags as flag_rule
-from ..measure import normative as bianque
+from ..measure import normative as healthy
 
 PARAMETERS = ("dhi", "hdr", "delta_si")
 MIN_REFERENCE_N = 100
 FLAG_PERCENTILE = flag_rule.LOW_PERCENTILE
-REFERENCES = ("auto", "cohort", "bianquenet")
-COHORT_BANDS = ((0, 20),) + bianque.AGE_BANDS + ((90, 131),)
+REFERENCES = ("auto", "cohort", "healthy")
+COHORT_BANDS = ((0, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 90), (90, 131))
 
 COLUMNS = (
     "case_id", "age", "sex", "level", "parameter", "value",
-    "bianquenet_mean", "bianquenet_sd", "bianquenet_z", "bianquenet_percentile",
+    "healthy_mean", "healthy_sd", "healthy_z", "healthy_percentile",
     "cohort_stratum", "cohort_n", "cohort_median", "cohort_p2_5", "cohort_z", "cohort_percentile",
     "reference", "percentile", "flag", "note",
 )
 TYPES = {
-    "age": "float", "value": "float", "bianquenet_mean": "float", "bianquenet_sd": "float", "bianquenet_z": "float",
-    "bianquenet_percentile": "float", "cohort_n": "int", "cohort_median": "float", "cohort_p2_5": "float",
+    "age": "float", "value": "float", "healthy_mean": "float", "healthy_sd": "float", "healthy_z": "float",
+    "healthy_percentile": "float", "cohort_n": "int", "cohort_median": "float", "cohort_p2_5": "float",
     "cohort_z": "float", "cohort_percentile": "float", "percentile": "float", "flag": "bool",
 }
 
@@ -125,10 +125,10 @@ def compare(rows: list[dict], min_n: int | None = None, reference: str = "auto")
         out.update({key: r.get(key) for key in ("case_id", "age", "sex", "level", "parameter")})
         out["value"] = value
         notes = []
-        mean, sd, note = bianque.reference(parameter, level, sex, age)
+        mean, sd, note = healthy.reference(parameter, level, "model", sex, age)
         if mean is not None:
             z = (value - mean) / sd
-            out.update(bianquenet_mean=mean, bianquenet_sd=sd, bianquenet_z=z, bianquenet_percentile=_normal_percentile(z))
+            out.update(healthy_mean=mean, healthy_sd=sd, healthy_z=z, healthy_percentile=_normal_percentile(z))
         else:
             notes.append(note)
         key = (parameter, level, sex, band)
@@ -143,9 +143,9 @@ def compare(rows: list[dict], min_n: int | None = None, reference: str = "auto")
                 out["reference"] = "none"
                 notes.append(f"cohort stratum has {group.n} values, fewer than {min_n}")
         elif mean is not None:
-            out["reference"], out["percentile"] = "BianqueNet", out["bianquenet_percentile"]
+            out["reference"], out["percentile"] = healthy.reference_name("model"), out["healthy_percentile"]
             if reference == "auto":
-                notes.append(f"cohort stratum has {group.n} values (< {min_n}): BianqueNet healthy reference used")
+                notes.append(f"cohort stratum has {group.n} values (< {min_n}): healthy reference used")
         else:
             out["reference"] = "none"
             if reference == "auto":

@@ -47,7 +47,7 @@ def _add_cohort_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-reference-n", type=int, default=MIN_REFERENCE_N,
                         help=f"cohort percentiles are used for a level/sex/age-band stratum with at least this many discs (default {MIN_REFERENCE_N})")
     parser.add_argument("--reference", choices=REFERENCES, default="auto",
-                        help="reference of the 'low for age' flag: auto = cohort when large enough, else BianqueNet healthy tables")
+                        help="reference of the 'low for age' flag: auto = cohort when large enough, else the project's healthy reference")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML cohort report")
 
 

@@ -1,17 +1,15 @@
-"""BianqueNet disc parameters, disc signal intensity and the Pfirrmann estimate.
+"""BianqueNet disc parameters and disc signal intensity, in this project's own conventions.
 
 Definitions follow Zheng et al., "Deep learning-based high-accuracy quantitation for lumbar intervertebral
 disc degeneration from MRI", Nat Commun 13:841 (2022), doi 10.1038/s41467-022-28387-5, and their code
-(github.com/no-saint-no-angel/BianqueNet, ``function/calcu_DHI_512.py``, ``calcu_signal_strength.py``,
-``quantitative_analysis.py``). They work on one 512 x 512 mid-sagittal T2 slice in pixels; here the same
-definitions are applied in the disc's mid-sagittal plane in patient millimetres, so DH is in mm while DHI, HDR
-and delta SI are the same dimensionless ratios as theirs.
+(github.com/no-saint-no-angel/BianqueNet, ``function/calcu_DHI_512.py``, ``calcu_signal_strength.py``). They
+work on one 512 x 512 mid-sagittal T2 slice in pixels; here the same formulas are applied in each disc's own
+mid-sagittal plane in patient millimetres, so DH is in mm while DHI, HDR and delta SI are dimensionless ratios.
 
 * Landmarks: the four corners of each vertebral body; D_a = mid-point of the upper body's anterior-inferior
   and the lower body's anterior-superior corner, D_p the same posteriorly; W_small = |D_p - D_a|.
 * ``dh_bianque`` (mm): disc area between the two lines perpendicular to D_a -> D_p at +-40 % of W_small from the
-  disc centre (the central 80 %), divided by the *full* W_small. Their quirk is kept on purpose: a rectangular
-  disc of height h gives 0.8 h, and their reference values include that factor.
+  disc centre (the central 80 %), divided by the *full* W_small: a rectangular disc of height h gives 0.8 h.
 * HV (mm) of a vertebra = body area in the plane / mean of its superior and inferior endplate widths.
 * ``dhi`` = 2 DH / (HV_upper + HV_lower); at L5-S1 (lower vertebra S1) DH / HV_L5, as in their code.
 * ``hdr`` (their DWR) = DH / W_big, W_big = extent of the disc mask along the D_a-D_p line, walking outward
@@ -20,9 +18,27 @@ and delta SI are the same dimensionless ratios as theirs.
   the 99.5th percentile of the disc and CSF search region, which leaves the ratio unchanged): peak1 = most
   frequent disc value, peak2 = the value k maximising |k - 0.95 peak1| * count(k); delta SI = |peak1 - peak2| *
   255 / (most frequent value of a CSF reference region).
-* ``pfirrmann_estimate``: grade means 121.97, 95.34, 72.34, 44.63, 20.60 (SD 9.96, 7.20, 7.81, 8.49, 9.28)
-  for grades I-V; above 121.97 -> I, below 20.60 -> V, otherwise the nearer (in SD units) of the two grade
-  means that bracket the value.
+
+**Conventions kept apart from theirs** (so the values are *not* comparable with their published tables, and the
+project never compares them: z-scores use its own healthy reference, :mod:`.normative`):
+
+1. Corners: ours are the mask's own corners (:mod:`.landmarks`); their ``goodFeaturesToTrack`` corners sit about
+   3 pixels inside the mask corners, which makes their HV 8-17 % larger and their DHI about as much smaller.
+2. W_big: ours runs edge to edge (outermost pixel centres plus one pixel); theirs between the centres of the
+   outermost pixels, with the row index truncated on sloped lines (about one pixel shorter).
+3. CSF reference of delta SI: ours is a band behind each disc (label 61 when present, else the brightest band
+   2-35 mm behind it); theirs one CSF region segmented by their network, one mode for all five discs.
+4. Ties: ours take the lowest tied grey value for both peaks and the CSF mode (``argmax``); theirs take peak1 as
+   the first tied value in raster order (``Counter.most_common``), peak2 and the histogram from ``calcHist``
+   (lowest tie; value 255 falls outside its range).
+5. Geometry in patient millimetres in each structure's own mid-sagittal plane, not pixels of one slice.
+6. Their S1 corners are ordered by w + h, which mislabels them unless S1 tilts by more than about 13 degrees;
+   ours are ordered like every other body.
+7. Their disc masks come from their network; ours from this project's model or the user's labels: the way a
+   disc edge is drawn changes DH, HDR and delta SI (docs/degeneration.md gives the numbers).
+
+Their ΔSI-to-Pfirrmann mapping (grade means 121.97 ... 20.60) is not used: the Pfirrmann estimate follows
+Pfirrmann's own criteria (:mod:`.pfirrmann`). delta SI stays a continuous output of its own.
 """
 
 from __future__ import annotations
@@ -31,9 +47,6 @@ import numpy as np
 
 from .landmarks import Quad
 from .sections import Section
-
-PFIRRMANN_MEANS = (121.97, 95.34, 72.34, 44.63, 20.60)
-PFIRRMANN_SDS = (9.96, 7.20, 7.81, 8.49, 9.28)
 
 #: how far behind the disc's posterior mid-point the CSF reference is searched (mm)
 CSF_SEARCH = (2.0, 35.0)
@@ -118,20 +131,6 @@ def delta_si(disc_levels: np.ndarray, csf_mode: int) -> float | None:
         return None
     peak1, peak2 = histogram_peaks(disc_levels)
     return abs(peak1 - peak2) * 255.0 / csf_mode
-
-
-def pfirrmann_estimate(value: float) -> int:
-    """Pfirrmann grade 1-5 from delta SI (BianqueNet's grade means and SDs)."""
-    means, sds = PFIRRMANN_MEANS, PFIRRMANN_SDS
-    if value > means[0]:
-        return 1
-    if value < means[-1]:
-        return 5
-    for i in range(4):
-        hi, lo = means[i], means[i + 1]
-        if lo <= value <= hi:
-            return i + 1 if (hi - value) / sds[i] <= (value - lo) / sds[i + 1] else i + 2
-    return 5  # unreachable
 
 
 def csf_region(

@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as scheme
-from . import bianque, normative
+from . import bianque, normative, pfirrmann
 from .landmarks import angle_between, principal_angle
 from .sections import Section, Spine
 
@@ -43,6 +43,7 @@ PARAMETERS = (
     ("hdr", "ratio"),
     ("delta_si", ""),
     ("pfirrmann_estimate", "grade"),
+    ("pfirrmann_confidence", "ratio"),
     ("dhi_z", "z"),
     ("hdr_z", "z"),
     ("delta_si_z", "z"),
@@ -140,8 +141,10 @@ def _disc_axis_fallback(section: Section) -> np.ndarray | None:
     return np.array([np.cos(angle), np.sin(angle)])
 
 
-def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = None) -> list[Row]:
-    """(parameter, value, unit, note) rows of one disc, in contract order."""
+def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = None, masks: str = "model") -> list[Row]:
+    """(parameter, value, unit, note) rows of one disc, in contract order; z-score rows add their reference name.
+
+    ``masks`` ("model" or "expert") selects the healthy reference of the z-scores (:mod:`.normative`)."""
     geo = geometry(spine, disc)
     level = spine.disc_name(disc)
     section = geo.section
@@ -153,14 +156,7 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
         out += [(name, value, "mm", geo.note) for name, value in zip(names, geo.heights)]
 
     # the disc's own mask is needed from here on (mean height, volume, BianqueNet)
-    if section is None:
-        mask_reason = "disc not labelled"
-    elif section.cut:
-        mask_reason = section.reason
-    elif not section.mask.any():
-        mask_reason = section.reason
-    else:
-        mask_reason = ""
+    mask_reason = _mask_reason(section)
     e = axis(geo)
     if not mask_reason and e is None:
         e = _disc_axis_fallback(section)
@@ -231,26 +227,118 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
         hdr = dh / width
         out.append(("hdr", hdr, "ratio", f"DH / W_big, W_big = {width:.1f} mm"))
 
-    dsi, dsi_note = _delta_si(spine, disc, geo, mask_reason)
+    signal, signal_reason = disc_signal(spine, disc, geo, mask_reason)
+    if signal is not None:
+        not_t2 = _not_t2_reason(spine)
+        if not_t2:
+            signal, signal_reason = None, not_t2
+    dsi, dsi_note = _delta_si(signal, signal_reason)
     out.append(("delta_si", dsi, "", dsi_note))
-    if dsi is None:
-        out.append(("pfirrmann_estimate", None, "grade", dsi_note))
-    else:
-        grade = float(bianque.pfirrmann_estimate(dsi))
-        out.append(("pfirrmann_estimate", grade, "grade", "from delta SI (BianqueNet grade means)"))
 
     notes = {parameter: note for parameter, _, _, note in out}
-    for parameter, value in (("dhi", dhi), ("hdr", hdr), ("delta_si", dsi)):
-        if value is None:
-            out.append((f"{parameter}_z", None, "z", notes[parameter]))
+    values = {"dhi": dhi, "hdr": hdr, "delta_si": dsi}
+    z_rows = []
+    for parameter in normative.PARAMETERS:
+        if values[parameter] is None:
+            z_rows.append((f"{parameter}_z", None, "z", notes[parameter]))
         else:
-            z, note = normative.z_score(parameter, level, value, sex, age)
-            out.append((f"{parameter}_z", z, "z", note, normative.REFERENCE_NAME if z is not None else ""))
-    return out
+            z, note = normative.z_score(parameter, level, values[parameter], masks, sex, age)
+            z_rows.append((f"{parameter}_z", z, "z", note, normative.reference_name(masks) if z is not None else ""))
+
+    grade = _pfirrmann(spine, disc, signal, signal_reason, z_rows[0][1], masks)
+    out.append(("pfirrmann_estimate", grade.grade, "grade", grade.text))
+    confidence_note = "how clearly the criteria fall on one side of their thresholds (not an agreement rate)"
+    out.append(("pfirrmann_confidence", grade.confidence, "ratio", confidence_note if grade.grade is not None else grade.text))
+    return out + z_rows
 
 
-def _delta_si(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -> tuple[float | None, str]:
-    """delta SI of the disc in its mid-sagittal plane, with a note naming the CSF reference and the peaks."""
+#: a case whose discs' median annulus / CSF-reference ratio reaches this is not treated as T2-weighted: on the
+#: shared T2 series (Chu TSE, Menezes-Reis FSE, Siegen TSE) the per-case median is at most 0.44, on the
+#: MyoSegmenTUM water-fat gradient echo at least 0.52 (Testing/DataChecks/t2_check.py)
+NOT_T2_ANNULUS_RATIO = 0.5
+
+
+def _not_t2_reason(spine: Spine) -> str:
+    """"" when the image looks T2-weighted around the discs (dark annulus, bright CSF), else the reason."""
+    cache = spine.__dict__.setdefault("_t2_reason", {})
+    if "reason" not in cache:
+        ratios = []
+        for label in spine.discs():
+            features, _ = signal_criteria(spine, label, check_t2=False)
+            if features is not None:
+                ratios.append(features.annulus)
+        cache["reason"] = ""
+        if ratios and float(np.median(ratios)) >= NOT_T2_ANNULUS_RATIO:
+            cache["reason"] = (f"not a T2-weighted image? the discs' annulus is {float(np.median(ratios)):.2f} x the brightest region behind "
+                               f"them (T2: below {NOT_T2_ANNULUS_RATIO}); signal measures withheld")
+    return cache["reason"]
+
+
+def _mask_reason(section: Section | None) -> str:
+    if section is None:
+        return "disc not labelled"
+    if section.cut or not section.mask.any():
+        return section.reason
+    return ""
+
+
+def signal_criteria(spine: Spine, disc: int, check_t2: bool = True) -> tuple[pfirrmann.SignalFeatures | None, str]:
+    """The Pfirrmann signal criteria of a disc (nucleus, annulus, contrast relative to CSF), or (None, reason)."""
+    geo = geometry(spine, disc)
+    signal, reason = disc_signal(spine, disc, geo, _mask_reason(geo.section))
+    if signal is not None and check_t2:
+        reason = _not_t2_reason(spine)
+        signal = None if reason else signal
+    if signal is None:
+        return None, reason
+    features = pfirrmann.signal_features(signal.values, signal.along, signal.across, float(np.median(signal.csf)))
+    return features, "" if features is not None else "disc too small for nucleus and annulus regions"
+
+
+def _height_ratio(spine: Spine, disc: int) -> float | None:
+    """Mean height of the disc / mean of its measured neighbouring discs' (same scan)."""
+    def height(label):
+        geo = geometry(spine, label)
+        if _mask_reason(geo.section):
+            return None
+        e = axis(geo)
+        if e is None:
+            e = _disc_axis_fallback(geo.section)
+        return None if e is None else mean_height(geo.section, e)
+
+    discs = spine.discs()
+    i = discs.index(disc)
+    own = height(disc)
+    neighbours = [h for h in (height(d) for d in discs[max(0, i - 1) : i] + discs[i + 1 : i + 2]) if h]
+    if own is None or not neighbours:
+        return None
+    return own / float(np.mean(neighbours))
+
+
+def _pfirrmann(spine: Spine, disc: int, signal: DiscSignal | None, reason: str, dhi_z: float | None, masks: str) -> pfirrmann.Estimate:
+    if signal is None:
+        return pfirrmann.Estimate(None, None, [reason])
+    data = normative.pfirrmann_thresholds(masks)
+    if data is None:
+        return pfirrmann.Estimate(None, None, ["no healthy reference for the Pfirrmann criteria"])
+    features = pfirrmann.signal_features(signal.values, signal.along, signal.across, float(np.median(signal.csf)))
+    return pfirrmann.estimate(features, pfirrmann.Thresholds.from_dict(data), dhi_z, _height_ratio(spine, disc))
+
+
+@dataclass
+class DiscSignal:
+    """Grey values of a disc in its mid-sagittal plane and of its CSF reference (image units)."""
+
+    values: np.ndarray  # disc pixels
+    along: np.ndarray  # their position along the disc axis (mm, posterior -> anterior)
+    across: np.ndarray  # perpendicular to it (mm)
+    csf: np.ndarray  # CSF reference pixels
+    csf_note: str
+    integer: bool  # the image has an integer pixel type
+
+
+def disc_signal(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -> tuple[DiscSignal | None, str]:
+    """The disc's and its CSF reference's grey values, or (None, reason)."""
     image = spine.volume.image
     if image is None:
         return None, "no image given (label map only)"
@@ -269,10 +357,19 @@ def _delta_si(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -> t
     csf, note = bianque.csf_region(labels.ravel(), grey.values.ravel(), coords, geo.Dp, e, half)
     if csf is None:
         return None, note
-    disc_values = grey.values[section.mask]
+    points = section.points() - (geo.Da + geo.Dp) / 2
+    n = np.array([-e[1], e[0]])
     integer = np.issubdtype(sitk.GetArrayViewFromImage(image).dtype, np.integer)
+    return DiscSignal(grey.values[section.mask], points @ e, points @ n, csf, note, bool(integer)), ""
+
+
+def _delta_si(signal: DiscSignal | None, reason: str) -> tuple[float | None, str]:
+    """delta SI of the disc in its mid-sagittal plane, with a note naming the CSF reference and the peaks."""
+    if signal is None:
+        return None, reason
+    disc_values, csf, note = signal.values, signal.csf, signal.csf_note
     region = np.concatenate([disc_values, csf])
-    eight_bit = integer and region.min() >= 0 and region.max() <= 255
+    eight_bit = signal.integer and region.min() >= 0 and region.max() <= 255
     scale = bianque.quantisation_scale(region, eight_bit)
     disc_levels = bianque.quantise(disc_values, scale)
     csf_mode = bianque.mode(bianque.quantise(csf, scale))
@@ -283,4 +380,3 @@ def _delta_si(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -> t
     value = bianque.delta_si(disc_levels, csf_mode)
     grey_note = "8-bit grey values" if eight_bit else f"grey values x {scale:.4g} to 0-255"
     return value, f"{note}; peaks {peak1}/{peak2}, CSF {csf_mode} ({grey_note})"
-

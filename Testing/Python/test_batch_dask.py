@@ -135,7 +135,7 @@ def test_batch_on_a_running_cluster_finishes_good_cases_and_records_the_corrupt_
         with open(outdir / "cases" / case_id / "measurements.csv", encoding="utf-8", newline="") as stream:
             assert count == sum(1 for _ in csv.DictReader(stream))
     normative_rows = list(csv.DictReader((outdir / "normative.csv").open(encoding="utf-8", newline="")))
-    assert normative_rows and all(r["reference"] in ("BianqueNet", "none") for r in normative_rows)  # 3 cases: no cohort percentiles
+    assert normative_rows and all(r["reference"].startswith("SpineAnalysis healthy reference") or r["reference"] == "none" for r in normative_rows)  # 3 cases: no cohort percentiles
     report = (outdir / "report.html").read_text(encoding="utf-8")
     assert "<b>3</b> finished" in report and "not a readable image" in report
     assert (outdir / "cohort" / "distributions.png").is_file()

@@ -18,7 +18,7 @@ from SpineAnalysisLib.batch.discover import Case, discover_cases, read_case_list
 from SpineAnalysisLib.batch.runner import Progress
 from SpineAnalysisLib.batch.state import DONE, BatchState, commit, one_line, partial_dir
 from SpineAnalysisLib.errors import InputError
-from SpineAnalysisLib.measure import normative as bianque
+from SpineAnalysisLib.measure import normative as healthy
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -151,26 +151,29 @@ def test_cohort_percentiles_when_the_stratum_is_large_enough():
     low = low[0]
     assert low["reference"] == "cohort" and low["cohort_stratum"] == "L4-L5, female, age 40-50" and low["cohort_n"] == 121
     assert low["percentile"] == pytest.approx(100 * 0.5 / 121) and low["flag"] is True and low["cohort_z"] < -5
-    expected_z, _ = bianque.z_score("dhi", "L4-L5", 0.05, "F", 45.0)  # the BianqueNet columns come from the shared tables
-    assert low["bianquenet_z"] == pytest.approx(expected_z)
+    expected_z, _ = healthy.z_score("dhi", "L4-L5", 0.05, "model")  # the healthy columns come from the shared reference
+    assert low["healthy_z"] == pytest.approx(expected_z)
     thoracolumbar = [r for r in comparison if r["level"] == "T12-L1"]
-    assert all(r["reference"] == "cohort" and r["bianquenet_z"] is None for r in thoracolumbar)
+    assert all(r["reference"] == "cohort" for r in thoracolumbar)
     flagged = [r for r in comparison if r["flag"]]
     assert 0.01 < len(flagged) / len(comparison) < 0.06  # about 2.5 % of a normal sample (one-sided rule), plus the outlier
 
 
-def test_small_cohort_falls_back_to_bianquenet_and_reports_missing_reference():
+def test_small_cohort_falls_back_to_the_healthy_reference_and_reports_missing_reference():
     comparison = normative.compare(_rows(10), min_n=100)
     low = next(r for r in comparison if r["case_id"] == "low")
-    mean, sd, _ = bianque.reference("dhi", "L4-L5", "F", 45.0)
-    assert low["reference"] == "BianqueNet" and low["bianquenet_mean"] == mean
+    mean, sd, _ = healthy.reference("dhi", "L4-L5", "model")
+    assert low["reference"] == healthy.reference_name("model") and low["healthy_mean"] == mean
     assert low["percentile"] == pytest.approx(50 * (1 + math.erf((0.05 - mean) / sd / math.sqrt(2)))) and low["flag"] is True
     assert "cohort stratum has 11 values" in low["note"]
-    t12 = next(r for r in comparison if r["level"] == "T12-L1")
-    assert t12["reference"] == "none" and t12["flag"] is None and "no BianqueNet reference" in t12["note"]
+    rows = _rows(10)
+    for r in rows:
+        r["level"] = "C2-C3" if r["level"] == "T12-L1" else r["level"]
+    c2 = next(r for r in normative.compare(rows, min_n=100) if r["level"] == "C2-C3")
+    assert c2["reference"] == "none" and c2["flag"] is None and "no SpineAnalysis healthy reference" in c2["note"]
     forced = normative.compare(_rows(10), min_n=100, reference="cohort")
     assert all(r["reference"] == "none" for r in forced)
-    assert all(r["reference"] in ("BianqueNet", "none") for r in normative.compare(_rows(120), reference="bianquenet"))
+    assert all(r["reference"] in (healthy.reference_name("model"), "none") for r in normative.compare(_rows(120), reference="healthy"))
 
 
 def test_table_writer_roundtrips_parquet_and_csv_with_missing_values(tmp_path):

@@ -29,6 +29,7 @@ DISC_PARAMETERS = {
     "hdr": "ratio",
     "delta_si": "",
     "pfirrmann_estimate": "grade",
+    "pfirrmann_confidence": "ratio",
     "dhi_z": "z",
     "hdr_z": "z",
     "delta_si_z": "z",

@@ -1,0 +1,62 @@
+"""The healthy reference and the Pfirrmann estimate on the shared healthy volunteers (skips without ../shared).
+
+* z-scores of the expert-labelled healthy discs, each subject scored against a reference built WITHOUT it
+  (leave-one-subject-out): |mean z| <= 0.5 and at most 5 % flagged by the one flag rule;
+* the shipped reference_healthy.json ("expert" part) is what build_reference computes from the data;
+* the Pfirrmann estimate of the healthy T2 discs is mostly I-II (in-sample for its thresholds: they come from
+  the same healthy discs, so this checks the rule's consistency, not its accuracy).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from SpineAnalysisLib.measure import build_reference, flags, normative
+from SpineAnalysisLib.model.dataset import default_data_dir
+
+DATA = default_data_dir()
+pytestmark = pytest.mark.skipif(not (DATA / "manifest.csv").is_file(), reason="shared lumbar MRI data not available")
+
+
+@pytest.fixture(scope="module")
+def expert_rows():
+    return build_reference.collect(DATA, "expert", log=lambda *_: None)
+
+
+def test_leave_one_subject_out_z_scores_of_healthy_expert_discs(expert_rows):
+    z_by_parameter = defaultdict(list)
+    for subject in sorted({r["subject"] for r in expert_rows}):
+        reference = build_reference.summarise([r for r in expert_rows if r["subject"] != subject])["parameters"]
+        for r in expert_rows:
+            if r["subject"] != subject or r["parameter"] not in normative.PARAMETERS:
+                continue
+            entry = reference.get(r["parameter"], {}).get(r["level"])
+            if entry and entry["n"] >= normative.MIN_N:
+                z_by_parameter[r["parameter"]].append((r["value"] - entry["mean"]) / entry["sd"])
+    assert set(z_by_parameter) == {"dhi", "hdr", "delta_si"}
+    for parameter, zs in z_by_parameter.items():
+        zs = np.array(zs)
+        flagged = np.mean([flags.outside_normal(z, parameter) for z in zs])
+        assert len(zs) >= 90, parameter
+        assert abs(zs.mean()) <= 0.5, (parameter, zs.mean())
+        assert flagged <= 0.05, (parameter, flagged)
+
+
+def test_shipped_expert_reference_is_rebuilt_from_the_data(expert_rows):
+    shipped = normative.load()["references"]["expert"]
+    rebuilt = build_reference.summarise(expert_rows)
+    for parameter, levels in rebuilt["parameters"].items():
+        for level, entry in levels.items():
+            assert shipped["parameters"][parameter][level]["n"] == entry["n"], (parameter, level)
+            assert shipped["parameters"][parameter][level]["mean"] == pytest.approx(entry["mean"], rel=1e-4), (parameter, level)
+    assert shipped["pfirrmann"] == pytest.approx(rebuilt["pfirrmann"], rel=1e-3)
+
+
+def test_pfirrmann_estimate_of_healthy_t2_discs_is_mostly_i_ii(expert_rows):
+    grades = np.array([r["value"] for r in expert_rows if r["parameter"] == "pfirrmann_estimate"])
+    assert len(grades) >= 60
+    assert np.mean(grades <= 2) >= 0.8, np.bincount(grades.astype(int))
+    assert np.mean(grades == 5) <= 0.02
