@@ -68,6 +68,14 @@ class DiscGeometry:
 
 
 def geometry(spine: Spine, disc: int) -> DiscGeometry:
+    """The disc's heights, angle and landmarks (computed once per spine)."""
+    cache = spine.__dict__.setdefault("_disc_geometry", {})
+    if disc not in cache:
+        cache[disc] = _geometry(spine, disc)
+    return cache[disc]
+
+
+def _geometry(spine: Spine, disc: int) -> DiscGeometry:
     upper, lower = spine.disc_neighbours(disc)
     section = spine.section(disc) if disc in spine.present else None
     missing = []

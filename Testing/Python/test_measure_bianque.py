@@ -161,3 +161,19 @@ def test_delta_si_missing_without_image_or_without_bright_csf(rect_case):
     t1_image.CopyInformation(image)
     row = rows_by(measure_case(t1_image, label_map))[("L4-L5", "delta_si")]
     assert row.value is None and row.note
+
+
+def test_score_recomputes_z_rows_and_flags(rect_case):
+    label_map, image, _ = rect_case
+    rows = measure_case(image, label_map)
+    lowered = [m if m.parameter != "dhi" else type(m)(**{**m.__dict__, "value": 0.01}) for m in rows]
+    rescored = normative.score(lowered, sex="F", age=60)
+    assert len(rescored) == len(rows) and rescored is not lowered
+    for before, after in zip(rows, rescored):
+        if after.parameter == "dhi_z" and after.value is not None:
+            assert after.flag is True and after.value < -3 and "sex/age pooled" in after.note
+            assert after.reference == normative.reference_name("model")
+        elif after.parameter != "dhi":
+            assert after.value == before.value and after.flag == before.flag
+    with pytest.raises(InputError):
+        normative.score(rows, sex="X")

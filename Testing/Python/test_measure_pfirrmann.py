@@ -147,3 +147,14 @@ def test_the_unpainted_sample_is_not_graded_as_t2():
     for m in rows:
         if m.structure == "disc" and m.parameter in ("delta_si", "pfirrmann_estimate", "delta_si_z"):
             assert m.value is None and "T2" in m.note, (m.level, m.parameter, m.note)
+
+
+def test_the_bundled_healthy_sample_has_no_flagged_disc():
+    """Its expert bodies with the disc space between them, against the expert reference (the sample is left out
+    of the reference): healthy discs, so no z-score is outside normal range."""
+    image, labels, frame, lab, _ = _sample_with_discs()
+    rows = measure_case(image, _to_image(lab, labels, frame, np.uint8), masks="expert")
+    z_rows = [m for m in rows if m.structure == "disc" and m.unit == "z" and m.value is not None]
+    assert {m.parameter for m in z_rows} == {"dhi_z", "hdr_z"}  # no delta SI on this gradient-echo series
+    assert len(z_rows) >= 8 and not any(m.flag for m in z_rows), [(m.level, m.parameter, m.value) for m in z_rows]
+    assert all(m.reference == normative.reference_name("expert") for m in z_rows)
