@@ -85,7 +85,7 @@ def _for_ct(measurements: list[Measurement], image: sitk.Image, label_map: sitk.
     extra = trabecular.rows(image, label_map, stats)
     result: list[Measurement] = []
     for n, m in enumerate(measurements):
-        if m.structure == "disc" and m.parameter in modality.MRI_ONLY:
+        if m.structure == "disc" and modality.mri_only(m.parameter):
             m = replace(m, value=None, note=modality.NOT_ON_CT, reference="", flag=None)
         result.append(m)
         last_of_vertebra = m.structure == "vertebra" and (

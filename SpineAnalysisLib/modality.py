@@ -13,10 +13,16 @@ import SimpleITK as sitk
 
 CT, MR, UNKNOWN = "CT", "MR", "unknown"
 
-#: Disc parameters that are MR signal measures (delta SI and the Pfirrmann estimate built on it) or
-#: z-scores against the MRI reference (BianqueNet): withheld on CT.
-MRI_ONLY = ("delta_si", "pfirrmann_estimate", "dhi_z", "hdr_z", "delta_si_z")
+#: Disc parameters that are MR signal measures (delta SI and the Pfirrmann grading built on T2 signal) or
+#: z-scores against an MRI reference: withheld on CT (see :func:`mri_only`).
+MRI_ONLY = ("delta_si", "pfirrmann_estimate", "pfirrmann_confidence", "dhi_z", "hdr_z", "delta_si_z")
 NOT_ON_CT = "not measured on CT: MR signal parameter or z-score against an MRI reference"
+
+
+def mri_only(parameter: str) -> bool:
+    """True for a disc parameter withheld on CT: ΔSI, anything Pfirrmann (a T2 signal grading) and every z-score
+    (the references are MRI populations), also ones added after this list."""
+    return parameter in MRI_ONLY or parameter.startswith(("delta_si", "pfirrmann")) or parameter.endswith("_z")
 
 
 def _sample(array: np.ndarray) -> np.ndarray:

@@ -62,8 +62,11 @@ def test_totalsegmentator_example_ct_against_its_spine_report(totalseg):
 def test_ct_withholds_mri_parameters_and_adds_trabecular_hu(totalseg):
     rows = _values(totalseg[3])
     assert rows[("L4-L5", "height_mean_mm")].value is not None
-    for parameter in modality.MRI_ONLY:
-        assert rows[("L4-L5", parameter)].value is None and rows[("L4-L5", parameter)].note == modality.NOT_ON_CT
+    disc_rows = [m for m in totalseg[3].measurements if m.level == "L4-L5"]
+    withheld = {m.parameter for m in disc_rows if m.note == modality.NOT_ON_CT}
+    assert withheld >= set(modality.MRI_ONLY) and all(m.value is None for m in disc_rows if m.parameter in withheld)
+    assert withheld == {m.parameter for m in disc_rows if modality.mri_only(m.parameter)}
+    assert rows[("L4-L5", "dhi")].value is not None  # a geometric ratio: measured on CT
     l1 = rows[("L1", "trabecular_hu")]
     assert 50 < l1.value < 300 and l1.unit == "HU"
     assert ("screening hint, not a diagnosis" in l1.note) == (l1.value <= 160)
