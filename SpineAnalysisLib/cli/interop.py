@@ -129,12 +129,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export-measurements":
         check_output_file(args.output, overwrite=True, what="table")
-        from ..measurements import measure_case
+        from ..measure_segmentation import measure_segmentation
         from ..measurements_export import write_structured_csv
 
         image = imageio.read_scan(args.image)
         label_map = _read_labels(args.labels, image)
-        measurements = measure_case(image, label_map, sex=args.sex, age=args.age)
+        # CT-aware (MR-only parameters withheld, trabecular_hu added); the labels are in our scheme
+        measurements = measure_segmentation(image, label_map, label_scheme="spineanalysis", sex=args.sex, age=args.age).measurements
         path = write_structured_csv(measurements, args.output, image=image, include_patient_id=not args.no_patient_id)
         print(f"wrote {path}")
         return 0
