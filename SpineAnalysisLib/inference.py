@@ -10,9 +10,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from . import labels as scheme
 from .errors import InputError, ModelError
 from .imageio import label_map_like
 from .modality import looks_like_ct
+from .model import chain
 from .model.labelling import LabellingReport, label_levels
 from .model.localise import SpineBox, box_from_coarse, coarse_slices, edge_padding
 from .model.network import input_config, input_slice_offsets
@@ -147,7 +149,6 @@ def segment_image(
     part = canonical[box.index()]
     working_size = tuple(max(1, int(round(n * s / TARGET_SPACING_MM))) for n, s in zip(part.shape[1:], frame.spacing[1:]))
     volume = resample_slices(torch.from_numpy(np.ascontiguousarray(part))[:, None], working_size)[:, 0].numpy()
-    del canonical, part
     report_progress(0.1, f"segmenting {volume.shape[0]} sagittal slices")
     box_classes, _ = predict_volume(
         network,
@@ -165,18 +166,32 @@ def segment_image(
         test_time_mirror=settings.test_time_mirror,
         edge_pads=edge_padding(box, frame.shape, TARGET_SPACING_MM),
     )
-    del volume
+    del volume, part
     classes = np.zeros(frame.shape, np.uint8)
     classes[box.index()] = box_classes
     stages["segment_s"] = time.perf_counter() - clock
     report_progress(0.92, "naming levels")
     clock = time.perf_counter()
     labels_canonical, report = label_levels(classes, frame.spacing)
+    report.mark_uncertain(chain.featureless_reasons(_intensity_spreads(canonical, labels_canonical)))
+    del canonical
     label_map = label_map_like(frame.from_canonical(labels_canonical), image)
     stages["label_s"] = time.perf_counter() - clock
     stages["box_fraction"] = box.fraction_of(frame.shape)
     report_progress(1.0, "done")
     return SegmentationResult(label_map, report, info.label, torch_device.type, time.time() - started, warnings, stages)
+
+
+def _intensity_spreads(canonical: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Interquartile range of the normalised image inside each labelled vertebral body, by name."""
+    flat_labels, flat_image = labels.ravel(), canonical.ravel()
+    inside = np.flatnonzero(flat_labels)
+    spreads = {}
+    for label in np.unique(flat_labels[inside]):
+        if scheme.is_vertebra(int(label)):
+            quartiles = np.percentile(flat_image[inside[flat_labels[inside] == label]], [25, 75])
+            spreads[scheme.vertebra_name(int(label))] = float(quartiles[1] - quartiles[0])
+    return spreads
 
 
 def _locate_spine(network, canonical: np.ndarray, frame, device: torch.device, slices_per_batch: int, amp: bool) -> SpineBox:

@@ -1,11 +1,17 @@
 """Segmentation speed and peak memory on typical lumbar MRI grids (prints numbers; not a test).
 
-    .venv/bin/python Testing/Benchmarks/benchmark_segment.py [--device auto|cpu|cuda] [--threads N] [--fast]
+    .venv/bin/python Testing/Benchmarks/benchmark_segment.py [--device auto|cpu|cuda] [--threads N] [--whole]
 
-Grids: the bundled real sample resampled to (a) 15 sagittal slices of 512 x 512 at
-0.5 x 0.5 x 4 mm (a clinical 2D T2 stack) and (b) 224 x 224 x 80 at 1 mm. Each grid runs in its
-own process so that the peak resident memory (ru_maxrss) is that grid's; the time excludes Python
-start-up and model loading (reported separately) and is the median of 3 runs.
+Grids: the bundled real sample (224 x 160 x 64 voxels, 1 mm) resampled to (a) 381 x 381 x 77 and
+(b) 224 x 224 x 77 sagittal voxels at 1 mm (issue 27's sizes; voxels outside the sample are 0) and
+(c) 15 sagittal slices of 512 x 512 at 0.5 x 0.5 x 4 mm (a clinical 2D T2 stack). Each grid runs in
+its own process so that the peak resident memory (ru_maxrss) is that grid's; the time excludes
+Python start-up and model loading (reported separately) and is the median of 3 runs; the stage
+times (prepare, localise, segment, label) are those of the median run, with the share of the volume
+the full pass ran on (``box_fraction``). Also printed: the 1-minute load average before and after.
+
+``--whole``: skip the localisation (the full pass on the whole volume), the upper bound for a field
+of view filled with spine. (No ``--fast``: ``segment --fast`` now runs the default settings.)
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
 GRIDS = {
+    "isotropic 381x381x77 @1mm": ((1.0, 1.0, 1.0), (77, 381, 381)),
+    "isotropic 224x224x77 @1mm": ((1.0, 1.0, 1.0), (77, 224, 224)),
     "clinical 15x512x512 @0.5x0.5x4mm": ((4.0, 0.5, 0.5), (15, 512, 512)),
-    "isotropic 224x224x80 @1mm": ((1.0, 1.0, 1.0), (80, 224, 224)),
 }
 
 
@@ -47,26 +54,36 @@ def make_grid(spacing_slice_row_col, shape):
     return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
 
-def run_one(name, device, threads, fast=False):
+def run_one(name, device, threads, whole=False):
+    import os
+
     import torch
 
-    from SpineAnalysisLib.inference import segment_image
+    from SpineAnalysisLib import inference
+    from SpineAnalysisLib.model.localise import SpineBox
 
+    if whole:
+        inference._locate_spine = lambda network, canonical, frame, *rest: SpineBox.whole(frame.shape)
     image = make_grid(*GRIDS[name])
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    segment_image(image, device=device, threads=threads, fast=fast)  # includes model loading (first call)
+    inference.segment_image(image, device=device, threads=threads)  # includes model loading (first call)
     first = time.perf_counter() - started
-    times = []
+    runs = []
     for _ in range(3):
         started = time.perf_counter()
-        result = segment_image(image, device=device, threads=threads, fast=fast)
+        result = inference.segment_image(image, device=device, threads=threads)
         if result.device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
+        runs.append((time.perf_counter() - started, result))
+    runs.sort(key=lambda run: run[0])
+    median_s, median_result = runs[1]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    print(json.dumps({"grid": name, "fast": fast, "device": result.device, "median_s": round(statistics.median(times), 2), "first_call_s": round(first, 2),
-                      "peak_rss_mb": round(peak_mb), "gpu_peak_mb": gpu_peak and round(gpu_peak), "levels": result.report.levels}))
+    print(json.dumps({"grid": name, "whole_volume": whole, "device": result.device, "median_s": round(median_s, 2), "all_s": [round(t, 2) for t, _ in runs],
+                      "stages": {k: round(v, 2) for k, v in median_result.stages.items()}, "first_call_s": round(first, 2),
+                      "peak_rss_mb": round(peak_mb), "gpu_peak_mb": gpu_peak and round(gpu_peak), "load_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+                      "levels": result.report.levels}), flush=True)
 
 
 def main():
@@ -74,14 +91,15 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--grid")
-    parser.add_argument("--fast", action="store_true", help="one scale, no test-time zooms (segment --fast)")
+    parser.add_argument("--whole", action="store_true", help="no localisation: the full pass on the whole volume")
     args = parser.parse_args()
     if args.grid:
-        run_one(args.grid, args.device, args.threads, args.fast)
+        run_one(args.grid, args.device, args.threads, args.whole)
         return
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     for name in GRIDS:
-        subprocess.run([sys.executable, __file__, "--grid", name, "--device", args.device, "--threads", str(args.threads)] + ["--fast"] * args.fast, check=True)
+        subprocess.run([sys.executable, __file__, "--grid", name, "--device", args.device, "--threads", str(args.threads)] + ["--whole"] * args.whole, check=True)
 
 
 if __name__ == "__main__":

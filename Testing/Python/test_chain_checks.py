@@ -108,3 +108,12 @@ def test_expert_chains_of_the_validation_split_pass_the_checks():
                 classes[labels == label] = channel
         _, report = label_levels(classes, frame.spacing)
         assert not report.levels_uncertain, (record.case_id, report.flags)
+
+
+def test_a_body_without_image_structure_is_reported():
+    from SpineAnalysisLib.model.chain import featureless_reasons
+
+    spreads = {"L1": 0.08, "L2": 0.07, "L3": 0.004, "L4": 0.09, "L5": 0.06}
+    reasons = featureless_reasons(spreads)
+    assert len(reasons) == 1 and reasons[0].startswith("L3 shows no image structure")
+    assert featureless_reasons({"L1": 0.08, "L2": 0.04, "L3": 0.07}) == []  # half the others' spread is real anatomy

@@ -78,6 +78,21 @@ def test_vertebrae_match_the_expert_labels_of_the_sample(small_real_image, resul
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.7, scheme.structure_name(level)
 
 
+def test_a_volume_with_one_body_blanked_out_is_levels_uncertain(small_real_image):
+    """L3 replaced by the surrounding soft tissue's intensity: the network paints a body there anyway
+    (its shape prior); the image check must say "levels uncertain", not name the chain with confidence."""
+    from SpineAnalysisLib.model.labelling import LOW_CONFIDENCE
+
+    labels = sitk.ReadImage(str(SAMPLE).replace("_image", "_labels"))[:, :, 20:44]
+    l3 = sitk.BinaryDilate(sitk.Cast(labels == 22, sitk.sitkUInt8), [3, 3, 3])
+    around = sitk.GetArrayFromImage(sitk.BinaryDilate(l3, [4, 4, 4]) - l3).astype(bool) & (sitk.GetArrayFromImage(labels) == 0)
+    array = sitk.GetArrayFromImage(small_real_image).astype(np.float32)
+    array[sitk.GetArrayFromImage(l3).astype(bool)] = np.median(array[around])
+    blanked = segment_image(_like(small_real_image, array), device="cpu")
+    assert blanked.report.levels_uncertain and blanked.report.confidence < LOW_CONFIDENCE, blanked.report.flags
+    assert any(f.startswith("levels uncertain:") for f in blanked.report.flags)
+
+
 def test_a_body_reaching_the_top_edge_is_labelled_up_to_it(result):
     """T12 of the sample reaches the top of the image: its mask must reach the edge too (the network
     alone left 12 mm unlabelled there; mirrored input at the top edge)."""
