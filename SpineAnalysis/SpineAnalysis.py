@@ -68,7 +68,7 @@ from SpineAnalysisLib import errors as spineErrors  # noqa: E402
 from SpineAnalysisLib import imageio as spineIO  # noqa: E402
 from SpineAnalysisLib import labels as scheme  # noqa: E402
 from SpineAnalysisLib import relabel as relabelling  # noqa: E402
-from SpineAnalysisLib import measurements as spineMeasurements  # noqa: E402
+from SpineAnalysisLib.measure_segmentation import measure_segmentation  # noqa: E402  (measure_case, CT-aware)
 from SpineAnalysisLib import results_table  # noqa: E402
 from SpineAnalysisLib.cli.options import DEVICES  # noqa: E402  (the one list of devices, shared with the CLI)
 from SpineAnalysisSlicer import (  # noqa: E402
@@ -689,16 +689,18 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     # -- measurements ---------------------------------------------------------------------------------
     def measure(self, segmentationNode, volumeNode, labels=None, sex=None, age=None) -> list:
-        """``SpineAnalysisLib.measurements.measure_case`` on the current segmentation."""
+        """``SpineAnalysisLib.measure_segmentation.measure_segmentation`` (``measure_case``, CT-aware) on the current
+        segmentation."""
         if segmentationNode is None or volumeNode is None:
             raise spineErrors.InputError(_("select an input volume and a segmentation"))
         image = volumes.volumeNodeToSitk(volumeNode)
         if not otherschemes.namedByOurScheme(segmentationNode):  # e.g. a SlicerTotalSegmentator segmentation
             return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age).measurements
         labelMap = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
-        return spineMeasurements.measure_case(
-            image, labelMap, sex=results_table.subject_sex(sex), age=results_table.subject_age(age), labels=(sorted(labels) if labels is not None else None)
-        )
+        return measure_segmentation(
+            image, labelMap, label_scheme="spineanalysis", sex=results_table.subject_sex(sex), age=results_table.subject_age(age),
+            labels=(sorted(labels) if labels is not None else None),
+        ).measurements
 
     measureOtherScheme = staticmethod(otherschemes.measureOtherScheme)
 

@@ -110,3 +110,31 @@ def test_mixed_segment_namings_are_refused():
         label_schemes.plan_segments([("a", "L1", ""), ("b", "vertebrae_L2", "")])
     with pytest.raises(label_schemes.InputError, match="none names a vertebra level"):
         label_schemes.plan_segments([("a", "liver", "")])
+
+
+@pytest.mark.skipif(not TS_REPORT.is_dir(), reason="../shared/data/samples is not available")
+def test_the_module_measures_our_segments_on_a_ct_without_mri_parameters(logic, slicer_scene):
+    """Segments named in our scheme on a CT volume: the table has trabecular_hu and no MR signal values."""
+    import slicer
+
+    from SpineAnalysisLib import labels as scheme
+    from SpineAnalysisLib import modality
+
+    ct = sitk.ReadImage(str(TS / "example_ct.nii.gz"))
+    ours = sitk.GetArrayFromImage(label_schemes.translate(
+        sitk.ReadImage(str(TS_REPORT / "totalseg.nii.gz")), bodies=sitk.ReadImage(str(TS_REPORT / "totalseg_vertebrae_body.nii.gz"))).label_map)
+    volume = _volume_node(ct)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "ours")
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    for label in (int(v) for v in np.unique(ours) if v):
+        name = scheme.structure_name(label)
+        node.GetSegmentation().AddEmptySegment(name, name)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((ours == label).astype(np.uint8), node, name, volume)
+    rows = {(m.level, m.parameter): m for m in logic.measure(node, volume)}
+    assert rows[("L1", "trabecular_hu")].value == pytest.approx(_reference_value("L1", "trabecular_hu"))
+    assert rows[("L4-L5", "delta_si")].value is None and rows[("L4-L5", "delta_si")].note == modality.NOT_ON_CT
+    assert rows[("L4-L5", "dhi")].value is not None
+
+
+def _reference_value(level: str, parameter: str) -> float:
+    return {(m.level, m.parameter): m.value for m in _reference().measurements}[(level, parameter)]
