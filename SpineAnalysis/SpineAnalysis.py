@@ -717,13 +717,15 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         return tableNode
 
     def rescoreIfSubjectChanged(self, segmentationNode, volumeNode, tableNode, sex=None, age=None) -> bool:
-        """Measure again when the table's z-scores were computed for another sex or age; True when it did
-        (z-scores and flags come from the library's normative reference and flag rule)."""
+        """Re-score the table when its z-scores were computed for another sex or age; True when it did. The
+        library does it (``normative.score`` and the one flag rule), without measuring again."""
         if volumeNode is None or not self._tables.has(tableNode) or not table.measuresSegmentation(tableNode, segmentationNode):
             return False
         if self._tables.isForSubject(tableNode, sex, age):
             return False
-        self.updateTable(segmentationNode, volumeNode, tableNode, sex=sex, age=age)
+        self._tables.rescore(tableNode, segmentationNode, sex, age)
+        if self._watcher.watches(segmentationNode):  # later edits are scored for the new subject too
+            self._watcher.observe(segmentationNode, volumeNode, tableNode, sex, age)
         return True
 
     def measurementsOfTable(self, tableNode) -> list:

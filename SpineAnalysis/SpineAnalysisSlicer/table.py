@@ -18,6 +18,7 @@ import vtk
 from SpineAnalysisLib import quality as qualityChecks
 from SpineAnalysisLib import results_table
 from SpineAnalysisLib.measure import flags as normalRange
+from SpineAnalysisLib.measure import normative
 
 from . import volumes
 from .compat import _
@@ -225,6 +226,12 @@ class MeasurementTables:
                     m = dataclasses.replace(m, value=shown, note="; ".join(n for n in (m.note, note) if n))
             result.append(m)
         return result
+
+    def rescore(self, tableNode, segmentationNode, sex=None, age=None):
+        """The table's z-scores and flags recomputed for another sex/age by the library (``normative.score``),
+        without measuring again; returns the table node."""
+        rescored = normative.score(self._byKey.get(self.key(tableNode), []), results_table.subject_sex(sex), results_table.subject_age(age))
+        return self.show(tableNode, rescored, segmentationNode, None, sex=sex, age=age)
 
     def isForSubject(self, tableNode, sex, age) -> bool:
         return tableNode.GetAttribute(SUBJECT_ATTRIBUTE) == subjectText(sex, age)

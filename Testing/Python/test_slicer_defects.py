@@ -273,14 +273,19 @@ def test_8_dicom_seg_of_a_series_from_the_dicom_browser(logic, tmp_path, monkeyp
 
 
 # 9 ---------------------------------------------------------------------------------------------------
-def test_9_z_scores_follow_a_change_of_sex_and_age(logic, loaded):
+def test_9_z_scores_follow_a_change_of_sex_and_age(logic, loaded, monkeypatch):
+    """Changing sex/age re-scores the table through the library (normative.score), without measuring again."""
+    from SpineAnalysisLib.measure import normative
+
     volume, segmentation = loaded
     table = logic.updateTable(segmentation, volume)
-    before = logic.tableValue(table, "L4-L5", "dhi_z")
-    assert logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="unknown", age=0) is False
+    measured = logic.measurementsOfTable(table)
+    assert logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="unknown", age=0) is False  # what it was scored for
+    monkeypatch.setattr(logic, "measure", lambda *a, **k: pytest.fail("re-scoring must not measure again"))
     assert logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="female", age=45) is True
-    after = logic.tableValue(table, "L4-L5", "dhi_z")
-    assert before is not None and after is not None and after != before
+    expected = {(m.level, m.parameter): m for m in normative.score(measured, "F", 45.0) if m.parameter.endswith("_z")}
+    shown = {(m.level, m.parameter): m for m in logic.measurementsOfTable(table) if m.parameter.endswith("_z")}
+    assert expected and shown == expected  # values, notes, references and flags as the library scores them
     assert logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="female", age=45) is False
 
 
