@@ -93,7 +93,7 @@ class ReviewScene:
         self.source_path: Path | None = None
         self.dicom_folder: Path | None = None
         self.order: VoxelOrder | None = None
-        self._work = Path(tempfile.mkdtemp(prefix="spineanalysis-scene-"))
+        self._work: Path | None = None  # private temporary folder, made when a DICOM series is converted
 
     # -- loading -------------------------------------------------------------------------------------
     def load_image(self, path: str | os.PathLike):
@@ -104,6 +104,8 @@ class ReviewScene:
             raise InputError(f"{path.name}: this looks like a CT volume (Hounsfield units); the review page segments and measures MRI only")
         readable = path
         if path.is_dir():  # a DICOM series: Slicer's archetype reader wants one file, give it the series as NRRD
+            if self._work is None:
+                self._work = Path(tempfile.mkdtemp(prefix="spineanalysis-scene-"))
             readable = self._work / f"{path.name or 'series'}.nrrd"
             imageio.write_image(image, readable)
         name = imageio.strip_image_suffix(path.name) or "volume"
@@ -298,4 +300,6 @@ class ReviewScene:
     def close(self) -> None:
         import shutil
 
-        shutil.rmtree(self._work, ignore_errors=True)
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
