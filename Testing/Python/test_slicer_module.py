@@ -85,3 +85,18 @@ def test_cmake_lists_every_file_of_the_slicer_side_package():
     files = sorted(p.relative_to(module_dir).as_posix() for p in (module_dir / "SpineAnalysisSlicer").glob("*.py"))
     assert files and all(f in cmake for f in files), [f for f in files if f not in cmake]
     assert "Resources/Terminology/SegmentationCategoryTypeModifier-SpineAnalysis.term.json" in cmake
+
+
+def test_every_logic_call_of_the_widget_exists(spine_module):
+    """The widget cannot run here (Qt); at least every ``self.logic.<name>`` it calls must exist on the Logic."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(spine_module.__file__).read_text(encoding="utf-8"))
+    widget = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "SpineAnalysisWidget")
+    called = {node.attr for node in ast.walk(widget)
+              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "logic"
+              and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}  # fmt: skip
+    assert len(called) > 20
+    missing = sorted(name for name in called if not hasattr(spine_module.SpineAnalysisLogic, name) and name != "pendingChangedCallback")
+    assert not missing, missing
