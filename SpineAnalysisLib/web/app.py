@@ -15,14 +15,11 @@ from pathlib import Path
 
 from trame.app import TrameApp
 from trame.app.asynchronous import create_task
-from trame.widgets import html
-from trame.widgets import vuetify3 as v3
 from trame_slicer.core import LayoutManager, SlicerApp, VolumeWindowLevel
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
 from trame_slicer.segmentation.paint_effect_parameters import BrushDiameterMode
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
-from trame_vuetify.ui.vuetify3 import SinglePageLayout
 from undo_stack import UndoStack
 
 from .. import imageio
@@ -34,6 +31,7 @@ from .files import DataFolder, UploadFolder
 from .job import job_summary, start_segmentation
 from .scene import ReviewScene
 from .table import build_table
+from .ui import build_page
 
 #: Delay after the last edit before the table is measured again (edits closer together are measured once).
 MEASURE_DELAY_S = 0.15
@@ -78,7 +76,7 @@ class ReviewApp(TrameApp):
         self._first_edit_at: float | None = None  # first of the edits the next measurement covers
         self._measuring = False
         self._init_state()
-        self._build_ui()
+        self.ui = build_page(self)
         bind_state_changes(self)
         self.server.controller.on_server_ready.add(self._start_loops)
         self.server.controller.on_server_exited.add(self.close)
@@ -106,94 +104,6 @@ class ReviewApp(TrameApp):
 
     def _say(self, message: str = "", error: str = "") -> None:
         self.state.message, self.state.error = message, error
-
-    # -- UI ----------------------------------------------------------------------------------------
-    def _build_ui(self) -> None:
-        ctrl = self.server.controller
-        with SinglePageLayout(self.server, full_height=True) as self.ui:
-            self.ui.title.set_text("SpineAnalysis review")
-            with self.ui.toolbar:
-                v3.VSpacer()
-                v3.VSelect(v_if="files.length", v_model=("selected_file",), items=("files",), label="image in the data folder",
-                           density="compact", hide_details=True, style="max-width: 320px", classes="mx-2")
-                v3.VBtn("Open", v_if="files.length", click=self.open_selected, disabled=("!selected_file || running",), id="open-button")
-                v3.VFileInput(label="upload an image", multiple=True, density="compact", hide_details=True, style="max-width: 260px",
-                              classes="mx-2", change=f"trigger('{ctrl.trigger_name(self.upload)}', [$event.target.files])",
-                              disabled=("running",), id="upload-input")
-                v3.VBtn("Segment", click=self.start_segmentation, disabled=("!case_name || running",), color="primary", id="segment-button", classes="mx-1")
-                v3.VBtn("Cancel", click=self.cancel_segmentation, disabled=("!running",), id="cancel-button", classes="mx-1")
-            with self.ui.content:
-                with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
-                    v3.VProgressLinear(v_if="running", model_value=("progress * 100",), height=6, color="primary")
-                    with html.Div(style="padding: 2px 8px; min-height: 24px;"):
-                        html.Span("{{ case_name }} ", style="font-weight: bold", id="case-name")
-                        html.Span("{{ progress_text }} ", v_if="running", id="progress-text")
-                        html.Span("{{ message }}", id="message")
-                        html.Span("{{ error }}", id="error", style="color: #d32f2f; font-weight: bold")
-                    with html.Div(style="display: flex; flex: 1 1 60%; min-height: 300px;"):
-                        with html.Div(style="flex: 1; display: flex; position: relative;", id="views"):
-                            self.layout_manager.initialize_layout_grid(self.ui)
-                        with html.Div(style="width: 330px; overflow-y: auto; padding: 6px; font-size: 13px;", id="side-panel"):
-                            self._build_side_panel()
-                    with html.Div(style="flex: 1 1 40%; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
-                        self._build_table()
-
-    def _build_side_panel(self) -> None:
-        with html.Div(v_if="quality_status || warnings.length", id="quality", style="margin-bottom: 6px;"):
-            html.Div("quality: {{ quality_status }}", v_if="quality_status", style="font-weight: bold",
-                     id="quality-status", classes=("{'text-error': quality_status == 'failed', 'text-warning': quality_status == 'review'}",))
-            html.Div("{{ r }}", v_for="r in quality_reasons", key="r")
-            html.Div("{{ w }}", v_for="w in warnings", key="w", classes="text-warning")
-        html.Div("Window / level", classes="text-subtitle-2")
-        v3.VSlider(v_model=("window",), min=0, max=("wl_max - wl_min",), label="W", density="compact", hide_details=True, disabled=("!case_name",))
-        v3.VSlider(v_model=("level",), min=("wl_min",), max=("wl_max",), label="L", density="compact", hide_details=True, disabled=("!case_name",))
-        html.Div("Correct", classes="text-subtitle-2 mt-2")
-        v3.VSelect(v_model=("active_segment",), items=("segments",), label="segment", density="compact", hide_details=True, id="segment-select")
-        with v3.VBtnToggle(v_model=("tool",), mandatory=True, density="compact", classes="my-1", disabled=("!segments.length",)):
-            v3.VBtn("None", value="none", id="tool-none")
-            v3.VBtn("Paint", value="paint", id="tool-paint")
-            v3.VBtn("Erase", value="erase", id="tool-erase")
-        v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=0.5, label="brush (mm)", density="compact", hide_details=True,
-                   thumb_label=True, id="brush-size")
-        with html.Div(classes="my-1"):
-            v3.VBtn("Undo", click=self.undo_edit, disabled=("!can_undo",), density="compact", id="undo-button", classes="mr-1")
-            v3.VBtn("Redo", click=self.redo_edit, disabled=("!can_redo",), density="compact", id="redo-button")
-        html.Div("Levels", classes="text-subtitle-2 mt-2")
-        with html.Div(classes="my-1"):
-            v3.VBtn("all up one level", click=(self.shift_levels, "[-1]"), density="compact", disabled=("!segments.length",), classes="mr-1", id="shift-up")
-            v3.VBtn("all down one", click=(self.shift_levels, "[1]"), density="compact", disabled=("!segments.length",), id="shift-down")
-        with html.Div(style="display: flex; gap: 4px;"):
-            v3.VSelect(v_model=("rename_from",), items=("segments.filter(n => !n.includes('-') && !n.includes(' '))",), label="vertebra",
-                       density="compact", hide_details=True, id="rename-from")
-            v3.VTextField(v_model=("rename_to",), label="new name", density="compact", hide_details=True, style="max-width: 90px", id="rename-to")
-            v3.VBtn("Rename", click=self.rename, density="compact", disabled=("!rename_from || !rename_to",), id="rename-button")
-        html.Div("Export", classes="text-subtitle-2 mt-2")
-        with html.Div(classes="my-1"):
-            v3.VBtn("CSV", density="compact", classes="mr-1", id="export-csv", disabled=("!table_rows.length",),
-                    click=f"utils.download(case_name + '_measurements.csv', trigger('{self.server.controller.trigger_name(self.export_csv)}'), 'text/csv')")
-            v3.VBtn(".seg.nrrd", density="compact", classes="mr-1", id="export-seg", disabled=("!segments.length",),
-                    click=f"utils.download(case_name + '.seg.nrrd', trigger('{self.server.controller.trigger_name(self.export_seg_nrrd)}'), 'application/octet-stream')")
-            v3.VBtn("labels", density="compact", classes="mr-1", id="export-labels", disabled=("!segments.length",),
-                    click=f"utils.download(case_name + '_labels.nii.gz', trigger('{self.server.controller.trigger_name(self.export_labels)}'), 'application/gzip')")
-            v3.VBtn("DICOM SEG", density="compact", id="export-dicom-seg", v_if="dicom_input", disabled=("!segments.length",),
-                    click=f"utils.download(case_name + '_seg.dcm', trigger('{self.server.controller.trigger_name(self.export_dicom_seg)}'), 'application/dicom')")
-        html.Div("Slice positions", classes="text-subtitle-2 mt-2")
-        html.Div("{{ name }}: {{ value }}", v_for="(value, name) in slice_positions", key="name", classes="slice-position",
-                 raw_attrs=[':data-view="name"'])
-
-    def _build_table(self) -> None:
-        with html.Div(classes="text-subtitle-2 px-2", id="table-title"):
-            html.Span("Measurements {{ table_state }}")
-            html.Span(" (updated {{ edit_to_table_s }} s after the edit)", v_if="edit_to_table_s !== null", style="font-weight: normal; color: #777")
-        with html.Table(id="measurements", style="border-collapse: collapse; font-size: 12px; white-space: nowrap;", classes="measurements"):
-            with html.Thead():
-                with html.Tr():
-                    html.Th("{{ h.title }}", v_for="h in table_headers", key="h.key", style="position: sticky; top: 0; background: #eee; padding: 2px 6px; text-align: left;")
-            with html.Tbody():
-                with html.Tr(v_for="row in table_rows", key="row.structure + row.level", click=(self.jump_to, "[row.level]"), style="cursor: pointer;",
-                             raw_attrs=[':data-level="row.level"']):
-                    html.Td("{{ row[h.key] }}", v_for="h in table_headers", key="h.key", style="padding: 1px 6px; border-bottom: 1px solid #ddd;",
-                            raw_attrs=[':data-key="h.key"'])
 
     # -- loading -----------------------------------------------------------------------------------
     def load(self, image_path, label_path=None) -> None:

@@ -1,0 +1,102 @@
+"""The review page's layout (trame / Vuetify 3 widgets): what is on the page and which state it shows.
+
+Behaviour lives in :mod:`.app`; element ids (``#segment-button``, ``tr[data-level=...]``, ...) are what the
+end-to-end test clicks.
+"""
+
+from __future__ import annotations
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_vuetify.ui.vuetify3 import SinglePageLayout
+
+
+def build_page(app) -> SinglePageLayout:
+    """The page: toolbar (open, upload, segment, cancel), the views, the side panel, the table."""
+    ctrl = app.server.controller
+    with SinglePageLayout(app.server, full_height=True) as page:
+        page.title.set_text("SpineAnalysis review")
+        with page.toolbar:
+            v3.VSpacer()
+            v3.VSelect(v_if="files.length", v_model=("selected_file",), items=("files",), label="image in the data folder",
+                       density="compact", hide_details=True, style="max-width: 320px", classes="mx-2")
+            v3.VBtn("Open", v_if="files.length", click=app.open_selected, disabled=("!selected_file || running",), id="open-button")
+            v3.VFileInput(label="upload an image", multiple=True, density="compact", hide_details=True, style="max-width: 260px",
+                          classes="mx-2", change=f"trigger('{ctrl.trigger_name(app.upload)}', [$event.target.files])",
+                          disabled=("running",), id="upload-input")
+            v3.VBtn("Segment", click=app.start_segmentation, disabled=("!case_name || running",), color="primary", id="segment-button", classes="mx-1")
+            v3.VBtn("Cancel", click=app.cancel_segmentation, disabled=("!running",), id="cancel-button", classes="mx-1")
+        with page.content:
+            with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
+                v3.VProgressLinear(v_if="running", model_value=("progress * 100",), height=6, color="primary")
+                with html.Div(style="padding: 2px 8px; min-height: 24px;"):
+                    html.Span("{{ case_name }} ", style="font-weight: bold", id="case-name")
+                    html.Span("{{ progress_text }} ", v_if="running", id="progress-text")
+                    html.Span("{{ message }}", id="message")
+                    html.Span("{{ error }}", id="error", style="color: #d32f2f; font-weight: bold")
+                with html.Div(style="display: flex; flex: 1 1 60%; min-height: 300px;"):
+                    with html.Div(style="flex: 1; display: flex; position: relative;", id="views"):
+                        app.layout_manager.initialize_layout_grid(page)
+                    with html.Div(style="width: 330px; overflow-y: auto; padding: 6px; font-size: 13px;", id="side-panel"):
+                        _side_panel(app)
+                with html.Div(style="flex: 1 1 40%; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
+                    _table(app)
+    return page
+
+
+def _side_panel(app) -> None:
+    with html.Div(v_if="quality_status || warnings.length", id="quality", style="margin-bottom: 6px;"):
+        html.Div("quality: {{ quality_status }}", v_if="quality_status", style="font-weight: bold",
+                 id="quality-status", classes=("{'text-error': quality_status == 'failed', 'text-warning': quality_status == 'review'}",))
+        html.Div("{{ r }}", v_for="r in quality_reasons", key="r")
+        html.Div("{{ w }}", v_for="w in warnings", key="w", classes="text-warning")
+    html.Div("Window / level", classes="text-subtitle-2")
+    v3.VSlider(v_model=("window",), min=0, max=("wl_max - wl_min",), label="W", density="compact", hide_details=True, disabled=("!case_name",))
+    v3.VSlider(v_model=("level",), min=("wl_min",), max=("wl_max",), label="L", density="compact", hide_details=True, disabled=("!case_name",))
+    html.Div("Correct", classes="text-subtitle-2 mt-2")
+    v3.VSelect(v_model=("active_segment",), items=("segments",), label="segment", density="compact", hide_details=True, id="segment-select")
+    with v3.VBtnToggle(v_model=("tool",), mandatory=True, density="compact", classes="my-1", disabled=("!segments.length",)):
+        v3.VBtn("None", value="none", id="tool-none")
+        v3.VBtn("Paint", value="paint", id="tool-paint")
+        v3.VBtn("Erase", value="erase", id="tool-erase")
+    v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=0.5, label="brush (mm)", density="compact", hide_details=True,
+               thumb_label=True, id="brush-size")
+    with html.Div(classes="my-1"):
+        v3.VBtn("Undo", click=app.undo_edit, disabled=("!can_undo",), density="compact", id="undo-button", classes="mr-1")
+        v3.VBtn("Redo", click=app.redo_edit, disabled=("!can_redo",), density="compact", id="redo-button")
+    html.Div("Levels", classes="text-subtitle-2 mt-2")
+    with html.Div(classes="my-1"):
+        v3.VBtn("all up one level", click=(app.shift_levels, "[-1]"), density="compact", disabled=("!segments.length",), classes="mr-1", id="shift-up")
+        v3.VBtn("all down one", click=(app.shift_levels, "[1]"), density="compact", disabled=("!segments.length",), id="shift-down")
+    with html.Div(style="display: flex; gap: 4px;"):
+        v3.VSelect(v_model=("rename_from",), items=("segments.filter(n => !n.includes('-') && !n.includes(' '))",), label="vertebra",
+                   density="compact", hide_details=True, id="rename-from")
+        v3.VTextField(v_model=("rename_to",), label="new name", density="compact", hide_details=True, style="max-width: 90px", id="rename-to")
+        v3.VBtn("Rename", click=app.rename, density="compact", disabled=("!rename_from || !rename_to",), id="rename-button")
+    html.Div("Export", classes="text-subtitle-2 mt-2")
+    with html.Div(classes="my-1"):
+        v3.VBtn("CSV", density="compact", classes="mr-1", id="export-csv", disabled=("!table_rows.length",),
+                click=f"utils.download(case_name + '_measurements.csv', trigger('{app.server.controller.trigger_name(app.export_csv)}'), 'text/csv')")
+        v3.VBtn(".seg.nrrd", density="compact", classes="mr-1", id="export-seg", disabled=("!segments.length",),
+                click=f"utils.download(case_name + '.seg.nrrd', trigger('{app.server.controller.trigger_name(app.export_seg_nrrd)}'), 'application/octet-stream')")
+        v3.VBtn("labels", density="compact", classes="mr-1", id="export-labels", disabled=("!segments.length",),
+                click=f"utils.download(case_name + '_labels.nii.gz', trigger('{app.server.controller.trigger_name(app.export_labels)}'), 'application/gzip')")
+        v3.VBtn("DICOM SEG", density="compact", id="export-dicom-seg", v_if="dicom_input", disabled=("!segments.length",),
+                click=f"utils.download(case_name + '_seg.dcm', trigger('{app.server.controller.trigger_name(app.export_dicom_seg)}'), 'application/dicom')")
+    html.Div("Slice positions", classes="text-subtitle-2 mt-2")
+    html.Div("{{ name }}: {{ value }}", v_for="(value, name) in slice_positions", key="name", classes="slice-position",
+             raw_attrs=[':data-view="name"'])
+
+def _table(app) -> None:
+    with html.Div(classes="text-subtitle-2 px-2", id="table-title"):
+        html.Span("Measurements {{ table_state }}")
+        html.Span(" (updated {{ edit_to_table_s }} s after the edit)", v_if="edit_to_table_s !== null", style="font-weight: normal; color: #777")
+    with html.Table(id="measurements", style="border-collapse: collapse; font-size: 12px; white-space: nowrap;", classes="measurements"):
+        with html.Thead():
+            with html.Tr():
+                html.Th("{{ h.title }}", v_for="h in table_headers", key="h.key", style="position: sticky; top: 0; background: #eee; padding: 2px 6px; text-align: left;")
+        with html.Tbody():
+            with html.Tr(v_for="row in table_rows", key="row.structure + row.level", click=(app.jump_to, "[row.level]"), style="cursor: pointer;",
+                         raw_attrs=[':data-level="row.level"']):
+                html.Td("{{ row[h.key] }}", v_for="h in table_headers", key="h.key", style="padding: 1px 6px; border-bottom: 1px solid #ddd;",
+                        raw_attrs=[':data-key="h.key"'])
