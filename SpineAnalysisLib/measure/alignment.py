@@ -11,7 +11,8 @@ between endplates: theta = atan2(u1 x u2, u1 . u2).
 * ``sacral_slope_deg``: S1 superior endplate against the patient anterior-posterior axis (the table's AP axis on
   a supine scan), positive when its anterior end is lower (the usual sense).
 * ``cobb_max_deg``: the largest angle between any two endplates (superior or inferior) of two different
-  labelled vertebrae, each measured in the vertebra's mid-coronal plane; 0 for a straight spine.
+  labelled vertebrae, each measured in the vertebra's mid-coronal plane; 0 for a straight spine. Of S1 only the
+  superior endplate is used (the S1 label ends inside the sacrum).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def cobb_max(spine: Spine) -> Row:
     for v in spine.vertebrae:
         found = False
         for side, name in (("upper", "superior"), ("lower", "inferior")):
+            if v == 26 and side == "lower":
+                continue  # the sacrum's S1 label ends inside the sacrum: only its superior endplate belongs to a curve
             quad, why = spine.endplate(v, side, plane.CORONAL)
             if quad is None:
                 skipped.append(why)

@@ -77,6 +77,11 @@ def meyerding_grade(percent: float) -> str:
     return "V"
 
 
+#: a lower endplate shorter than this fraction of the upper body's inferior endplate is not a slip's denominator:
+#: adjacent endplates of the shared expert masks have ratios 0.85-1.11 (5th-95th percentile); below 0.8 were only
+#: the model's S1 labelled in part at the bottom of the image (Testing/Benchmarks, docs/validation.md)
+SLIP_MIN_ENDPLATE_RATIO = 0.8
+
 #: Genant's semi-quantitative method grades T4-L5 (Genant 1993); transitional T13 and L6 lie within that span.
 #: The sacrum and the upper thoracic spine are never graded.
 GENANT_LEVELS = frozenset(range(11, 25)) | {25, 28}
@@ -134,6 +139,10 @@ def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
     lower, why = spine.endplate(below, "upper")
     if lower is None:
         return None, why
+    ratio = lower.upper_width / upper.lower_width
+    if ratio < SLIP_MIN_ENDPLATE_RATIO:
+        return None, (f"not measurable: {scheme.vertebra_name(below)}'s superior endplate is {100 * ratio:.0f} % of "
+                      f"{scheme.vertebra_name(vertebra)}'s inferior one ({scheme.vertebra_name(below)} labelled in part?)")
     percent = slip_percent(upper, lower)
     if abs(percent) < NO_SLIP_PERCENT:
         note = f"on {scheme.vertebra_name(below)}; no slip (under {NO_SLIP_PERCENT:g} %)"

@@ -88,3 +88,18 @@ def test_spine_rows_named_like_a_chain_end_still_fail():
     assert all(m.value is None for m in gated)
     result = quality.assess(gated)
     assert result.status == "failed" and result.reasons == ["S1 sacral_slope_deg -12 deg is outside its physical range (withheld)"]
+
+
+def test_no_slip_on_a_lower_body_labelled_only_in_part():
+    """Meyerding divides by the lower endplate: a lower body whose label lacks its anterior 40 % gives no slip."""
+    spine = ph.build_spine((23, 24, 26), heights=26.0, discs=10.0, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    array = sitk.GetArrayFromImage(label_map)
+    y = np.array([label_map.TransformIndexToPhysicalPoint((0, j, 0))[1] for j in range(array.shape[1])])
+    array[(array == 26) & (-y[None, :, None] > 0.6 * 36.0)] = 0  # anterior = -y (LPS); the posterior wall is at a = 0
+    partial = sitk.GetImageFromArray(array)
+    partial.CopyInformation(label_map)
+    table = rows_by(measure_case(None, partial))
+    row = table[("L5", "slip_percent")]
+    assert row.value is None and "S1's superior endplate is 59 %" in row.note
+    assert table[("L4", "slip_percent")].value == pytest.approx(0.0, abs=3.0)
