@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -46,6 +47,7 @@ class Chromium:
              "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={self.profile}",
              f"--remote-debugging-port={port}", f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: close() ends the browser's helpers too
         )
         deadline = time.monotonic() + 30
         targets = None
@@ -144,11 +146,15 @@ class Chromium:
             self.socket.close()
         except Exception:  # noqa: BLE001
             pass
-        if self.process.poll() is None:
-            self.process.terminate()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
             try:
                 self.process.wait(timeout=10)
+                break
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+                continue
+        time.sleep(0.2)  # helpers may still be writing the profile while they exit
         shutil.rmtree(self.profile, ignore_errors=True)
