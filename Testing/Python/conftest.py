@@ -80,6 +80,31 @@ def slicer_scene():
                 delattr(slicer, name)
 
 
+SAMPLE_IMAGE = REPO / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def segmented_crop(tmp_path_factory):
+    """``spineanalysis segment CROP -o labels.nii.gz --summary summary.json --device cpu --progress`` run once,
+    in process, on 16 central sagittal slices of the bundled sample (the real model on the CPU); the tests of
+    its outputs (grid, progress lines, summary JSON) read the same run instead of segmenting again.
+    Yields ``image``, ``labels``, ``summary`` (paths), ``status`` (exit status) and ``stdout`` (its lines)."""
+    import contextlib
+    import io
+
+    import SimpleITK as sitk
+
+    from SpineAnalysisLib.cli import main
+
+    folder = tmp_path_factory.mktemp("segmented_crop")
+    image, labels, summary = folder / "small.nrrd", folder / "labels.nii.gz", folder / "summary.json"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE_IMAGE))[:, :, 24:40], str(image))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(["segment", str(image), "-o", str(labels), "--summary", str(summary), "--device", "cpu", "--progress"])
+    return types.SimpleNamespace(image=image, labels=labels, summary=summary, status=status, stdout=stdout.getvalue().splitlines())
+
+
 @pytest.fixture(scope="session")
 def spine_module():
     """``SpineAnalysis/SpineAnalysis.py`` imported with the Qt/ScriptedLoadableModule stand-ins."""

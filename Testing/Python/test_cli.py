@@ -18,12 +18,12 @@ def _small_sample(tmp_path):
     return path
 
 
-def test_segment_writes_a_label_map_on_the_input_grid(tmp_path, capsys):
-    image_path = _small_sample(tmp_path)
-    assert main(["segment", str(image_path), "-o", str(tmp_path / "labels.nii.gz"), "--device", "cpu", "--progress"]) == 0
-    out = capsys.readouterr().out
+def test_segment_writes_a_label_map_on_the_input_grid(segmented_crop):
+    """``segment --progress`` on a crop of the sample (the shared run of conftest.segmented_crop)."""
+    assert segmented_crop.status == 0
+    out = "\n".join(segmented_crop.stdout)
     assert "progress: 1.0000 done" in out and "levels:" in out
-    image, labels = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(tmp_path / "labels.nii.gz"))
+    image, labels = sitk.ReadImage(str(segmented_crop.image)), sitk.ReadImage(str(segmented_crop.labels))
     assert labels.GetSize() == image.GetSize()
     np.testing.assert_allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-5)
     np.testing.assert_allclose(labels.GetDirection(), image.GetDirection(), atol=1e-6)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import SimpleITK as sitk
 
 from bad_files import SAMPLE, SAMPLE_LABELS, header_bigger_than_data, truncated_gz
 from SpineAnalysisLib.cli import main
@@ -100,12 +99,11 @@ def test_segment_replaces_an_existing_label_map_only_with_overwrite(tmp_path):
     assert existing.read_bytes() == b"corrected by hand"
 
 
-def test_segment_writes_the_summary_json_that_matches_its_stdout(tmp_path, capsys):
-    image = tmp_path / "small.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:, :, 24:40], str(image))
-    labels, summary = tmp_path / "labels.nii.gz", tmp_path / "summary.json"
-    assert main(["segment", str(image), "-o", str(labels), "--summary", str(summary), "--device", "cpu", "--fast", "--progress"]) == 0
-    out = capsys.readouterr().out.splitlines()
+def test_segment_writes_the_summary_json_that_matches_its_stdout(segmented_crop):
+    """``segment --summary --progress`` on a crop of the sample (the shared run of conftest.segmented_crop)."""
+    image, labels, summary = segmented_crop.image, segmented_crop.labels, segmented_crop.summary
+    assert segmented_crop.status == 0
+    out = segmented_crop.stdout
     record = json.loads(summary.read_text(encoding="utf-8"))
     assert record["image"] == str(image.absolute()) and record["labels"] == str(labels.absolute())
     assert f"levels: {', '.join(record['levels']) or 'none'}" in out
