@@ -19,23 +19,39 @@ from SpineAnalysisLib.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 _PROBE = (
-    "import sys\n"
+    "import contextlib, io, json, sys\n"
     "from SpineAnalysisLib.cli import main\n"
-    "status = main(sys.argv[1:])\n"
-    "print('torch imported' if 'torch' in sys.modules else 'torch not imported')\n"
-    "raise SystemExit(status)\n"
+    "results = []\n"
+    "for arguments in json.loads(sys.argv[1]):\n"
+    "    out, err = io.StringIO(), io.StringIO()\n"
+    "    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+    "        try:\n"
+    "            status = main(arguments)\n"
+    "        except SystemExit as stop:\n"
+    "            status = stop.code\n"
+    "    results.append({'status': status, 'stdout': out.getvalue(), 'stderr': err.getvalue(), 'torch': 'torch' in sys.modules})\n"
+    "print(json.dumps(results))\n"
 )
 
 
-def _refused_without_torch(arguments: list[str], cwd: Path) -> str:
-    """Run the command in a fresh interpreter; assert exit 2, one error line and no torch; return the line."""
+def _refused_without_torch(commands: list[list], cwd: Path) -> list[str]:
+    """Run the commands one after another in one fresh interpreter; assert for each: exit status 2, nothing on
+    stdout, one error line, and torch still not imported after it; return the error lines.
+
+    One interpreter for all (instead of one each) saves an interpreter start and the library import per command;
+    torch is checked after every command, so a command that imported it is still named."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _PROBE, *map(str, arguments)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    assert done.stdout.strip() == "torch not imported"
-    error = done.stderr.strip()
-    assert error.startswith("spineanalysis: error: ") and "\n" not in error, error
-    return error
+    done = subprocess.run([sys.executable, "-c", _PROBE, json.dumps([[str(a) for a in c] for c in commands])], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    errors = []
+    for arguments, result in zip(commands, json.loads(done.stdout)):
+        assert result["status"] == 2 and result["stdout"] == "" and not result["torch"], (arguments, result)
+        error = result["stderr"].strip()
+        assert error.startswith("spineanalysis: error: ") and "\n" not in error, (arguments, error)
+        errors.append(error)
+    assert len(errors) == len(commands)
+    return errors
 
 
 @pytest.fixture
@@ -86,8 +102,8 @@ def test_output_and_argument_mistakes_are_refused_before_any_model_runs(tmp_path
     ]
     if Path("/proc").is_dir() and sys.platform.startswith("linux"):
         cases.append((["analyze", image, "-o", "/proc/spineanalysis-out"], "cannot write in /proc"))
-    for arguments, expected in cases:
-        assert expected in _refused_without_torch(arguments, tmp_path), arguments
+    for (arguments, expected), error in zip(cases, _refused_without_torch([arguments for arguments, _ in cases], tmp_path)):
+        assert expected in error, arguments
     assert not (tmp_path / "new").exists() and not (tmp_path / "labels.nii.gz").exists()
     assert (tmp_path / "existing_file").read_text() == "keep me" and [p.name for p in earlier.iterdir()] == ["measurements.csv"]
 
@@ -95,7 +111,7 @@ def test_output_and_argument_mistakes_are_refused_before_any_model_runs(tmp_path
 def test_segment_replaces_an_existing_label_map_only_with_overwrite(tmp_path):
     existing = tmp_path / "labels.nii.gz"
     existing.write_bytes(b"corrected by hand")
-    assert "exists; choose another name, or add --overwrite" in _refused_without_torch(["segment", SAMPLE, "-o", existing], tmp_path)
+    assert "exists; choose another name, or add --overwrite" in _refused_without_torch([["segment", SAMPLE, "-o", existing]], tmp_path)[0]
     assert existing.read_bytes() == b"corrected by hand"
 
 
