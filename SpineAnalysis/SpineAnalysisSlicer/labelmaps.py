@@ -9,6 +9,7 @@ import slicer
 from SpineAnalysisLib import errors as spineErrors
 from SpineAnalysisLib import imageio as spineIO
 from SpineAnalysisLib import labels as scheme
+from SpineAnalysisLib.segment_export import segments_to_label_array
 
 from . import segments, terminology, volumes
 from .compat import _
@@ -85,28 +86,10 @@ def segmentationToLabelArray(segmentationNode, volumeNode) -> np.ndarray:
     labels = segments.segmentLabels(segmentationNode)
     if not labels:
         return np.zeros(slicer.util.arrayFromVolume(volumeNode).shape, dtype=np.uint16)
-    # A colour table naming each segment by its current name maps segment names to label values.
-    segmentation = segmentationNode.GetSegmentation()
-    colorTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "__SpineAnalysisExport__")
-    labelNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SpineAnalysisExport__")
     try:
-        colorTable.SetTypeToUser()
-        colorTable.SetNumberOfColors(max(labels.values()) + 1)
-        for index in range(colorTable.GetNumberOfColors()):
-            colorTable.SetColor(index, "", 0.0, 0.0, 0.0, 0.0)
-            colorTable.SetColorDefined(index, False)
-        for segmentId, label in labels.items():
-            colorTable.SetColor(label, segmentation.GetSegment(segmentId).GetName(), 1.0, 1.0, 1.0, 1.0)
-        ok = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-            segmentationNode, list(labels), labelNode, volumeNode, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colorTable
-        )
-        if not ok:
-            raise spineErrors.InputError(_("the segmentation could not be exported to a label map"))
-        array = np.array(slicer.util.arrayFromVolume(labelNode), dtype=np.uint16, copy=True)
-    finally:
-        volumes.removeNode(labelNode)
-        slicer.mrmlScene.RemoveNode(colorTable)
-    return array
+        return segments_to_label_array(slicer.modules.segmentations.logic(), segmentationNode, labels, volumeNode)
+    except spineErrors.InputError:
+        raise spineErrors.InputError(_("the segmentation could not be exported to a label map")) from None
 
 
 def segmentationToLabelMap(segmentationNode, volumeNode) -> sitk.Image:

@@ -12,10 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ..label_schemes import SCHEMES
 from ..outputs import LABEL_MAP_SUFFIXES, check_output_file, check_output_folder
 from ..settings import RunSettings, Subject
-from .options import add_model_options, add_overwrite_option, add_subject_options, progress_printer
+from .options import add_label_scheme_options, add_model_options, add_overwrite_option, add_subject_options, progress_printer
 
 COMMANDS = ("analyze", "segment", "measure")
 
@@ -42,10 +41,7 @@ def add_commands(commands) -> None:
     measure.add_argument("image", help="the MRI or CT the label map was made on")
     measure.add_argument("labels")
     measure.add_argument("-o", "--output", required=True, help="output folder (a new one, or an earlier run's with --overwrite)")
-    measure.add_argument("--label-scheme", default="auto", choices=list(SCHEMES),
-                         help="numbering of LABELS (docs/label-schemes.md); auto: recognised from the label values")
-    measure.add_argument("--bodies", metavar="BODY_MAP",
-                         help="vertebral bodies for a whole-vertebra map: TotalSegmentator vertebrae_body, or a TPTBox/SPINEPS sub-region map")
+    add_label_scheme_options(measure)
     add_subject_options(measure)
     add_overwrite_option(measure)
 

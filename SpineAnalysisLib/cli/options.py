@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 
 from ..background import format_progress
+from ..label_schemes import SCHEMES
 from ..settings import DEFAULT_DEVICE, DEVICES
 
-__all__ = ["DEFAULT_DEVICE", "DEVICES", "add_device_option", "add_model_options", "add_overwrite_option", "add_subject_options", "progress_printer"]
+__all__ = ["DEFAULT_DEVICE", "DEVICES", "add_device_option", "add_label_scheme_options", "add_model_options", "add_overwrite_option", "add_subject_options", "progress_printer"]
 
 
 def progress_printer(enabled: bool):
@@ -41,3 +42,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x faster on a CPU, slightly less accurate)")
     parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
+
+
+def add_label_scheme_options(parser: argparse.ArgumentParser) -> None:
+    """``--label-scheme`` and ``--bodies`` for a command reading a LABELS map of another tool (measure, review)."""
+    parser.add_argument("--label-scheme", default="auto", choices=list(SCHEMES),
+                        help="numbering of LABELS (docs/label-schemes.md); auto: recognised from the label values")
+    parser.add_argument("--bodies", metavar="BODY_MAP",
+                        help="vertebral bodies for a whole-vertebra map: TotalSegmentator vertebrae_body, or a TPTBox/SPINEPS sub-region map")

@@ -33,6 +33,9 @@ from .scene import ReviewScene
 from .table import build_table
 from .ui import build_page
 
+#: Window/level a CT opens with (HU): a bone window, in which cortex, endplates and trabecular bone are told
+#: apart (common bone settings are W 1500-2000, L 300-500); the sliders change it.
+CT_WINDOW_LEVEL = (1800.0, 400.0)
 #: Delay after the last edit before the table is measured again (edits closer together are measured once).
 MEASURE_DELAY_S = 0.15
 LAYOUT_ID = "review"
@@ -106,16 +109,21 @@ class ReviewApp(TrameApp):
         self.state.message, self.state.error = message, error
 
     # -- loading -----------------------------------------------------------------------------------
-    def load(self, image_path, label_path=None) -> None:
-        """Open an image (and optionally its labels); one clear line on the page when it is refused."""
+    def load(self, image_path, label_path=None, label_scheme: str = "auto", bodies_path=None, translation=None) -> None:
+        """Open an image (and optionally its labels, in any supported label scheme, with a body map for
+        whole-vertebra maps; ``translation``: those labels already read by ``scene.read_labels``); one clear
+        line on the page when it is refused. A CT opens only with labels."""
         self._cancel_job()
-        volume = self.case.load_image(image_path)
+        volume = self.case.load_image(image_path, with_labels=bool(label_path))
         self.slicer.display_manager.show_volume_in_slice_background(volume)
         for view in self.slicer.view_manager.get_slice_views():
             view.set_visible_in_3d(True)
         self.slicer.display_manager.reset_views()
         low, high = VolumeWindowLevel.get_volume_scalar_range(volume)
         window, level = VolumeWindowLevel.min_max_to_window_level(*VolumeWindowLevel.get_volume_auto_min_max_range(volume))
+        if self.case.is_ct:
+            window, level = CT_WINDOW_LEVEL
+            VolumeWindowLevel.set_volume_node_window_level(volume, window, level)
         with self.state:
             self.state.wl_min, self.state.wl_max = float(low), float(high)
             self.state.window, self.state.level = float(window), float(level)
@@ -124,7 +132,10 @@ class ReviewApp(TrameApp):
             self.summary = None
             self._set_measurements([])
         if label_path:
-            self._show_segmentation(self.case.load_labels(label_path))
+            self._show_segmentation(self.case.load_labels(label_path, label_scheme, bodies_path, translation))
+            read = self.case.translation
+            with self.state:
+                self._say(f"labels read as {read.scheme} ({read.reason}); modality {self.case.modality} ({self.case.modality_source})")
         self._update_slice_positions()
 
     def _guarded(self, action, *args) -> None:
@@ -167,6 +178,10 @@ class ReviewApp(TrameApp):
     # -- segmentation job --------------------------------------------------------------------------
     def start_segmentation(self) -> None:
         if self.case.image is None or self.job is not None:
+            return
+        if self.case.is_ct:
+            with self.state:
+                self._say(error="segmenting CT is refused (no validated CT model): review a CT with its segmentation")
             return
         self.job_dir = Path(tempfile.mkdtemp(prefix="spineanalysis-job-"))
         source = self.job_dir / "input.nii.gz"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from pathlib import Path
 
-from ..cli.options import add_device_option
+from .. import imageio
+from ..cli.options import add_device_option, add_label_scheme_options
 from ..errors import InputError
 
 INSTALL_HINT = "the review page needs trame-slicer: run 'make web' (environment .venv-web) or pip install 'spineanalysis[web]'"
@@ -18,7 +20,8 @@ INSTALL_HINT = "the review page needs trame-slicer: run 'make web' (environment 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("image", nargs="?", help="MRI to open (NIfTI, NRRD, MHA or a DICOM series folder)")
-    parser.add_argument("labels", nargs="?", help="its label map (same grid), e.g. a corrected segmentation")
+    parser.add_argument("labels", nargs="?", help="its label map (same grid): ours, TotalSegmentator, VerSe/TPTBox or SPINEPS (see --label-scheme)")
+    add_label_scheme_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     add_device_option(parser, help="device of the segmentation job (auto: CUDA, then MPS, then CPU)")
@@ -39,7 +42,9 @@ def check_port(host: str, port: int) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     if args.labels and not args.image:
         raise InputError("labels given without an image")
-    for what, path in (("image", args.image), ("labels", args.labels)):
+    if args.bodies and not args.labels:
+        raise InputError("--bodies given without LABELS (the whole-vertebra map it goes with)")
+    for what, path in (("image", args.image), ("labels", args.labels), ("--bodies", args.bodies)):
         if path and not os.path.exists(path):
             raise InputError(f"{what} {path}: no such file or folder")
     if args.data_dir and not os.path.isdir(args.data_dir):
@@ -62,10 +67,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(INSTALL_HINT)
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # headless rendering without X
     from .app import ReviewApp  # noqa: PLC0415 - trame is optional
+    from .scene import check_modality, read_labels
 
+    translation = None
+    if args.image:  # refusals (CT without labels, labels in no scheme, whole vertebrae without bodies) before Slicer starts
+        image = imageio.read_image(args.image)
+        check_modality(image, Path(args.image), with_labels=bool(args.labels))
+        if args.labels:
+            translation = read_labels(args.labels, image, args.label_scheme, args.bodies)
     app = ReviewApp(data_dir=args.data_dir, device=args.device)
     if args.image:
-        app.load(args.image, args.labels)  # InputError: one line, before the server starts
+        app.load(args.image, args.labels, args.label_scheme, args.bodies, translation)  # InputError: one line, before the server starts
     where = "this computer only" if args.host in ("127.0.0.1", "localhost", "::1") else "THE NETWORK: put it behind an authenticating proxy (docs/web.md)"
     print(f"spineanalysis review: serving http://{args.host}:{args.port}/ on {args.host}, reachable from {where}", flush=True)
     app.server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False, disable_logging=True)

@@ -3,7 +3,12 @@
 Works on the scene of a ``trame_slicer.core.SlicerApp`` (slicer-core, no Qt). Images are read by Slicer's
 own volume reader, so their RAS placement is exactly what 3D Slicer shows; the SimpleITK copy of the same
 file feeds the library (measurements, segmentation job). Label values, names and colours come from
-:mod:`SpineAnalysisLib.labels`; measurements from :func:`SpineAnalysisLib.measurements.measure_case`.
+:mod:`SpineAnalysisLib.labels`; other tools' label maps (TotalSegmentator, VerSe/TPTBox, SPINEPS) are read
+through :func:`SpineAnalysisLib.label_schemes.translate`; measurements come from
+:func:`SpineAnalysisLib.measure_segmentation.measure_segmentation`, as ``spineanalysis measure`` makes them
+(on CT: no MR signal parameters, ``trabecular_hu`` added).
+
+A CT is opened only together with its segmentation (segmenting CT stays refused, see ``inference.py``).
 """
 
 from __future__ import annotations
@@ -15,17 +20,18 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from vtkmodules.util import numpy_support
-from vtkmodules.vtkCommonCore import vtkStringArray
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from vtkmodules.vtkCommonDataModel import vtkImageData
 
-from .. import imageio
+from .. import imageio, label_schemes, modality
 from .. import labels as scheme
+from .. import terminology
 from ..annotation import case_segment_names
 from ..errors import InputError
-from ..measurements import Measurement, measure_case
-from ..modality import looks_like_ct
+from ..measure_segmentation import measure_segmentation
+from ..measurements import Measurement
 from ..relabel import plan_relabel, shift_mapping
+from ..segment_export import array_of_volume, segments_to_label_array
 
 
 def _slicer():
@@ -34,17 +40,39 @@ def _slicer():
     return slicer
 
 
-def array_of_volume(node) -> np.ndarray:
-    """The voxels of a volume node as a (k, j, i) array (a view on the VTK buffer)."""
-    image = node.GetImageData()
-    dims = image.GetDimensions()
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
-
-
 def ijk_to_ras(node) -> np.ndarray:
     matrix = vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def check_modality(image: sitk.Image, path: Path, with_labels: bool) -> tuple[str, str]:
+    """(modality, how it was decided); a CT is refused unless its segmentation comes with it (the page
+    segments MRI only; segmenting CT stays refused until a validated CT model exists)."""
+    kind, source = modality.detect(image)
+    if kind == modality.CT and not with_labels:
+        raise InputError(
+            f"{path.name}: this looks like a CT volume ({source}); the page segments MRI only: "
+            "review a CT with its segmentation (spineanalysis review CT LABELS --label-scheme auto [--bodies BODY_MAP])"
+        )
+    return kind, source
+
+
+def read_labels(path, image: sitk.Image, label_scheme: str = "auto", bodies=None) -> label_schemes.Translation:
+    """A label map of ``image`` (its grid) in any scheme of :mod:`SpineAnalysisLib.label_schemes`, read into
+    ours (``bodies``: the body map a whole-vertebra map needs). Whole vertebrae without bodies are refused:
+    nothing geometric is measurable on them (the page would show an empty table)."""
+    label_map = imageio.read_image(path)
+    if not imageio.same_grid(label_map, image):
+        raise InputError(
+            f"{Path(path).name}: the label map's grid ({imageio.describe_grid(label_map)}) differs from the image's "
+            f"({imageio.describe_grid(image)}); resample it onto the image first"
+        )
+    body_map = imageio.read_image(bodies) if bodies else None
+    translation = label_schemes.translate(label_map, label_scheme, body_map)
+    if not translation.bodies:
+        raise InputError(f"{Path(path).name} (read as {translation.scheme}): {label_schemes.NEEDS_BODIES}")
+    return translation
 
 
 class VoxelOrder:
@@ -93,15 +121,18 @@ class ReviewScene:
         self.source_path: Path | None = None
         self.dicom_folder: Path | None = None
         self.order: VoxelOrder | None = None
+        self.modality = ""  # "CT" or "MR" (how it was decided in modality_source)
+        self.modality_source = ""
+        self.translation: label_schemes.Translation | None = None  # how the loaded label map was read
         self._work: Path | None = None  # private temporary folder, made when a DICOM series is converted
 
     # -- loading -------------------------------------------------------------------------------------
-    def load_image(self, path: str | os.PathLike):
-        """Load an MRI file or DICOM series folder; refuses CT and unreadable files with one line."""
+    def load_image(self, path: str | os.PathLike, with_labels: bool = False):
+        """Load an MRI file or DICOM series folder; refuses unreadable files with one line, and a CT unless
+        its segmentation comes with it (``with_labels``): the page segments MRI only."""
         path = Path(path)
         image = imageio.read_image(path)  # InputError (one line) when unreadable
-        if looks_like_ct(image):
-            raise InputError(f"{path.name}: this looks like a CT volume (Hounsfield units); the review page segments and measures MRI only")
+        kind, source = check_modality(image, path, with_labels)
         readable = path
         if path.is_dir():  # a DICOM series: Slicer's archetype reader wants one file, give it the series as NRRD
             if self._work is None:
@@ -119,6 +150,7 @@ class ReviewScene:
             raise
         self.clear()
         self.volume_node, self.image, self.source_path, self.order = node, image, path, order
+        self.modality, self.modality_source = kind, source
         self.dicom_folder = path if path.is_dir() else None
         return node
 
@@ -128,16 +160,27 @@ class ReviewScene:
                 self.scene.RemoveNode(node)
         self.volume_node = self.segmentation_node = None
         self.image = None
+        self.modality = self.modality_source = ""
+        self.translation = None
 
-    def load_labels(self, path: str | os.PathLike):
-        """Load a label map of the current image (its grid) as named, coloured segments."""
+    @property
+    def is_ct(self) -> bool:
+        return self.modality == modality.CT
+
+    def load_labels(self, path: str | os.PathLike, label_scheme: str = "auto", bodies: str | os.PathLike | None = None, translation=None):
+        """Load a label map of the current image (any scheme, see :func:`read_labels`) as named, coloured
+        segments; ``translation``: the result of :func:`read_labels` when the caller has it already."""
         if self.image is None:
             raise InputError("load an image before its labels")
-        return self.import_labels(imageio.read_label_map(path, reference=self.image))
+        translation = translation or read_labels(path, self.image, label_scheme, bodies)
+        node = self.import_labels(translation.label_map)
+        self.translation = translation
+        return node
 
     def import_labels(self, label_map: sitk.Image):
         """Replace the segmentation by the segments of ``label_map`` (scheme labels on the image grid)."""
         array = imageio.check_label_map(label_map, reference=self.image)
+        self.translation = None
         present = sorted(int(v) for v in np.unique(array) if v)
         names = case_segment_names(present)
         colors = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", "__spineanalysis_labels__")
@@ -164,7 +207,7 @@ class ReviewScene:
         finally:
             self.scene.RemoveNode(label_node)
             self.scene.RemoveNode(colors)
-        self.apply_scheme_colors()  # exact colours (the colour table keeps 8 bits per channel)
+        self.apply_scheme()  # exact colours (the colour table keeps 8 bits per channel) and terminology
         return self.segmentation_node
 
     def _fill_like_volume(self, node, array: np.ndarray) -> None:
@@ -207,28 +250,8 @@ class ReviewScene:
         shape = tuple(self.image.GetSize())[::-1]
         if not labels:
             return np.zeros(shape, dtype=np.uint16)
-        slicer = _slicer()
-        colors = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", "__spineanalysis_export__")
-        label_node = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__spineanalysis_export__")
-        try:
-            colors.SetTypeToUser()
-            colors.SetNumberOfColors(max(labels.values()) + 1)
-            for index in range(colors.GetNumberOfColors()):
-                colors.SetColor(index, "", 0.0, 0.0, 0.0, 0.0)
-            names = self.segment_names()
-            ids = vtkStringArray()
-            for sid, label in labels.items():
-                colors.SetColor(label, names[sid], 1.0, 1.0, 1.0, 1.0)
-                ids.InsertNextValue(sid)
-            ok = self.app.segmentations_logic.ExportSegmentsToLabelmapNode(
-                self.segmentation_node, ids, label_node, self.volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colors
-            )
-            if not ok:
-                raise InputError("the segmentation could not be exported to a label map")
-            array = self.order.to_image(np.asarray(array_of_volume(label_node), dtype=np.uint16))
-        finally:
-            self.scene.RemoveNode(label_node)
-            self.scene.RemoveNode(colors)
+        exported = segments_to_label_array(self.app.segmentations_logic, self.segmentation_node, labels, self.volume_node)
+        array = self.order.to_image(exported)
         if array.shape != shape:
             raise InputError(f"the exported label map has shape {array.shape}, the image {shape}")
         return array
@@ -236,16 +259,24 @@ class ReviewScene:
     def label_map(self) -> sitk.Image:
         return imageio.label_map_like(self.label_array(), self.image)
 
-    def apply_scheme_colors(self) -> None:
-        """Colour every segment whose name belongs to the scheme with the scheme's colour."""
+    def apply_scheme(self) -> None:
+        """Give every segment whose name belongs to the scheme the scheme's colour and SNOMED CT terminology
+        entry (the Slicer module's, from :mod:`SpineAnalysisLib.terminology`)."""
         segmentation = self.segmentation_node.GetSegmentation()
+        names = self.segment_names()
         for sid, label in self.segment_labels().items():
-            segmentation.GetSegment(sid).SetColor(*scheme.structure_color(label))
+            segment = segmentation.GetSegment(sid)
+            segment.SetColor(*scheme.structure_color(label))
+            entry = terminology.serialized_entry(label, names[sid])
+            setter = getattr(segment, "SetTerminology", None)  # Slicer >= 5.10; the tag before
+            setter(entry) if setter is not None else segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
 
     # -- measurements --------------------------------------------------------------------------------
     def measure(self, label_map: sitk.Image | None = None) -> list[Measurement]:
-        """``measure_case`` on the image and the current segmentation (or ``label_map``)."""
-        return measure_case(self.image, label_map if label_map is not None else self.label_map())
+        """The current segmentation (or ``label_map``, our scheme: translated on loading) measured as
+        ``spineanalysis measure`` does (CT-aware)."""
+        label_map = label_map if label_map is not None else self.label_map()
+        return measure_segmentation(self.image, label_map, label_scheme="spineanalysis").measurements
 
     # -- relabelling ---------------------------------------------------------------------------------
     def relabel(self, mapping: dict[str, str]) -> dict[str, str]:
@@ -254,7 +285,7 @@ class ReviewScene:
         segmentation = self.segmentation_node.GetSegmentation()
         for sid, (_old, new) in renames.items():
             segmentation.GetSegment(sid).SetName(new)
-        self.apply_scheme_colors()
+        self.apply_scheme()
         return {old: new for old, new in renames.values()}
 
     def shift_levels(self, delta: int) -> dict[str, str]:

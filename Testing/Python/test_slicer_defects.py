@@ -184,6 +184,19 @@ def test_6_shipped_terminology_context_matches_the_label_scheme(spine_module):
         assert json.load(stream) == terminology.contextDocument()
 
 
+def test_6_the_library_serialises_entries_as_slicer_does(spine_module):
+    import slicer
+    from SpineAnalysisLib import labels, terminology
+
+    for label in labels.all_labels():  # the web page writes these strings without Slicer's terminology logic
+        structure = labels.structure(label)
+        expected = slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
+            terminology.CONTEXT_NAME, terminology.CATEGORY[1], terminology.CATEGORY[0], terminology.CATEGORY[2],
+            structure.snomed_code, "SCT", structure.snomed_meaning, "", "", "", "", "", "", "", "", "", "",
+        )  # fmt: skip
+        assert spine_module.terminology.serializedEntry(label) == terminology.serialized_entry(label) == expected
+
+
 def test_6_every_segment_resolves_in_the_loaded_context(logic, loaded, slicer_scene, spine_module):
     import slicer
 

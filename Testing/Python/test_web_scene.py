@@ -5,6 +5,7 @@ Runs in ``.venv-web`` (``make test`` runs it there); skips where trame-slicer is
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -17,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from dicom_series import spine_phantom, write_mr_series  # noqa: E402
 from trame_slicer.core import SlicerApp  # noqa: E402
 
-from SpineAnalysisLib import dicomseg, imageio  # noqa: E402
+from SpineAnalysisLib import dicomseg, imageio, label_schemes, modality, terminology  # noqa: E402
 from SpineAnalysisLib import labels as scheme  # noqa: E402
 from SpineAnalysisLib.errors import InputError  # noqa: E402
+from SpineAnalysisLib.measure_segmentation import measure_files  # noqa: E402
 from SpineAnalysisLib.measurements import measure_case  # noqa: E402
 from SpineAnalysisLib.web.scene import ReviewScene, array_of_volume, ijk_to_ras  # noqa: E402
 
@@ -98,6 +100,12 @@ def test_dicom_series_in_dicom_seg_out(case, tmp_path):
     reader.SetFileName(str(seg))
     reader.ReadImageInformation()
     assert {reader.GetMetaData(k) for k in reader.GetMetaDataKeys() if k.endswith("_Name")} == {"L3", "L3-L4", "L4", "L4-L5", "L5"}
+    # each segment carries the Slicer module's SNOMED CT entry (L4: 11994002, the L3-L4 disc its own code)
+    for key in [k for k in reader.GetMetaDataKeys() if k.endswith("_Name")]:
+        name, prefix = reader.GetMetaData(key), key[: -len("Name")]
+        values = " ".join(reader.GetMetaData(k) for k in reader.GetMetaDataKeys() if k.startswith(prefix))
+        assert terminology.serialized_entry(scheme.label_from_name(name), name) in values, name
+    assert "SCT^11994002^" in terminology.serialized_entry(scheme.label_from_name("L4"))
 
 
 def test_dicom_seg_needs_a_dicom_input(case, tmp_path):
@@ -105,3 +113,44 @@ def test_dicom_seg_needs_a_dicom_input(case, tmp_path):
     case.load_labels(SAMPLE_LABELS)
     with pytest.raises(InputError, match="needs a DICOM input series"):
         case.write_dicom_seg(tmp_path / "seg.dcm")
+
+
+SHARED_SAMPLES = REPO.parent / "shared" / "data" / "samples"
+TS_CT = SHARED_SAMPLES / "totalsegmentator" / "example_ct.nii.gz"
+TS_REPORT = SHARED_SAMPLES / "totalsegmentator" / "spine_report" / "example_ct_report"
+needs_samples = pytest.mark.skipif(not TS_REPORT.is_dir(), reason="../shared/data/samples is not available")
+
+
+@needs_samples
+def test_totalsegmentator_ct_with_bodies_is_measured_as_spineanalysis_measure_does(case, tmp_path):
+    total, bodies = TS_REPORT / "totalseg.nii.gz", TS_REPORT / "totalseg_vertebrae_body.nii.gz"
+    with pytest.raises(InputError, match="looks like a CT volume"):  # no segmentation of CT on the page
+        case.load_image(TS_CT)
+    case.load_image(TS_CT, with_labels=True)
+    assert case.is_ct
+    with pytest.raises(InputError, match=re.escape(label_schemes.NEEDS_BODIES)):  # whole vertebrae, no bodies
+        case.load_labels(total)
+    case.load_labels(total, "auto", bodies)
+    assert case.translation.scheme == "totalsegmentator"
+    page = case.measure()  # the segmentation exported back from Slicer's segments, measured
+    cli = measure_files(TS_CT, total, tmp_path / "out", label_scheme="auto", bodies_path=bodies)  # what `spineanalysis measure` runs
+    assert {n for n in case.segment_names().values() if "-" not in n} == set(cli.levels) == {"T12", "L1", "L2", "L3", "L4", "L5", "S1"}
+    assert [(m.level, m.parameter, m.value, m.note) for m in page] == [(m.level, m.parameter, m.value, m.note) for m in cli.measurements]
+    by_key = {(m.level, m.parameter): m for m in page}
+    assert by_key[("L3", "trabecular_hu")].value is not None
+    assert by_key[("L3-L4", "delta_si")].value is None and by_key[("L3-L4", "delta_si")].note == modality.NOT_ON_CT
+
+
+@needs_samples
+def test_review_command_refuses_whole_vertebrae_without_bodies_in_one_line():
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    total = TS_REPORT / "totalseg.nii.gz"
+    command = [sys.executable, "-m", "SpineAnalysisLib.web", str(TS_CT), str(total), "--label-scheme", "totalsegmentator", "--port", str(port)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"spineanalysis: error: totalseg.nii.gz (read as totalsegmentator): {label_schemes.NEEDS_BODIES}"]

@@ -107,6 +107,14 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [f"spineanalysis: error: image {tmp_path / 'missing.nii.gz'}: no such file or folder"]
     result = run_review("--data-dir", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "not a folder" in result.stderr
+    image = REPO / "Resources" / "Samples" / "MyoSegmenTUM_VB3_02_image.nii.gz"
+    result = run_review(str(image), "--bodies", str(image))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["spineanalysis: error: --bodies given without LABELS (the whole-vertebra map it goes with)"]
+    result = run_review(str(image), str(image), "--bodies", str(tmp_path / "b.nii.gz"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"spineanalysis: error: --bodies {tmp_path / 'b.nii.gz'}: no such file or folder"]
+    result = run_review(str(image), str(image), "--label-scheme", "nnunet")
+    assert result.returncode == 2 and "invalid choice: 'nnunet'" in result.stderr
 
 
 def test_without_trame_the_command_says_how_to_get_it():
