@@ -154,3 +154,19 @@ def test_review_command_refuses_whole_vertebrae_without_bodies_in_one_line():
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"spineanalysis: error: totalseg.nii.gz (read as totalsegmentator): {label_schemes.NEEDS_BODIES}"]
+
+
+@needs_samples
+def test_page_opens_a_ct_with_its_labels_in_a_bone_window_and_refuses_to_segment_it():
+    from SpineAnalysisLib.web.app import CT_WINDOW_LEVEL, ReviewApp
+
+    app = ReviewApp()
+    try:
+        app.load(TS_CT, TS_REPORT / "totalseg.nii.gz", "auto", TS_REPORT / "totalseg_vertebrae_body.nii.gz")
+        display = app.case.volume_node.GetDisplayNode()
+        assert (display.GetWindow(), display.GetLevel()) == CT_WINDOW_LEVEL == (app.state.window, app.state.level)
+        assert "read as totalsegmentator" in app.state.message and "modality CT" in app.state.message
+        app.start_segmentation()
+        assert app.job is None and app.state.error.startswith("segmenting CT is refused")
+    finally:
+        app.close()
