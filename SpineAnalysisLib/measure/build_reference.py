@@ -98,13 +98,13 @@ def levels_agree(expert: sitk.Image, predicted: sitk.Image) -> tuple[bool, str]:
     return True, ""
 
 
-def measure_discs(image: sitk.Image | None, label_map: sitk.Image, signal: bool) -> list[tuple[str, str, float]]:
+def measure_discs(image: sitk.Image | None, label_map: sitk.Image, signal: bool, masks: str = "model") -> list[tuple[str, str, float]]:
     """(level, parameter, value) of every disc: DHI, HDR, delta SI, the Pfirrmann criteria and estimate."""
     spine = Spine(inputs.load(image if signal else None, label_map))
     out = []
     for label in spine.discs():
         level = spine.disc_name(label)
-        rows = disc_module.rows(spine, label)
+        rows = disc_module.rows(spine, label, masks=masks)
         for parameter, value, *_ in rows:
             if (parameter in PARAMETERS or parameter == "pfirrmann_estimate") and value is not None:
                 out.append((level, parameter, float(value)))
@@ -135,7 +135,7 @@ def collect(data_dir: Path, masks: str, predictions: Path | None = None, log=pri
                 log(f"{row['case_id']}: skipped ({why})")
                 continue
         has_bodies = any(scheme.is_vertebra(int(item.split(":")[0])) for item in row["label_values_present"].split())
-        for level, parameter, value in measure_discs(image, label_map, signal):
+        for level, parameter, value in measure_discs(image, label_map, signal, masks):
             if masks == "expert" and not has_bodies and parameter in ("dhi", "hdr"):
                 continue  # expert disc outline without bodies: another way of drawing the disc (module docstring)
             rows.append({"subject": row["subject_group"], "source": row["case_id"].split("_")[0], "case": row["case_id"],

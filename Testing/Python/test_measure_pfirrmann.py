@@ -85,27 +85,25 @@ def _sample_with_discs():
 
 def _paint(img, lab, disc, csf, nucleus, annulus, rng, collapse=False):
     """Paint one disc (canonical frame: slice, row S->I, column A->P) and a CSF band behind it."""
-    mask = lab == disc
-    slices = np.flatnonzero(mask.any(axis=(1, 2)))
     upper, lower = disc - 100, disc - 100 + 1
-    for s in slices:
-        rows, cols = np.nonzero(mask[s])
-        c0, c1 = cols.min(), cols.max()
-        for c in range(c0, c1 + 1):
-            column_rows = rows[cols == c]
-            if column_rows.size == 0:
-                continue
-            r0, r1 = column_rows.min(), column_rows.max()
-            if collapse:  # keep the middle 2 rows; the rest becomes the neighbouring bodies
-                middle = (r0 + r1) // 2
-                lab[s, r0:middle, c] = upper
-                lab[s, middle + 2 : r1 + 1, c] = lower
-                r0, r1 = middle, middle + 1
-            u = (c - c0) / max(c1 - c0, 1)
-            for r in range(r0, r1 + 1):
-                central = 0.25 < u < 0.75 and abs(r - (r0 + r1) / 2) <= (r1 - r0) / 4 + 0.5
-                img[s, r, c] = (nucleus if central else annulus) + rng.normal(0, 4)
-        band = slice(max(rows.min() - 3, 0), rows.max() + 4)
+    for s in np.flatnonzero((lab == disc).any(axis=(1, 2))):
+        mask = lab[s] == disc
+        rows = np.arange(mask.shape[0])[:, None]
+        has = mask.any(axis=0)
+        r0 = np.where(has, np.argmax(mask, axis=0), 0)[None, :]
+        r1 = np.where(has, mask.shape[0] - 1 - np.argmax(mask[::-1], axis=0), 0)[None, :]
+        columns = np.flatnonzero(has)
+        c0, c1 = columns.min(), columns.max()
+        if collapse:  # keep the middle 2 rows of every column; the rest becomes the neighbouring bodies
+            middle = (r0 + r1) // 2
+            lab[s][mask & (rows < middle)] = upper
+            lab[s][mask & (rows > middle + 1)] = lower
+            mask = lab[s] == disc
+            r0, r1 = middle, middle + 1
+        u = (np.arange(mask.shape[1])[None, :] - c0) / max(c1 - c0, 1)
+        central = (u > 0.25) & (u < 0.75) & (np.abs(rows - (r0 + r1) / 2) <= (r1 - r0) / 4 + 0.5)
+        img[s][mask] = np.where(central, nucleus, annulus)[mask] + rng.normal(0, 4, int(mask.sum()))
+        band = slice(max(int(r0[0, has].min()) - 3, 0), int(r1[0, has].max()) + 4)
         img[s, band, c1 + 4 : c1 + 16] = csf + rng.normal(0, 4, img[s, band, c1 + 4 : c1 + 16].shape)
 
 
