@@ -158,7 +158,8 @@ class SpineAnalysis(ScriptedLoadableModule):
             """
 Segments a lumbar spine MRI into named vertebral bodies and intervertebral discs, lets you review and
 correct the segmentation (Segment Editor, level shift, rename), and measures every level: disc heights,
-BianqueNet disc indices (DH, DHI, HDR, delta SI) with normative z-scores and a Pfirrmann estimate,
+disc indices after BianqueNet (DH, DHI, HDR, delta SI; our own conventions) with z-scores against the project's
+own healthy reference, a Pfirrmann grade estimate (not validated against graded images),
 vertebral heights, wedge and biconcavity ratios with the Genant grade, slip, lordosis, sacral slope and
 Cobb angle. Measurements update after each correction.
 <br><br>
@@ -176,8 +177,8 @@ Results are research measurements, not a diagnosis.
 The segmentation model was trained on public lumbar MRI collections gathered in the FastCleverSeg repository
 (J. Ramos et al.): MyoSegmenTUM spine (TU Munich), the lower-spine T2 data of Chu et al., the University of
 Siegen multi-centre lumbar MR data (Zukic et al.) and the intervertebral disc data of Menezes-Reis et al.
-Disc parameters and healthy reference values follow BianqueNet (Zheng et al., Nature Communications 13:841,
-2022). Vertebra numbering follows VerSe (Sekuboyina et al., Medical Image Analysis 2021).
+Disc parameters are defined after BianqueNet (Zheng et al., Nature Communications 13:841, 2022), measured with this
+project's own conventions; z-scores use the project's own healthy reference built from the public volunteers above. Vertebra numbering follows VerSe (Sekuboyina et al., Medical Image Analysis 2021).
 """
         )
 

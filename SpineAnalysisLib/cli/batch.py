@@ -25,7 +25,7 @@ def add_commands(commands) -> None:
                                                    "worker's OMP_NUM_THREADS, 1 under dask)")
     batch.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
     add_device_option(batch, help="per worker; auto: its GPU if it has one")
-    batch.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x the throughput on CPUs)")
+    batch.add_argument("--fast", action="store_true", help="deprecated: runs the default settings (kept so old commands still work; it used to change clinical answers)")
     batch.add_argument("--pattern", help="only files/series folders whose name matches this glob, e.g. '*_T2w.nii.gz'")
     batch.add_argument("--skip-failed", action="store_true", help="do not retry cases that failed in an earlier run")
     _add_cohort_options(batch)

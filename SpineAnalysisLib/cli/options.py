@@ -40,7 +40,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
     add_device_option(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
-    parser.add_argument("--fast", action="store_true", help="one scale instead of the model's test-time zooms (about 3x faster on a CPU, slightly less accurate)")
+    parser.add_argument("--fast", action="store_true", help="deprecated: runs the default settings (kept so old commands still work; it used to change clinical answers)")
     parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
 
 

@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", help="model name or folder (default: the shipped model)")
-    parser.add_argument("--fast", action="store_true", help="one scale, no test-time zooms (batch --fast)")
+    parser.add_argument("--fast", action="store_true", help="batch --fast (deprecated: now the default settings)")
     args = parser.parse_args()
 
     from SpineAnalysisLib.batch import run_batch
