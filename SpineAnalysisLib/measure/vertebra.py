@@ -7,14 +7,22 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   along the body's own superior-inferior axis at the anterior-posterior mid-point, so a central endplate
   depression (biconcave fracture) shortens it.
 * ``wedge_ratio`` = anterior / posterior, ``biconcavity_ratio`` = middle / posterior height.
-* ``genant_grade`` (semi-quantitative grade, Genant 1993; thresholds as summarised by Wáng et al., Quant
-  Imaging Med Surg 2019): height loss = the largest of the wedge loss 1 - Ha/Hp, the biconcave loss
-  1 - Hm/Hp and - when both neighbouring (non-sacral) bodies are measured - the crush loss 1 - Hp/mean(Hp of
-  the neighbours); grade 0 below 20 %, 1 for 20-25 %, 2 for 25-40 %, 3 above 40 %. The posterior height is
-  the reference for wedge and biconcave deformities because it is the least affected in osteoporotic
-  fractures; a normal L5 (taller anteriorly) therefore does not count as deformed. Graded for T4-L5 only
-  (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part (:mod:`.edges`: its
-  heights are shown with that note, its ratios, grade, depth and volume are missing).
+* ``genant_grade`` (semi-quantitative grade, Genant et al. 1993; thresholds as summarised by Wáng et al., Quant
+  Imaging Med Surg 2019): grade 0 below 20 %, 1 for 20-25 %, 2 for 25-40 %, 3 above 40 % height loss.
+  The height loss is measured against the height *expected for that level in a healthy spine*, the standard of
+  quantitative morphometry (Eastell et al., J Bone Miner Res 6:207, 1991; McCloskey et al., Osteoporos Int 3:138,
+  1993: a deformity is a height ratio below the level's normal ratio): wedge loss = 1 - (Ha/Hp) / normal Ha/Hp,
+  biconcave loss = 1 - (Hm/Hp) / normal Hm/Hp, with the level's mean ratio of healthy bodies measured by this
+  engine on the shared expert masks (:data:`REFERENCE_FILE`, built by :mod:`.build_genant_reference`). Genant's
+  20/25/40 % thresholds then apply to that loss from the expected height. A ratio within 3 SD of its level's
+  mean (Eastell's definition of normal variation, :data:`DEFORMITY_SD`) is no deformity: loss 0. The lumbar
+  normal wedge ratios are 1.03 (L1) to 1.35 (L5), SD 0.09-0.14, so without this a rectangular L5 would read
+  as a 26 % anterior height loss. A level with fewer than 10 reference bodies (here T10 and above)
+  expects 1.0, the same body's posterior height (Genant's visual reference), with no SD criterion. The crush loss
+  1 - Hp/mean(Hp of both neighbouring non-sacral bodies) is unchanged. The largest loss decides. The posterior
+  height is the reference of both ratios because it is the least affected in osteoporotic fractures. Graded for
+  T4-L5 only (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part
+  (:mod:`.edges`: its heights are shown with that note, its ratios, grade, depth and volume are missing).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
 * ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior cortex from
   that of the vertebra below, divided by the length of that lower vertebra's superior endplate, x 100; positive =
@@ -25,6 +33,10 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
 """
 
 from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -61,6 +73,39 @@ def genant_grade(loss: float) -> int:
     if loss <= GENANT_THRESHOLDS[2]:
         return 2
     return 3
+
+
+#: level-specific normal ratios of healthy bodies (:mod:`.build_genant_reference`)
+REFERENCE_FILE = Path(__file__).with_name("genant_reference.json")
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_ratios() -> dict:
+    try:
+        return json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))["levels"]
+    except FileNotFoundError:
+        return {}
+
+
+def normal_ratio(level: str, ratio: str) -> dict | None:
+    """{"n", "volunteers", "mean", "sd"} of ``ratio`` ("wedge_ratio" or "biconcavity_ratio") in healthy bodies at
+    ``level``; None when the reference has no such level (fewer than 10 healthy bodies measured there)."""
+    return _normal_ratios().get(level, {}).get(ratio)
+
+
+#: Eastell et al. 1991: a ratio more than 3 SD below the level's normal mean is a deformity
+DEFORMITY_SD = 3.0
+
+
+def ratio_loss(ratio: float, normal: dict | None) -> float:
+    """Height lost relative to the height expected from the level's normal ratio, 1 - ratio / normal mean; 0 when
+    the ratio lies within :data:`DEFORMITY_SD` SD of that mean (Eastell's normal variation). Without a level
+    reference the expected ratio is 1.0 (the same body's posterior height) and there is no SD criterion."""
+    if normal is None:
+        return 1.0 - ratio
+    if ratio >= normal["mean"] - DEFORMITY_SD * normal["sd"]:
+        return 0.0
+    return 1.0 - ratio / normal["mean"]
 
 
 #: below this slip (%, either direction) the note says "no slip": smaller offsets are within the scatter of the
@@ -167,6 +212,16 @@ def _neighbour_posterior_heights(spine: Spine, vertebra: int) -> list[float] | N
     return result
 
 
+def _versus(level: str, kind: str) -> str:
+    ratio = {"wedge": "wedge_ratio", "biconcave": "biconcavity_ratio"}.get(kind)
+    if ratio is None:
+        return ""
+    normal = normal_ratio(level, ratio)
+    if normal is None:
+        return f"; no healthy reference for {level}: vs the same body's posterior height"
+    return f" vs {level}'s normal ratio {normal['mean']:.2f}, SD {normal['sd']:.2f}"
+
+
 def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]]:
     """(parameter, value, unit, note) rows of one vertebra, in contract order."""
     section = spine.section(vertebra)
@@ -198,15 +253,16 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
             out.append(("biconcavity_ratio", None, "ratio", mid_note))
         else:
             out.append(("biconcavity_ratio", mid / post, "ratio", "middle / posterior height"))
-        losses = {"wedge": 1.0 - ant / post}
+        level = scheme.vertebra_name(vertebra)
+        losses = {"wedge": ratio_loss(ant / post, normal_ratio(level, "wedge_ratio"))}
         if mid is not None:
-            losses["biconcave"] = 1.0 - mid / post
+            losses["biconcave"] = ratio_loss(mid / post, normal_ratio(level, "biconcavity_ratio"))
         neighbours = _neighbour_posterior_heights(spine, vertebra)
         if neighbours is not None:
             losses["crush"] = 1.0 - post / float(np.mean(neighbours))
         kind = max(losses, key=losses.get)
         loss = max(0.0, losses[kind])
-        note = f"height loss {100 * loss:.0f} % ({kind})" if loss > 0 else "no height loss"
+        note = f"height loss {100 * loss:.0f} % ({kind}{_versus(level, kind)})" if loss > 0 else "no height loss beyond the level's normal range"
         if neighbours is None:
             note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies)"
         if vertebra in GENANT_LEVELS:

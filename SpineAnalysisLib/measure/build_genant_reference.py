@@ -1,0 +1,126 @@
+"""Build ``genant_reference.json``: level-specific normal wedge and biconcavity ratios of healthy bodies.
+
+    python -m SpineAnalysisLib.measure.build_genant_reference [--data DIR] [--output FILE]
+
+Quantitative morphometry compares a body's height ratios with the ratios normal for its level (Eastell et al.,
+J Bone Miner Res 6:207, 1991; McCloskey et al., Osteoporos Int 3:138, 1993): :mod:`.vertebra` grades the height
+lost relative to the height expected from these means. This script measures them with this engine on the expert
+masks of the shared healthy volunteers (the cases of :func:`.build_reference.healthy_cases`: MyoSegmenTUM VB3
+L1-L5, Chu VB2 T11-L5, Siegen DzZ VB1_11 T10-S1; VB1_10 and the bundled sample VB3_02 left out), with their
+images (so that chain-end bodies the engine calls incomplete are left out as they would be when grading).
+
+Per level: n bodies, number of volunteers, mean and SD (n - 1) of ``wedge_ratio`` (anterior / posterior height)
+and ``biconcavity_ratio`` (middle / posterior height). A level with fewer than :data:`MIN_BODIES` bodies is not
+written; :mod:`.vertebra` then expects 1.0 (the same-body posterior height, Genant's visual reference).
+It also prints how many healthy bodies the new rule grades, in-sample and leave-one-volunteer-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..model.dataset import default_data_dir
+from .build_reference import healthy_cases
+
+OUTPUT = Path(__file__).with_name("genant_reference.json")
+RATIOS = ("wedge_ratio", "biconcavity_ratio")
+#: fewer bodies than this at a level: no level mean (the grade falls back to the same-body posterior height)
+MIN_BODIES = 10
+
+
+def collect(data_dir: Path) -> list[dict]:
+    """One dict per measured body: case, subject, level, wedge_ratio, biconcavity_ratio."""
+    from ..measurements import measure_case
+
+    bodies = []
+    for row in healthy_cases(data_dir):
+        if not row["case_id"].startswith("VB"):
+            continue
+        labels = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
+        image_path = Path(data_dir) / row["image_file"]
+        image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
+        values = defaultdict(dict)
+        for r in measure_case(image, labels):
+            if r.parameter in RATIOS and r.value is not None:
+                values[r.level][r.parameter] = float(r.value)
+        for level, ratios in values.items():
+            bodies.append({"case": row["case_id"], "subject": row["subject_group"] or row["case_id"], "level": level, **ratios})
+    return bodies
+
+
+def summarise(bodies: list[dict]) -> dict:
+    """Per level and ratio: n, volunteers, mean, sd; levels under :data:`MIN_BODIES` bodies left out."""
+    levels = {}
+    for level in sorted({b["level"] for b in bodies}):
+        entry = {}
+        for ratio in RATIOS:
+            here = [b for b in bodies if b["level"] == level and ratio in b]
+            if len(here) < MIN_BODIES:
+                continue
+            v = np.array([b[ratio] for b in here])
+            entry[ratio] = {"n": int(v.size), "volunteers": len({b["subject"] for b in here}),
+                            "mean": round(float(v.mean()), 4), "sd": round(float(v.std(ddof=1)), 4)}
+        if entry:
+            levels[level] = entry
+    return levels
+
+
+def _grades(bodies: list[dict], reference_for) -> Counter:
+    from .vertebra import genant_grade, ratio_loss
+
+    counts = Counter()
+    for b in bodies:
+        levels = reference_for(b)
+        losses = [ratio_loss(b[r], levels.get(b["level"], {}).get(r)) for r in RATIOS if r in b]
+        counts[genant_grade(max(losses))] += 1
+    return counts
+
+
+def grade_counts(bodies: list[dict]) -> dict:
+    """Genant grades (wedge and biconcave only) of the healthy bodies, in-sample and leave-one-volunteer-out."""
+    whole = summarise(bodies)
+    in_sample = _grades(bodies, lambda b: whole)
+    cache = {}
+
+    def loso(b):
+        if b["subject"] not in cache:
+            cache[b["subject"]] = summarise([o for o in bodies if o["subject"] != b["subject"]])
+        return cache[b["subject"]]
+
+    return {"in_sample": dict(sorted(in_sample.items())), "leave_one_volunteer_out": dict(sorted(_grades(bodies, loso).items()))}
+
+
+def build(data_dir: Path) -> dict:
+    bodies = collect(data_dir)
+    return {
+        "name": "SpineAnalysis level-specific normal height ratios v1 (expert masks)",
+        "source": "this engine on the expert vertebral-body masks of the shared healthy volunteers "
+                  "(python -m SpineAnalysisLib.measure.build_genant_reference)",
+        "cases": sorted({b["case"] for b in bodies}),
+        "min_bodies": MIN_BODIES,
+        "levels": summarise(bodies),
+        "healthy_grades": grade_counts(bodies),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(default_data_dir()))
+    parser.add_argument("--output", default=str(OUTPUT))
+    args = parser.parse_args(argv)
+    result = build(Path(args.data))
+    Path(args.output).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    for level, entry in result["levels"].items():
+        print(level, json.dumps(entry))
+    print("healthy bodies by grade:", json.dumps(result["healthy_grades"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
