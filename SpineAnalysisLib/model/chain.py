@@ -69,15 +69,9 @@ def gap_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
 def off_curve_mm(centroids: np.ndarray) -> np.ndarray:
     """Distance (mm) of each inner centroid from a smooth curve through the others (leave one out);
     0 for the two ends. Quadratic in the row for the front-back position, linear for left-right."""
-    count = len(centroids)
-    distances = np.zeros(count)
-    for i in range(1, count - 1):
-        others = np.delete(np.arange(count), i)
-        degree = 2 if len(others) >= 4 else 1
-        rows = centroids[others, 1]
-        ap = np.polyval(np.polyfit(rows, centroids[others, 2], degree), centroids[i, 1])
-        lr = np.polyval(np.polyfit(rows, centroids[others, 0], 1), centroids[i, 1])
-        distances[i] = np.hypot(centroids[i, 2] - ap, centroids[i, 0] - lr)
+    distances = np.zeros(len(centroids))
+    for i in range(1, len(centroids) - 1):
+        distances[i] = _distance_to_fit(np.delete(centroids, i, axis=0), centroids[i])
     return distances
 
 
@@ -100,7 +94,6 @@ def curve_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
         for name, distance in zip(column_names, off_curve_mm(points)):
             if distance > MAX_OFF_CURVE_MM:
                 reasons.append(f"{name} lies {distance:.0f} mm off the curve through the other bodies (in the spinal canal, a slip or not a body)")
-    if len(points) >= 4:
         first, last = end_turns_deg(points)
         if first > MAX_END_TURN_DEG:
             reasons.append(f"{column_names[0]} is off the spine's curve (the chain turns {first:.0f} degrees at {column_names[1]})")
