@@ -147,7 +147,7 @@ def segment_image(
 
     clock = time.perf_counter()
     part = canonical[box.index()]
-    working_size = tuple(max(1, int(round(n * s / TARGET_SPACING_MM))) for n, s in zip(part.shape[1:], frame.spacing[1:]))
+    working_size = frame.resampled_shape(TARGET_SPACING_MM, part.shape[1:])
     volume = resample_slices(torch.from_numpy(np.ascontiguousarray(part))[:, None], working_size)[:, 0].numpy()
     report_progress(0.1, f"segmenting {volume.shape[0]} sagittal slices")
     box_classes, _ = predict_volume(

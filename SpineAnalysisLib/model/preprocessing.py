@@ -44,8 +44,10 @@ class SagittalFrame:
                 result = np.flip(result, axis)
         return np.ascontiguousarray(np.transpose(result, np.argsort(self.axes)))
 
-    def resampled_shape(self, spacing_mm: float = TARGET_SPACING_MM) -> tuple[int, int]:
-        return tuple(max(1, int(round(n * s / spacing_mm))) for n, s in zip(self.shape[1:], self.spacing[1:]))  # type: ignore[return-value]
+    def resampled_shape(self, spacing_mm: float = TARGET_SPACING_MM, in_plane: tuple[int, int] | None = None) -> tuple[int, int]:
+        """In-plane size at ``spacing_mm`` pixels of the frame's slices, or of ``in_plane`` pixels (rows, columns) cut from them."""
+        in_plane = self.shape[1:] if in_plane is None else in_plane
+        return tuple(max(1, int(round(n * s / spacing_mm))) for n, s in zip(in_plane, self.spacing[1:]))  # type: ignore[return-value]
 
 
 def sagittal_frame(image: sitk.Image) -> SagittalFrame:
