@@ -3,13 +3,12 @@
 The job is the Slicer module's background command, ``python -m SpineAnalysisLib segment IMAGE -o LABELS
 --progress`` (:class:`SpineAnalysisLib.background.BackgroundProcess`). Its summary (labelling report:
 levels, confidence, flags, warnings, ``levels_uncertain``) feeds :func:`SpineAnalysisLib.quality.assess`
-together with the current measurements: from the ``--summary`` JSON file where the segment command writes
-one, otherwise from its printed summary lines.
+together with the current measurements: from the ``--summary`` JSON file, otherwise (when the job wrote
+none) from its printed summary lines.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -19,21 +18,8 @@ from pathlib import Path
 from ..background import BackgroundProcess, python_command
 
 
-def segment_writes_summary() -> bool:
-    """True when ``spineanalysis segment`` has the ``--summary PATH`` option."""
-    from ..cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # noqa: SLF001 - argparse keeps subcommands there
-        if isinstance(action, argparse._SubParsersAction) and "segment" in action.choices:  # noqa: SLF001
-            return any("--summary" in a.option_strings for a in action.choices["segment"]._actions)  # noqa: SLF001
-    return False
-
-
 def start_segmentation(source: Path, output: Path, summary: Path, device: str) -> BackgroundProcess:
-    args = ["segment", str(source), "-o", str(output), "--device", device, "--progress"]
-    if segment_writes_summary():
-        args += ["--summary", str(summary)]
+    args = ["segment", str(source), "-o", str(output), "--device", device, "--progress", "--summary", str(summary)]
     env = dict(os.environ)
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = "-1"
