@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_device_option
+from .options import add_model_options
 
 COMMANDS = ("batch", "cohort-report")
 
@@ -21,11 +21,9 @@ def add_commands(commands) -> None:
     batch.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://HOST:8786, or a scheduler JSON file); default: a "
                                            "local cluster on 127.0.0.1")
     batch.add_argument("--workers", type=int, help="local worker processes (default: one per CPU core, memory permitting)")
-    batch.add_argument("--threads", type=int, help="torch threads per worker (default locally: cores / workers; on a cluster: the "
-                                                   "worker's OMP_NUM_THREADS, 1 under dask)")
-    batch.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
-    add_device_option(batch, help="per worker; auto: its GPU if it has one")
-    batch.add_argument("--fast", action="store_true", help="deprecated: runs the default settings (kept so old commands still work; it used to change clinical answers)")
+    add_model_options(batch, device_help="per worker; auto: its GPU if it has one", progress=False,
+                      threads_help="torch threads per worker (default locally: cores / workers; on a cluster: the worker's "
+                                   "OMP_NUM_THREADS, 1 under dask)")
     batch.add_argument("--pattern", help="only files/series folders whose name matches this glob, e.g. '*_T2w.nii.gz'")
     batch.add_argument("--skip-failed", action="store_true", help="do not retry cases that failed in an earlier run")
     _add_cohort_options(batch)

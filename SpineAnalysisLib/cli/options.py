@@ -32,16 +32,23 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run at the output path")
 
 
-def add_device_option(parser: argparse.ArgumentParser, help: str = "auto: CUDA, then MPS, then CPU") -> None:
+DEVICE_HELP = "auto: CUDA, then MPS, then CPU"
+
+
+def add_device_option(parser: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
     parser.add_argument("--device", default=DEFAULT_DEVICE, choices=list(DEVICES), help=help)
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *, device_help: str = DEVICE_HELP, threads_help: str = "CPU threads for torch",
+                      progress: bool = True) -> None:
+    """``--model``, ``--device``, ``--threads``, ``--fast`` and (``progress``) ``--progress``; ``batch`` words
+    ``--device`` and ``--threads`` per worker and has no ``--progress``."""
     parser.add_argument("--model", help="model name, name@version or model folder (default: the shipped model)")
-    add_device_option(parser)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_device_option(parser, help=device_help)
+    parser.add_argument("--threads", type=int, help=threads_help)
     parser.add_argument("--fast", action="store_true", help="deprecated: runs the default settings (kept so old commands still work; it used to change clinical answers)")
-    parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
+    if progress:
+        parser.add_argument("--progress", action="store_true", help="print 'progress: FRACTION MESSAGE' lines (for Slicer and scripts)")
 
 
 def add_label_scheme_options(parser: argparse.ArgumentParser) -> None:
