@@ -67,30 +67,27 @@ def _finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def outside_normal(z, parameter: str | None = None) -> bool | None:
-    """True when the z-score ``z`` of ``parameter`` is outside normal range; None when there is no z."""
-    z = _finite(z)
-    if z is None:
+def _outside(value, parameter: str | None, low: float, high: float) -> bool | None:
+    """True when ``value`` lies below ``low`` / above ``high`` on the side(s) ``parameter`` marks abnormal."""
+    value = _finite(value)
+    if value is None:
         return None
     side = direction(parameter)
     if side == "low":
-        return z < -Z_LIMIT
+        return value < low
     if side == "high":
-        return z > Z_LIMIT
-    return abs(z) > Z_LIMIT
+        return value > high
+    return value < low or value > high
+
+
+def outside_normal(z, parameter: str | None = None) -> bool | None:
+    """True when the z-score ``z`` of ``parameter`` is outside normal range; None when there is no z."""
+    return _outside(z, parameter, -Z_LIMIT, Z_LIMIT)
 
 
 def outside_normal_percentile(percentile, parameter: str | None = None) -> bool | None:
     """The same rule for a percentile (0-100) of the named reference; None when there is none."""
-    p = _finite(percentile)
-    if p is None:
-        return None
-    side = direction(parameter)
-    if side == "low":
-        return p < LOW_PERCENTILE
-    if side == "high":
-        return p > HIGH_PERCENTILE
-    return p < LOW_PERCENTILE or p > HIGH_PERCENTILE
+    return _outside(percentile, parameter, LOW_PERCENTILE, HIGH_PERCENTILE)
 
 
 def flag_text(parameter: str, z) -> str:
