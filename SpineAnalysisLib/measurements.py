@@ -36,7 +36,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +175,19 @@ def _format_value(value: float | None) -> str:
     return repr(round(float(value), 6))
 
 
+def _csv_cells(m: Measurement) -> list[str]:
+    """The :data:`ROW_COLUMNS` cells of ``m`` for a CSV row (empty value when missing, flag true/false/empty)."""
+    flag = "" if m.flag is None else str(bool(m.flag)).lower()
+    return [m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag]
+
+
+def _json_row(m: Measurement) -> dict:
+    """The :data:`TABLE_KEYS` of ``m`` for a JSON row (value rounded to 6 decimals, null when missing)."""
+    row = {key: getattr(m, key) for key in TABLE_KEYS}
+    row["value"] = None if m.value is None else round(float(m.value), 6)
+    return row
+
+
 def write_measurements(measurements: Iterable[Measurement], outdir: str | os.PathLike, quality: str | None = None) -> tuple[Path, Path]:
     """Write OUTDIR/measurements.csv (columns structure,level,parameter,value,unit,note,reference,flag,quality; empty
     value when missing, flag true/false/empty) and OUTDIR/measurements.json (a list of row objects with ``label``
@@ -188,13 +201,8 @@ def write_measurements(measurements: Iterable[Measurement], outdir: str | os.Pat
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for m in measurements:
-        flag = "" if m.flag is None else str(bool(m.flag)).lower()
-        writer.writerow([m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag, quality])
+        writer.writerow(_csv_cells(m) + [quality])
     csv_path = imageio.write_text(buffer.getvalue(), outdir / "measurements.csv")
-    rows = []
-    for m in measurements:
-        row = asdict(m)
-        row["value"] = None if m.value is None else round(float(m.value), 6)
-        rows.append({**{key: row[key] for key in TABLE_KEYS}, "quality": quality})
+    rows = [{**_json_row(m), "quality": quality} for m in measurements]
     json_path = imageio.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", outdir / "measurements.json")
     return csv_path, json_path

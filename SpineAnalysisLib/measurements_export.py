@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from . import imageio
 from . import labels as scheme
 from .imageio import DICOM_IDENTIFIER_TAGS, dicom_identifiers
-from .measurements import ROW_COLUMNS, TABLE_KEYS, Measurement, _format_value
+from .measurements import ROW_COLUMNS, Measurement, _csv_cells, _format_value, _json_row
 
 MEASUREMENT_COLUMNS = ("structure", "level", "label", "snomed_code", "snomed_meaning", "parameter", "value", "unit", "note")
 
@@ -93,15 +93,10 @@ def write_case_measurements(
     existing = [str(p) for p in (csv_path, json_path) if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s)")
-    rows = []
-    for m in measurements:
-        row = {key: getattr(m, key) for key in TABLE_KEYS}
-        row["value"] = None if m.value is None else round(float(m.value), 6)
-        rows.append({"image": image, "model": model or "", **row, "quality": quality})
+    rows = [{"image": image, "model": model or "", **_json_row(m), "quality": quality} for m in measurements]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CASE_COLUMNS)
-    for m, row in zip(measurements, rows):
-        flag = "" if m.flag is None else str(bool(m.flag)).lower()
-        writer.writerow([image, model or "", m.structure, m.level, m.parameter, _format_value(m.value), m.unit, m.note, m.reference, flag, quality])
+    for m in measurements:
+        writer.writerow([image, model or ""] + _csv_cells(m) + [quality])
     return imageio.write_text(buffer.getvalue(), csv_path), imageio.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", json_path)
