@@ -109,12 +109,13 @@ class ReviewApp(TrameApp):
         self.state.message, self.state.error = message, error
 
     # -- loading -----------------------------------------------------------------------------------
-    def load(self, image_path, label_path=None, label_scheme: str = "auto", bodies_path=None, translation=None) -> None:
+    def load(self, image_path, label_path=None, label_scheme: str = "auto", bodies_path=None, translation=None, image=None) -> None:
         """Open an image (and optionally its labels, in any supported label scheme, with a body map for
-        whole-vertebra maps; ``translation``: those labels already read by ``scene.read_labels``); one clear
-        line on the page when it is refused. A CT opens only with labels."""
+        whole-vertebra maps; ``translation``: those labels already read by ``scene.read_labels``; ``image``:
+        the image already read by ``imageio.read_image``); one clear line on the page when it is refused.
+        A CT opens only with labels."""
         self._cancel_job()
-        volume = self.case.load_image(image_path, with_labels=bool(label_path))
+        volume = self.case.load_image(image_path, with_labels=bool(label_path), image=image)
         self.slicer.display_manager.show_volume_in_slice_background(volume)
         for view in self.slicer.view_manager.get_slice_views():
             view.set_visible_in_3d(True)

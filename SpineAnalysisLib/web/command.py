@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from .app import ReviewApp  # noqa: PLC0415 - trame is optional
     from .scene import check_modality, read_labels
 
-    translation = None
+    image = translation = None
     if args.image:  # refusals (CT without labels, labels in no scheme, whole vertebrae without bodies) before Slicer starts
         image = imageio.read_image(args.image)
         check_modality(image, Path(args.image), with_labels=bool(args.labels))
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             translation = read_labels(args.labels, image, args.label_scheme, args.bodies)
     app = ReviewApp(data_dir=args.data_dir, device=args.device)
     if args.image:
-        app.load(args.image, args.labels, args.label_scheme, args.bodies, translation)  # InputError: one line, before the server starts
+        app.load(args.image, args.labels, args.label_scheme, args.bodies, translation, image)  # InputError: one line, before the server starts
     where = "this computer only" if args.host in ("127.0.0.1", "localhost", "::1") else "THE NETWORK: put it behind an authenticating proxy (docs/web.md)"
     print(f"spineanalysis review: serving http://{args.host}:{args.port}/ on {args.host}, reachable from {where}", flush=True)
     app.server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False, disable_logging=True)

@@ -127,11 +127,12 @@ class ReviewScene:
         self._work: Path | None = None  # private temporary folder, made when a DICOM series is converted
 
     # -- loading -------------------------------------------------------------------------------------
-    def load_image(self, path: str | os.PathLike, with_labels: bool = False):
+    def load_image(self, path: str | os.PathLike, with_labels: bool = False, image: sitk.Image | None = None):
         """Load an MRI file or DICOM series folder; refuses unreadable files with one line, and a CT unless
-        its segmentation comes with it (``with_labels``): the page segments MRI only."""
+        its segmentation comes with it (``with_labels``): the page segments MRI only. ``image``: that file
+        already read by ``imageio.read_image`` when the caller has it."""
         path = Path(path)
-        image = imageio.read_image(path)  # InputError (one line) when unreadable
+        image = image if image is not None else imageio.read_image(path)  # InputError (one line) when unreadable
         kind, source = check_modality(image, path, with_labels)
         readable = path
         if path.is_dir():  # a DICOM series: Slicer's archetype reader wants one file, give it the series as NRRD
