@@ -235,7 +235,7 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
         hdr = dh / width
         out.append(("hdr", hdr, "ratio", f"DH / W_big, W_big = {width:.1f} mm"))
 
-    signal, signal_reason = disc_signal(spine, disc, geo, mask_reason)
+    signal, signal_reason = disc_signal(spine, disc)
     if signal is not None:
         not_t2 = _not_t2_reason(spine)
         if not_t2:
@@ -292,8 +292,7 @@ def _mask_reason(section: Section | None) -> str:
 
 def signal_criteria(spine: Spine, disc: int, check_t2: bool = True) -> tuple[pfirrmann.SignalFeatures | None, str]:
     """The Pfirrmann signal criteria of a disc (nucleus, annulus, contrast relative to CSF), or (None, reason)."""
-    geo = geometry(spine, disc)
-    signal, reason = disc_signal(spine, disc, geo, _mask_reason(geo.section))
+    signal, reason = disc_signal(spine, disc)
     if signal is not None and check_t2:
         reason = _not_t2_reason(spine)
         signal = None if reason else signal
@@ -345,8 +344,17 @@ class DiscSignal:
     integer: bool  # the image has an integer pixel type
 
 
-def disc_signal(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -> tuple[DiscSignal | None, str]:
-    """The disc's and its CSF reference's grey values, or (None, reason)."""
+def disc_signal(spine: Spine, disc: int) -> tuple[DiscSignal | None, str]:
+    """The disc's and its CSF reference's grey values, or (None, reason) (computed once per spine: the T2 check
+    reads every disc's, the disc's own rows read it again)."""
+    cache = spine.__dict__.setdefault("_disc_signal", {})
+    if disc not in cache:
+        geo = geometry(spine, disc)
+        cache[disc] = _disc_signal(spine, disc, geo, _mask_reason(geo.section))
+    return cache[disc]
+
+
+def _disc_signal(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -> tuple[DiscSignal | None, str]:
     image = spine.volume.image
     if image is None:
         return None, "no image given (label map only)"
