@@ -5,7 +5,9 @@ Every check is explicit and listed here (docs/validation.md repeats them with th
 1. **Physical ranges** (:data:`PHYSICAL_RANGES`). A value outside the range that anatomy allows is a failed
    measurement, not a finding: :func:`withhold_implausible` empties it (value ``None``) with the reason in its note,
    together with the values derived from it (:data:`DEPENDENTS`, e.g. a withheld DHI takes its z-score along), and
-   the case is ``failed``. A withheld slip is never given a Meyerding grade.
+   the case is ``failed``. A withheld slip is never given a Meyerding grade. A disc height outside its range also
+   withholds the Genant grade of both bodies around that disc (:data:`DISC_HEIGHTS`): the endplate that bounds an
+   impossible disc is misplaced, so the body's shape measured from it is not a fracture finding.
 2. **Anatomical order and spacing of levels**: the centroid of each labelled vertebra must lie below the one of the
    vertebra above it (patient superior axis) and two adjacent vertebrae's centroids must be
    :data:`SPACING_MM` apart (closer is allowed next to a body cut by the field of view or labelled only in part,
@@ -88,6 +90,9 @@ DEPENDENTS: dict[str, tuple[str, ...]] = {
     "height_mean_mm": ("dhi", "dhi_z", "hdr", "hdr_z", "dh_bianque"),
 }
 
+#: a disc height outside its range means a bounding endplate is misplaced: both bodies' Genant grades are withheld
+DISC_HEIGHTS = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "height_mean_mm")
+
 #: adjacent vertebral centroids lie this far apart (mm). Expert masks of the shared volunteers (T10-S1, 304 pairs):
 #: 26.2-42.9 mm; the bounds allow a collapsed disc and body (low) and one missed level (high: two levels ~70 mm).
 SPACING_MM = (15.0, 60.0)
@@ -148,6 +153,11 @@ def withhold_implausible(measurements: list, at_edge: Iterable[str] = ()) -> lis
         reasons[(m.structure, m.level, m.parameter)] = why
         for dependent in DEPENDENTS.get(m.parameter, ()):
             withheld.setdefault((m.structure, m.level, dependent), f"{WITHHELD} derived from {m.parameter}, which is outside its physical range")
+        if m.structure == "disc" and m.parameter in DISC_HEIGHTS:
+            for name in m.level.split("-"):
+                withheld.setdefault(("vertebra", name, "genant_grade"),
+                                    f"{WITHHELD} {name}'s endplate bounds the {m.level} disc, whose {m.parameter} is outside its "
+                                    "physical range: that endplate is misplaced, so the body's shape is not graded")
     reasons = {**withheld, **reasons}
     for i, m in enumerate(out):
         why = reasons.get((m.structure, m.level, m.parameter))

@@ -28,7 +28,8 @@ cut at the front-most and back-most extent of the outline instead of at wall lin
 The middle height is the chord of the mask along the structure's own up axis at the mid-point between the
 front and back corners (mean over the columns of a 5 mm wide band, which averages the staircase of oblique
 voxel grids), so it captures endplate concavity (biconcave fractures), unlike the distance between the
-endplate lines.
+endplate lines. For vertebral bodies a focal endplate notch (Schmorl node) is bridged first
+(:mod:`.endplate_notch`): only a broad central depression shortens the middle height.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import endplate_notch
 
 
 class LandmarkError(Exception):
@@ -52,6 +55,7 @@ class Quad:
     back_down: np.ndarray
     area: float  # mm^2 of the mask in the plane
     middle_height: float | None  # mm, chord along the up axis at the front-back mid-point
+    notches: tuple = ()  # focal endplate notches bridged for middle_height (:class:`.endplate_notch.Notch`)
 
     # sagittal names (anterior-superior, anterior-inferior, posterior-superior, posterior-inferior)
     @property
@@ -321,12 +325,13 @@ def fit_quad(
         raise LandmarkError("front and back corners are not in order")
     if (quad.front_up - quad.front_down) @ n <= 0 or (quad.back_up - quad.back_down) @ n <= 0:
         raise LandmarkError("upper and lower corners are not in order")
-    chord = _middle_chord(points if chord_points is None else chord_points, quad, h)
-    return Quad(quad.front_up, quad.front_down, quad.back_up, quad.back_down, quad.area, chord)
+    chord, notches = _middle_chord(points if chord_points is None else chord_points, quad, h, tau if drop == "inward" else None)
+    return Quad(quad.front_up, quad.front_down, quad.back_up, quad.back_down, quad.area, chord, notches)
 
 
-def _middle_chord(points: np.ndarray, quad: Quad, h: float) -> float | None:
-    """Mean chord of the mask along the up axis over the columns within 2.5 mm of the front-back mid-point."""
+def _middle_chord(points: np.ndarray, quad: Quad, h: float, tau: float | None = None) -> tuple[float | None, tuple]:
+    """Mean chord of the mask along the up axis over the columns within 2.5 mm of the front-back mid-point, and the
+    focal endplate notches bridged for it (only with ``tau``, the concavity depth of vertebral bodies)."""
     f = quad.front_axis()
     n = np.array([-f[1], f[0]])
     centre = (quad.front_up + quad.front_down + quad.back_up + quad.back_down) / 4.0
@@ -334,16 +339,47 @@ def _middle_chord(points: np.ndarray, quad: Quad, h: float) -> float | None:
     x = d @ f
     y = d @ n
     band = max(2.5, 2.0 * h)
-    sel = np.abs(x) <= band
-    if sel.sum() < 3:
-        return None
-    x, y = x[sel], y[sel]
     bins = np.floor((x + band) / h).astype(np.int64)
     order = np.lexsort((y, bins))
     b = bins[order]
     first = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
     last = np.flatnonzero(np.r_[b[1:] != b[:-1], True])
-    chords = y[order[last]] - y[order[first]] + h
+    columns = b[first]
+    top, bottom = y[order[last]], y[order[first]]
+    raise_mm = np.zeros(columns.size)
+    notches = ()
+    if tau is not None:
+        raise_mm, notches = _bridge_notches(columns, top, bottom, quad, centre, f, n, h, band, tau)
+    sel = np.abs(x) <= band
+    if sel.sum() < 3:
+        return None, ()
+    x, y, bins = x[sel], y[sel], bins[sel]
+    order = np.lexsort((y, bins))
+    b = bins[order]
+    first = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    last = np.flatnonzero(np.r_[b[1:] != b[:-1], True])
+    chords = y[order[last]] - y[order[first]] + h + raise_mm[np.searchsorted(columns, b[first])]
     counts = last - first + 1
     full = counts >= 0.5 * np.median(counts)  # drop the sliver bins at the band's edges
-    return float(np.mean(chords[full]))
+    return float(np.mean(chords[full])), notches
+
+
+def _bridge_notches(columns, top, bottom, quad: Quad, centre, f, n, h: float, band: float, tau: float):
+    """Per column, how much the middle chord grows when focal notches of either endplate are bridged, and the
+    notches (:func:`.endplate_notch.bridge`)."""
+    xc = (columns + 0.5) * h - band
+
+    def rim(p: np.ndarray, q: np.ndarray) -> np.ndarray:  # the endplate line through two corners, at xc
+        (xp, yp), (xq, yq) = (p - centre) @ np.column_stack([f, n]), (q - centre) @ np.column_stack([f, n])
+        return yp + (xc - xp) * (yq - yp) / (xq - xp)
+
+    ap_depth = (quad.upper_width + quad.lower_width) / 2.0
+    raise_mm = np.zeros(columns.size)
+    notches = []
+    for name, depth in (("superior", rim(quad.back_up, quad.front_up) - (top + h / 2.0)),
+                        ("inferior", (bottom - h / 2.0) - rim(quad.back_down, quad.front_down))):
+        bridged, notch = endplate_notch.bridge(xc, depth, h, ap_depth, tau, name)
+        if notch is not None:
+            raise_mm += depth - bridged
+            notches.append(notch)
+    return raise_mm, tuple(notches)

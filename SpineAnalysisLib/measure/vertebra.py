@@ -4,8 +4,9 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
 
 * Heights (quantitative morphometry, six-point placement; Genant et al., J Bone Miner Res 8:1137, 1993):
   anterior = |AS - AI|, posterior = |PS - PI| (corners from :mod:`.landmarks`); middle = chord of the mask
-  along the body's own superior-inferior axis at the anterior-posterior mid-point, so a central endplate
-  depression (biconcave fracture) shortens it.
+  along the body's own superior-inferior axis at the anterior-posterior mid-point, so a broad central endplate
+  depression (biconcave fracture) shortens it. A focal endplate notch (narrower than a quarter of the AP depth at
+  half its depth: a Schmorl node, not a fracture) is bridged first and named in the note (:mod:`.endplate_notch`).
 * ``wedge_ratio`` = anterior / posterior, ``biconcavity_ratio`` = middle / posterior height.
 * ``genant_grade`` (semi-quantitative grade, Genant et al. 1993; thresholds as summarised by Wáng et al., Quant
   Imaging Med Surg 2019): grade 0 below 20 %, 1 for 20-25 %, 2 for 25-40 %, 3 above 40 % height loss.
@@ -23,6 +24,8 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   height is the reference of both ratios because it is the least affected in osteoporotic fractures. Graded for
   T4-L5 only (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part
   (:mod:`.edges`: its heights are shown with that note, its ratios, grade, depth and volume are missing).
+  Next to a disc whose height is outside its physical range the grade is withheld (a misplaced endplate;
+  :func:`SpineAnalysisLib.quality.withhold_implausible`).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
 * ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior cortex from
   that of the vertebra below, divided by the length of that lower vertebra's superior endplate, x 100; positive =
@@ -212,6 +215,13 @@ def _neighbour_posterior_heights(spine: Spine, vertebra: int) -> list[float] | N
     return result
 
 
+def _notch_note(quad: Quad) -> str:
+    """What :mod:`.endplate_notch` bridged for the middle height, or ""."""
+    if not quad.notches:
+        return ""
+    return "; ".join(n.describe() for n in quad.notches) + ": bridged for the middle height"
+
+
 def _versus(level: str, kind: str) -> str:
     ratio = {"wedge": "wedge_ratio", "biconcave": "biconcavity_ratio"}.get(kind)
     if ratio is None:
@@ -244,7 +254,8 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
             out.append((name, None, unit, why))
     else:
         ant, mid, post = h
-        mid_note = "" if mid is not None else "no chord through the body's mid-point"
+        notches = _notch_note(section.quad)
+        mid_note = notches if mid is not None else "no chord through the body's mid-point"
         out.append(("height_anterior_mm", ant, "mm", ""))
         out.append(("height_middle_mm", mid, "mm", mid_note))
         out.append(("height_posterior_mm", post, "mm", ""))
@@ -265,6 +276,10 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         note = f"height loss {100 * loss:.0f} % ({kind}{_versus(level, kind)})" if loss > 0 else "no height loss beyond the level's normal range"
         if neighbours is None:
             note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies)"
+        nodes = [n for n in section.quad.notches if n.possible_node]
+        if nodes:
+            note += "; " + "; ".join(f"possible Schmorl node in the {n.endplate} endplate ({n.depth_mm:.1f} mm deep, "
+                                     f"{n.width_mm:.0f} mm wide): focal, not graded as a fracture" for n in nodes)
         if vertebra in GENANT_LEVELS:
             out.append(("genant_grade", float(genant_grade(loss)), "grade", note))
         else:

@@ -11,7 +11,8 @@ healthy volunteers; Siegen VB1 T10-S1, some with pathologies) with :func:`SpineA
 * ``slip_mask_extreme_pixels``: the same with corners taken as the posterior-most mask pixels within 2 mm of each
   endplate, projected on the lower endplate (whether fitted virtual corners cause a bias);
 * ``genant``: every body with a Genant grade above 0 (on healthy volunteers: false fracture grades, or real
-  deformities in the expert masks), and the bodies found incomplete;
+  deformities in the expert masks), the bodies found incomplete, and every focal endplate notch (Schmorl node)
+  bridged for the middle height (:mod:`SpineAnalysisLib.measure.endplate_notch`);
 * ``lumbar_lordosis_deg``: its range over the cases that have one;
 * ``quality``: the quality status of every case (:mod:`SpineAnalysisLib.quality`) and every withheld value.
 """
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         print(f"no expert masks under {args.data}/labels", file=sys.stderr)
         return 2
     engine, extreme = defaultdict(list), defaultdict(list)
-    statuses, graded, incomplete, withheld, lordosis = defaultdict(list), [], [], [], []
+    statuses, graded, incomplete, withheld, lordosis, notches = defaultdict(list), [], [], [], [], []
     for path in files:
         source = path.name[:3]
         label_map = sitk.ReadImage(str(path))
@@ -90,6 +91,8 @@ def main(argv=None) -> int:
                 graded.append(f"{path.name[:-7]} {row.level} grade {row.value:.0f} ({row.note})")
             if row.parameter == "genant_grade" and "incomplete" in row.note:
                 incomplete.append(f"{path.name[:-7]} {row.level}")
+            if row.parameter == "height_middle_mm" and "notch" in row.note:
+                notches.append(f"{path.name[:-7]} {row.level} {row.value:.1f} mm ({row.note})")
             if row.parameter == "lumbar_lordosis_deg" and row.value is not None:
                 lordosis.append(row.value)
             if row.note.startswith(quality.WITHHELD):
@@ -106,6 +109,7 @@ def main(argv=None) -> int:
     result = {"slip": {k: _summary(v) for k, v in sorted(engine.items())},
               "slip_mask_extreme_pixels": {k: _summary(v) for k, v in sorted(extreme.items())},
               "lumbar_lordosis_deg": _summary(lordosis), "genant_above_0": graded, "incomplete": incomplete,
+              "focal_notches": notches,
               "quality": {status: len(cases) for status, cases in statuses.items()},
               "not_ok": {status: cases for status, cases in statuses.items() if status != "ok"}, "withheld": withheld}
     for kind, table in result.items():

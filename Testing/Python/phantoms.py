@@ -151,6 +151,9 @@ class SpinePhantom:
     csf: bool = True
     canal_label: bool = False
     dents: dict[int, float] = field(default_factory=dict)  # vertebra -> depth of a central dent in both endplates
+    # vertebra -> (width at the endplate, width at the floor, depth) mm of a pit at the middle of both endplates;
+    # not part of body_heights' middle height (a test states what a pit of its shape should do)
+    pits: dict[int, tuple[float, float, float]] = field(default_factory=dict)
     coronal_tilts: dict[int, float] = field(default_factory=dict)  # vertebra -> rotation about the AP axis (deg)
 
     # ----- truth -----
@@ -252,7 +255,8 @@ class SpinePhantom:
         return float((0.5 + 0.2) / 2 * widths * depth)
 
     def body_area(self, label: int) -> float:
-        return self.body_prism(label).area - self.dent_area(label)
+        mouth, floor, depth = self.pits.get(label, (0.0, 0.0, 0.0))
+        return self.body_prism(label).area - self.dent_area(label) - (mouth + floor) * depth
 
     def volume(self, label: int) -> float:
         return self.body_area(label) * self.width
@@ -311,6 +315,24 @@ class SpinePhantom:
                 neighbour = (self.order[i - 1] if i > 0 else None) if top else (v if i + 1 < len(self.order) else None)
                 label = 100 + neighbour if (neighbour is not None and self.disc_labels) else 0
                 shapes.append(Prism(label, poly, self._x_range(), ANNULUS if label else BACKGROUND))
+        for v, (mouth, floor, depth) in self.pits.items():
+            shapes += self._pit_shapes(v, mouth, floor, depth)
+        return shapes
+
+    def _pit_shapes(self, v: int, mouth: float, floor: float, depth: float) -> list[Prism]:
+        """A trapezoid pit centred on each endplate, filled by the neighbouring disc (or background)."""
+        b = self.bodies[v]
+        i = self.order.index(v)
+        shapes = []
+        for top, (p, q), (pd, qd) in ((True, (b.PS, b.AS), (b.PI, b.AI)), (False, (b.PI, b.AI), (b.PS, b.AS))):
+            along = _unit(q - p)
+            middle = (p + q) / 2
+            inward = _unit(((pd + qd) / 2) - middle)
+            mouth_points = [middle - along * mouth / 2 - inward * 0.5, middle + along * mouth / 2 - inward * 0.5]
+            floor_points = [middle + along * floor / 2 + inward * depth, middle - along * floor / 2 + inward * depth]
+            neighbour = (self.order[i - 1] if i > 0 else None) if top else (v if i + 1 < len(self.order) else None)
+            label = 100 + neighbour if (neighbour is not None and self.disc_labels) else 0
+            shapes.append(Prism(label, np.array(mouth_points + floor_points), self._x_range(), ANNULUS if label else BACKGROUND))
         return shapes
 
 

@@ -160,3 +160,16 @@ def test_the_same_value_gets_the_same_flag_in_table_rows_report_csv_and_html(tmp
     page = html.measurement_table(table)
     shown = {(r["level"], r["parameter"]) for r in table if f"<td class=\"flag\">{flags.flag_text(r['parameter'], r['value'])}</td>" in page and r["flag"]}
     assert shown == in_rows and page.count("<td class=\"flag\"></td>") == len(table) - len(in_rows)
+
+
+def test_bodies_around_an_impossible_disc_get_no_genant_grade():
+    # VB3_41's model mask: L5's inferior endplate drawn into the L5-S1 disc (0.6 mm) made L5 read "wedge 48 %, grade 3"
+    rows = _measure(levels=(20, 21, 22, 23, 24), heights=26.0, discs={"default": 10.0, 22: 0.6}, csf=False)
+    table = rows_by(rows)
+    assert table[("L3-L4", "height_anterior_mm")].value is None
+    for level in ("L3", "L4"):
+        row = table[(level, "genant_grade")]
+        assert row.value is None and row.note.startswith(quality.WITHHELD) and "L3-L4 disc" in row.note
+        assert table[(level, "height_posterior_mm")].value is not None  # heights stay: only the grade is withheld
+    assert table[("L2", "genant_grade")].value == 0
+    assert quality.assess(rows).status == "failed"
