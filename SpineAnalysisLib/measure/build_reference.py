@@ -105,7 +105,11 @@ def measure_discs(image: sitk.Image | None, label_map: sitk.Image, signal: bool,
     for label in spine.discs():
         level = spine.disc_name(label)
         rows = disc_module.rows(spine, label, masks=masks)
+        notes = {parameter: note for parameter, _, _, note, *_ in rows}
+        between_bodies = disc_module.measured_between_bodies(notes["dh_bianque"])
         for parameter, value, *_ in rows:
+            if parameter in ("dhi", "hdr") and not between_bodies:
+                continue  # the reference measures DH between the vertebral bodies only (disc.BETWEEN_BODIES)
             if (parameter in PARAMETERS or parameter == "pfirrmann_estimate") and value is not None:
                 out.append((level, parameter, float(value)))
         if signal:
@@ -192,6 +196,20 @@ def summarise(rows: list[dict]) -> dict:
             "n_subjects": len({r["subject"] for r in rows if r["parameter"] == "nucleus"}),
         }
     return {"parameters": parameters, "pfirrmann": thresholds}
+
+
+def leave_one_subject_out(rows: list[dict]) -> dict[str, list[float]]:
+    """z-scores of every value row against a reference built from the *other* subjects (per parameter)."""
+    z_by_parameter = defaultdict(list)
+    for subject in sorted({r["subject"] for r in rows}):
+        reference = summarise([r for r in rows if r["subject"] != subject])["parameters"]
+        for r in rows:
+            if r["subject"] != subject or r["parameter"] not in PARAMETERS:
+                continue
+            entry = reference.get(r["parameter"], {}).get(r["level"])
+            if entry and entry["n"] >= normative.MIN_N:
+                z_by_parameter[r["parameter"]].append((r["value"] - entry["mean"]) / entry["sd"])
+    return dict(z_by_parameter)
 
 
 NAMES = {

@@ -139,6 +139,29 @@ def mean_height(section: Section, e: np.ndarray) -> float | None:
 Row = tuple  # (parameter, value, unit, note) or, for z-scores, (..., reference name)
 
 
+#: the region named in the ``dh_bianque`` note when DH was measured the way the healthy reference measures it
+BETWEEN_BODIES = "the disc space between the vertebral bodies"
+
+
+def measured_between_bodies(dh_note: str) -> bool:
+    """Whether a ``dh_bianque`` note says DH was measured between the bodies (the reference's way)."""
+    return BETWEEN_BODIES in dh_note
+
+
+def _dh(section: Section, geo: DiscGeometry) -> tuple[float, str]:
+    """(DH, which region it was measured on): the space between the two vertebral bodies when both endplates
+    were found (:func:`.bianque.dh_between_bodies`: not changed by how thick a segmentation draws the disc),
+    else the pixels labelled as disc."""
+    if geo.method == "corners":
+        dh = bianque.dh_between_bodies(section, geo.Da, geo.Dp, geo.upper, geo.lower)
+        if dh is not None:
+            return dh, BETWEEN_BODIES
+        dh, _ = bianque.dh_area(section, geo.Da, geo.Dp)
+        return dh, "the disc mask (the bodies do not face each other across the disc)"
+    dh, _ = bianque.dh_area(section, geo.Da, geo.Dp)
+    return dh, "the disc mask (no bounding vertebral bodies)"
+
+
 def _disc_axis_fallback(section: Section) -> np.ndarray | None:
     points = section.points()
     if len(points) < 10:
@@ -194,13 +217,13 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
     elif geo.Da is None:
         dh_reason = "no disc landmarks: " + geo.note
     else:
-        dh, _ = bianque.dh_area(section, geo.Da, geo.Dp)
+        dh, region = _dh(section, geo)
         dh_reason = ""
     if dh is None:
         out.append(("dh_bianque", None, "mm", dh_reason))
     else:
         how = "D_a/D_p from the vertebral corners" if geo.method == "corners" else "D_a/D_p from the disc outline"
-        out.append(("dh_bianque", dh, "mm", f"area of central 80 % / W_small (0.8 x height for a rectangle); {how}"))
+        out.append(("dh_bianque", dh, "mm", f"area of {region} in the central 80 % / W_small (0.8 x height for a rectangle); {how}"))
 
     dhi = None
     if dh is None:
@@ -249,6 +272,9 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
     for parameter in normative.PARAMETERS:
         if values[parameter] is None:
             z_rows.append((f"{parameter}_z", None, "z", notes[parameter]))
+        elif parameter in ("dhi", "hdr") and not measured_between_bodies(notes["dh_bianque"]):
+            z_rows.append((f"{parameter}_z", None, "z", f"no z-score: DH measured on {region}, the healthy reference measures "
+                           "the disc space between the vertebral bodies"))
         else:
             z, note = normative.z_score(parameter, level, values[parameter], masks, sex, age)
             z_rows.append((f"{parameter}_z", z, "z", note, normative.reference_name(masks) if z is not None else ""))
@@ -261,8 +287,8 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
 
 
 #: a case whose discs' median annulus / CSF-reference ratio reaches this is not treated as T2-weighted: on the
-#: shared T2 series (Chu TSE, Menezes-Reis FSE, Siegen TSE) the per-case median is at most 0.44, on the
-#: MyoSegmenTUM water-fat gradient echo at least 0.52 (Testing/DataChecks/t2_check.py)
+#: shared T2 series (Chu TSE, Menezes-Reis FSE, Siegen TSE) the per-case median is at most 0.40, on the
+#: MyoSegmenTUM water-fat gradient echo at least 0.53 (Testing/DataChecks/t2_check.py)
 NOT_T2_ANNULUS_RATIO = 0.5
 
 
@@ -369,7 +395,7 @@ def _disc_signal(spine: Spine, disc: int, geo: DiscGeometry, mask_reason: str) -
     rows_, cols = np.mgrid[0:nv, 0:nu]
     coords = section.patch.coords(rows_.ravel().astype(float), cols.ravel().astype(float))
     e = axis(geo)
-    half = max(0.5 * geo.heights[1], 3.0) if geo.heights else 3.0
+    half = (0.5 * geo.heights[1] if geo.heights else 3.0) + bianque.CSF_BEYOND_DISC_MM
     csf, note = bianque.csf_region(labels.ravel(), grey.values.ravel(), coords, geo.Dp, e, half)
     if csf is None:
         return None, note

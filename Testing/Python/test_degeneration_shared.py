@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import pytest
 
@@ -27,15 +25,7 @@ def expert_rows():
 
 
 def test_leave_one_subject_out_z_scores_of_healthy_expert_discs(expert_rows):
-    z_by_parameter = defaultdict(list)
-    for subject in sorted({r["subject"] for r in expert_rows}):
-        reference = build_reference.summarise([r for r in expert_rows if r["subject"] != subject])["parameters"]
-        for r in expert_rows:
-            if r["subject"] != subject or r["parameter"] not in normative.PARAMETERS:
-                continue
-            entry = reference.get(r["parameter"], {}).get(r["level"])
-            if entry and entry["n"] >= normative.MIN_N:
-                z_by_parameter[r["parameter"]].append((r["value"] - entry["mean"]) / entry["sd"])
+    z_by_parameter = build_reference.leave_one_subject_out(expert_rows)
     assert set(z_by_parameter) == {"dhi", "hdr", "delta_si"}
     for parameter, zs in z_by_parameter.items():
         zs = np.array(zs)

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 import phantoms as ph
 from SpineAnalysisLib.errors import InputError
-from SpineAnalysisLib.measure import bianque, normative, plane
+from SpineAnalysisLib.measure import bianque, disc, normative, plane
 from SpineAnalysisLib.measure.sections import Section
 from SpineAnalysisLib.measurements import measure_case
 
@@ -177,3 +177,70 @@ def test_score_recomputes_z_rows_and_flags(rect_case):
             assert after.value == before.value and after.flag == before.flag
     with pytest.raises(InputError):
         normative.score(rows, sex="X")
+
+
+# ----- DH on the disc space between the bodies; CSF reference in a narrowed canal ------------------------
+def _disc_between_bodies(gap: float, drawn: float, h: float = 0.25, lower_top: float | None = None) -> Section:
+    """Bodies 123 (above) and 124 (below) 36 mm deep, ``gap`` mm apart; the disc (122) drawn ``drawn`` mm tall in
+    the middle of the gap. ``lower_top``: where the lower body's outline starts (mm below the disc centre)."""
+    n = int(80 / h)
+    u0 = v0 = -40.0 + h / 2
+    cols, rows = np.meshgrid(np.arange(n), np.arange(n))
+    u, v = u0 + cols * h, v0 + rows * h
+    inside = np.abs(u) <= 18.0
+    values = np.zeros((n, n), np.uint16)
+    values[inside & (v > gap / 2) & (v <= gap / 2 + 25)] = 123
+    values[inside & (v < -(lower_top if lower_top is not None else gap / 2)) & (v >= -gap / 2 - 25)] = 124
+    mask = inside & (np.abs(v) <= drawn / 2)
+    values[mask] = 122
+    patch = plane.Patch(values, u0, v0, h, plane.SAGITTAL, 0.0)
+    return Section(122, patch, mask, float(mask.sum()) * h * h, False, None, "")
+
+
+def test_dh_between_bodies_does_not_depend_on_how_thick_the_disc_is_drawn():
+    Da, Dp = np.array([18.0, 0.0]), np.array([-18.0, 0.0])
+    for drawn in (10.0, 8.0, 6.0):  # the disc drawn as tall as the space, and 20 % / 40 % thinner
+        section = _disc_between_bodies(10.0, drawn)
+        assert bianque.dh_between_bodies(section, Da, Dp, 123, 124) == pytest.approx(0.8 * 10.0, abs=0.25)
+        assert bianque.dh_area(section, Da, Dp)[0] == pytest.approx(0.8 * drawn, abs=0.25)  # the drawn disc
+    # a body outline stopping 9 mm short of its endplate: the space counts at most 2 mm beyond each disc edge
+    short = _disc_between_bodies(10.0, 8.0, lower_top=14.0)
+    assert bianque.dh_between_bodies(short, Da, Dp, 123, 124) == pytest.approx(0.8 * (8.0 + 2 * bianque.DISC_EDGE_TOLERANCE_MM), abs=0.25)
+    # a body missing: not measurable between the bodies
+    assert bianque.dh_between_bodies(_disc_between_bodies(10.0, 8.0), Da, Dp, 123, 999) is None
+
+
+def test_disc_without_a_bounding_body_gets_dh_on_its_mask_and_no_z_score(rect_case):
+    label_map, image, table = rect_case
+    assert disc.measured_between_bodies(table[("L3-L4", "dh_bianque")].note)
+    assert table[("L3-L4", "hdr_z")].value is not None
+    array = sitk.GetArrayFromImage(label_map)
+    without_l4 = sitk.GetImageFromArray(np.where(array == 23, 0, array).astype(array.dtype))
+    without_l4.CopyInformation(label_map)
+    table = rows_by(measure_case(image, without_l4))
+    row = table[("L3-L4", "dh_bianque")]
+    assert row.value is not None and "disc mask" in row.note and not disc.measured_between_bodies(row.note)
+    assert table[("L3-L4", "hdr")].value is not None
+    z = table[("L3-L4", "hdr_z")]
+    assert z.value is None and "no z-score" in z.note and z.flag is None
+
+
+def test_csf_reference_found_in_a_canal_narrowed_at_the_disc_level():
+    """Canal (grey 250) 8 mm deep behind the disc, narrowed to 1 mm over the disc's height (stenosis); soft
+    tissue 60 around it and a fat pad (150) further back. The reference is the fluid's grey value, not the fat's."""
+    h = 0.5
+    behind, across = np.meshgrid(np.arange(0, 40, h), np.arange(-20, 20, h))  # mm behind Dp, mm along the spine
+    grey = np.full(behind.shape, 60.0)
+    canal = (behind >= 3) & (behind < 11)
+    narrowed = np.abs(across) <= 4  # the disc level: only 1 mm of fluid left
+    grey[canal & ~narrowed] = 250.0
+    grey[(behind >= 3) & (behind < 4) & narrowed] = 250.0
+    grey[(behind >= 20) & (behind < 28)] = 150.0
+    coords = np.stack([-behind.ravel(), across.ravel()], axis=-1)  # e = +u (anterior), Dp at the origin
+    labels = np.zeros(grey.size, np.uint16)
+    e, Dp = np.array([1.0, 0.0]), np.array([0.0, 0.0])
+    values, note = bianque.csf_region(labels, grey.ravel(), coords, Dp, e, 4.0 + bianque.CSF_BEYOND_DISC_MM)
+    assert np.median(values) == pytest.approx(250.0) and "brightest" in note
+    # a band only as tall as the disc holds too little fluid (under 10 %): the fat pad would be taken instead
+    values, _ = bianque.csf_region(labels, grey.ravel(), coords, Dp, e, 4.0)
+    assert np.median(values) == pytest.approx(150.0)
