@@ -12,6 +12,9 @@ images (so that chain-end bodies the engine calls incomplete are left out as the
 Per level: n bodies, number of volunteers, mean and SD (n - 1) of ``wedge_ratio`` (anterior / posterior height)
 and ``biconcavity_ratio`` (middle / posterior height). A level with fewer than :data:`MIN_BODIES` bodies is not
 written; :mod:`.vertebra` then expects 1.0 (the same-body posterior height, Genant's visual reference).
+Pooled over all levels: the posterior height relative to the mean posterior height of both neighbouring
+(non-sacral) bodies, ``posterior_to_neighbours`` (n, volunteers, mean, SD): a posterior height beyond its mean +
+3 SD is not a plausible reference for the ratios (:func:`.vertebra.predicted_posterior`).
 It also prints how many healthy bodies the new rule grades, in-sample and leave-one-volunteer-out.
 """
 
@@ -25,11 +28,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .. import labels as scheme
 from ..model.dataset import default_data_dir
 from .build_reference import healthy_cases
 
 OUTPUT = Path(__file__).with_name("genant_reference.json")
 RATIOS = ("wedge_ratio", "biconcavity_ratio")
+#: posterior height / mean posterior height of both neighbouring non-sacral bodies (pooled over levels)
+POSTERIOR = "posterior_to_neighbours"
 #: fewer bodies than this at a level: no level mean (the grade falls back to the same-body posterior height)
 MIN_BODIES = 10
 
@@ -46,12 +52,27 @@ def collect(data_dir: Path) -> list[dict]:
         image_path = Path(data_dir) / row["image_file"]
         image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
         values = defaultdict(dict)
+        posterior = {}
         for r in measure_case(image, labels):
             if r.parameter in RATIOS and r.value is not None:
                 values[r.level][r.parameter] = float(r.value)
+            if r.parameter == "height_posterior_mm" and r.value is not None and r.label != 26 and "incomplete" not in r.note:
+                posterior[r.label] = float(r.value)
+        for label, height in posterior.items():
+            neighbours = [posterior.get(scheme.previous_vertebra(label)), posterior.get(scheme.next_vertebra(label))]
+            if None not in neighbours:
+                values[scheme.vertebra_name(label)][POSTERIOR] = height / float(np.mean(neighbours))
         for level, ratios in values.items():
             bodies.append({"case": row["case_id"], "subject": row["subject_group"] or row["case_id"], "level": level, **ratios})
     return bodies
+
+
+def summarise_posterior(bodies: list[dict]) -> dict:
+    """n, volunteers, mean, sd of :data:`POSTERIOR` pooled over all levels."""
+    here = [b for b in bodies if POSTERIOR in b]
+    v = np.array([b[POSTERIOR] for b in here])
+    return {"n": int(v.size), "volunteers": len({b["subject"] for b in here}),
+            "mean": round(float(v.mean()), 4), "sd": round(float(v.std(ddof=1)), 4)}
 
 
 def summarise(bodies: list[dict]) -> dict:
@@ -105,6 +126,7 @@ def build(data_dir: Path) -> dict:
         "cases": sorted({b["case"] for b in bodies}),
         "min_bodies": MIN_BODIES,
         "levels": summarise(bodies),
+        POSTERIOR: summarise_posterior(bodies),
         "healthy_grades": grade_counts(bodies),
     }
 
@@ -118,6 +140,7 @@ def main(argv=None) -> int:
     Path(args.output).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     for level, entry in result["levels"].items():
         print(level, json.dumps(entry))
+    print(POSTERIOR, json.dumps(result[POSTERIOR]))
     print("healthy bodies by grade:", json.dumps(result["healthy_grades"]))
     return 0
 

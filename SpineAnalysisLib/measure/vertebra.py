@@ -24,6 +24,8 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   height is the reference of both ratios because it is the least affected in osteoporotic fractures. Graded for
   T4-L5 only (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part
   (:mod:`.edges`: its heights are shown with that note, its ratios, grade, depth and volume are missing).
+  A posterior height taller than its neighbours' beyond healthy variation is replaced, as the losses' reference,
+  by the neighbours' mean posterior height (:func:`predicted_posterior`; McCloskey 1993).
   Next to a disc whose height is outside its physical range the grade is withheld (a misplaced endplate;
   :func:`SpineAnalysisLib.quality.withhold_implausible`).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
@@ -83,11 +85,15 @@ REFERENCE_FILE = Path(__file__).with_name("genant_reference.json")
 
 
 @functools.lru_cache(maxsize=1)
-def _normal_ratios() -> dict:
+def _reference() -> dict:
     try:
-        return json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))["levels"]
+        return json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+
+
+def _normal_ratios() -> dict:
+    return _reference().get("levels", {})
 
 
 def normal_ratio(level: str, ratio: str) -> dict | None:
@@ -109,6 +115,25 @@ def ratio_loss(ratio: float, normal: dict | None) -> float:
     if ratio >= normal["mean"] - DEFORMITY_SD * normal["sd"]:
         return 0.0
     return 1.0 - ratio / normal["mean"]
+
+
+def predicted_posterior(posterior: float, neighbours: list[float] | None) -> tuple[float, str]:
+    """(reference height of the wedge and biconcavity losses, note). The body's own posterior height, unless it
+    exceeds the mean posterior height of both neighbouring bodies by more than healthy bodies do (this engine's
+    expert masks, pooled: mean + :data:`DEFORMITY_SD` SD of ``posterior_to_neighbours`` in :data:`REFERENCE_FILE`);
+    then that posterior outline is not a plausible reference (VB3_35 L4: a model's posterior-inferior spur, +33 %)
+    and the neighbours' mean is used, the predicted posterior height of McCloskey et al. 1993. Taking the smaller
+    reference can only lower a loss, never raise one."""
+    normal = _reference().get("posterior_to_neighbours")
+    if neighbours is None or normal is None:
+        return posterior, ""
+    expected = float(np.mean(neighbours))
+    limit = normal["mean"] + DEFORMITY_SD * normal["sd"]
+    if posterior <= limit * expected:
+        return posterior, ""
+    return expected, (f"posterior height {posterior:.1f} mm is {100 * (posterior / expected - 1):.0f} % above its neighbours' "
+                      f"mean {expected:.1f} mm (healthy: at most +{100 * (limit - 1):.0f} %): wedge and biconcave loss "
+                      "against the neighbours' posterior height")
 
 
 #: below this slip (%, either direction) the note says "no slip": smaller offsets are within the scatter of the
@@ -265,15 +290,18 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         else:
             out.append(("biconcavity_ratio", mid / post, "ratio", "middle / posterior height"))
         level = scheme.vertebra_name(vertebra)
-        losses = {"wedge": ratio_loss(ant / post, normal_ratio(level, "wedge_ratio"))}
-        if mid is not None:
-            losses["biconcave"] = ratio_loss(mid / post, normal_ratio(level, "biconcavity_ratio"))
         neighbours = _neighbour_posterior_heights(spine, vertebra)
+        reference, reference_note = predicted_posterior(post, neighbours)
+        losses = {"wedge": ratio_loss(ant / reference, normal_ratio(level, "wedge_ratio"))}
+        if mid is not None:
+            losses["biconcave"] = ratio_loss(mid / reference, normal_ratio(level, "biconcavity_ratio"))
         if neighbours is not None:
             losses["crush"] = 1.0 - post / float(np.mean(neighbours))
         kind = max(losses, key=losses.get)
         loss = max(0.0, losses[kind])
         note = f"height loss {100 * loss:.0f} % ({kind}{_versus(level, kind)})" if loss > 0 else "no height loss beyond the level's normal range"
+        if reference_note:
+            note += f"; {reference_note}"
         if neighbours is None:
             note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies)"
         nodes = [n for n in section.quad.notches if n.possible_node]

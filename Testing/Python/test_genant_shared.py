@@ -35,6 +35,7 @@ def bodies():
 def test_shipped_reference_is_rebuilt_from_the_data(bodies):
     shipped = json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))["levels"]
     assert shipped == build.summarise(bodies)
+    assert json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))[build.POSTERIOR] == build.summarise_posterior(bodies)
     assert set(shipped) == {"T11", "T12", "L1", "L2", "L3", "L4", "L5"}
     assert all(entry["n"] >= build.MIN_BODIES for level in shipped.values() for entry in level.values())
 

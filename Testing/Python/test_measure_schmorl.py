@@ -49,3 +49,18 @@ def test_broad_depression_of_the_same_depth_is_graded(grid, tmp_path):
     assert row["genant_grade"].value == 2, row["genant_grade"].note
     assert "biconcave" in row["genant_grade"].note
     assert "Schmorl" not in row["genant_grade"].note and "notch" not in row["height_middle_mm"].note
+
+
+def test_a_posterior_height_the_neighbours_do_not_share_is_not_the_reference(tmp_path):
+    # VB3_35 L4 (model mask): a posterior-inferior spur made the posterior height 29 mm between 24.5 and 19.7 mm
+    # neighbours, so the normal middle height read "biconcave 25 %". Phantom: L3 26 mm anterior, 34 mm posterior
+    # between 26 mm bodies (+31 %, healthy at most about +19 %): against its own posterior height a 0.76 wedge ratio
+    # (31 % below L3's normal 1.11: grade 2); against the neighbours' posterior height (McCloskey's predicted
+    # height) 1.0: no grade.
+    spacing, direction = GRIDS["sagittal-0.6x0.6x3.5mm"]
+    label_map, image = ph.render_phantom(ph.build_spine(heights={"default": 26.0, 22: (26.0, 34.0)}, **{k: v for k, v in SHAPE.items() if k != "heights"}),
+                                         spacing, direction)
+    row = {r.parameter: r for r in measure_case(image, label_map) if r.level == "L3"}
+    assert row["wedge_ratio"].value == pytest.approx(26 / 34, abs=0.03)
+    assert row["genant_grade"].value == 0, row["genant_grade"].note
+    assert "above its neighbours' mean" in row["genant_grade"].note
