@@ -221,7 +221,7 @@ def csf_region(
     (Until 2026-12-06 the region was the brightest contiguous run of 1 mm slabs at the disc level, by slab
     median: on the Siegen spondylolisthesis case VB1_15 it missed a canal narrowed to about 2 mm at L2-L3 and
     took 53 against 136-151 at the other levels; across the shared T2 cases the per-case spread of the CSF value
-    over L1-S1 fell from a worst coefficient of variation of 0.33 to 0.16. docs/degeneration.md.)
+    over L1-S1 fell from a worst coefficient of variation of 0.33 to 0.17. docs/degeneration.md.)
     """
     n = np.array([-e[1], e[0]])
     d = coords - Dp

@@ -17,9 +17,11 @@ V     inhomogeneous, black        lost                             hypointense  
 How each criterion is measured here (all in the disc's own mid-sagittal plane, grey values divided by the CSF
 reference of :func:`.bianque.csf_region`, so they are "relative to CSF" as Pfirrmann's wording is):
 
-* **nucleus signal** ``nucleus`` = median grey value of the nucleus region (disc pixels in the central 40 % of
+* **nucleus signal** ``nucleus`` = 75th percentile of the grey values of the nucleus region (``NUCLEUS_PERCENTILE``:
+  the bright tissue beside a grade II intranuclear band, less pulled down by pixels blurred with the endplates of
+  a thin disc; until 2026-12-06 the median) (disc pixels in the central 40 % of
   the disc's anterior-posterior extent and the central half of its local height) / CSF;
-* **nucleus-annulus distinction** ``contrast`` = (nucleus median - annulus median) / CSF, the annulus region
+* **nucleus-annulus distinction** ``contrast`` = (nucleus signal - annulus median) / CSF, the annulus region
   being the outer 12 % of the extent at both ends;
 * **structure** ``inhomogeneity`` = interquartile range of the nucleus / its median (separates I from II only);
 * **height**: the disc's DHI z-score against the project's healthy reference (:mod:`.normative`) and its mean
@@ -66,6 +68,10 @@ NUCLEUS_WINDOW = (0.3, 0.7)
 ANNULUS_END = 0.12
 #: the nucleus keeps the central half of the disc's local height
 NUCLEUS_HEIGHT_FRACTION = 0.5
+#: the nucleus signal is this percentile of the nucleus region, not its median: a grade II nucleus is bright
+#: *besides* its dark horizontal band (intranuclear cleft), and on 1 mm pixels the central half of a thin disc
+#: also holds pixels blurred with the dark endplates; both pull a median down into "grey"
+NUCLEUS_PERCENTILE = 75.0
 #: a disc is "collapsed" below this fraction of its neighbours' mean height (project's reading of Pfirrmann V)
 COLLAPSED_HEIGHT_RATIO = 0.5
 #: ... or below this DHI z-score (0.05th percentile of the healthy reference)
@@ -152,7 +158,8 @@ def signal_features(values: np.ndarray, along: np.ndarray, across: np.ndarray, c
     a_median = float(np.median(annulus))
     q75, q25 = np.percentile(nucleus, [75, 25])
     inhomogeneity = float((q75 - q25) / n_median) if n_median > 0 else float("inf")
-    return SignalFeatures(n_median / csf, a_median / csf, (n_median - a_median) / csf, inhomogeneity, len(nucleus), len(annulus))
+    n_signal = float(np.percentile(nucleus, NUCLEUS_PERCENTILE))
+    return SignalFeatures(n_signal / csf, a_median / csf, (n_signal - a_median) / csf, inhomogeneity, len(nucleus), len(annulus))
 
 
 def _phi(x: float) -> float:

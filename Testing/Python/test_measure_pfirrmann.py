@@ -69,6 +69,21 @@ def test_regions_split_nucleus_and_annulus():
     assert f.nucleus == pytest.approx(0.8) and f.annulus == pytest.approx(0.2) and f.contrast == pytest.approx(0.6)
 
 
+def test_a_dark_intranuclear_band_does_not_make_a_bright_nucleus_grey():
+    """Pfirrmann II: bright nucleus with a dark horizontal band at mid-height (intranuclear cleft). The band fills
+    with its blur more than half of the nucleus region's rows; the nucleus signal is the bright tissue beside it,
+    not the median of the mix."""
+    along, across = np.meshgrid(np.arange(-15, 15, 0.5) + 0.25, np.arange(-5, 5, 0.5) + 0.25)
+    values = np.where(np.abs(along) < 6, 200.0, 50.0)
+    values[(np.abs(along) < 6) & (np.abs(across) < 1.3)] = 60.0  # the band: 6 of the nucleus region's 10 rows
+    f = pfirrmann.signal_features(values.ravel(), along.ravel(), across.ravel(), 250.0)
+    assert f.nucleus == pytest.approx(0.8)
+    nucleus, _ = pfirrmann.regions(values.ravel(), along.ravel(), across.ravel())
+    assert np.median(nucleus) / 250.0 == pytest.approx(0.24)  # the median would call it dark grey
+    assert f.inhomogeneity > THRESHOLDS.inhomogeneity_median  # inhomogeneous: II, not I
+    assert pfirrmann.estimate(f, THRESHOLDS, 0.0, 1.0).grade == 2
+
+
 # ----- synthetic discs in a real volume ---------------------------------------------------------------------
 def _sample_with_discs():
     from SpineAnalysisLib.model.dataset import add_pseudo_discs
