@@ -222,10 +222,34 @@ DESCRIPTIONS = {
 }
 
 
+#: what the shared data say about the volunteers' age and sex
+AGE_SEX = ("not recorded per subject in the shared data; pooled. Sources: MyoSegmenTUM 54 healthy Caucasian subjects "
+           "(Burian et al. 2019), Menezes-Reis et al. 2016 asymptomatic young adults, Chu et al. 2015 and the Siegen "
+           "subject: not stated")
+
+
+def unseen_scan_check(model_rows: list[dict], expert_rows: list[dict], split: dict[str, str]) -> dict:
+    """Model - expert DHI of the same discs (relative to expert), per split of the model (train / validation).
+
+    Whether the model draws the scans it did not train on like its training cases (docs/degeneration.md)."""
+    expert = {(r["case"], r["level"]): r["value"] for r in expert_rows if r["parameter"] == "dhi"}
+    out = {}
+    for name in ("train", "validation"):
+        paired = [r for r in model_rows
+                  if r["parameter"] == "dhi" and split.get(r["case"]) == name and (r["case"], r["level"]) in expert]
+        rel = np.array([r["value"] / expert[(r["case"], r["level"])] - 1 for r in paired])
+        out[name] = {"n_discs": len(rel), "n_volunteers": len({r["subject"] for r in paired}),
+                     "mean_relative_difference": round(float(rel.mean()), 4) if len(rel) else None,
+                     "se": round(float(rel.std(ddof=1) / np.sqrt(len(rel))), 4) if len(rel) > 1 else None}
+    return out
+
+
 def build(data_dir: Path, predictions: Path | None = None, log=print, segment: bool = True) -> dict:
     references = {}
+    collected = {}
     for masks in normative.MASKS:
         rows = collect(data_dir, masks, predictions, log, segment)
+        collected[masks] = rows
         summary = summarise(rows)
         subjects = defaultdict(set)
         for r in rows:
@@ -235,9 +259,13 @@ def build(data_dir: Path, predictions: Path | None = None, log=print, segment: b
             "masks": DESCRIPTIONS[masks],
             "volunteers": {source: len(s) for source, s in sorted(subjects.items())},
             "cases": sorted({r["case"] for r in rows}),
-            "age_sex": "not recorded per subject in the shared data; pooled (sources: healthy or asymptomatic adult volunteers)",
+            "age_sex": AGE_SEX,
             **summary,
         }
+    references["model"]["unseen_scans"] = {
+        "what": "model - expert DHI of the same discs / expert DHI, by the model's own train/validation split",
+        **unseen_scan_check(collected["model"], collected["expert"], model_split()),
+    }
     return {
         "format": 1,
         "command": "python -m SpineAnalysisLib.measure.build_reference --data ../shared/data/lumbar_mri",
@@ -245,6 +273,15 @@ def build(data_dir: Path, predictions: Path | None = None, log=print, segment: b
         "model": _model_version(),
         "references": references,
     }
+
+
+def model_split() -> dict[str, str]:
+    """case_id -> "train" / "validation" of the shipped model (its manifest)."""
+    manifest = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "spine-mri-2d" / "manifest.json"
+    training = json.loads(manifest.read_text(encoding="utf-8"))["training"]
+    split = {case: "train" for case in training["train_cases"]}
+    split.update({case: "validation" for case in training["validation_cases"]})
+    return split
 
 
 def _model_version() -> str:

@@ -35,15 +35,7 @@ from SpineAnalysisLib.measure import inputs  # noqa: E402
 from SpineAnalysisLib.measure.sections import Spine  # noqa: E402
 from SpineAnalysisLib.model.dataset import default_data_dir  # noqa: E402
 
-MANIFEST = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "spine-mri-2d" / "manifest.json"
 GEOMETRY = ("dhi", "hdr", "height_mean_mm", "dh_bianque")
-
-
-def split_of_cases() -> dict[str, str]:
-    training = json.loads(MANIFEST.read_text(encoding="utf-8"))["training"]
-    split = {case: "train" for case in training["train_cases"]}
-    split.update({case: "validation" for case in training["validation_cases"]})
-    return split
 
 
 def disc_values(label_map: sitk.Image) -> dict[tuple[str, str], float]:
@@ -62,7 +54,7 @@ def disc_values(label_map: sitk.Image) -> dict[tuple[str, str], float]:
 
 
 def collect(data_dir: Path, predictions: Path) -> list[dict]:
-    split = split_of_cases()
+    split = build_reference.model_split()
     rows = []
     for row in build_reference.healthy_cases(data_dir):
         case = row["case_id"]
@@ -93,7 +85,7 @@ def _stats(values) -> str:
 
 def report(rows: list[dict]) -> dict:
     out: dict = {"difference_model_minus_expert": {}, "validation_z": {}}
-    print("\nmodel - expert, per disc (L1-L2 .. L4-L5, where the expert pseudo-disc exists)")
+    print("\nmodel - expert, per disc (every level where the expert pseudo-disc exists)")
     for parameter in GEOMETRY:
         for split in ("train", "validation"):
             d = [r["model"] - r["expert"] for r in rows if r["parameter"] == parameter and r["split"] == split and r["expert"] is not None]

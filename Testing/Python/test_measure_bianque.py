@@ -244,3 +244,18 @@ def test_csf_reference_found_in_a_canal_narrowed_at_the_disc_level():
     # a band only as tall as the disc holds too little fluid (under 10 %): the fat pad would be taken instead
     values, _ = bianque.csf_region(labels, grey.ravel(), coords, Dp, e, 4.0)
     assert np.median(values) == pytest.approx(150.0)
+
+
+def test_unseen_scan_check_compares_the_same_discs_per_split():
+    from SpineAnalysisLib.measure import build_reference
+
+    def row(case, level, value, subject=None):
+        return {"case": case, "subject": subject or case, "level": level, "parameter": "dhi", "value": value}
+
+    expert = [row("A", "L1-L2", 0.30), row("A", "L2-L3", 0.40), row("B", "L1-L2", 0.20)]
+    model = [row("A", "L1-L2", 0.33), row("A", "L2-L3", 0.44), row("B", "L1-L2", 0.18), row("B", "L4-L5", 0.9)]
+    check = build_reference.unseen_scan_check(model, expert, {"A": "train", "B": "validation"})
+    assert check["train"]["n_discs"] == 2 and check["train"]["mean_relative_difference"] == pytest.approx(0.10)
+    assert check["validation"] == {"n_discs": 1, "n_volunteers": 1, "mean_relative_difference": pytest.approx(-0.10), "se": None}
+    shipped = normative.load()["references"]["model"]["unseen_scans"]
+    assert shipped["validation"]["n_discs"] >= 40 and shipped["train"]["n_discs"] >= 150
