@@ -38,7 +38,9 @@ class SegmentationResult:
     stages: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {"model": self.model, "device": self.device, "seconds": round(self.seconds, 2), "warnings": self.warnings, **self.report.to_dict()}
+        stages = {name: round(value, 3 if name == "box_fraction" else 2) for name, value in self.stages.items()}
+        return {"model": self.model, "device": self.device, "seconds": round(self.seconds, 2), "stages": stages, "warnings": self.warnings,
+                **self.report.to_dict()}
 
 
 def pick_device(requested: str = "auto") -> torch.device:

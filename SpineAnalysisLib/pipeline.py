@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -43,12 +44,16 @@ def analyze(
     result = segment_image(image, model, device, progress, threads=threads, fast=fast)
     outputs = {"labels": imageio.write_image(result.label_map, output_dir / "labels.nii.gz")}
     summary = result.summary()
+    clock = time.perf_counter()
     measurements = measure_case(image, result.label_map, sex=subject.sex, age=subject.age) if result.report.levels else []
+    summary["stages"]["measure_s"] = round(time.perf_counter() - clock, 2)
     quality = assess(measurements, summary)
     summary["quality"] = quality.to_dict()
     outputs["measurements"], outputs["measurements_json"] = write_measurements(measurements, output_dir, quality=quality.status)
+    clock = time.perf_counter()
     outputs["report"] = write_report(image, result.label_map, measurements, output_dir / "report.png",
                                      title=f"{Path(image_path).name} — {result.model}", notes=result.report.flags + result.warnings,
                                      quality=quality)
+    summary["stages"]["report_s"] = round(time.perf_counter() - clock, 2)
     outputs["summary"] = imageio.write_text(json.dumps(summary, indent=1) + "\n", output_dir / "summary.json")
     return outputs

@@ -1,5 +1,6 @@
 """The command line: outputs on the input grid, one-line errors."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,10 @@ def test_analyze_writes_every_output(tmp_path):
     header = (tmp_path / "out" / "measurements.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("structure,level,parameter,value,unit")
     assert (tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    # stage times (benchmark_cases.py reads them): the segmentation's, then measuring and the report
+    stages = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))["stages"]
+    assert set(stages) == {"prepare_s", "localise_s", "segment_s", "label_s", "box_fraction", "measure_s", "report_s"}
+    assert 0 < stages["box_fraction"] <= 1 and all(stages[k] >= 0 for k in stages)
 
 
 def test_measure_on_expert_labels(tmp_path):
