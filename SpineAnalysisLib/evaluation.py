@@ -126,23 +126,10 @@ def thick_slice_copy(image: sitk.Image, labels: sitk.Image, thickness_mm: float)
     return thick, thick_labels
 
 
-def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thickness_mm=None) -> dict:
-    from .inference import segment_image
-    from .measurements import measure_case
-
-    image = sitk.ReadImage(str(record.image_file))
-    reference_image = sitk.ReadImage(str(record.label_file))
-    if slice_thickness_mm:
-        image, reference_image = thick_slice_copy(image, reference_image, slice_thickness_mm)
-    reference = sitk.GetArrayFromImage(reference_image).astype(np.int32)
-    started = time.time()
-    result = segment_image(image, model_name, device, fast=fast)
-    seconds = time.time() - started
-    predicted = sitk.GetArrayFromImage(result.label_map).astype(np.int32)
-    annotated = set(record.annotated_labels)
-    vertebrae = sorted(l for l in annotated if scheme.is_vertebra(l))
-    discs = sorted(l for l in annotated if scheme.is_disc(l))
-    case: dict = {"case_id": record.case_id, "seconds": round(seconds, 2), "flags": result.report.flags, "confidence": result.report.confidence, "dice_per_level": {}}
+def score_prediction(predicted: np.ndarray, reference: np.ndarray, image: sitk.Image, vertebrae: list[int], discs: list[int]) -> dict:
+    """Dice and surface distance of the body and disc classes (annotated levels only), Dice per level
+    and level identification of one predicted label map against the expert's."""
+    case: dict = {"dice_per_level": {}}
     if vertebrae:
         truth = np.isin(reference, vertebrae)
         predicted_class = scored_prediction(predicted, VERTEBRA_LABELS, vertebrae, truth)
@@ -157,6 +144,42 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
         case["dice_per_level"][scheme.structure_name(label)] = dice(predicted == label, reference == label)
     found, total, errors = identification(predicted, reference, image, vertebrae + discs)
     case["identified"], case["identifiable"], case["identification_errors"] = found, total, errors
+    return case
+
+
+def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thickness_mm=None, image_transform=None, measure=True, repair=True) -> dict:
+    """Score the model on one case. ``image_transform`` (image -> image on the same grid) degrades the
+    image before segmentation (stress tests); ``measure`` False skips the measurement agreement;
+    ``repair`` is :func:`~.inference.segment_image`'s. When a repair pass replaced the first pass, the
+    first pass is scored too (``first_pass``)."""
+    from .inference import segment_image
+    from .measurements import measure_case
+
+    image = sitk.ReadImage(str(record.image_file))
+    reference_image = sitk.ReadImage(str(record.label_file))
+    if slice_thickness_mm:
+        image, reference_image = thick_slice_copy(image, reference_image, slice_thickness_mm)
+    if image_transform is not None:
+        image = image_transform(image)
+    reference = sitk.GetArrayFromImage(reference_image).astype(np.int32)
+    started = time.time()
+    result = segment_image(image, model_name, device, fast=fast, repair=repair)
+    seconds = time.time() - started
+    predicted = sitk.GetArrayFromImage(result.label_map).astype(np.int32)
+    annotated = set(record.annotated_labels)
+    vertebrae = sorted(l for l in annotated if scheme.is_vertebra(l))
+    discs = sorted(l for l in annotated if scheme.is_disc(l))
+    case: dict = {"case_id": record.case_id, "seconds": round(seconds, 2), "flags": result.report.flags, "confidence": result.report.confidence,
+                  "levels_uncertain": result.report.levels_uncertain, "anchor": result.report.anchor, "repair": result.report.repair,
+                  "stages": result.stages}
+    case.update(score_prediction(predicted, reference, image, vertebrae, discs))
+    if result.first_pass is not None:
+        first = result.first_pass
+        case["first_pass"] = {"confidence": first.report.confidence, "levels_uncertain": first.report.levels_uncertain, "anchor": first.report.anchor,
+                              **score_prediction(sitk.GetArrayFromImage(first.label_map).astype(np.int32), reference, image, vertebrae, discs)}
+    if not measure:
+        case["source"] = record.source
+        return case
 
     # disc-height agreement between measurements on predicted and reference masks
     reference_for_measure = _reference_with_pseudo_discs(reference, image, annotated) if vertebrae else reference

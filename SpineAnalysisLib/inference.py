@@ -15,6 +15,7 @@ from .errors import InputError, ModelError
 from .imageio import label_map_like
 from .modality import looks_like_ct
 from .model import chain
+from .model import repair as repair_rules
 from .model.labelling import LabellingReport, label_levels
 from .model.localise import SpineBox, box_from_coarse, coarse_slices, edge_padding
 from .model.network import input_config, input_slice_offsets
@@ -36,6 +37,8 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     #: seconds per stage (prepare, localise, segment, label) and the share of the volume segmented
     stages: dict[str, float] = field(default_factory=dict)
+    #: the first pass, when a repair pass replaced it (``report.repair`` says why)
+    first_pass: "PassResult | None" = None
 
     def summary(self) -> dict:
         stages = {name: round(value, 3 if name == "box_fraction" else 2) for name, value in self.stages.items()}
@@ -101,12 +104,18 @@ def segment_image(
     cancel: Callable[[], bool] | None = None,
     threads: int | None = None,
     fast: bool = False,
+    repair: bool = True,
 ) -> SegmentationResult:
     """Label vertebral bodies and discs of a spine MRI; the label map is on exactly the image's grid.
 
     The network first runs on a few slices to find the spine (:mod:`.model.localise`), then on the
     slab and box that hold it, mirrored at the image's top edge. ``fast`` is deprecated: it runs the
     default settings and adds :data:`FAST_DEPRECATED` to the warnings.
+
+    ``repair``: when the first pass's levels are uncertain or the image is noisy
+    (:func:`.model.repair.repair_reasons`), segment again after edge-preserving denoising and keep
+    that pass only when it is better (:func:`.model.repair.choose`); ``report.repair`` says what was
+    tried and which pass was kept.
     """
     started = time.time()
     report_progress = progress or (lambda fraction, message: None)
@@ -133,55 +142,105 @@ def segment_image(
 
     frame = sagittal_frame(image)
     warnings.extend(frame_warnings(frame))
-    stages: dict[str, float] = {}
     clock = time.perf_counter()
-    canonical = normalise_intensity(frame.to_canonical(array))
+    canonical_raw = frame.to_canonical(array)
     del array
-    stages["prepare_s"] = time.perf_counter() - clock
-    slices_per_batch = 32 if torch_device.type == "cuda" else 8
-    settings = inference_settings(info)
-    amp = torch_device.type == "cuda"
-
-    clock = time.perf_counter()
-    report_progress(0.04, "finding the spine")
-    box = _locate_spine(network, canonical, frame, torch_device, slices_per_batch, amp)
-    stages["localise_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    part = canonical[box.index()]
-    working_size = frame.resampled_shape(TARGET_SPACING_MM, part.shape[1:])
-    volume = resample_slices(torch.from_numpy(np.ascontiguousarray(part))[:, None], working_size)[:, 0].numpy()
-    report_progress(0.1, f"segmenting {volume.shape[0]} sagittal slices")
-    box_classes, _ = predict_volume(
-        network,
-        volume,
-        torch_device,
-        slices_per_batch=slices_per_batch,
-        output_size=(box.row_stop - box.row_start, box.column_stop - box.column_start),
-        progress=lambda f: report_progress(0.1 + 0.8 * f, "segmenting"),
-        cancel=cancel,
-        amp=amp,
-        slice_spacing_mm=frame.spacing[0],
-        smoothing_sigma_mm=settings.slice_smoothing_sigma_mm,
-        test_time_scales=settings.test_time_scales,
-        body_probability_threshold=settings.body_probability_threshold,
-        test_time_mirror=settings.test_time_mirror,
-        edge_pads=edge_padding(box, frame.shape, TARGET_SPACING_MM),
-    )
-    del volume, part
-    classes = np.zeros(frame.shape, np.uint8)
-    classes[box.index()] = box_classes
-    stages["segment_s"] = time.perf_counter() - clock
-    report_progress(0.92, "naming levels")
-    clock = time.perf_counter()
-    labels_canonical, report = label_levels(classes, frame.spacing)
-    report.mark_uncertain(chain.featureless_reasons(_intensity_spreads(canonical, labels_canonical)))
-    del canonical
-    label_map = label_map_like(frame.from_canonical(labels_canonical), image)
-    stages["label_s"] = time.perf_counter() - clock
-    stages["box_fraction"] = box.fraction_of(frame.shape)
+    canonical = normalise_intensity(canonical_raw)
+    prepare_s = time.perf_counter() - clock
+    run = _PassRunner(network, frame, torch_device, inference_settings(info), report_progress, cancel)
+    first = run(canonical, "", (0.04, 0.88))
+    first.stages = {"prepare_s": prepare_s, **first.stages}
+    chosen, attempt = first, None
+    if repair:
+        clock = time.perf_counter()
+        noise = repair_rules.noise_level(canonical)
+        first.stages["noise_estimate_s"] = time.perf_counter() - clock
+        first.stages["noise_snr"] = noise["snr"]
+        reasons = repair_rules.repair_reasons(first.report, noise)
+        if reasons:
+            report_progress(0.9, "repair: segmenting again after edge-preserving denoising (" + "; ".join(reasons) + ")")
+            clock = time.perf_counter()
+            denoised = normalise_intensity(repair_rules.denoise(canonical_raw, frame.spacing))
+            denoise_s = time.perf_counter() - clock
+            second = run(denoised, "second pass: ", (0.92, 0.07))
+            second.stages["denoise_s"] = denoise_s
+            del denoised
+            chosen, attempt = repair_rules.choose(first, second, reasons, noise, frame.spacing)
+            chosen.report.repair = attempt
+    del canonical_raw, canonical
+    label_map = label_map_like(frame.from_canonical(chosen.labels), image)
+    stages = dict(first.stages)
+    if attempt is not None:
+        stages.update({f"repair_{k}": v for k, v in second.stages.items()})
+    if chosen is not first:
+        first.label_map = label_map_like(frame.from_canonical(first.labels), image)
     report_progress(1.0, "done")
-    return SegmentationResult(label_map, report, info.label, torch_device.type, time.time() - started, warnings, stages)
+    return SegmentationResult(label_map, chosen.report, info.label, torch_device.type, time.time() - started, warnings, stages,
+                              first_pass=None if chosen is first else first)
+
+
+@dataclass
+class PassResult:
+    """One segmentation pass in the network frame: its label map, labelling report and stage times."""
+
+    labels: np.ndarray
+    report: LabellingReport
+    stages: dict[str, float]
+    #: on the image's grid; set for a first pass that a repair pass replaced
+    label_map: sitk.Image | None = None
+
+
+class _PassRunner:
+    """Localise, segment and label one normalised canonical volume (a pass)."""
+
+    def __init__(self, network, frame, device: torch.device, settings: InferenceSettings, progress: ProgressCallback, cancel):
+        self.network, self.frame, self.device, self.settings = network, frame, device, settings
+        self.progress, self.cancel = progress, cancel
+        self.slices_per_batch = 32 if device.type == "cuda" else 8
+        self.amp = device.type == "cuda"
+
+    def __call__(self, canonical: np.ndarray, name: str, span: tuple[float, float]) -> PassResult:
+        """``name`` prefixes the progress messages; ``span``: (start, width) of this pass in the overall progress fraction."""
+        frame, stages = self.frame, {}
+        start, width = span
+        progress = lambda fraction, message: self.progress(start + width * fraction, message)  # noqa: E731
+        clock = time.perf_counter()
+        progress(0.0, f"{name}finding the spine")
+        box = _locate_spine(self.network, canonical, frame, self.device, self.slices_per_batch, self.amp)
+        stages["localise_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        part = canonical[box.index()]
+        working_size = frame.resampled_shape(TARGET_SPACING_MM, part.shape[1:])
+        volume = resample_slices(torch.from_numpy(np.ascontiguousarray(part))[:, None], working_size)[:, 0].numpy()
+        progress(0.07, f"{name}segmenting {volume.shape[0]} sagittal slices")
+        settings = self.settings
+        box_classes, _ = predict_volume(
+            self.network,
+            volume,
+            self.device,
+            slices_per_batch=self.slices_per_batch,
+            output_size=(box.row_stop - box.row_start, box.column_stop - box.column_start),
+            progress=lambda f: progress(0.07 + 0.9 * f, f"{name}segmenting"),
+            cancel=self.cancel,
+            amp=self.amp,
+            slice_spacing_mm=frame.spacing[0],
+            smoothing_sigma_mm=settings.slice_smoothing_sigma_mm,
+            test_time_scales=settings.test_time_scales,
+            body_probability_threshold=settings.body_probability_threshold,
+            test_time_mirror=settings.test_time_mirror,
+            edge_pads=edge_padding(box, frame.shape, TARGET_SPACING_MM),
+        )
+        del volume, part
+        classes = np.zeros(frame.shape, np.uint8)
+        classes[box.index()] = box_classes
+        stages["segment_s"] = time.perf_counter() - clock
+        progress(0.98, f"{name}naming levels")
+        clock = time.perf_counter()
+        labels_canonical, report = label_levels(classes, frame.spacing)
+        report.mark_uncertain(chain.featureless_reasons(_intensity_spreads(canonical, labels_canonical)))
+        stages["label_s"] = time.perf_counter() - clock
+        stages["box_fraction"] = box.fraction_of(frame.shape)
+        return PassResult(labels_canonical, report, stages)
 
 
 def _intensity_spreads(canonical: np.ndarray, labels: np.ndarray) -> dict[str, float]:

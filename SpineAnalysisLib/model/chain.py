@@ -25,6 +25,14 @@ with a wide margin over the largest value a healthy expert chain shows:
   body would lift its standard deviation to a third of its neighbours').
   Limit ``MIN_SPREAD_RATIO`` 0.2.
 
+* spinal canal: a structure whose anterior wall (5th percentile of its columns) lies behind the
+  posterior wall of the bodies around it (the line through their posterior walls, 95th percentile
+  of their columns, at its height; beyond the chain's ends the nearest body's wall) lies entirely in
+  the spinal canal, where no body or disc can be. In the 66 expert chains every body's anterior wall
+  lies at least MEASURED mm in front of that line (L5 in strong lordosis sits up to 15 mm behind L4's
+  centroid, so the centroid itself is no test). A body there makes the levels uncertain; a disc
+  component there is dropped. Limit ``CANAL_MARGIN_MM`` 0.
+
 Each check returns reasons (one line each) for the labelling report; an empty list means the chain
 is plausible. Sekuboyina et al. (VerSe, Med Image Anal 2021) describe the same failure modes of
 vertebra labelling (missing, merged and off-column detections, wrong anchors).
@@ -45,6 +53,7 @@ MAX_S1_ANTERIOR_MM = 10.0
 SAME_BODY_ROWS = 0.3
 S1_NAME = "S1"
 MIN_SPREAD_RATIO = 0.2
+CANAL_MARGIN_MM = 0.0
 
 
 def gap_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -208,4 +217,41 @@ def featureless_reasons(spreads: dict[str, float]) -> list[str]:
         if others > 0 and spread < MIN_SPREAD_RATIO * others:
             reasons.append(f"{name} shows no image structure inside (intensity spread {spread:.3f}, the other bodies {others:.3f}): "
                            "the network may have drawn a body the image does not show")
+    return reasons
+
+
+def posterior_wall_at(row_mm: float, walls: np.ndarray, skip: int | None = None) -> float | None:
+    """Column (mm) of the posterior wall line at ``row_mm``: interpolated between the walls (rows of
+    (row, column) mm, cranial to caudal) of the nearest body above and below, that of the
+    nearest one beyond the chain's ends; ``skip`` leaves one body out (the one being checked)."""
+    points = np.asarray([w for i, w in enumerate(walls) if i != skip], float)
+    if len(points) < 2:
+        return None
+    below = int(np.searchsorted(points[:, 0], row_mm))
+    if below == 0 or below == len(points):  # beyond the chain's end: the nearest wall (lordosis bends an extrapolated line forwards)
+        return float(points[min(below, len(points) - 1), 1])
+    (r0, c0), (r1, c1) = points[below - 1], points[below]
+    if r1 == r0:
+        return float(max(c0, c1))
+    return float(c0 + (c1 - c0) * (row_mm - r0) / (r1 - r0))
+
+
+def in_canal(row_anterior_mm: Sequence[float], walls: np.ndarray, skip: int | None = None) -> bool:
+    """Whether a structure (its centroid row and anterior wall column, mm) lies behind the posterior
+    wall line of the bodies (``walls``): in the spinal canal."""
+    wall = posterior_wall_at(float(row_anterior_mm[0]), walls, skip)
+    return wall is not None and float(row_anterior_mm[1]) > wall + CANAL_MARGIN_MM
+
+
+def canal_reasons(rows_anterior: Sequence[tuple[float, float]], walls: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Bodies (centroid row, anterior wall column, mm) lying behind the posterior wall line of the
+    other bodies (in the spinal canal); the sacrum turns back behind the lumbar line and is left out, as are chains under 3 bodies."""
+    keep = [i for i, name in enumerate(names) if name != S1_NAME]
+    if len(keep) < 3:
+        return []
+    column_walls = np.asarray(walls, float)[keep]
+    reasons = []
+    for k, i in enumerate(keep):
+        if in_canal(rows_anterior[i], column_walls, skip=k):
+            reasons.append(f"{names[i]} lies behind the posterior wall of the bodies around it (in the spinal canal): not a vertebral body")
     return reasons

@@ -58,10 +58,12 @@ class LabellingReport:
     removed_islands: int = 0
     #: the chain shows what anatomy forbids, or the votes are weak: the level names may be wrong
     levels_uncertain: bool = False
+    #: a second segmentation pass was tried (:mod:`.repair`): why, what it found and which pass was kept
+    repair: dict | None = None
 
     def to_dict(self) -> dict:
         return {"levels": self.levels, "confidence": round(self.confidence, 3), "anchor": self.anchor, "flags": self.flags,
-                "removed_islands": self.removed_islands, "levels_uncertain": self.levels_uncertain}
+                "removed_islands": self.removed_islands, "levels_uncertain": self.levels_uncertain, "repair": self.repair}
 
     def mark_uncertain(self, reasons: list[str]) -> None:
         """Levels uncertain for these reasons: flagged, confidence halved."""
@@ -86,6 +88,9 @@ class _Body:
     centroid: np.ndarray  # (slice, row, column) mm
     volume: float
     cut_by_field_of_view: bool = False  # reaches the top rows of the image
+    #: (row, column) mm of its posterior wall: the centroid row and the 95th percentile of its columns
+    posterior: np.ndarray | None = None
+    anterior_mm: float = 0.0  # its anterior wall: the 5th percentile of its columns
 
 
 def _bodies(classes: np.ndarray, spacing: np.ndarray) -> tuple[list[_Body], int]:
@@ -181,7 +186,9 @@ def _group_close(items: np.ndarray, centres: np.ndarray, distance: float) -> lis
 def _make_body(index: np.ndarray, votes: np.ndarray, shape, spacing: np.ndarray) -> _Body:
     coordinates = np.column_stack(np.unravel_index(index, shape)).astype(float)
     cut = bool(coordinates[:, 1].min() * spacing[1] <= FIELD_EDGE_MM)
-    return _Body(index, votes / max(1.0, votes.sum()), coordinates.mean(axis=0) * spacing, len(index) * float(np.prod(spacing)), cut)
+    centroid = coordinates.mean(axis=0) * spacing
+    anterior, posterior = np.percentile(coordinates[:, 2], [5, 95]) * spacing[2]
+    return _Body(index, votes / max(1.0, votes.sum()), centroid, len(index) * float(np.prod(spacing)), cut, np.array([centroid[1], posterior]), float(anterior))
 
 
 def _level_sequence(bodies: list[_Body]) -> tuple[list[int], float, list[str]]:
@@ -298,7 +305,9 @@ def _joined(a: _Body, b: _Body) -> _Body:
     weights = np.array([a.volume, b.volume])
     votes = (a.votes * weights[0] + b.votes * weights[1]) / weights.sum()
     centroid = (a.centroid * weights[0] + b.centroid * weights[1]) / weights.sum()
-    return _Body(np.concatenate([a.mask_index, b.mask_index]), votes, centroid, float(weights.sum()), a.cut_by_field_of_view or b.cut_by_field_of_view)
+    posterior = np.array([centroid[1], max(a.posterior[1], b.posterior[1])])
+    return _Body(np.concatenate([a.mask_index, b.mask_index]), votes, centroid, float(weights.sum()), a.cut_by_field_of_view or b.cut_by_field_of_view, posterior,
+                 min(a.anterior_mm, b.anterior_mm))
 
 
 def _chain_reasons(bodies: list[_Body], vertebrae: list[int]) -> list[str]:
@@ -311,6 +320,7 @@ def _chain_reasons(bodies: list[_Body], vertebrae: list[int]) -> list[str]:
         + chain.curve_reasons(centroids, names)
         + chain.sacrum_reasons(centroids, names, [b.votes[-1] for b in bodies])
         + chain.order_reasons(voted, names)
+        + chain.canal_reasons([(b.centroid[1], b.anterior_mm) for b in bodies], np.array([b.posterior for b in bodies]), names)
     )
 
 
@@ -323,6 +333,8 @@ def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:
     rows = np.array([b.centroid[1] for b in bodies])
     gap_mm = float(np.median(np.diff(rows))) if len(rows) > 1 else 35.0
     column = np.median([b.centroid[2] for b in bodies])
+    posterior_walls = np.array([b.posterior for b in bodies])
+    in_canal = 0
     by_disc: dict[int, list[tuple[float, np.ndarray]]] = {}
     flat = components.ravel()
     order = np.argsort(flat, kind="stable")
@@ -336,6 +348,10 @@ def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:
         centroid = np.column_stack(np.unravel_index(index, classes.shape)).mean(axis=0) * spacing
         if abs(centroid[2] - column) > MAX_OFF_AXIS_MM:
             report.removed_islands += 1
+            continue
+        coordinates = np.unravel_index(index, classes.shape)
+        if chain.in_canal((centroid[1], np.percentile(coordinates[2], 5) * spacing[2]), posterior_walls):
+            in_canal += 1
             continue
         above = int(np.searchsorted(rows, centroid[1])) - 1  # index of the body above
         if above >= len(bodies) - 1:  # below the lowest body
@@ -351,6 +367,9 @@ def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:
         else:
             label_above = vertebrae[above]
         by_disc.setdefault(scheme.disc_label(label_above), []).append((volume, index))
+    if in_canal:
+        report.removed_islands += in_canal
+        report.flags.append(f"{in_canal} disc structure(s) behind the posterior wall of the bodies (in the spinal canal) were not taken as discs")
     for disc, parts in by_disc.items():
         largest = max(volume for volume, _ in parts)
         for volume, index in parts:
