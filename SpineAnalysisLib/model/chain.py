@@ -29,9 +29,10 @@ with a wide margin over the largest value a healthy expert chain shows:
   posterior wall of the bodies around it (the line through their posterior walls, 95th percentile
   of their columns, at its height; beyond the chain's ends the nearest body's wall) lies entirely in
   the spinal canal, where no body or disc can be. In the 66 expert chains every body's anterior wall
-  lies at least MEASURED mm in front of that line (L5 in strong lordosis sits up to 15 mm behind L4's
+  lies at least 7 mm in front of that line (L5 in strong lordosis sits up to 15 mm behind L4's
   centroid, so the centroid itself is no test). A body there makes the levels uncertain; a disc
-  component there is dropped. Limit ``CANAL_MARGIN_MM`` 0.
+  component there is dropped. Limit ``CANAL_MARGIN_MM`` 0. The sacrum turns back: S1's anterior wall
+  lies up to 1 mm behind L5's posterior wall in the 8 expert T10-S1 chains; limit ``S1_CANAL_MARGIN_MM`` 10.
 
 Each check returns reasons (one line each) for the labelling report; an empty list means the chain
 is plausible. Sekuboyina et al. (VerSe, Med Image Anal 2021) describe the same failure modes of
@@ -54,6 +55,7 @@ SAME_BODY_ROWS = 0.3
 S1_NAME = "S1"
 MIN_SPREAD_RATIO = 0.2
 CANAL_MARGIN_MM = 0.0
+S1_CANAL_MARGIN_MM = 10.0
 
 
 def gap_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -236,22 +238,25 @@ def posterior_wall_at(row_mm: float, walls: np.ndarray, skip: int | None = None)
     return float(c0 + (c1 - c0) * (row_mm - r0) / (r1 - r0))
 
 
-def in_canal(row_anterior_mm: Sequence[float], walls: np.ndarray, skip: int | None = None) -> bool:
+def in_canal(row_anterior_mm: Sequence[float], walls: np.ndarray, skip: int | None = None, margin_mm: float = CANAL_MARGIN_MM) -> bool:
     """Whether a structure (its centroid row and anterior wall column, mm) lies behind the posterior
     wall line of the bodies (``walls``): in the spinal canal."""
     wall = posterior_wall_at(float(row_anterior_mm[0]), walls, skip)
-    return wall is not None and float(row_anterior_mm[1]) > wall + CANAL_MARGIN_MM
+    return wall is not None and float(row_anterior_mm[1]) > wall + margin_mm
 
 
 def canal_reasons(rows_anterior: Sequence[tuple[float, float]], walls: np.ndarray, names: Sequence[str]) -> list[str]:
     """Bodies (centroid row, anterior wall column, mm) lying behind the posterior wall line of the
-    other bodies (in the spinal canal); the sacrum turns back behind the lumbar line and is left out, as are chains under 3 bodies."""
+    other bodies (in the spinal canal); S1 against the lumbar walls with ``S1_CANAL_MARGIN_MM`` (the
+    sacrum turns back); chains of under 3 bodies above the sacrum are not checked."""
     keep = [i for i, name in enumerate(names) if name != S1_NAME]
     if len(keep) < 3:
         return []
     column_walls = np.asarray(walls, float)[keep]
     reasons = []
-    for k, i in enumerate(keep):
-        if in_canal(rows_anterior[i], column_walls, skip=k):
-            reasons.append(f"{names[i]} lies behind the posterior wall of the bodies around it (in the spinal canal): not a vertebral body")
+    for i, name in enumerate(names):
+        skip = keep.index(i) if i in keep else None
+        margin = S1_CANAL_MARGIN_MM if name == S1_NAME else CANAL_MARGIN_MM
+        if in_canal(rows_anterior[i], column_walls, skip=skip, margin_mm=margin):
+            reasons.append(f"{name} lies behind the posterior wall of the bodies around it (in the spinal canal): not a vertebral body")
     return reasons

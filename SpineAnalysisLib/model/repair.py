@@ -125,7 +125,9 @@ def choose(first, second, reasons: list[str], noise: dict, spacing: tuple[float,
       kept only when it labels more bodies (it found what the first missed). When they disagree, the
       first stays and its levels become uncertain ("the passes disagree"): on a noisy scan a chain that
       passes every check can still be counted from the wrong anchor.
-    * Otherwise (the second pass also fails) the first stays, with its own "levels uncertain"."""
+    * Otherwise (the second pass also fails) the first stays, with its own "levels uncertain".
+    * Whatever is kept, on a noisy scan levels not anchored on the sacrum are uncertain
+      (:func:`noisy_anchor_reasons`)."""
     a, b = first.report, second.report
     disagree = False
     if b.levels_uncertain or not b.levels:
@@ -152,7 +154,20 @@ def choose(first, second, reasons: list[str], noise: dict, spacing: tuple[float,
     keep.report.flags.append(f"repair tried ({'; '.join(reasons)}): kept the {kept} pass: {why}")
     if disagree:
         keep.report.mark_uncertain([f"a second pass on a denoised copy names the bodies differently (first: {', '.join(_names(a))}; second: {', '.join(_names(b))})"])
+    keep.report.mark_uncertain(noisy_anchor_reasons(keep.report, noise))
+    record["levels_uncertain"] = keep.report.levels_uncertain
     return keep, record
+
+
+def noisy_anchor_reasons(report: LabellingReport, noise: dict) -> list[str]:
+    """On a noisy scan, levels not counted from a recognised sacrum are not to be trusted: the other
+    anchors rest on the network's appearance-based level votes, which noise corrupts while the chain
+    stays regular (stress test on training cases: VB2_05 at SNR 2 lost T11, T12 and L5 and named the
+    rest L1-L4 from an "L3" anchor with confidence 0.65, both passes alike)."""
+    if report.levels and not report.levels_uncertain and noise["snr"] < NOISY_SNR and report.anchor != "S1":
+        return [f"the image is noisy (estimated signal-to-noise ratio {noise['snr']:.1f}) and the levels are counted from {report.anchor}, "
+                "not from a recognised sacrum"]
+    return []
 
 
 def _names(report: LabellingReport) -> list[str]:

@@ -117,3 +117,35 @@ def test_a_body_without_image_structure_is_reported():
     reasons = featureless_reasons(spreads)
     assert len(reasons) == 1 and reasons[0].startswith("L3 shows no image structure")
     assert featureless_reasons({"L1": 0.08, "L2": 0.04, "L3": 0.07}) == []  # half the others' spread is real anatomy
+
+
+def test_a_body_in_the_spinal_canal_at_the_chains_end_makes_the_levels_uncertain():
+    """Regular spacing (so not dropped as crowding), but entirely behind the posterior wall of L4/L5."""
+    classes = _chain([20, 21, 22, 23, 24])
+    top = 10 + 5 * 36
+    classes[:, top : top + 28, 80:105] = LABEL_TO_CHANNEL[24]
+    _, report = label_levels(classes, SPACING)
+    assert report.levels_uncertain
+    assert any("behind the posterior wall" in f and "spinal canal" in f for f in report.flags), report.flags
+
+
+def test_a_disc_in_the_spinal_canal_is_not_taken_as_a_disc():
+    classes = _chain([20, 21, 22, 23, 24, 26])
+    classes[:, 74:82, 78:92] = LABEL_TO_CHANNEL[121]  # behind the L2-L3 disc (rows 74-82): a fragment in the canal
+    labels, report = label_levels(classes, SPACING)
+    assert any("disc structure(s) behind the posterior wall" in f for f in report.flags), report.flags
+    assert not labels[:, :, 75:].any()  # nothing labelled in the canal
+    assert (labels[:, 74:82, 42:68] == 121).all()  # the real L2-L3 disc is kept
+    assert not report.levels_uncertain
+
+
+def test_the_canal_check_spares_a_lordotic_l5_and_the_sacrum():
+    """Expert-like geometry: L5 15 mm behind L4's centroid and S1 turned back, its front at L5's back wall."""
+    from SpineAnalysisLib.model.chain import canal_reasons
+
+    names = ["L3", "L4", "L5", "S1"]
+    walls = np.array([[100.0, 108.0], [135.0, 108.0], [170.0, 121.0], [200.0, 135.0]])
+    anterior = [(100.0, 80.0), (135.0, 80.0), (170.0, 96.0), (200.0, 122.0)]
+    assert canal_reasons(anterior, walls, names) == []
+    anterior[2] = (170.0, 112.0)  # L5's front behind L4's back wall
+    assert canal_reasons(anterior, walls, names)[0].startswith("L5 lies behind the posterior wall")

@@ -91,6 +91,9 @@ def test_a_volume_with_one_body_blanked_out_is_levels_uncertain(small_real_image
     blanked = segment_image(_like(small_real_image, array), device="cpu")
     assert blanked.report.levels_uncertain and blanked.report.confidence < LOW_CONFIDENCE, blanked.report.flags
     assert any(f.startswith("levels uncertain:") for f in blanked.report.flags)
+    # the repair cannot bring back a body the image does not show: tried, and the levels stay uncertain
+    repair = blanked.summary()["repair"]
+    assert repair["tried"] and repair["second_pass"]["levels_uncertain"] and repair["kept"] == "first", repair
 
 
 def test_a_body_reaching_the_top_edge_is_labelled_up_to_it(result):
@@ -102,6 +105,11 @@ def test_a_body_reaching_the_top_edge_is_labelled_up_to_it(result):
     rows = np.argwhere(frame.to_canonical(sitk.GetArrayFromImage(result.label_map)) == 19)[:, 1]
     assert rows.size and rows.min() * frame.spacing[1] <= 4.0
     assert set(result.stages) >= {"prepare_s", "localise_s", "segment_s", "label_s", "box_fraction"}
+
+
+def test_a_clean_scan_is_not_segmented_twice(result):
+    assert result.report.repair is None and result.summary()["repair"] is None and result.first_pass is None
+    assert result.stages["noise_snr"] > 15 and not any(k.startswith("repair_") for k in result.stages)
 
 
 def test_fast_gives_the_default_answer_with_a_deprecation_warning(small_real_image, result):
