@@ -156,6 +156,7 @@ def segment_image(
         noise = repair_rules.noise_level(canonical)
         first.stages["noise_estimate_s"] = time.perf_counter() - clock
         first.stages["noise_snr"] = noise["snr"]
+        warnings.extend(repair_rules.noise_warnings(noise))
         reasons = repair_rules.repair_reasons(first.report, noise)
         if reasons:
             report_progress(0.9, "repair: segmenting again after edge-preserving denoising (" + "; ".join(reasons) + ")")

@@ -12,11 +12,12 @@ signal, a coil bias field, coarser in-plane pixels; the seed is fixed per case a
 through the real pipeline (``segment_image`` with its repair), and scored against the expert labels
 with ``evaluation.score_prediction`` (partial labels: only annotated levels count).
 
-Printed per case and level: body Dice, level identification (VerSe rule), ``levels_uncertain``,
-confidence, anchor, the estimated SNR (``model.repair.noise_level``), whether a repair pass was
-tried and which was kept, with the first pass's Dice/identification when it was replaced, and the
-seconds. A failure is "silent" when identification is below 100 % or body Dice below 0.80 and the
-result is not marked levels uncertain.
+Printed per case and level: the estimated SNR (``model.repair.noise_level``); before (the first
+pass alone, as without the repair) and after (what the pipeline returns): body Dice, level
+identification (VerSe rule), ``levels_uncertain``, confidence, anchor; which pass was kept; seconds.
+A result is wrong when a level is misidentified or body Dice is below 0.80, and SILENT when it is
+wrong and not marked levels uncertain. Then per level, before and after: mean Dice, identified
+levels, wrong and silent cases, repairs tried and kept. ``--summarise JSONL`` reprints an earlier run.
 
 Level names: ``clean``; ``snrN`` Rician noise at SNR N; ``biasB`` bias field exp(B * ramp);
 ``coarseF`` in-plane pixels F times coarser; joined with ``+``.
@@ -87,9 +88,83 @@ def fmt(value, pattern="{:.3f}"):
     return "n/a" if value is None else pattern.format(value)
 
 
+def levels_wrong(p: dict) -> bool:
+    """Bodies labelled and a level misidentified (VerSe rule)."""
+    return p["labelled"] and p["identified"] < p["identifiable"]
+
+
+def masks_poor(p: dict) -> bool:
+    return p["dice"] is not None and p["dice"] < 0.80
+
+
+def flagged(p: dict) -> bool:
+    """The result says it is not to be trusted: levels uncertain, nothing labelled, or a noisy-image warning."""
+    return p["uncertain"] or not p["labelled"] or p["noisy_warning"]
+
+
+def before_after(row: dict) -> tuple[dict, dict]:
+    """(first pass alone, what the pipeline returned) for one stress row. The noisy-image warning is
+    new with the repair, so "before" has none."""
+    record = row.get("repair")
+    noisy = any(w.startswith("the image is noisy") for w in row.get("warnings", []))
+    after = {"dice": row.get("dice_vertebra"), "identified": row["identified"], "identifiable": row["identifiable"],
+             "uncertain": row["levels_uncertain"], "confidence": row["confidence"], "anchor": row["anchor"],
+             "labelled": bool(row["anchor"]), "noisy_warning": noisy}
+    if record is None:
+        return {**after, "noisy_warning": False}, after
+    scored = row.get("first_pass") or row  # the first pass's masks were kept unless a second pass replaced them
+    first = record["first_pass"]
+    before = {"dice": scored.get("dice_vertebra"), "identified": scored["identified"], "identifiable": scored["identifiable"],
+              "uncertain": first["levels_uncertain"], "confidence": first["confidence"], "anchor": first["anchor"],
+              "labelled": bool(first["levels"]), "noisy_warning": False}
+    return before, after
+
+
+HEADER = ("case     level                snr_est | before: dice  ident uncert conf  anchor       | after: dice  ident uncert conf  anchor warn kept   | s\n"
+          "(LEVELS: levels wrong and not uncertain; SILENT: wrong levels or Dice < 0.80 and not flagged by uncertain levels, an empty result or a noisy-image warning)")
+
+
+def _mark(p: dict) -> str:
+    if levels_wrong(p) and not p["uncertain"]:
+        return "LEVELS"
+    return "SILENT" if (levels_wrong(p) or masks_poor(p)) and not flagged(p) else ""
+
+
+def format_row(row: dict) -> str:
+    before, after = before_after(row)
+    record = row.get("repair")
+
+    def part(p):
+        return f"{fmt(p['dice'])} {p['identified']:2}/{p['identifiable']:<2} {str(p['uncertain']):6} {p['confidence']:.2f}  {p['anchor'] or '-':6}"
+
+    kept = "-" if record is None else record["kept"]
+    return (f"{row['case_id']:8} {row['level']:20} {fmt(row['stages'].get('noise_snr'), '{:.1f}'):7} | {part(before)} {_mark(before):6} | "
+            f"{part(after)} {'yes' if after['noisy_warning'] else 'no':4} {kept:6} | {row['seconds']:.0f} {_mark(after)}")
+
+
+def summarise(rows: list[dict]) -> str:
+    lines = []
+    for level in dict.fromkeys(r["level"] for r in rows):
+        group = [r for r in rows if r["level"] == level]
+        pairs = [before_after(r) for r in group]
+        for name, index in (("before", 0), ("after", 1)):
+            parts = [p[index] for p in pairs]
+            dice = [p["dice"] for p in parts if p["dice"] is not None]
+            lines.append(
+                f"{level:20} {name:6}: {len(group)} cases, body Dice mean {fmt(float(np.mean(dice)) if dice else None)}, "
+                f"identified {sum(p['identified'] for p in parts)}/{sum(p['identifiable'] for p in parts)}, "
+                f"nothing labelled {sum(not p['labelled'] for p in parts)}, levels wrong {sum(levels_wrong(p) for p in parts)} "
+                f"(not uncertain {sum(levels_wrong(p) and not p['uncertain'] for p in parts)}), Dice < 0.80 {sum(masks_poor(p) for p in parts)}, "
+                f"silent {sum(bool(_mark(p) == 'SILENT' or _mark(p) == 'LEVELS') for p in parts)}, levels uncertain {sum(p['uncertain'] for p in parts)}")
+        tried = sum(r.get("repair") is not None for r in group)
+        lines.append(f"{level:20} repair tried on {tried}, second pass kept on {sum((r.get('repair') or {}).get('kept') == 'second' for r in group)}, "
+                     f"seconds median {np.median([r['seconds'] for r in group]):.0f}")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--split", choices=("training", "validation"), required=True)
+    parser.add_argument("--split", choices=("training", "validation"))
     parser.add_argument("--cases", help="comma-separated case ids of that split (default: all of it)")
     parser.add_argument("--levels", default="clean,snr8,snr4,snr2")
     parser.add_argument("--data", help="shared lumbar_mri folder (default: ../shared/data/lumbar_mri)")
@@ -97,8 +172,17 @@ def main():
     parser.add_argument("--no-repair", action="store_true", help="first pass only")
     parser.add_argument("--force-second-pass", action="store_true")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="curvature")
+    parser.add_argument("--summarise", metavar="JSONL", help="only print the table and summary of an earlier run's --jsonl")
     args = parser.parse_args()
+    if args.summarise:
+        rows = [json.loads(line) for line in open(args.summarise, encoding="utf-8")]
+        print(HEADER)
+        print("\n".join(format_row(r) for r in rows))
+        print(summarise(rows))
+        return
 
+    if not args.split:
+        raise SystemExit("stress_noise: error: --split training|validation is needed")
     records = read_manifest(Path(args.data) if args.data else default_data_dir())
     train, validation = split_cases(records)
     pool = {r.case_id: r for r in (train if args.split == "training" else validation)}
@@ -114,21 +198,20 @@ def main():
 
     print(f"stress_noise: {args.split} split, {len(wanted)} cases, levels {args.levels}, variant {args.variant}, "
           f"repair {'off' if args.no_repair else 'on'}{' (forced)' if args.force_second_pass else ''}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
-    print("case     level                 dice   ident  uncert conf  anchor snr_est repair          first-pass dice/ident  s", flush=True)
+    print(HEADER, flush=True)
+    rows = []
     for case_id in wanted:
         for name, settings in levels:
             seed = zlib.crc32(f"{case_id}:{name}".encode())
             transform = None if name == "clean" else (lambda image, s=settings, seed=seed: degraded(image, seed=seed, **s))
             row = evaluate_case(pool[case_id], device="cpu", image_transform=transform, measure=False, repair=not args.no_repair)
-            record = row.get("repair")
-            first = row.get("first_pass") or row
-            repair_text = "-" if record is None else f"tried,kept {record['kept']}"
-            print(f"{case_id:8} {name:20} {fmt(row.get('dice_vertebra'))}  {row['identified']:2}/{row['identifiable']:<2}  {str(row['levels_uncertain']):6} "
-                  f"{row['confidence']:.2f}  {row['anchor']:6} {fmt(row['stages'].get('noise_snr'), '{:.1f}'):7} {repair_text:15} "
-                  f"{fmt(first.get('dice_vertebra'))} {first['identified']}/{first['identifiable']}  {row['seconds']:.0f}", flush=True)
+            row = {"split": args.split, "level": name, "variant": args.variant, "forced": args.force_second_pass, **row}
+            rows.append(row)
+            print(format_row(row), flush=True)
             if args.jsonl:
                 with open(args.jsonl, "a", encoding="utf-8") as stream:
-                    stream.write(json.dumps({"split": args.split, "level": name, "variant": args.variant, "forced": args.force_second_pass, **row}, default=str) + "\n")
+                    stream.write(json.dumps(row, default=str) + "\n")
+    print(summarise(rows))
 
 
 if __name__ == "__main__":
