@@ -83,15 +83,21 @@ def repair_reasons(report: LabellingReport, noise: dict) -> list[str]:
 def denoise(canonical_raw: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     """Edge-preserving denoised copy (float32) of a canonical volume (slices, rows, columns): curvature
     flow within each sagittal slice (slices can be thick; smoothing across them would blur the column)."""
+    return filter_slices(canonical_raw, spacing, lambda image: sitk.CurvatureFlow(image, timeStep=DENOISE_TIME_STEP, numberOfIterations=DENOISE_ITERATIONS))
+
+
+def filter_slices(canonical_raw: np.ndarray, spacing: tuple[float, float, float], image_filter) -> np.ndarray:
+    """``image_filter`` (a 2D SimpleITK image -> image, with the in-plane spacing set) applied to each
+    sagittal slice of a canonical volume; NaN/infinite voxels become the lowest finite value first."""
     volume = np.asarray(canonical_raw, np.float32)
     finite = np.isfinite(volume)
     if not finite.all():
-        volume = np.where(finite, volume, np.nanmin(np.where(finite, volume, np.nan)) if finite.any() else 0.0).astype(np.float32)
+        volume = np.where(finite, volume, volume[finite].min() if finite.any() else 0.0).astype(np.float32)
     out = np.empty_like(volume)
     for index in range(volume.shape[0]):
         image = sitk.GetImageFromArray(volume[index])
         image.SetSpacing((float(spacing[2]), float(spacing[1])))
-        out[index] = sitk.GetArrayViewFromImage(sitk.CurvatureFlow(image, timeStep=DENOISE_TIME_STEP, numberOfIterations=DENOISE_ITERATIONS))
+        out[index] = sitk.GetArrayViewFromImage(image_filter(image))
     return out
 
 

@@ -62,23 +62,11 @@ def parse_level(name: str) -> dict:
 
 
 def _gaussian(canonical_raw, spacing):
-    volume = np.asarray(canonical_raw, np.float32)
-    out = np.empty_like(volume)
-    for index in range(volume.shape[0]):
-        image = sitk.GetImageFromArray(volume[index])
-        image.SetSpacing((float(spacing[2]), float(spacing[1])))
-        out[index] = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(image, 1.0))
-    return out
+    return repair.filter_slices(canonical_raw, spacing, lambda image: sitk.SmoothingRecursiveGaussian(image, 1.0))
 
 
 def _anisotropic(canonical_raw, spacing):
-    volume = np.asarray(canonical_raw, np.float32)
-    out = np.empty_like(volume)
-    for index in range(volume.shape[0]):
-        image = sitk.GetImageFromArray(volume[index])
-        image.SetSpacing((float(spacing[2]), float(spacing[1])))
-        out[index] = sitk.GetArrayViewFromImage(sitk.GradientAnisotropicDiffusion(image, timeStep=0.125, conductanceParameter=2.0, numberOfIterations=5))
-    return out
+    return repair.filter_slices(canonical_raw, spacing, lambda image: sitk.GradientAnisotropicDiffusion(image, timeStep=0.125, conductanceParameter=2.0, numberOfIterations=5))
 
 
 VARIANTS = {"curvature": repair.denoise, "gaussian": _gaussian, "anisotropic": _anisotropic}
