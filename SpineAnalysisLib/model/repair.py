@@ -30,6 +30,8 @@ from .labelling import LabellingReport
 #: Below this estimated signal-to-noise ratio a scan counts as noisy and is also segmented a second
 #: time (chosen on training cases: clean shared scans estimate well above it).
 NOISY_SNR = 8.0
+#: Reported for a noise-free image (JSON has no infinity).
+MAX_SNR = 1000.0
 #: Tissue for the noise estimate: voxels above this fraction of the normalised range (not background).
 TISSUE_LEVEL = 0.1
 #: Edge-preserving denoising of the second pass: curvature flow (Sethian; SimpleITK CurvatureFlow),
@@ -46,16 +48,16 @@ def noise_level(canonical: np.ndarray) -> dict:
     normalised intensity units and ``snr`` (median tissue intensity over sigma); see the module text."""
     volume = np.asarray(canonical, np.float32)
     if volume.shape[1] < 3 or volume.shape[2] < 3:
-        return {"sigma": 0.0, "snr": float("inf")}
+        return {"sigma": 0.0, "snr": MAX_SNR}
     rows = volume[:, :-2, :] - 2 * volume[:, 1:-1, :] + volume[:, 2:, :]
     response = rows[:, :, :-2] - 2 * rows[:, :, 1:-1] + rows[:, :, 2:]
     centre = volume[:, 1:-1, 1:-1]
     tissue = centre > TISSUE_LEVEL
     if tissue.sum() < 100:
-        return {"sigma": 0.0, "snr": float("inf")}
+        return {"sigma": 0.0, "snr": MAX_SNR}
     sigma = float(np.median(np.abs(response[tissue])) / 0.6745 / 6.0)
     signal = float(np.median(centre[tissue]))
-    return {"sigma": round(sigma, 5), "snr": round(signal / sigma, 2) if sigma > 0 else float("inf")}
+    return {"sigma": round(sigma, 5), "snr": round(min(signal / sigma, MAX_SNR), 2) if sigma > 0 else MAX_SNR}
 
 
 def noise_warnings(noise: dict) -> list[str]:
