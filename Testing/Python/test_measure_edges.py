@@ -101,5 +101,26 @@ def test_no_slip_on_a_lower_body_labelled_only_in_part():
     partial.CopyInformation(label_map)
     table = rows_by(measure_case(None, partial))
     row = table[("L5", "slip_percent")]
-    assert row.value is None and "S1's superior endplate is 59 %" in row.note
+    assert row.value is None and "S1 superior endplate is 59 %" in row.note and "S1 labelled in part" in row.note
     assert table[("L4", "slip_percent")].value == pytest.approx(0.0, abs=3.0)
+
+
+def test_a_body_labelled_only_in_part_gives_no_disc_corners_angle_or_sacral_slope():
+    """Facing endplates of the shared expert masks are 0.76-1.22 of each other; an S1 drawn with only its posterior
+    59 % (the model's S1 at the bottom of a field of view) must not give the L5-S1 heights, angle, DHI or sacral slope
+    from its wrong anterior corner, and no outline fallback from a disc that is drawn in part with it."""
+    spine = ph.build_spine((23, 24, 26), heights=26.0, discs=10.0, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    whole = rows_by(measure_case(None, label_map))
+    array = sitk.GetArrayFromImage(label_map)
+    y = np.array([label_map.TransformIndexToPhysicalPoint((0, j, 0))[1] for j in range(array.shape[1])])
+    array[(array == 26) & (-y[None, :, None] > 0.6 * 36.0)] = 0
+    partial = sitk.GetImageFromArray(array)
+    partial.CopyInformation(label_map)
+    table = rows_by(measure_case(None, partial))
+    for key in (("L5-S1", "height_anterior_mm"), ("L5-S1", "height_posterior_mm"), ("L5-S1", "segmental_angle_deg"),
+                ("L5-S1", "dhi"), ("S1", "sacral_slope_deg")):
+        assert whole[key].value is not None, key
+        assert table[key].value is None and "S1 labelled in part" in table[key].note, (key, table[key].note)
+    # the disc above keeps its values
+    assert table[("L4-L5", "height_middle_mm")].value == pytest.approx(whole[("L4-L5", "height_middle_mm")].value, abs=0.01)
