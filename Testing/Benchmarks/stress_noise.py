@@ -15,7 +15,7 @@ with ``evaluation.score_prediction`` (partial labels: only annotated levels coun
 Printed per case and level: the estimated SNR (``model.repair.noise_level``); before (the first
 pass alone, as without the repair) and after (what the pipeline returns): body Dice, level
 identification (VerSe rule), ``levels_uncertain``, confidence, anchor; which pass was kept; seconds.
-A result is wrong when a level is misidentified or body Dice is below 0.80, and SILENT when it is
+A result is wrong when an annotated level is not identified (missed or misnamed) or body Dice is below 0.80, and SILENT when it is
 wrong and not marked levels uncertain. Then per level, before and after: mean Dice, identified
 levels, wrong and silent cases, repairs tried and kept. ``--summarise JSONL`` reprints an earlier run.
 
@@ -77,7 +77,7 @@ def fmt(value, pattern="{:.3f}"):
 
 
 def levels_wrong(p: dict) -> bool:
-    """Bodies labelled and a level misidentified (VerSe rule)."""
+    """Bodies labelled and an annotated level not identified (missed or misnamed; VerSe rule)."""
     return p["labelled"] and p["identified"] < p["identifiable"]
 
 
