@@ -171,7 +171,7 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
     discs = sorted(l for l in annotated if scheme.is_disc(l))
     case: dict = {"case_id": record.case_id, "seconds": round(seconds, 2), "flags": result.report.flags, "confidence": result.report.confidence,
                   "levels_uncertain": result.report.levels_uncertain, "anchor": result.report.anchor, "repair": result.report.repair,
-                  "stages": result.stages, "warnings": result.warnings}
+                  "stages": result.stages, "warnings": result.warnings, "noise": result.noise}
     case.update(score_prediction(predicted, reference, image, vertebrae, discs))
     if result.first_pass is not None:
         first = result.first_pass

@@ -39,11 +39,13 @@ class SegmentationResult:
     stages: dict[str, float] = field(default_factory=dict)
     #: the first pass, when a repair pass replaced it (``report.repair`` says why)
     first_pass: "PassResult | None" = None
+    #: the image's estimated noise (:func:`.model.repair.noise_level`: ``sigma``, ``snr``); None without repair
+    noise: "dict | None" = None
 
     def summary(self) -> dict:
         stages = {name: round(value, 3 if name == "box_fraction" else 2) for name, value in self.stages.items()}
         return {"model": self.model, "device": self.device, "seconds": round(self.seconds, 2), "stages": stages, "warnings": self.warnings,
-                **self.report.to_dict()}
+                "noise": self.noise, **self.report.to_dict()}
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -146,16 +148,13 @@ def segment_image(
     canonical_raw = frame.to_canonical(array)
     del array
     canonical = normalise_intensity(canonical_raw)
+    noise = repair_rules.noise_level(canonical) if repair else None  # part of preparing (0.1-0.3 s)
     prepare_s = time.perf_counter() - clock
     run = _PassRunner(network, frame, torch_device, inference_settings(info), report_progress, cancel)
     first = run(canonical, "", (0.04, 0.88))
     first.stages = {"prepare_s": prepare_s, **first.stages}
     chosen, attempt = first, None
-    if repair:
-        clock = time.perf_counter()
-        noise = repair_rules.noise_level(canonical)
-        first.stages["noise_estimate_s"] = time.perf_counter() - clock
-        first.stages["noise_snr"] = noise["snr"]
+    if noise is not None:
         warnings.extend(repair_rules.noise_warnings(noise))
         reasons = repair_rules.repair_reasons(first.report, noise)
         if reasons:
@@ -177,7 +176,7 @@ def segment_image(
         first.label_map = label_map_like(frame.from_canonical(first.labels), image)
     report_progress(1.0, "done")
     return SegmentationResult(label_map, chosen.report, info.label, torch_device.type, time.time() - started, warnings, stages,
-                              first_pass=None if chosen is first else first)
+                              first_pass=None if chosen is first else first, noise=noise)
 
 
 @dataclass

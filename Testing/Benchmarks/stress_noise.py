@@ -118,6 +118,11 @@ def _mark(p: dict) -> str:
     return "SILENT" if (levels_wrong(p) or masks_poor(p)) and not flagged(p) else ""
 
 
+def _snr(row: dict):
+    """The estimated SNR of a row (``noise``; rows written before it moved there: ``stages``)."""
+    return (row.get("noise") or {}).get("snr", row["stages"].get("noise_snr"))
+
+
 def format_row(row: dict) -> str:
     before, after = before_after(row)
     record = row.get("repair")
@@ -126,7 +131,7 @@ def format_row(row: dict) -> str:
         return f"{fmt(p['dice'])} {p['identified']:2}/{p['identifiable']:<2} {str(p['uncertain']):6} {p['confidence']:.2f}  {p['anchor'] or '-':6}"
 
     kept = "-" if record is None else record["kept"]
-    return (f"{row['case_id']:8} {row['level']:20} {fmt(row['stages'].get('noise_snr'), '{:.1f}'):7} | {part(before)} {_mark(before):6} | "
+    return (f"{row['case_id']:8} {row['level']:20} {fmt(_snr(row), '{:.1f}'):7} | {part(before)} {_mark(before):6} | "
             f"{part(after)} {'yes' if after['noisy_warning'] else 'no':4} {kept:6} | {row['seconds']:.0f} {_mark(after)}")
 
 

@@ -109,7 +109,8 @@ def test_a_body_reaching_the_top_edge_is_labelled_up_to_it(result):
 
 def test_a_clean_scan_is_not_segmented_twice(result):
     assert result.report.repair is None and result.summary()["repair"] is None and result.first_pass is None
-    assert result.stages["noise_snr"] > 15 and not any(k.startswith("repair_") for k in result.stages)
+    assert result.noise["snr"] > 15 and result.summary()["noise"] == result.noise
+    assert not any(k.startswith("repair_") for k in result.stages)
 
 
 def test_fast_gives_the_default_answer_with_a_deprecation_warning(small_real_image, result):
