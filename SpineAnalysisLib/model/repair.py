@@ -164,8 +164,8 @@ def choose(first, second, reasons: list[str], noise: dict, spacing: tuple[float,
         "why": reasons,
         "noise": noise,
         "method": f"second pass on a curvature-flow denoised copy ({DENOISE_ITERATIONS} iterations, time step {DENOISE_TIME_STEP})",
-        "first_pass": {"levels": a.levels, "confidence": round(a.confidence, 3), "anchor": a.anchor, "levels_uncertain": a.levels_uncertain},
-        "second_pass": {"levels": b.levels, "confidence": round(b.confidence, 3), "anchor": b.anchor, "levels_uncertain": b.levels_uncertain},
+        "first_pass": _summary(a),
+        "second_pass": _summary(b),
         "kept": kept,
         "reason_kept": why,
     }
@@ -186,6 +186,13 @@ def noisy_anchor_reasons(report: LabellingReport, noise: dict) -> list[str]:
         return [f"the image is noisy (estimated signal-to-noise ratio {noise['snr']:.1f}) and the levels are counted from {report.anchor}, "
                 "not from a recognised sacrum"]
     return []
+
+
+def _summary(report: LabellingReport) -> dict:
+    """A pass in the repair record: its levels, confidence, anchor, uncertainty and flags (as they were
+    before the choice added any)."""
+    return {"levels": report.levels, "confidence": round(report.confidence, 3), "anchor": report.anchor,
+            "levels_uncertain": report.levels_uncertain, "flags": list(report.flags)}
 
 
 def _names(report: LabellingReport) -> list[str]:
