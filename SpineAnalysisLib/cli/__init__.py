@@ -48,7 +48,8 @@ import sys
 # Before torch loads its OpenMP runtime (read once, at load): a torch thread waiting for its partner sleeps instead of
 # spinning. With the default (spinning), a program holding one of two cores makes a 2-thread run 2-3 times slower
 # (2026-12-06, 2-core machine at load 4-5: analyze VB2_09 33.6-34.2 s spinning, 13.7-15.5 s passive; VB3_01 22.7-25.4
-# against 7.8-8.4 s; README "Speed and memory"). A user's own OMP_WAIT_POLICY is kept.
+# against 7.8-8.4 s; quiet, passive costs up to 10-20 %: VB2_09 10.9-11.9 s against 9.9 s; README "Speed and
+# memory"). A user's own OMP_WAIT_POLICY is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ..errors import SpineAnalysisError  # noqa: E402
