@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from degrade import degraded  # noqa: E402
 
-from SpineAnalysisLib.evaluation import evaluate_case  # noqa: E402
+from SpineAnalysisLib.evaluation import IDENTIFICATION_RADIUS_MM, evaluate_case  # noqa: E402
 from SpineAnalysisLib.model import repair  # noqa: E402
 from SpineAnalysisLib.model.dataset import default_data_dir, read_manifest, split_cases  # noqa: E402
 
@@ -81,6 +81,17 @@ def levels_wrong(p: dict) -> bool:
     return p["labelled"] and p["identified"] < p["identifiable"]
 
 
+def misnamed(errors: list[str]) -> int:
+    """Annotated levels where a predicted body lies (within the VerSe radius) but carries another name,
+    from ``evaluation.identification``'s messages ("L2: nearest is L3 at 3 mm"); the other errors are
+    levels missed."""
+    count = 0
+    for error in errors:
+        match = re.search(r"nearest is \S+ at ([0-9.]+) mm$", error)
+        count += bool(match and float(match.group(1)) <= IDENTIFICATION_RADIUS_MM)
+    return count
+
+
 def masks_poor(p: dict) -> bool:
     return p["dice"] is not None and p["dice"] < 0.80
 
@@ -97,14 +108,14 @@ def before_after(row: dict) -> tuple[dict, dict]:
     noisy = any(w.startswith("the image is noisy") for w in row.get("warnings", []))
     after = {"dice": row.get("dice_vertebra"), "identified": row["identified"], "identifiable": row["identifiable"],
              "uncertain": row["levels_uncertain"], "confidence": row["confidence"], "anchor": row["anchor"],
-             "labelled": bool(row["anchor"]), "noisy_warning": noisy}
+             "labelled": bool(row["anchor"]), "noisy_warning": noisy, "misnamed": misnamed(row["identification_errors"])}
     if record is None:
         return {**after, "noisy_warning": False}, after
     scored = row.get("first_pass") or row  # the first pass's masks were kept unless a second pass replaced them
     first = record["first_pass"]
     before = {"dice": scored.get("dice_vertebra"), "identified": scored["identified"], "identifiable": scored["identifiable"],
               "uncertain": first["levels_uncertain"], "confidence": first["confidence"], "anchor": first["anchor"],
-              "labelled": bool(first["levels"]), "noisy_warning": False}
+              "labelled": bool(first["levels"]), "noisy_warning": False, "misnamed": misnamed(scored["identification_errors"])}
     return before, after
 
 
@@ -147,7 +158,8 @@ def summarise(rows: list[dict]) -> str:
                 f"{level:20} {name:6}: {len(group)} cases, body Dice mean {fmt(float(np.mean(dice)) if dice else None)}, "
                 f"identified {sum(p['identified'] for p in parts)}/{sum(p['identifiable'] for p in parts)}, "
                 f"nothing labelled {sum(not p['labelled'] for p in parts)}, levels wrong {sum(levels_wrong(p) for p in parts)} "
-                f"(not uncertain {sum(levels_wrong(p) and not p['uncertain'] for p in parts)}), Dice < 0.80 {sum(masks_poor(p) for p in parts)}, "
+                f"(not uncertain {sum(levels_wrong(p) and not p['uncertain'] for p in parts)}; misnamed, not uncertain "
+                f"{sum(bool(p['misnamed']) and not p['uncertain'] for p in parts)}), Dice < 0.80 {sum(masks_poor(p) for p in parts)}, "
                 f"silent {sum(bool(_mark(p) == 'SILENT' or _mark(p) == 'LEVELS') for p in parts)}, levels uncertain {sum(p['uncertain'] for p in parts)}")
         tried = sum(r.get("repair") is not None for r in group)
         lines.append(f"{level:20} repair tried on {tried}, second pass kept on {sum((r.get('repair') or {}).get('kept') == 'second' for r in group)}, "
