@@ -45,15 +45,8 @@ import argparse
 import os
 import sys
 
-# Before torch loads its OpenMP runtime (read once, at load): a torch thread waiting for its partner sleeps instead of
-# spinning. With the default (spinning), a program holding one of two cores makes a 2-thread run 2-3 times slower
-# (2026-12-06, 2-core machine at load 4-5: analyze VB2_09 33.6-34.2 s spinning, 13.7-15.5 s passive; VB3_01 22.7-25.4
-# against 7.8-8.4 s; quiet, passive costs up to 10-20 %: VB2_09 10.9-11.9 s against 9.9 s; README "Speed and
-# memory"). A user's own OMP_WAIT_POLICY is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from ..errors import SpineAnalysisError  # noqa: E402
-from . import batch, case, interop, models, review  # noqa: E402
+from ..errors import SpineAnalysisError
+from . import batch, case, interop, models, review
 
 #: Command groups in the order their commands appear in ``--help``.
 GROUPS = (case, models, batch, interop, review)
@@ -75,6 +68,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before torch loads its OpenMP runtime (read once, at load; no command module imports torch at import time): a
+    # torch thread waiting for its partner sleeps instead of spinning. With the default (spinning), a program holding
+    # one of two cores makes a 2-thread run 2-3 times slower (2026-12-06, 2-core machine at load 4-5: analyze VB2_09
+    # 33.6-34.2 s spinning, 13.7-15.5 s passive; VB3_01 22.7-25.4 against 7.8-8.4 s; quiet, passive costs up to
+    # 10-20 %: VB2_09 10.9-11.9 s against 9.9 s; README "Speed and memory"). A user's own OMP_WAIT_POLICY is kept.
+    # Set here, not at import: the Slicer module imports cli.options into Slicer's own process, whose environment
+    # (and so every other extension's torch subprocess) must stay as the user left it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

@@ -82,11 +82,14 @@ def test_export_model_names_an_unreadable_evaluation_file(tmp_path, capsys):
 
 
 def test_the_command_line_makes_waiting_torch_threads_sleep_unless_the_user_chose():
-    """OMP_WAIT_POLICY must be set before torch loads OpenMP: importing the CLI sets PASSIVE, keeps a user's value."""
-    probe = "import os, sys, SpineAnalysisLib.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    """OMP_WAIT_POLICY must be set before torch loads OpenMP: running the command line sets PASSIVE and keeps a user's
+    value; importing it (the Slicer module imports cli.options into Slicer's own process) leaves the environment alone."""
+    probe = ("import os, sys\nfrom SpineAnalysisLib.cli import main, options\nprint(os.environ.get('OMP_WAIT_POLICY', '-'))\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
     environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["PASSIVE", "False"]  # torch not loaded yet, so its OpenMP runtime reads the value
+    assert out[0] == "-"  # importing changed nothing
+    assert out[-2:] == ["PASSIVE", "False"]  # set by main, before torch loads, so its OpenMP runtime reads the value
     out = subprocess.run([sys.executable, "-c", probe], env={**environment, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out[0] == "ACTIVE"
+    assert out[0] == "ACTIVE" and out[-2] == "ACTIVE"
