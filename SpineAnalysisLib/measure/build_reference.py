@@ -275,10 +275,13 @@ def build(data_dir: Path, predictions: Path | None = None, log=print, segment: b
     }
 
 
+#: the shipped model's manifest: the reference's "model masks" come from this model
+SHIPPED_MANIFEST = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "spine-mri-2d" / "manifest.json"
+
+
 def model_split() -> dict[str, str]:
     """case_id -> "train" / "validation" of the shipped model (its manifest)."""
-    manifest = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "spine-mri-2d" / "manifest.json"
-    training = json.loads(manifest.read_text(encoding="utf-8"))["training"]
+    training = json.loads(SHIPPED_MANIFEST.read_text(encoding="utf-8"))["training"]
     split = {case: "train" for case in training["train_cases"]}
     split.update({case: "validation" for case in training["validation_cases"]})
     return split
@@ -286,8 +289,7 @@ def model_split() -> dict[str, str]:
 
 def _model_version() -> str:
     try:
-        manifest = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "spine-mri-2d" / "manifest.json"
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = json.loads(SHIPPED_MANIFEST.read_text(encoding="utf-8"))
         return f"{data.get('name', 'spine-mri-2d')}@{data.get('version', '?')}"
     except (OSError, ValueError):
         return "unknown"
