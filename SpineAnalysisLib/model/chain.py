@@ -34,6 +34,16 @@ with a wide margin over the largest value a healthy expert chain shows:
   component there is dropped. Limit ``CANAL_MARGIN_MM`` 0. The sacrum turns back: S1's anterior wall
   lies up to 1 mm behind L5's posterior wall in the 8 expert T10-S1 chains; limit ``S1_CANAL_MARGIN_MM`` 10.
 
+* lower end of the chain: every lumbar MRI the product targets shows the sacrum. When the lowest
+  body is not a recognised S1 (the network's sacrum vote in it at most 0.5, so the count is not
+  anchored on S1) and the image continues below that body's centroid, along the direction of the
+  chain's last step (sagittal plane), for more than ``MAX_ROOM_BELOW_RATIO`` (1.5) times the chain's
+  median centroid-to-centroid pitch before leaving the field of view, bodies at the lower end
+  (L5, S1...) were probably missed and every level may be counted from the wrong anchor. 1.5 pitches
+  from the centroid leave one body's room below the lowest body's lower half: a chain that truly
+  ends there sits at the image's lower edge. (A held-out healthy scan had L4 and L5 missed and was
+  labelled with confidence; a chain without its end bodies looks regular to the other checks.)
+
 Each check returns reasons (one line each) for the labelling report; an empty list means the chain
 is plausible. Sekuboyina et al. (VerSe, Med Image Anal 2021) describe the same failure modes of
 vertebra labelling (missing, merged and off-column detections, wrong anchors).
@@ -56,6 +66,7 @@ S1_NAME = "S1"
 MIN_SPREAD_RATIO = 0.2
 CANAL_MARGIN_MM = 0.0
 S1_CANAL_MARGIN_MM = 10.0
+MAX_ROOM_BELOW_RATIO = 1.5
 
 
 def gap_reasons(centroids: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -260,3 +271,33 @@ def canal_reasons(rows_anterior: Sequence[tuple[float, float]], walls: np.ndarra
         if in_canal(rows_anterior[i], column_walls, skip=skip, margin_mm=margin):
             reasons.append(f"{name} lies behind the posterior wall of the bodies around it (in the spinal canal): not a vertebral body")
     return reasons
+
+
+def room_below_mm(centroids: np.ndarray, names: Sequence[str], image_extent_mm: Sequence[float]) -> tuple[float, float]:
+    """(distance, pitch) in mm: how far the image continues below the lowest body's centroid along the
+    direction of the chain's last step above the sacrum (row and column; sagittal plane) before
+    leaving the field of view, whose voxel centres run from 0 to ``image_extent_mm`` (rows, columns;
+    mm, voxel edges half a voxel further out are ignored); and the chain's median centroid-to-centroid
+    pitch. (0, 0) for chains of under two bodies above the sacrum."""
+    column = _column_points(centroids, names)[:, 1:]
+    if len(column) < 2:
+        return 0.0, 0.0
+    pitch = float(np.median(np.linalg.norm(np.diff(column, axis=0), axis=1)))
+    step = column[-1] - column[-2]
+    direction = step / max(float(np.linalg.norm(step)), 1e-9)
+    start = np.asarray(centroids, float)[-1, 1:]
+    extent = np.asarray(image_extent_mm, float)
+    exits = [((extent[k] if direction[k] > 0 else 0.0) - start[k]) / direction[k] for k in range(2) if abs(direction[k]) > 1e-9]
+    return max(0.0, float(min(exits))), pitch
+
+
+def lower_end_reasons(centroids: np.ndarray, names: Sequence[str], image_extent_mm: Sequence[float], s1_recognised: bool) -> list[str]:
+    """Bodies probably missed at the chain's lower end: no recognised S1, yet the image continues below
+    the lowest body by more than ``MAX_ROOM_BELOW_RATIO`` pitches (:func:`room_below_mm`)."""
+    if s1_recognised or not len(names):
+        return []
+    room, pitch = room_below_mm(centroids, names, image_extent_mm)
+    if pitch <= 0 or room <= MAX_ROOM_BELOW_RATIO * pitch:
+        return []
+    return [f"no sacrum found although the image continues {room:.0f} mm below {names[-1]} (body spacing {pitch:.0f} mm): "
+            "bodies at the lower end may be missed and the levels counted from the wrong anchor"]

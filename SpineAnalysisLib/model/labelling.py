@@ -17,8 +17,8 @@ Steps (all in the network frame: slice, row superior->inferior, column anterior-
    the top body or right below the bottom one.
 4. The labelled chain is checked for what anatomy forbids (:mod:`.chain`: a body missing inside the
    chain, bodies off the spine's curve or out of order, an S1 far from the chain's end or in front
-   of it). Extra structures beside the column that crowd a body (in the spinal canal) are dropped
-   before the count; any other finding, or a low vote confidence, sets ``levels_uncertain``, halves
+   of it, no recognised sacrum although the image continues well below the lowest body). Extra
+   structures beside the column that crowd a body (in the spinal canal) are dropped before the count; any other finding, or a low vote confidence, sets ``levels_uncertain``, halves
    the confidence and is listed in the flags: the levels are then not to be trusted without a look.
 """
 
@@ -274,8 +274,10 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
     for body, label in zip(bodies, vertebrae):
         result.ravel()[body.mask_index] = label
     best_anchor = int(np.argmax([b.votes[p] if 0 <= p < len(VERTEBRA_CLASSES) else 0 for b, p in zip(bodies, positions)]))
-    report.anchor = "S1" if vertebrae[-1] == 26 and bodies[-1].votes[-1] > 0.5 else scheme.vertebra_name(vertebrae[best_anchor])
-    report.mark_uncertain(_chain_reasons(bodies, vertebrae))
+    s1_recognised = vertebrae[-1] == 26 and bodies[-1].votes[-1] > 0.5
+    report.anchor = "S1" if s1_recognised else scheme.vertebra_name(vertebrae[best_anchor])
+    extent_mm = (np.asarray(classes.shape[1:], float) - 1) * spacing[1:]
+    report.mark_uncertain(_chain_reasons(bodies, vertebrae) + _lower_end_reasons(bodies, vertebrae, extent_mm, s1_recognised))
     if confidence < LOW_CONFIDENCE:
         report.levels_uncertain = True
         report.flags.append(f"level count uncertain (confidence {confidence:.2f}): check for a transitional vertebra (L6/T13, sacralisation)")
@@ -322,6 +324,12 @@ def _chain_reasons(bodies: list[_Body], vertebrae: list[int]) -> list[str]:
         + chain.order_reasons(voted, names)
         + chain.canal_reasons([(b.centroid[1], b.anterior_mm) for b in bodies], np.array([b.posterior for b in bodies]), names)
     )
+
+
+def _lower_end_reasons(bodies: list[_Body], vertebrae: list[int], extent_mm: np.ndarray, s1_recognised: bool) -> list[str]:
+    """Bodies probably missed below the chain: no recognised S1 although the image continues (:mod:`.chain`)."""
+    centroids = np.array([b.centroid for b in bodies])
+    return chain.lower_end_reasons(centroids, [scheme.vertebra_name(v) for v in vertebrae], extent_mm, s1_recognised)
 
 
 def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:

@@ -91,7 +91,10 @@ def test_two_lateral_parts_of_one_body_are_one_level():
 
 
 def test_expert_chains_of_the_validation_split_pass_the_checks():
-    """No false alarm on real anatomy: the expert label maps of the validation cases (../shared)."""
+    """No false alarm on real anatomy: the expert label maps of the validation cases (../shared). Maps
+    labelled only down to L5 are partial (their images show the sacrum): the lower-end check rightly
+    says the image continues below L5 there and is left out for them; the model's own predictions
+    of those cases pass it (model card, "Lower end of the chain")."""
     try:
         records = split_cases(read_manifest(default_data_dir()))[1]
     except Exception:
@@ -107,7 +110,9 @@ def test_expert_chains_of_the_validation_split_pass_the_checks():
             if label:
                 classes[labels == label] = channel
         _, report = label_levels(classes, frame.spacing)
-        assert not report.levels_uncertain, (record.case_id, report.flags)
+        partial = not (labels == 26).any()
+        reasons = [f for f in report.flags if f.startswith("levels uncertain") and not (partial and "no sacrum found" in f)]
+        assert not reasons, (record.case_id, report.flags)
 
 
 def test_a_body_without_image_structure_is_reported():

@@ -126,8 +126,37 @@ def test_fast_gives_the_default_answer_with_a_deprecation_warning(small_real_ima
 def test_the_models_label_map_with_a_body_removed_is_levels_uncertain(result):
     """The labelling step fed the network's own output on the real sample, L3 removed: the chain check
     must say "levels uncertain" (and lower the confidence) rather than name the rest with confidence."""
-    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
     from SpineAnalysisLib.model.labelling import LOW_CONFIDENCE, label_levels
+
+    labels, classes, spacing = _network_classes(result)
+    _, intact = label_levels(classes, spacing)
+    assert not intact.levels_uncertain and not result.report.levels_uncertain, intact.flags
+    classes[labels == 22] = 0
+    _, report = label_levels(classes, spacing)
+    assert report.levels_uncertain and report.confidence < LOW_CONFIDENCE
+    assert any(f.startswith("levels uncertain: a body seems missing between L2 and L4") for f in report.flags), report.flags
+
+
+def test_the_models_label_map_without_its_lowest_bodies_is_levels_uncertain(result):
+    """The held-out failure ("L4 and L5 missed, levels counted from the wrong anchor"): the network's own
+    output on the real sample with L4, L5 and S1 (and the discs below L3) removed is a regular chain,
+    but the image continues far below its lowest body and shows no sacrum: levels uncertain."""
+    from SpineAnalysisLib.model.labelling import LOW_CONFIDENCE, label_levels
+
+    labels, classes, spacing = _network_classes(result)
+    assert "S1" in result.report.levels and not any("no sacrum found" in f for f in result.report.flags)
+    _, intact = label_levels(classes, spacing)
+    assert intact.anchor == "S1" and not any("no sacrum found" in f for f in intact.flags), intact.flags
+    classes[np.isin(labels, [23, 24, 26] + [scheme.disc_label(v) for v in (22, 23, 24)])] = 0  # L4, L5, S1, discs L3-L4 to L5-S1
+    _, report = label_levels(classes, spacing)
+    assert [n for n in report.levels if "-" not in n][-1] == "L3"
+    assert report.levels_uncertain and report.confidence < LOW_CONFIDENCE
+    assert any(f.startswith("levels uncertain: no sacrum found although the image continues") and "below L3" in f for f in report.flags), report.flags
+
+
+def _network_classes(result):
+    """(scheme labels, network class map, spacing) of a result's label map in the network frame."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
     from SpineAnalysisLib.model.preprocessing import sagittal_frame
 
     frame = sagittal_frame(result.label_map)
@@ -136,12 +165,7 @@ def test_the_models_label_map_with_a_body_removed_is_levels_uncertain(result):
     for label, channel in LABEL_TO_CHANNEL.items():
         if label:
             classes[labels == label] = channel
-    _, intact = label_levels(classes, frame.spacing)
-    assert not intact.levels_uncertain and not result.report.levels_uncertain, intact.flags
-    classes[labels == 22] = 0
-    _, report = label_levels(classes, frame.spacing)
-    assert report.levels_uncertain and report.confidence < LOW_CONFIDENCE
-    assert any(f.startswith("levels uncertain: a body seems missing between L2 and L4") for f in report.flags), report.flags
+    return labels, classes, frame.spacing
 
 
 def _like(image, array):
