@@ -158,7 +158,7 @@ def segment_image(
         warnings.extend(repair_rules.noise_warnings(noise))
         reasons = repair_rules.repair_reasons(first.report, noise)
         if reasons:
-            report_progress(0.9, "repair: segmenting again after edge-preserving denoising (" + "; ".join(reasons) + ")")
+            report_progress(0.92, "repair: segmenting again after edge-preserving denoising (" + "; ".join(reasons) + ")")
             clock = time.perf_counter()
             denoised = normalise_intensity(repair_rules.denoise(canonical_raw, frame.spacing))
             denoise_s = time.perf_counter() - clock

@@ -149,7 +149,13 @@ def choose(first, second, reasons: list[str], noise: dict, spacing: tuple[float,
     a, b = first.report, second.report
     disagree = False
     if b.levels_uncertain or not b.levels:
-        keep, why = first, "the second pass's chain also fails the checks" if b.levels else "the second pass found no vertebra"
+        if not b.levels:
+            why = "the second pass found no vertebra"
+        elif a.levels:
+            why = "the second pass's chain also fails the checks"
+        else:
+            why = "the first pass found no vertebra and the second pass's chain fails the checks"
+        keep = first
     elif a.levels_uncertain or not a.levels:
         keep, why = second, "its chain passes the checks and the first pass's did not"
     elif not passes_agree(vertebra_centroids(first.labels, spacing), vertebra_centroids(second.labels, spacing)):

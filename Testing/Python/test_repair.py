@@ -73,6 +73,13 @@ def test_a_failing_second_pass_leaves_the_first_uncertain():
     first, second = _pass({20: 40, 22: 110}, uncertain=True, confidence=0.3), _pass({20: 40, 23: 145}, uncertain=True, confidence=0.3)
     kept, record = repair.choose(first, second, ["the first pass's levels are uncertain"], NOISY, SPACING)
     assert kept is first and kept.report.levels_uncertain and record["kept"] == "first"
+    assert record["reason_kept"] == "the second pass's chain also fails the checks"
+
+
+def test_the_reason_says_when_the_first_pass_found_nothing():
+    first, second = _pass({}, uncertain=True, confidence=0.0), _pass({20: 40, 23: 145}, uncertain=True, confidence=0.3)
+    kept, record = repair.choose(first, second, ["the first pass found no vertebra"], NOISY, SPACING)
+    assert kept is first and record["reason_kept"] == "the first pass found no vertebra and the second pass's chain fails the checks"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +92,9 @@ def test_a_noisy_real_scan_is_segmented_twice_and_is_never_certain_and_wrong(sam
     triggers the second pass, the summary says so and which pass was kept; whatever is kept, the levels
     are either marked uncertain or named where the expert's are (VerSe rule)."""
     image, expert = sample_crop
-    result = segment_image(degraded(image, snr=2.0, seed=7), device="cpu")
+    fractions = []
+    result = segment_image(degraded(image, snr=2.0, seed=7), device="cpu", progress=lambda f, _message: fractions.append(f))
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the progress bar never steps back
     summary = result.summary()
     assert summary["repair"]["tried"] and summary["repair"]["kept"] in ("first", "second")
     assert any("the image is noisy" in why for why in summary["repair"]["why"])
