@@ -88,8 +88,7 @@ class _Body:
     centroid: np.ndarray  # (slice, row, column) mm
     volume: float
     cut_by_field_of_view: bool = False  # reaches the top rows of the image
-    #: (row, column) mm of its posterior wall: the centroid row and the 95th percentile of its columns
-    posterior: np.ndarray | None = None
+    posterior_mm: float = 0.0  # its posterior wall: the 95th percentile of its columns
     anterior_mm: float = 0.0  # its anterior wall: the 5th percentile of its columns
 
 
@@ -188,7 +187,7 @@ def _make_body(index: np.ndarray, votes: np.ndarray, shape, spacing: np.ndarray)
     cut = bool(coordinates[:, 1].min() * spacing[1] <= FIELD_EDGE_MM)
     centroid = coordinates.mean(axis=0) * spacing
     anterior, posterior = np.percentile(coordinates[:, 2], [5, 95]) * spacing[2]
-    return _Body(index, votes / max(1.0, votes.sum()), centroid, len(index) * float(np.prod(spacing)), cut, np.array([centroid[1], posterior]), float(anterior))
+    return _Body(index, votes / max(1.0, votes.sum()), centroid, len(index) * float(np.prod(spacing)), cut, float(posterior), float(anterior))
 
 
 def _level_sequence(bodies: list[_Body]) -> tuple[list[int], float, list[str]]:
@@ -277,7 +276,7 @@ def label_levels(classes: np.ndarray, spacing_mm: tuple[float, float, float]) ->
     s1_recognised = vertebrae[-1] == 26 and bodies[-1].votes[-1] > 0.5
     report.anchor = "S1" if s1_recognised else scheme.vertebra_name(vertebrae[best_anchor])
     extent_mm = (np.asarray(classes.shape[1:], float) - 1) * spacing[1:]
-    report.mark_uncertain(_chain_reasons(bodies, vertebrae) + _lower_end_reasons(bodies, vertebrae, extent_mm, s1_recognised))
+    report.mark_uncertain(_chain_reasons(bodies, vertebrae, extent_mm, s1_recognised))
     if confidence < LOW_CONFIDENCE:
         report.levels_uncertain = True
         report.flags.append(f"level count uncertain (confidence {confidence:.2f}): check for a transitional vertebra (L6/T13, sacralisation)")
@@ -307,13 +306,18 @@ def _joined(a: _Body, b: _Body) -> _Body:
     weights = np.array([a.volume, b.volume])
     votes = (a.votes * weights[0] + b.votes * weights[1]) / weights.sum()
     centroid = (a.centroid * weights[0] + b.centroid * weights[1]) / weights.sum()
-    posterior = np.array([centroid[1], max(a.posterior[1], b.posterior[1])])
-    return _Body(np.concatenate([a.mask_index, b.mask_index]), votes, centroid, float(weights.sum()), a.cut_by_field_of_view or b.cut_by_field_of_view, posterior,
-                 min(a.anterior_mm, b.anterior_mm))
+    return _Body(np.concatenate([a.mask_index, b.mask_index]), votes, centroid, float(weights.sum()), a.cut_by_field_of_view or b.cut_by_field_of_view,
+                 max(a.posterior_mm, b.posterior_mm), min(a.anterior_mm, b.anterior_mm))
 
 
-def _chain_reasons(bodies: list[_Body], vertebrae: list[int]) -> list[str]:
-    """What anatomy forbids in the labelled chain (:mod:`.chain`)."""
+def _posterior_walls(bodies: list[_Body]) -> np.ndarray:
+    """(row, column) mm of each body's posterior wall: its centroid row and its posterior wall column."""
+    return np.array([(b.centroid[1], b.posterior_mm) for b in bodies])
+
+
+def _chain_reasons(bodies: list[_Body], vertebrae: list[int], extent_mm: np.ndarray, s1_recognised: bool) -> list[str]:
+    """What anatomy forbids in the labelled chain (:mod:`.chain`), including bodies probably missed below
+    it (no recognised S1 although the image continues)."""
     centroids = np.array([b.centroid for b in bodies])
     names = [scheme.vertebra_name(v) for v in vertebrae]
     voted = [int(np.argmax(b.votes)) if b.votes.max() >= CONFIDENT_VOTE else None for b in bodies]
@@ -322,14 +326,9 @@ def _chain_reasons(bodies: list[_Body], vertebrae: list[int]) -> list[str]:
         + chain.curve_reasons(centroids, names)
         + chain.sacrum_reasons(centroids, names, [b.votes[-1] for b in bodies])
         + chain.order_reasons(voted, names)
-        + chain.canal_reasons([(b.centroid[1], b.anterior_mm) for b in bodies], np.array([b.posterior for b in bodies]), names)
+        + chain.canal_reasons([(b.centroid[1], b.anterior_mm) for b in bodies], _posterior_walls(bodies), names)
+        + chain.lower_end_reasons(centroids, names, extent_mm, s1_recognised)
     )
-
-
-def _lower_end_reasons(bodies: list[_Body], vertebrae: list[int], extent_mm: np.ndarray, s1_recognised: bool) -> list[str]:
-    """Bodies probably missed below the chain: no recognised S1 although the image continues (:mod:`.chain`)."""
-    centroids = np.array([b.centroid for b in bodies])
-    return chain.lower_end_reasons(centroids, [scheme.vertebra_name(v) for v in vertebrae], extent_mm, s1_recognised)
 
 
 def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:
@@ -341,7 +340,7 @@ def _assign_discs(classes, spacing, bodies, vertebrae, result, report) -> None:
     rows = np.array([b.centroid[1] for b in bodies])
     gap_mm = float(np.median(np.diff(rows))) if len(rows) > 1 else 35.0
     column = np.median([b.centroid[2] for b in bodies])
-    posterior_walls = np.array([b.posterior for b in bodies])
+    posterior_walls = _posterior_walls(bodies)
     in_canal = 0
     by_disc: dict[int, list[tuple[float, np.ndarray]]] = {}
     flat = components.ravel()
