@@ -60,14 +60,19 @@ def noise_level(canonical: np.ndarray) -> dict:
     return {"sigma": round(sigma, 5), "snr": round(min(signal / sigma, MAX_SNR), 2) if sigma > 0 else MAX_SNR}
 
 
+def _noisy(noise: dict) -> str:
+    """The scan is noisy: its estimated signal-to-noise ratio against ``NOISY_SNR`` (empty when it is not)."""
+    if noise["snr"] < NOISY_SNR:
+        return f"the image is noisy (estimated signal-to-noise ratio {noise['snr']:.1f} < {NOISY_SNR:g})"
+    return ""
+
+
 def noise_warnings(noise: dict) -> list[str]:
     """The warning a noisy scan gets whatever the passes find (the quality status turns it into "review"):
     in the stress test, noise shrank the outlines before it cost a level (training case VB1_02 at
     SNR 4: every level right, body Dice 0.69)."""
-    if noise["snr"] < NOISY_SNR:
-        return [f"the image is noisy (estimated signal-to-noise ratio {noise['snr']:.1f} < {NOISY_SNR:g}): "
-                "body and disc outlines may be too small and levels less certain; check them on the image"]
-    return []
+    noisy = _noisy(noise)
+    return [noisy + ": body and disc outlines may be too small and levels less certain; check them on the image"] if noisy else []
 
 
 def repair_reasons(report: LabellingReport, noise: dict) -> list[str]:
@@ -77,9 +82,8 @@ def repair_reasons(report: LabellingReport, noise: dict) -> list[str]:
         reasons.append("the first pass's levels are uncertain")
     if not report.levels:
         reasons.append("the first pass found no vertebra")
-    if noise["snr"] < NOISY_SNR:
-        reasons.append(f"the image is noisy (estimated signal-to-noise ratio {noise['snr']:.1f} < {NOISY_SNR:g})")
-    return reasons
+    noisy = _noisy(noise)
+    return reasons + [noisy] if noisy else reasons
 
 
 def denoise(canonical_raw: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -188,7 +192,7 @@ def noisy_anchor_reasons(report: LabellingReport, noise: dict) -> list[str]:
     anchors rest on the network's appearance-based level votes, which noise corrupts while the chain
     stays regular (stress test on training cases: VB2_05 at SNR 2 lost T11, T12 and L5 and named the
     rest L1-L4 from an "L3" anchor with confidence 0.65, both passes alike)."""
-    if report.levels and not report.levels_uncertain and noise["snr"] < NOISY_SNR and report.anchor != "S1":
+    if report.levels and not report.levels_uncertain and _noisy(noise) and report.anchor != "S1":
         return [f"the image is noisy (estimated signal-to-noise ratio {noise['snr']:.1f}) and the levels are counted from {report.anchor}, "
                 "not from a recognised sacrum"]
     return []
