@@ -106,10 +106,9 @@ def measure_discs(image: sitk.Image | None, label_map: sitk.Image, signal: bool,
         level = spine.disc_name(label)
         rows = disc_module.rows(spine, label, masks=masks)
         notes = {parameter: note for parameter, _, _, note, *_ in rows}
-        between_bodies = disc_module.measured_between_bodies(notes["dh_bianque"])
         for parameter, value, *_ in rows:
-            if parameter in ("dhi", "hdr") and not between_bodies:
-                continue  # the reference measures DH between the vertebral bodies only (disc.BETWEEN_BODIES)
+            if not normative.measured_as_reference(parameter, notes["dh_bianque"]):
+                continue  # the reference measures DH between the vertebral bodies only (normative.BETWEEN_BODIES)
             if (parameter in PARAMETERS or parameter == "pfirrmann_estimate") and value is not None:
                 out.append((level, parameter, float(value)))
         if signal:

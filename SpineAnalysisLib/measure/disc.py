@@ -143,15 +143,6 @@ def mean_height(section: Section, e: np.ndarray) -> float | None:
 Row = tuple  # (parameter, value, unit, note) or, for z-scores, (..., reference name)
 
 
-#: the region named in the ``dh_bianque`` note when DH was measured the way the healthy reference measures it
-BETWEEN_BODIES = "the disc space between the vertebral bodies"
-
-
-def measured_between_bodies(dh_note: str) -> bool:
-    """Whether a ``dh_bianque`` note says DH was measured between the bodies (the reference's way)."""
-    return BETWEEN_BODIES in dh_note
-
-
 def _dh(section: Section, geo: DiscGeometry) -> tuple[float, str]:
     """(DH, which region it was measured on): the space between the two vertebral bodies when both endplates
     were found (:func:`.bianque.dh_between_bodies`: not changed by how thick a segmentation draws the disc),
@@ -159,7 +150,7 @@ def _dh(section: Section, geo: DiscGeometry) -> tuple[float, str]:
     if geo.method == "corners":
         dh = bianque.dh_between_bodies(section, geo.Da, geo.Dp, geo.upper, geo.lower)
         if dh is not None:
-            return dh, BETWEEN_BODIES
+            return dh, normative.BETWEEN_BODIES
         dh, _ = bianque.dh_area(section, geo.Da, geo.Dp)
         return dh, "the disc mask (the bodies do not face each other across the disc)"
     dh, _ = bianque.dh_area(section, geo.Da, geo.Dp)
@@ -276,7 +267,7 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
     for parameter in normative.PARAMETERS:
         if values[parameter] is None:
             z_rows.append((f"{parameter}_z", None, "z", notes[parameter]))
-        elif parameter in ("dhi", "hdr") and not measured_between_bodies(notes["dh_bianque"]):
+        elif not normative.measured_as_reference(parameter, notes["dh_bianque"]):
             z_rows.append((f"{parameter}_z", None, "z", f"no z-score: DH measured on {region}, the healthy reference measures "
                            "the disc space between the vertebral bodies"))
         else:

@@ -97,6 +97,23 @@ def reference(parameter: str, level: str, masks: str = "model", sex: str | None 
     return entry["mean"], entry["sd"], note
 
 
+#: the region named in the ``dh_bianque`` note when DH was measured the way the healthy reference measures it
+BETWEEN_BODIES = "the disc space between the vertebral bodies"
+#: the z-scored parameters that divide by DH
+DH_PARAMETERS = ("dhi", "hdr")
+
+
+def measured_between_bodies(dh_note: str) -> bool:
+    """Whether a ``dh_bianque`` note says DH was measured between the bodies (the reference's way)."""
+    return BETWEEN_BODIES in dh_note
+
+
+def measured_as_reference(parameter: str, dh_note: str | None) -> bool:
+    """Whether a disc's ``parameter`` was measured the way the healthy reference measures it, so that a
+    z-score against it means something: DHI and HDR only when DH was measured between the bodies."""
+    return parameter not in DH_PARAMETERS or dh_note is None or measured_between_bodies(dh_note)
+
+
 def z_score(parameter: str, level: str, value: float | None, masks: str = "model", sex: str | None = None, age: float | None = None):
     """(z, note): (value - mean) / sd against the healthy reference; (None, reason) when not available."""
     if value is None:
@@ -117,11 +134,13 @@ def score(measurements, sex: str | None = None, age: float | None = None, masks:
     """The measurements with every ``*_z`` row recomputed for ``sex``/``age`` (and its flag), others unchanged.
 
     Pure function for re-scoring (e.g. in Slicer when sex or age change): needs the ``dhi``/``hdr``/``delta_si``
-    rows of the same disc in ``measurements``. Returns new :class:`~SpineAnalysisLib.measurements.Measurement`
+    rows of the same disc in ``measurements``. A z-score the measurement withheld stays withheld: on CT
+    (:data:`..modality.NOT_ON_CT`) and where DH was not measured the reference's way (:func:`measured_as_reference`). Returns new :class:`~SpineAnalysisLib.measurements.Measurement`
     objects; the input is not modified.
     """
     from dataclasses import replace
 
+    from .. import modality
     from . import flags
 
     sex = normalise_sex(sex)
@@ -135,7 +154,9 @@ def score(measurements, sex: str | None = None, age: float | None = None, masks:
             result.append(m)
             continue
         source = values.get(("disc", m.level, base))
-        if source is None or source.value is None:
+        dh = values.get(("disc", m.level, "dh_bianque"))
+        withheld = m.note == modality.NOT_ON_CT or not measured_as_reference(base, dh.note if dh is not None else None)
+        if source is None or source.value is None or withheld:
             result.append(m)
             continue
         z, note = z_score(base, m.level, source.value, masks, sex, age)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from SpineAnalysisLib.measure import build_reference  # noqa: E402
 from SpineAnalysisLib.measure import disc as disc_module  # noqa: E402
-from SpineAnalysisLib.measure import inputs  # noqa: E402
+from SpineAnalysisLib.measure import inputs, normative  # noqa: E402
 from SpineAnalysisLib.measure.sections import Spine  # noqa: E402
 from SpineAnalysisLib.model.dataset import default_data_dir  # noqa: E402
 
@@ -44,7 +44,7 @@ def disc_values(label_map: sitk.Image) -> dict[tuple[str, str], float]:
     out = {}
     for label in spine.discs():
         rows = disc_module.rows(spine, label)
-        between_bodies = disc_module.measured_between_bodies(next(r[3] for r in rows if r[0] == "dh_bianque"))
+        between_bodies = normative.measured_between_bodies(next(r[3] for r in rows if r[0] == "dh_bianque"))
         for parameter, value, *_ in rows:
             if parameter in ("dhi", "hdr", "dh_bianque") and not between_bodies:
                 continue  # measured on the disc mask: not the reference's way (build_reference does the same)

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from SpineAnalysisLib import label_schemes, modality
 from SpineAnalysisLib.cli import main
 from SpineAnalysisLib.errors import InputError
-from SpineAnalysisLib.measure import inputs, trabecular
+from SpineAnalysisLib.measure import inputs, normative, trabecular
 from SpineAnalysisLib.measure_segmentation import measure_segmentation
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "samples"
@@ -66,6 +66,9 @@ def test_ct_withholds_mri_parameters_and_adds_trabecular_hu(totalseg):
     withheld = {m.parameter for m in disc_rows if m.note == modality.NOT_ON_CT}
     assert withheld >= set(modality.MRI_ONLY) and all(m.value is None for m in disc_rows if m.parameter in withheld)
     assert withheld == {m.parameter for m in disc_rows if modality.mri_only(m.parameter)}
+    # re-scoring for another sex/age (Slicer) keeps them withheld
+    rescored = [m for m in normative.score(totalseg[3].measurements, sex="F", age=60) if m.level == "L4-L5"]
+    assert rescored == disc_rows
     assert rows[("L4-L5", "dhi")].value is not None  # a geometric ratio: measured on CT
     l1 = rows[("L1", "trabecular_hu")]
     assert 50 < l1.value < 300 and l1.unit == "HU"

@@ -212,17 +212,21 @@ def test_dh_between_bodies_does_not_depend_on_how_thick_the_disc_is_drawn():
 
 def test_disc_without_a_bounding_body_gets_dh_on_its_mask_and_no_z_score(rect_case):
     label_map, image, table = rect_case
-    assert disc.measured_between_bodies(table[("L3-L4", "dh_bianque")].note)
+    assert normative.measured_between_bodies(table[("L3-L4", "dh_bianque")].note)
     assert table[("L3-L4", "hdr_z")].value is not None
     array = sitk.GetArrayFromImage(label_map)
     without_l4 = sitk.GetImageFromArray(np.where(array == 23, 0, array).astype(array.dtype))
     without_l4.CopyInformation(label_map)
     table = rows_by(measure_case(image, without_l4))
     row = table[("L3-L4", "dh_bianque")]
-    assert row.value is not None and "disc mask" in row.note and not disc.measured_between_bodies(row.note)
+    assert row.value is not None and "disc mask" in row.note and not normative.measured_between_bodies(row.note)
     assert table[("L3-L4", "hdr")].value is not None
     z = table[("L3-L4", "hdr_z")]
     assert z.value is None and "no z-score" in z.note and z.flag is None
+    # re-scoring for another sex/age (Slicer) keeps the z-score withheld, with its reason
+    rescored = {(m.level, m.parameter): m for m in normative.score(list(table.values()), sex="F", age=60)}
+    for parameter in ("dhi_z", "hdr_z"):
+        assert rescored[("L3-L4", parameter)] == table[("L3-L4", parameter)]
 
 
 def test_csf_reference_found_in_a_canal_narrowed_at_the_disc_level():
