@@ -253,11 +253,7 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
         hdr = dh / width
         out.append(("hdr", hdr, "ratio", f"DH / W_big, W_big = {width:.1f} mm"))
 
-    signal, signal_reason = disc_signal(spine, disc)
-    if signal is not None:
-        not_t2 = _not_t2_reason(spine)
-        if not_t2:
-            signal, signal_reason = None, not_t2
+    signal, signal_reason = _t2_signal(spine, disc)
     dsi, dsi_note = _delta_si(signal, signal_reason)
     out.append(("delta_si", dsi, "", dsi_note))
 
@@ -311,16 +307,37 @@ def _mask_reason(section: Section | None) -> str:
     return ""
 
 
+def _t2_signal(spine: Spine, disc: int) -> tuple[DiscSignal | None, str]:
+    """The disc's signal (:func:`disc_signal`), withheld with the reason when the image does not look T2-weighted."""
+    signal, reason = disc_signal(spine, disc)
+    if signal is not None:
+        not_t2 = _not_t2_reason(spine)
+        if not_t2:
+            return None, not_t2
+    return signal, reason
+
+
 def signal_criteria(spine: Spine, disc: int, check_t2: bool = True) -> tuple[pfirrmann.SignalFeatures | None, str]:
     """The Pfirrmann signal criteria of a disc (nucleus, annulus, contrast relative to CSF), or (None, reason)."""
-    signal, reason = disc_signal(spine, disc)
-    if signal is not None and check_t2:
-        reason = _not_t2_reason(spine)
-        signal = None if reason else signal
-    if signal is None:
-        return None, reason
-    features = pfirrmann.signal_features(signal.values, signal.along, signal.across, float(np.median(signal.csf)))
-    return features, "" if features is not None else "disc too small for nucleus and annulus regions"
+    if check_t2:
+        signal, reason = _t2_signal(spine, disc)
+        if signal is None:
+            return None, reason
+    return _signal_features(spine, disc)
+
+
+def _signal_features(spine: Spine, disc: int) -> tuple[pfirrmann.SignalFeatures | None, str]:
+    """:func:`.pfirrmann.signal_features` of the disc's signal without the T2 check, or (None, reason); computed
+    once per spine (the T2 check reads every disc's, the disc's own Pfirrmann estimate reads it again)."""
+    cache = spine.__dict__.setdefault("_signal_features", {})
+    if disc not in cache:
+        signal, reason = disc_signal(spine, disc)
+        if signal is None:
+            cache[disc] = None, reason
+        else:
+            features = pfirrmann.signal_features(signal.values, signal.along, signal.across, float(np.median(signal.csf)))
+            cache[disc] = features, "" if features is not None else "disc too small for nucleus and annulus regions"
+    return cache[disc]
 
 
 def _height_ratio(spine: Spine, disc: int) -> float | None:
@@ -349,7 +366,7 @@ def _pfirrmann(spine: Spine, disc: int, signal: DiscSignal | None, reason: str, 
     data = normative.pfirrmann_thresholds(masks)
     if data is None:
         return pfirrmann.Estimate(None, None, ["no healthy reference for the Pfirrmann criteria"])
-    features = pfirrmann.signal_features(signal.values, signal.along, signal.across, float(np.median(signal.csf)))
+    features, _ = _signal_features(spine, disc)
     return pfirrmann.estimate(features, pfirrmann.Thresholds.from_dict(data), dhi_z, _height_ratio(spine, disc))
 
 
