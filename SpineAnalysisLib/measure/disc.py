@@ -183,15 +183,8 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
 
     # the disc's own mask is needed from here on (mean height, volume, BianqueNet)
     mask_reason = _mask_reason(section)
-    e = axis(geo)
-    if not mask_reason and e is None:
-        e = _disc_axis_fallback(section)
-    if mask_reason:
-        out.append(("height_mean_mm", None, "mm", mask_reason))
-    elif e is None:
-        out.append(("height_mean_mm", None, "mm", "no disc axis: " + geo.note))
-    else:
-        out.append(("height_mean_mm", mean_height(section, e), "mm", "area of the central 80 % / its width"))
+    mean, mean_note = _mean_height(spine, disc)
+    out.append(("height_mean_mm", mean, "mm", mean_note))
 
     if geo.angle is None:
         out.append(("segmental_angle_deg", None, "deg", geo.note))
@@ -340,21 +333,31 @@ def _signal_features(spine: Spine, disc: int) -> tuple[pfirrmann.SignalFeatures 
     return cache[disc]
 
 
+def _mean_height(spine: Spine, disc: int) -> tuple[float | None, str]:
+    """(mean height in mm of the disc's own mask, note) or (None, reason); computed once per spine (the disc's
+    row reads it, and the height ratios of its neighbours)."""
+    cache = spine.__dict__.setdefault("_mean_height", {})
+    if disc not in cache:
+        geo = geometry(spine, disc)
+        reason = _mask_reason(geo.section)
+        e = None if reason else axis(geo)
+        if not reason and e is None:
+            e = _disc_axis_fallback(geo.section)
+        if reason:
+            cache[disc] = None, reason
+        elif e is None:
+            cache[disc] = None, "no disc axis: " + geo.note
+        else:
+            cache[disc] = mean_height(geo.section, e), "area of the central 80 % / its width"
+    return cache[disc]
+
+
 def _height_ratio(spine: Spine, disc: int) -> float | None:
     """Mean height of the disc / mean of its measured neighbouring discs' (same scan)."""
-    def height(label):
-        geo = geometry(spine, label)
-        if _mask_reason(geo.section):
-            return None
-        e = axis(geo)
-        if e is None:
-            e = _disc_axis_fallback(geo.section)
-        return None if e is None else mean_height(geo.section, e)
-
     discs = spine.discs()
     i = discs.index(disc)
-    own = height(disc)
-    neighbours = [h for h in (height(d) for d in discs[max(0, i - 1) : i] + discs[i + 1 : i + 2]) if h]
+    own = _mean_height(spine, disc)[0]
+    neighbours = [h for h in (_mean_height(spine, d)[0] for d in discs[max(0, i - 1) : i] + discs[i + 1 : i + 2]) if h]
     if own is None or not neighbours:
         return None
     return own / float(np.mean(neighbours))
