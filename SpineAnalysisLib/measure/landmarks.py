@@ -340,28 +340,32 @@ def _middle_chord(points: np.ndarray, quad: Quad, h: float, tau: float | None = 
     y = d @ n
     band = max(2.5, 2.0 * h)
     bins = np.floor((x + band) / h).astype(np.int64)
-    order = np.lexsort((y, bins))
-    b = bins[order]
-    first = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
-    last = np.flatnonzero(np.r_[b[1:] != b[:-1], True])
-    columns = b[first]
-    top, bottom = y[order[last]], y[order[first]]
-    raise_mm = np.zeros(columns.size)
     notches = ()
-    if tau is not None:
-        raise_mm, notches = _bridge_notches(columns, top, bottom, quad, centre, f, n, h, band, tau)
+    if tau is not None:  # every column of the body, for the endplate profiles the notches are found in
+        order, first, last = _columns(y, bins)
+        columns = bins[order][first]
+        raise_mm, notches = _bridge_notches(columns, y[order[last]], y[order[first]], quad, centre, f, n, h, band, tau)
     sel = np.abs(x) <= band
     if sel.sum() < 3:
         return None, ()
-    x, y, bins = x[sel], y[sel], bins[sel]
+    y, bins = y[sel], bins[sel]
+    order, first, last = _columns(y, bins)
+    chords = y[order[last]] - y[order[first]] + h
+    if tau is not None:
+        chords = chords + raise_mm[np.searchsorted(columns, bins[order][first])]
+    counts = last - first + 1
+    full = counts >= 0.5 * np.median(counts)  # drop the sliver bins at the band's edges
+    return float(np.mean(chords[full])), notches
+
+
+def _columns(y: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points sorted by column bin, then along the up axis: (order, index of each bin's first point in that
+    order, of its last point)."""
     order = np.lexsort((y, bins))
     b = bins[order]
     first = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
     last = np.flatnonzero(np.r_[b[1:] != b[:-1], True])
-    chords = y[order[last]] - y[order[first]] + h + raise_mm[np.searchsorted(columns, b[first])]
-    counts = last - first + 1
-    full = counts >= 0.5 * np.median(counts)  # drop the sliver bins at the band's edges
-    return float(np.mean(chords[full])), notches
+    return order, first, last
 
 
 def _bridge_notches(columns, top, bottom, quad: Quad, centre, f, n, h: float, band: float, tau: float):
