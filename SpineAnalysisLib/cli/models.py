@@ -62,6 +62,10 @@ def add_commands(commands) -> None:
         help="add W x the soft Dice of the whole body class and disc class (all levels together) to the loss; 0: off",
     )
     train.add_argument(
+        "--rician-noise-share", type=float, default=0.0, metavar="F",
+        help="share of samples given Rician noise at a random signal-to-noise ratio of 2-20 (noisier scans than the training set's); 0: off",
+    )
+    train.add_argument(
         "--slice-context-mm", type=float, default=0.0, metavar="MM",
         help="2.5D: feed each sagittal slice with neighbours this far apart (0: plain 2D); an --init-from model fed fewer slices is widened",
     )
@@ -121,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
             source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
             average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength,
-            synthetic_disc_share=args.synthetic_disc_share, class_dice_weight=args.class_dice_weight, **_network_option(args.slice_context_mm, args.context_slices),
+            synthetic_disc_share=args.synthetic_disc_share, class_dice_weight=args.class_dice_weight,
+            rician_noise_share=args.rician_noise_share, **_network_option(args.slice_context_mm, args.context_slices),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)

@@ -4,6 +4,8 @@ Geometry: rotation, anisotropic scaling and field-of-view crops (a random window
 Resolution: loss of in-plane resolution (down- then up-sampling) as in thick or coarse acquisitions.
 Contrast: MONAI's bias field, gamma, random piecewise-linear intensity remapping (a SynthSeg-like
 change of contrast: T1, T2, STIR and Dixon differ by more than a gamma), inversion, noise and blur.
+Noise: optionally Rician noise at a random signal-to-noise ratio (:func:`rician_noise`), as in a magnitude
+image of a noisier acquisition; the Gaussian noise of the contrast transforms stays as it was.
 """
 
 from __future__ import annotations
@@ -29,6 +31,40 @@ def intensity_transform() -> mt.Compose:
     )
 
 
+#: Signal-to-noise ratios of :func:`rician_noise` in training, drawn log-uniformly (2: barely readable,
+#: 20: a clean scan). Fixed before any run; the noise stress test (Testing/Benchmarks/stress_noise.py)
+#: degrades scans to SNR 8, 4 and 2 with the same definition.
+RICIAN_SNR_RANGE = (2.0, 20.0)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold (IEEE Trans Syst Man Cybern 9:62-66, 1979) of ``values``: the cut that maximises the
+    between-class variance of the histogram."""
+    histogram, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(histogram)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(histogram * centres)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_low = sum_low / weight_low
+        mean_high = (sum_low[-1] - sum_low) / weight_high
+        between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(centres[int(np.nanargmax(between[:-1]))]) if bins > 1 else float(centres[0])
+
+
+def rician_noise(image: np.ndarray, snr: float, rng: np.random.Generator) -> np.ndarray:
+    """``image`` as a magnitude image with Rician noise: sqrt((x + n1)^2 + n2^2), n1, n2 ~ N(0, sigma)
+    (Gudbjartsson & Patz, Magn Reson Med 34:910-914, 1995). ``snr`` is relative to the image's own tissue
+    signal: sigma = mean intensity above Otsu's threshold / snr, as ``Testing/Python/degrade.py`` defines it."""
+    values = np.asarray(image, dtype=np.float32)
+    tissue = values[values > otsu_threshold(values)]
+    signal = float(tissue.mean()) if tissue.size else float(np.abs(values).mean())
+    sigma = signal / float(snr)
+    real = values + rng.normal(0.0, sigma, values.shape).astype(np.float32)
+    imaginary = rng.normal(0.0, sigma, values.shape).astype(np.float32)
+    return np.sqrt(real**2 + imaginary**2)
+
+
 class SliceAugmenter:
     """Samples an augmented ``size`` x ``size`` window from a slice and its channel-index target.
 
@@ -36,10 +72,11 @@ class SliceAugmenter:
     every channel gets the same geometry and contrast change.
     """
 
-    def __init__(self, size: int = 224, seed: int = 0, strength: float = 1.0):
+    def __init__(self, size: int = 224, seed: int = 0, strength: float = 1.0, rician_noise_share: float = 0.0):
         self.size = size
         self.rng = np.random.default_rng(seed)
         self.strength = strength
+        self.rician_noise_share = rician_noise_share
         self.intensity = intensity_transform()
         self.intensity.set_random_state(seed=seed)
 
@@ -99,6 +136,9 @@ class SliceAugmenter:
     def __call__(self, image: np.ndarray, target: np.ndarray, centre_rc: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
         out_image, out_target = self.geometry(image, target, centre_rc)
         out_image = self.resolution(out_image)
+        if self.rician_noise_share and self.rng.random() < self.rician_noise_share:  # no draw when off: older runs repeat exactly
+            low, high = np.log(RICIAN_SNR_RANGE)
+            out_image = torch.from_numpy(rician_noise(out_image.numpy(), float(np.exp(self.rng.uniform(low, high))), self.rng))
         if self.rng.random() < 0.1 * self.strength:
             out_image = 1.0 - out_image
         out_image = self.intensity(out_image)

@@ -220,7 +220,7 @@ def _train_command(run_dir: Path, config: dict) -> str:
         "--validate-every": "validate_every", "--disc-case-weight": "disc_case_weight", "--threads": "threads",
         "--random-centre-fraction": "random_centre_fraction", "--average-weights-from": "average_weights_from",
         "--augmentation-strength": "augmentation_strength", "--synthetic-disc-share": "synthetic_disc_share",
-        "--class-dice-weight": "class_dice_weight",
+        "--class-dice-weight": "class_dice_weight", "--rician-noise-share": "rician_noise_share",
     }
     parts = ["spineanalysis", "train", "-o", str(run_dir)]
     for flag, key in options.items():

@@ -71,6 +71,9 @@ class TrainingConfig:
     # weight of the class Dice term (body and disc class, each the union of its levels; see
     # :func:`~.losses.class_dice_loss`) added to the loss; 0: off, as for the phases up to 1.9.0
     class_dice_weight: float = 0.0
+    # share of samples given Rician noise at a random SNR of 2-20 (:func:`~.augment.rician_noise`), for
+    # noisier scans than the training set's; 0: off, as for the phases up to 1.10.0
+    rician_noise_share: float = 0.0
 
     def __post_init__(self) -> None:
         """Range checks, so that a bad value is refused in one line before any data is read."""
@@ -90,6 +93,7 @@ class TrainingConfig:
 _RANGES = {
     "random_centre_fraction": (0.0, 1.0, True),
     "augmentation_strength": (0.0, 1.0, True),
+    "rician_noise_share": (0.0, 1.0, True),
     "synthetic_disc_share": (0.0, 1.0, False),
     "class_dice_weight": (0.0, 10.0, True),
     "average_weights_from": (0.0, 1.0, False),
@@ -167,7 +171,7 @@ class SliceSampler:
         if synthetic.any() and not synthetic.all():  # synthetic cases share synthetic_disc_share of the draws
             weights = np.where(synthetic, config.synthetic_disc_share / weights[synthetic].sum(), (1 - config.synthetic_disc_share) / weights[~synthetic].sum()) * weights
         self.weights = weights / weights.sum()
-        self.augmenter = SliceAugmenter(config.crop, seed=config.seed, strength=config.augmentation_strength)
+        self.augmenter = SliceAugmenter(config.crop, seed=config.seed, strength=config.augmentation_strength, rician_noise_share=config.rician_noise_share)
         self.network = NetworkConfig.from_dict(config.network)
 
     def input_slices(self, case: TrainingCase, index: int) -> np.ndarray:

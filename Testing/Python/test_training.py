@@ -462,3 +462,59 @@ def test_class_dice_term_trains_and_is_recorded_in_the_train_command(tmp_path, c
     assert "--class-dice-weight 1" in _train_command(tmp_path / "run", saved)
     assert main(["train", "-o", str(tmp_path / "bad"), "--class-dice-weight", "-1"]) == 2
     assert "--class-dice-weight must be between 0 and 10" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_rician_noise_has_the_requested_snr_and_the_rician_floor():
+    """On a two-level phantom: the tissue's noise SD is signal / SNR, and the dark background becomes
+    the Rayleigh floor sigma * sqrt(pi / 2) (Gudbjartsson & Patz 1995), not zero-mean noise."""
+    from SpineAnalysisLib.model.augment import otsu_threshold, rician_noise
+
+    image = np.zeros((200, 200), np.float32)
+    image[:, 100:] = 0.5
+    assert 0.0 < otsu_threshold(image) < 0.5
+    noisy = rician_noise(image, snr=10.0, rng=np.random.default_rng(1))
+    sigma = 0.05
+    assert abs(noisy[:, 100:].std() - sigma) < 0.003
+    assert abs(noisy[:, 100:].mean() - 0.5) < 0.005
+    assert abs(noisy[:, :100].mean() - sigma * np.sqrt(np.pi / 2)) < 0.002
+
+
+def test_rician_noise_share_adds_noise_to_that_share_of_crops_and_repeats_old_runs_when_off():
+    from types import SimpleNamespace
+
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.store import _train_command
+    from SpineAnalysisLib.model.training import SliceSampler
+
+    image = np.zeros((1, 300, 300), np.float32)
+    image[0, 135:165, 135:165] = 1.0  # the crop corner below never reaches it (shifts up to 60 px)
+    target = np.zeros((1, 300, 300), np.int64)
+    target[0, 140:160, 135:165] = LABEL_TO_CHANNEL[22]
+    case = SimpleNamespace(
+        scene=None, record=SimpleNamespace(source="VB3"), image=image, target=target,
+        annotated=np.ones(len(LABEL_TO_CHANNEL), bool), labelled_slices=np.arange(1), slice_spacing_mm=1.0,
+    )
+
+    def background_noise(share: float) -> np.ndarray:
+        config = TrainingConfig(batch_size=32, crop=224, augmentation_strength=0.0, rician_noise_share=share)
+        sampler = SliceSampler([case], config)
+        sampler.augmenter.intensity = lambda x: x  # only the geometry and the noise under test
+        images = sampler.batch()[0]
+        return images[:, 0, :20, :20].flatten(1).std(1).numpy()  # a corner outside the bright square
+
+    assert (background_noise(0.0) == 0).all()
+    noisy = (background_noise(1.0) > 0).mean()
+    assert noisy == 1.0
+    assert 0.2 < (background_noise(0.5) > 0).mean() < 0.8
+    config = TrainingConfig(batch_size=4, crop=224, seed=3)
+    old = SliceSampler([case], config).batch()[0]
+    again = SliceSampler([case], TrainingConfig(batch_size=4, crop=224, seed=3, rician_noise_share=0.0)).batch()[0]
+    assert torch.equal(old, again)
+    assert "--rician-noise-share 0.3" in _train_command(Path("run"), {"steps": 5, "rician_noise_share": 0.3})
+
+
+def test_bad_rician_noise_share_is_a_one_line_error(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+
+    assert main(["train", "-o", str(tmp_path / "run"), "--rician-noise-share", "1.5"]) == 2
+    assert "--rician-noise-share must be between 0 and 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
