@@ -29,9 +29,9 @@ from . import imageio
 from . import labels as scheme
 from .annotation import split_model_text
 from .errors import InputError
+from .terminology import CATEGORY
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-CATEGORY = ("123037004", "SCT", "Anatomical Structure")
 #: Attributes every source instance needs so that a SEG can reference it.
 REQUIRED_SOURCE_ATTRIBUTES = (
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
@@ -173,7 +173,7 @@ def write_dicom_seg(
             hd.seg.SegmentDescription(
                 segment_number=number,
                 segment_label=name,
-                segmented_property_category=CodedConcept(CATEGORY[0], CATEGORY[1], CATEGORY[2]),
+                segmented_property_category=CodedConcept(value=CATEGORY[1], scheme_designator=CATEGORY[0], meaning=CATEGORY[2]),
                 segmented_property_type=CodedConcept(structure.snomed_code, "SCT", structure.snomed_meaning),
                 algorithm_type=algorithm_type,
                 algorithm_identification=identification,
