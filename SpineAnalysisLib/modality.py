@@ -2,7 +2,7 @@
 
 From the DICOM Modality tag (0008,0060) when the image was read from DICOM, otherwise from the value range:
 CT voxels are Hounsfield units, where air is -1000 and fat about -100, whereas MR magnitude images are not
-negative. :data:`MRI_ONLY` lists the parameters that are MR signal measures or are compared with MRI norms,
+negative. :func:`mri_only` tells the parameters that are MR signal measures or are compared with MRI norms,
 and are therefore not reported on CT.
 """
 
@@ -13,16 +13,13 @@ import SimpleITK as sitk
 
 CT, MR, UNKNOWN = "CT", "MR", "unknown"
 
-#: Disc parameters that are MR signal measures (delta SI and the Pfirrmann grading built on T2 signal) or
-#: z-scores against an MRI reference: withheld on CT (see :func:`mri_only`).
-MRI_ONLY = ("delta_si", "pfirrmann_estimate", "pfirrmann_confidence", "dhi_z", "hdr_z", "delta_si_z")
 NOT_ON_CT = "not measured on CT: MR signal parameter or z-score against an MRI reference"
 
 
 def mri_only(parameter: str) -> bool:
     """True for a disc parameter withheld on CT: ΔSI, anything Pfirrmann (a T2 signal grading) and every z-score
-    (the references are MRI populations), also ones added after this list."""
-    return parameter in MRI_ONLY or parameter.startswith(("delta_si", "pfirrmann")) or parameter.endswith("_z")
+    (the references are MRI populations), by name so that parameters added later are covered too."""
+    return parameter.startswith(("delta_si", "pfirrmann")) or parameter.endswith("_z")
 
 
 def _sample(array: np.ndarray) -> np.ndarray:
