@@ -376,7 +376,8 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
     for k in range(source.shape[0]):  # slice by slice: no int64 copy of a whole CT-sized map
         mapped[k] = table[source[k].astype(np.intp, copy=False)]
     vertebra_values = sorted(v for v in set(mapping.values()) if scheme.is_vertebra(v))
-    box = _spine_box(np.isin(mapped, vertebra_values), label_map)
+    vertebrae = np.isin(mapped, vertebra_values)
+    box = _spine_box(vertebrae, label_map)
     if box is None:
         raise InputError(f"label map: no vertebra of the {name} scheme in it (labels {_shown(values)})")
     if bodies is None:
@@ -384,9 +385,8 @@ def translate(label_map: sitk.Image, label_scheme: str = "auto", bodies: sitk.Im
 
     # everything below works inside the spine's box (the vertebrae and 20 mm around them)
     body_values = present_labels(bodies)
-    source, mapped = source[box], mapped[box]
+    source, mapped, vertebra_ids = source[box], mapped[box], vertebrae[box]
     body_mask, disc_mask, extra, kind = _body_classes(sitk.GetArrayViewFromImage(bodies)[box], body_values)
-    vertebra_ids = np.isin(mapped, vertebra_values)
     endplates = np.isin(source, sorted(_ENDPLATES)) if name != "totalsegmentator" else np.zeros(source.shape, bool)
     out = np.zeros(source.shape, dtype=np.uint16)
     keep = vertebra_ids & (body_mask | endplates)
