@@ -10,9 +10,13 @@ Metrics (computed only for structures the case annotates; the shared data are pa
   identified when the predicted structure of the same kind whose centroid is closest to the reference
   centroid lies within 20 mm and has the same level.
 * Average symmetric surface distance (mm) of each class.
-* Disc-height agreement: ``dhi`` and ``height_mean_mm`` measured by the measurement engine on the
-  predicted and on the reference masks. Reference discs of body-only cases are the gap pseudo-labels
-  of :mod:`SpineAnalysisLib.model.dataset` (stated in the report), those of disc cases are expert labels.
+* Measurement agreement: the measurement engine run on the predicted and on the reference masks, per
+  level: the disc's ``dhi``, ``height_mean_mm``, ``height_middle_mm`` and ``segmental_angle_deg`` and the
+  vertebral bodies' anterior, middle and posterior heights (only bodies the case annotates); bias and
+  mean absolute difference, overall and per source data set. Reference discs of body-only cases are the
+  gap pseudo-labels of :mod:`SpineAnalysisLib.model.dataset` (stated in the report), those of disc cases
+  are expert labels; the middle height and the angle come from the two bodies' endplates
+  (:mod:`.measure.disc`), so for body-only cases they compare the predicted bodies with the expert bodies.
 """
 
 from __future__ import annotations
@@ -208,9 +212,9 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
     return case
 
 
-#: Measurements compared between predicted and expert masks (``evaluate``): disc height index and
-#: mean disc height, and the anterior, middle and posterior vertebral-body heights.
-COMPARED_DISC = ("dhi", "height_mean_mm")
+#: Measurements compared between predicted and expert masks (``evaluate``): disc height index, mean
+#: and middle disc height, segmental angle, and the anterior, middle and posterior vertebral-body heights.
+COMPARED_DISC = ("dhi", "height_mean_mm", "height_middle_mm", "segmental_angle_deg")
 COMPARED_VERTEBRA = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")
 
 
@@ -308,8 +312,10 @@ def format_report(report: dict) -> str:
     for kind, agreement in s.get("disc_agreement_by_reference", {"reference masks": s["disc_agreement"]}).items():
         for parameter, stats in agreement.items():
             lines.append(f"{parameter} agreement (prediction vs {kind}): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
+    for parameter, stats in s.get("vertebra_agreement", {}).items():
+        lines.append(f"{parameter} agreement (prediction vs expert bodies): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
     for source, stats in s.get("agreement_by_source", {}).items():
-        parts = [f"{p} bias {v['bias']:+.2f} (n={v['n']})" for group in ("vertebra", "disc") for p, v in stats[group].items()]
+        parts = [f"{p} bias {v['bias']:+.2f}, mean |diff| {v['mean_abs_difference']:.2f} (n={v['n']})" for group in ("vertebra", "disc") for p, v in stats[group].items()]
         lines.append(f"{source} ({stats['cases']} cases, body Dice {fmt(stats['dice_vertebra'])}): " + ", ".join(parts))
     lines.append(f"mean time per case: {fmt(s['mean_seconds_per_case'], '{:.1f}')} s")
     for case in report["cases"]:
