@@ -2,7 +2,7 @@
 (prints numbers; not a timed test).
 
     .venv/bin/python Testing/Benchmarks/stress_noise.py --split training --cases VB1_02,VB2_05 \\
-        --levels clean,snr8,snr4,snr2,snr4+bias1+coarse2 [--jsonl OUT.jsonl] [--no-repair] [--force-second-pass]
+        --levels clean,snr8,snr4,snr2,snr4+bias1+coarse2 [--jsonl OUT.jsonl] [--no-repair] [--force-second-pass] [--model M] [--threads N]
 
 Cases are shared cases (``../shared/data/lumbar_mri``) of the fixed split the shipped model was
 validated on (``SpineAnalysisLib.model.dataset.split_cases``): choose thresholds and variants on
@@ -177,6 +177,8 @@ def main():
     parser.add_argument("--no-repair", action="store_true", help="first pass only")
     parser.add_argument("--force-second-pass", action="store_true")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="curvature")
+    parser.add_argument("--model", help="model name, name@version or folder (default: the shipped model)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--summarise", metavar="JSONL", help="only print the table and summary of an earlier run's --jsonl")
     args = parser.parse_args()
     if args.summarise:
@@ -188,6 +190,10 @@ def main():
 
     if not args.split:
         raise SystemExit("stress_noise: error: --split training|validation is needed")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     records = read_manifest(Path(args.data) if args.data else default_data_dir())
     train, validation = split_cases(records)
     pool = {r.case_id: r for r in (train if args.split == "training" else validation)}
@@ -209,7 +215,7 @@ def main():
         for name, settings in levels:
             seed = zlib.crc32(f"{case_id}:{name}".encode())
             transform = None if name == "clean" else (lambda image, s=settings, seed=seed: degraded(image, seed=seed, **s))
-            row = evaluate_case(pool[case_id], device="cpu", image_transform=transform, measure=False, repair=not args.no_repair)
+            row = evaluate_case(pool[case_id], model_name=args.model, device="cpu", image_transform=transform, measure=False, repair=not args.no_repair)
             row = {"split": args.split, "level": name, "variant": args.variant, "forced": args.force_second_pass, **row}
             rows.append(row)
             print(format_row(row), flush=True)
