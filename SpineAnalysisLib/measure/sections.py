@@ -233,19 +233,25 @@ class Spine:
                 return None, f"{endplate} {short}"
         return section.partial, ""
 
-    def shorter_than_facing(self, vertebra: int, side: str) -> str:
-        """Why the ``side`` endplate of ``vertebra`` is too short against the endplate facing it across the disc
-        (:data:`FACING_ENDPLATE_MIN_RATIO`; the body is then probably labelled in part), else ''."""
+    def facing_ratio(self, vertebra: int, side: str) -> tuple[float, int] | None:
+        """(length of the ``side`` endplate of ``vertebra`` / length of the endplate facing it across the disc,
+        the vertebra across the disc) in the mid-sagittal plane; None when either body has no corners."""
         neighbour = self.vertebra_above(vertebra) if side == "upper" else self.vertebra_below(vertebra)
         quad = self.section(vertebra).partial if vertebra in self.present else None
         facing = self.section(neighbour).partial if neighbour is not None else None
         if quad is None or facing is None:
-            return ""
+            return None
         own_width = quad.upper_width if side == "upper" else quad.lower_width
         facing_width = facing.lower_width if side == "upper" else facing.upper_width
-        ratio = own_width / facing_width if facing_width > 0 else 1.0
-        if ratio >= FACING_ENDPLATE_MIN_RATIO:
+        return (own_width / facing_width if facing_width > 0 else 1.0), neighbour
+
+    def shorter_than_facing(self, vertebra: int, side: str) -> str:
+        """Why the ``side`` endplate of ``vertebra`` is too short against the endplate facing it across the disc
+        (:data:`FACING_ENDPLATE_MIN_RATIO`; the body is then probably labelled in part), else ''."""
+        facing = self.facing_ratio(vertebra, side)
+        if facing is None or facing[0] >= FACING_ENDPLATE_MIN_RATIO:
             return ""
+        ratio, neighbour = facing
         return (f"is {100 * ratio:.0f} % as long as {scheme.vertebra_name(neighbour)}'s facing one (adjacent endplates: "
                 f"at least {100 * FACING_ENDPLATE_MIN_RATIO:.0f} %): {scheme.vertebra_name(vertebra)} labelled in part")
 

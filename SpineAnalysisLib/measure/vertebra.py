@@ -212,7 +212,7 @@ def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
     lower, why = spine.endplate(below, "upper")
     if lower is None:
         return None, why
-    ratio = lower.upper_width / upper.lower_width
+    ratio = spine.facing_ratio(below, "upper")[0]  # both bodies have corners: the endplates above were found
     if ratio < SLIP_MIN_ENDPLATE_RATIO:
         return None, (f"not measurable: {scheme.vertebra_name(below)}'s superior endplate is {100 * ratio:.0f} % of "
                       f"{scheme.vertebra_name(vertebra)}'s inferior one ({scheme.vertebra_name(below)} labelled in part?)")
