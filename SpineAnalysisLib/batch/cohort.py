@@ -67,13 +67,20 @@ def _case_rows(case_dir: Path) -> list[dict]:
     return rows
 
 
-def case_quality(case_dir: Path, rows: list[dict] | None = None) -> dict:
-    """``{"status", "reasons"}`` of a finished case: its summary.json's quality, else its rows' quality column;
-    outputs written before quality statuses existed count as "ok" with that said in the reasons."""
+def _summary(case_dir: Path) -> dict:
+    """The case's summary.json (read once per case); {} when it is missing, unreadable or not a JSON object."""
     try:
-        quality = json.loads((Path(case_dir) / "summary.json").read_text(encoding="utf-8")).get("quality")
+        summary = json.loads((Path(case_dir) / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        quality = None
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def case_quality(summary: dict, rows: list[dict] | None = None) -> dict:
+    """``{"status", "reasons"}`` of a finished case: its summary.json's quality (``summary``, see :func:`_summary`),
+    else its rows' quality column; outputs written before quality statuses existed count as "ok" with that said in
+    the reasons."""
+    quality = summary.get("quality")
     if isinstance(quality, dict) and quality.get("status"):
         return {"status": quality["status"], "reasons": list(quality.get("reasons", []))}
     statuses = {row.get("quality") for row in rows or [] if row.get("quality")}
@@ -82,17 +89,10 @@ def case_quality(case_dir: Path, rows: list[dict] | None = None) -> dict:
     return {"status": "ok", "reasons": ["not assessed (written before quality statuses)"]}
 
 
-def is_ct_case(case_dir: Path) -> bool:
-    """True when the case's summary.json says its image is a CT (cases measured from a given segmentation)."""
-    try:
-        return json.loads((Path(case_dir) / "summary.json").read_text(encoding="utf-8")).get("modality") == "CT"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def iter_case_rows(outdir: Path, cases: list[Case], qualities: dict | None = None):
+def iter_case_rows(outdir: Path, cases: list[Case], qualities: dict | None = None, ct_cases: set | None = None):
     """(case, tidy rows) of every finished case, in case-id order, read from its own files one case at a time.
-    ``qualities``, when given, receives case_id -> :func:`case_quality`."""
+    ``qualities``, when given, receives case_id -> :func:`case_quality`; ``ct_cases`` the ids of the cases whose
+    summary.json says their image is a CT (cases measured from a given segmentation)."""
     state = BatchState(outdir)
     for case in sorted(cases, key=lambda c: c.case_id):
         folder = state.case_dir(case)
@@ -100,9 +100,12 @@ def iter_case_rows(outdir: Path, cases: list[Case], qualities: dict | None = Non
             continue
         done = state.done_info(case) or {}
         case_rows = _case_rows(folder)
-        quality = case_quality(folder, case_rows)
+        summary = _summary(folder)
+        quality = case_quality(summary, case_rows)
         if qualities is not None:
             qualities[case.case_id] = quality
+        if ct_cases is not None and summary.get("modality") == "CT":
+            ct_cases.add(case.case_id)
         rows = [{"case_id": case.case_id, "age": case.age, "sex": case.sex, **{key: row.get(key) for key in CSV_COLUMNS},
                  "label": row.get("label"), "model": done.get("model", "")} for row in case_rows]
         for row in rows:
@@ -211,12 +214,13 @@ def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *
     kept: list[dict] = []
     pending: list[dict] = []
     qualities: dict[str, dict] = {}
+    ct_cases: set[str] = set()
     writer = TableWriter(outdir / "measurements", TABLE_COLUMNS, MEASUREMENT_TYPES)
     try:
-        for count, (case, rows) in enumerate(iter_case_rows(outdir, cases, qualities), start=1):
+        for count, (case, rows) in enumerate(iter_case_rows(outdir, cases, qualities, ct_cases), start=1):
             pending.extend(rows)
             # the normative references are MRI populations: CT cases (a given segmentation) stay out of them
-            if (include_flagged or qualities[case.case_id]["status"] == "ok") and not is_ct_case(BatchState(outdir).case_dir(case)):
+            if (include_flagged or qualities[case.case_id]["status"] == "ok") and case.case_id not in ct_cases:
                 kept.extend(r for r in rows if r["structure"] == "disc" and r["parameter"] in REPORT_PARAMETERS and r["value"] is not None)
             if count % batch_cases == 0:
                 writer.write(pending)
