@@ -19,7 +19,7 @@ from . import imageio, label_schemes, modality
 from . import labels as scheme
 from .errors import InputError
 from .measure import alignment, disc, inputs, trabecular, vertebra
-from .measurements import Measurement, measure_case, write_measurements
+from .measurements import Measurement, measure_case_and_inputs, write_measurements
 from .quality import assess
 
 SUMMARY = "measure_summary.json"
@@ -79,10 +79,10 @@ def _withheld_rows(label_map: sitk.Image) -> list[Measurement]:
     return rows
 
 
-def _for_ct(measurements: list[Measurement], image: sitk.Image, label_map: sitk.Image) -> list[Measurement]:
-    """MR-only parameters withheld; ``trabecular_hu`` after each vertebra's rows."""
-    stats = inputs.load(image, label_map).stats
-    extra = trabecular.rows(image, label_map, stats)
+def _for_ct(measurements: list[Measurement], image: sitk.Image, label_map: sitk.Image, volume: inputs.Volume) -> list[Measurement]:
+    """MR-only parameters withheld; ``trabecular_hu`` after each vertebra's rows (``volume``: the inputs as
+    :func:`.measure.inputs.load` checked them for the measurements)."""
+    extra = trabecular.rows(image, label_map, volume.stats)
     result: list[Measurement] = []
     for n, m in enumerate(measurements):
         if m.structure == "disc" and modality.mri_only(m.parameter):
@@ -124,9 +124,9 @@ def measure_segmentation(
         inputs.check_image(image)
         kind, source = modality.detect(image)
     if translation.bodies:
-        measurements = measure_case(image, translation.label_map, sex=sex, age=age, labels=labels)
+        measurements, volume = measure_case_and_inputs(image, translation.label_map, sex=sex, age=age, labels=labels)
         if kind == modality.CT:
-            measurements = _for_ct(measurements, image, translation.label_map)
+            measurements = _for_ct(measurements, image, translation.label_map, volume)
     else:
         measurements = _withheld_rows(translation.label_map)
     levels = translation.levels()

@@ -131,6 +131,20 @@ def measure_case(
     Rows come in anatomical order (vertebrae and discs cranial to caudal), then the spine rows.
     Raises :class:`InputError` (one line) for unusable inputs.
     """
+    return measure_case_and_inputs(image, label_map, sex=sex, age=age, labels=labels, masks=masks)[0]
+
+
+def measure_case_and_inputs(
+    image: sitk.Image | None,
+    label_map: sitk.Image,
+    *,
+    sex: str | None = None,
+    age: float | None = None,
+    labels: Iterable[int] | None = None,
+    masks: str = "model",
+) -> tuple[list[Measurement], inputs.Volume]:
+    """:func:`measure_case` and the checked inputs it measured (:func:`.measure.inputs.load`), for a caller that
+    needs them too (the CT rows of :mod:`.measure_segmentation`) without loading them a second time."""
     sex = normative.normalise_sex(sex)
     age = normative.check_age(age)
     masks = normative.check_masks(masks)
@@ -161,7 +175,7 @@ def measure_case(
         for level, parameter, value, unit, note in spine_rows:
             result.append(_row("spine", level, parameter, value, unit, note, None))
     at_edge = {spine.disc_name(x) if scheme.is_disc(x) else scheme.vertebra_name(x) for x in spine.chain_ends_near_edge()}
-    return quality_checks.withhold_implausible(result, at_edge)
+    return quality_checks.withhold_implausible(result, at_edge), volume
 
 
 def measurements_to_table(measurements: Iterable[Measurement]) -> list[dict]:
