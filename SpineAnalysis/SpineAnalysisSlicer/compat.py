@@ -49,8 +49,3 @@ def segmentTerminology(segment) -> str:
     value = vtk.reference("")
     found = segment.GetTag(segment.GetTerminologyEntryTagName(), value)
     return str(value) if found else ""
-
-
-def setSegmentTerminology(segment, entry: str) -> None:
-    """Store a serialised terminology entry on a segment (the tag 5.8 reads, which 5.10+ also uses)."""
-    segment.SetTag(segment.GetTerminologyEntryTagName(), entry)

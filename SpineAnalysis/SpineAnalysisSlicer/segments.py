@@ -13,8 +13,8 @@ import slicer
 from SpineAnalysisLib import errors as spineErrors
 from SpineAnalysisLib import labels as scheme
 from SpineAnalysisLib import relabel as relabelling
+from SpineAnalysisLib import segment_scheme
 
-from . import compat, terminology
 from .compat import _
 
 #: Segmentation node attribute: the names before each Shift/Rename (JSON list), for undo.
@@ -35,10 +35,7 @@ def segmentNames(segmentationNode) -> dict:
 
 def labelOfSegment(segment):
     """Scheme label of a segment from its name ("L4" -> 23, "L4-L5" -> 123); None for other segments."""
-    try:
-        return scheme.label_from_name(segment.GetName())
-    except ValueError:
-        return None
+    return segment_scheme.label_of_name(segment.GetName())
 
 
 def segmentLabels(segmentationNode) -> dict:
@@ -58,9 +55,8 @@ def segmentIdByName(segmentationNode, name: str):
     for segmentId, segmentName in names.items():
         if segmentName == name:
             return segmentId
-    try:
-        wanted = scheme.label_from_name(name)
-    except ValueError:
+    wanted = segment_scheme.label_of_name(name)
+    if wanted is None:
         return None
     for segmentId, label in segmentLabels(segmentationNode).items():
         if label == wanted:
@@ -74,18 +70,8 @@ def vertebraNames(segmentationNode) -> list:
     return [scheme.vertebra_name(label) for label in labels]
 
 
-def applySchemeToSegment(segment):
-    """Set colour and terminology of a segment from its name; returns its scheme label or None.
-
-    Not SetLabelValue: that is the segment's value inside its shared labelmap layer, and changing it without
-    the voxels hands the segment other voxels. Label values come from names on export.
-    """
-    label = labelOfSegment(segment)
-    if label is None:
-        return None
-    segment.SetColor(*scheme.structure(label).color)
-    compat.setSegmentTerminology(segment, terminology.serializedEntry(label, segment.GetName()))
-    return label
+#: Set colour and terminology of a segment from its name; returns its scheme label or None.
+applySchemeToSegment = segment_scheme.apply_scheme_to_segment
 
 
 def applyScheme(segmentationNode) -> None:

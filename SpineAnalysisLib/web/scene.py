@@ -25,13 +25,13 @@ from vtkmodules.vtkCommonDataModel import vtkImageData
 
 from .. import imageio, label_schemes, modality
 from .. import labels as scheme
-from .. import terminology
 from ..annotation import case_segment_names
 from ..errors import InputError
 from ..measure_segmentation import measure_segmentation
 from ..measurements import Measurement
 from ..relabel import plan_relabel, shift_mapping
 from ..segment_export import array_of_volume, segments_to_label_array
+from ..segment_scheme import apply_scheme_to_segment, label_of_name
 
 
 def _slicer():
@@ -231,13 +231,8 @@ class ReviewScene:
 
     def segment_labels(self) -> dict[str, int]:
         """Segment id -> scheme label, for the segments whose names belong to the scheme."""
-        result = {}
-        for sid, name in self.segment_names().items():
-            try:
-                result[sid] = scheme.label_from_name(name)
-            except ValueError:
-                continue
-        return result
+        labels = {sid: label_of_name(name) for sid, name in self.segment_names().items()}
+        return {sid: label for sid, label in labels.items() if label is not None}
 
     def segment_id(self, name: str) -> str | None:
         for sid, segment_name in self.segment_names().items():
@@ -262,15 +257,10 @@ class ReviewScene:
 
     def apply_scheme(self) -> None:
         """Give every segment whose name belongs to the scheme the scheme's colour and SNOMED CT terminology
-        entry (the Slicer module's, from :mod:`SpineAnalysisLib.terminology`)."""
+        entry, as the Slicer module does (:func:`SpineAnalysisLib.segment_scheme.apply_scheme_to_segment`)."""
         segmentation = self.segmentation_node.GetSegmentation()
-        names = self.segment_names()
-        for sid, label in self.segment_labels().items():
-            segment = segmentation.GetSegment(sid)
-            segment.SetColor(*scheme.structure_color(label))
-            entry = terminology.serialized_entry(label, names[sid])
-            setter = getattr(segment, "SetTerminology", None)  # Slicer >= 5.10; the tag before
-            setter(entry) if setter is not None else segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
+        for sid in self.segment_names():
+            apply_scheme_to_segment(segmentation.GetSegment(sid))
 
     # -- measurements --------------------------------------------------------------------------------
     def measure(self, label_map: sitk.Image | None = None) -> list[Measurement]:
