@@ -20,12 +20,10 @@ COLOR_TABLE_ATTRIBUTE = "SpineAnalysis.LabelScheme"
 
 def getColorTableNode():
     """The colour table of the label scheme (label value -> name, colour, terminology); created once per scene."""
-    scene = slicer.mrmlScene
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLColorTableNode")
+    for node in volumes.nodesOfClass("vtkMRMLColorTableNode"):
         if node.GetAttribute(COLOR_TABLE_ATTRIBUTE) == "1":
             return node
-    node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
     node.SetAttribute(COLOR_TABLE_ATTRIBUTE, "1")
     fillColorTable(node, {label: scheme.structure_name(label) for label in scheme.all_labels()})
     return node
@@ -102,10 +100,8 @@ def segmentationsOfVolume(volumeNode) -> list:
     """Segmentation nodes whose reference geometry is ``volumeNode``, oldest first."""
     if volumeNode is None:
         return []
-    scene = slicer.mrmlScene
     role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
-    nodes = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
-    return [node for node in nodes if node.GetNodeReferenceID(role) == volumeNode.GetID()]
+    return [node for node in volumes.nodesOfClass("vtkMRMLSegmentationNode") if node.GetNodeReferenceID(role) == volumeNode.GetID()]
 
 
 def segmentationForVolume(volumeNode, current=None):

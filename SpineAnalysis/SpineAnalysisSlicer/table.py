@@ -100,9 +100,7 @@ def tableForSegmentation(segmentationNode, current=None):
         return None
     if current is None or measuresSegmentation(current, segmentationNode):
         return current
-    scene = slicer.mrmlScene
-    tables = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
-    own = [node for node in tables if measuresSegmentation(node, segmentationNode)]
+    own = [node for node in volumes.nodesOfClass("vtkMRMLTableNode") if measuresSegmentation(node, segmentationNode)]
     return own[-1] if own else None
 
 

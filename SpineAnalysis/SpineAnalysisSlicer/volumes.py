@@ -77,6 +77,12 @@ def baseName(path: str) -> str:
     return name
 
 
+def nodesOfClass(className: str) -> list:
+    """The scene's nodes of ``className`` in scene order (oldest first)."""
+    scene = slicer.mrmlScene
+    return [scene.GetNthNodeByClass(index, className) for index in range(scene.GetNumberOfNodesByClass(className))]
+
+
 def removeNode(node) -> None:
     """Remove a node with its display and storage nodes."""
     if node is None or node.GetScene() is None:
