@@ -317,7 +317,7 @@ def _posterior_walls(bodies: list[_Body]) -> np.ndarray:
 
 def _chain_reasons(bodies: list[_Body], vertebrae: list[int], extent_mm: np.ndarray, s1_recognised: bool) -> list[str]:
     """What anatomy forbids in the labelled chain (:mod:`.chain`), including bodies probably missed below
-    it (no recognised S1 although the image continues)."""
+    it (no recognised S1 although the image continues) or above it (below T10 although the image continues)."""
     centroids = np.array([b.centroid for b in bodies])
     names = [scheme.vertebra_name(v) for v in vertebrae]
     voted = [int(np.argmax(b.votes)) if b.votes.max() >= CONFIDENT_VOTE else None for b in bodies]
@@ -328,6 +328,7 @@ def _chain_reasons(bodies: list[_Body], vertebrae: list[int], extent_mm: np.ndar
         + chain.order_reasons(voted, names)
         + chain.canal_reasons([(b.centroid[1], b.anterior_mm) for b in bodies], _posterior_walls(bodies), names)
         + chain.lower_end_reasons(centroids, names, extent_mm, s1_recognised)
+        + chain.upper_end_reasons(centroids, names, extent_mm)
     )
 
 

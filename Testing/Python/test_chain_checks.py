@@ -111,7 +111,9 @@ def test_expert_chains_of_the_validation_split_pass_the_checks():
                 classes[labels == label] = channel
         _, report = label_levels(classes, frame.spacing)
         partial = not (labels == 26).any()
-        reasons = [f for f in report.flags if f.startswith("levels uncertain") and not (partial and "no sacrum found" in f)]
+        partial_top = not (labels == 17).any()  # annotated from T11, T12 or L1 up to the edge of what they outline
+        reasons = [f for f in report.flags if f.startswith("levels uncertain") and not (partial and "no sacrum found" in f)
+                   and not (partial_top and "no body labelled above" in f)]
         assert not reasons, (record.case_id, report.flags)
 
 

@@ -154,6 +154,26 @@ def test_the_models_label_map_without_its_lowest_bodies_is_levels_uncertain(resu
     assert any(f.startswith("levels uncertain: no sacrum found although the image continues") and "below L3" in f for f in report.flags), report.flags
 
 
+def test_the_models_label_map_without_its_highest_bodies_is_levels_uncertain(result):
+    """Under noise the stress test lost T11 and T12 at the top of otherwise right chains: the network's
+    own output on the real sample with T12 and L1 (and the discs between them and below) removed starts
+    at L2, and the image continues more than 1.5 body spacings above it: levels uncertain. Without T12
+    alone the room above L1 stays under the limit (T12 is cut by the top edge, a partial body's room)."""
+    from SpineAnalysisLib.model.labelling import LOW_CONFIDENCE, label_levels
+
+    labels, classes, spacing = _network_classes(result)
+    assert result.report.levels[0] == "T12" and not any("upper end" in f for f in result.report.flags)
+    without_t12 = classes.copy()
+    without_t12[np.isin(labels, [19, scheme.disc_label(19)])] = 0
+    _, report = label_levels(without_t12, spacing)
+    assert report.levels[0] == "L1" and not any("upper end" in f for f in report.flags), report.flags
+    classes[np.isin(labels, [19, 20] + [scheme.disc_label(v) for v in (19, 20)])] = 0  # T12, L1, discs T12-L1 and L1-L2
+    _, report = label_levels(classes, spacing)
+    assert report.levels[0] == "L2" and report.anchor == "S1"
+    assert report.levels_uncertain and report.confidence < LOW_CONFIDENCE
+    assert any(f.startswith("levels uncertain: no body labelled above L2 although the image continues") for f in report.flags), report.flags
+
+
 def _network_classes(result):
     """(scheme labels, network class map, spacing) of a result's label map in the network frame."""
     from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
