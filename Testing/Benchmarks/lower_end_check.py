@@ -1,12 +1,14 @@
-"""What the lower-end chain check (``model.chain.lower_end_reasons``) sees on the model's own predictions
-of the shared scans and the bundled sample (prints one JSON line per case; not a timed test).
+"""What the chain-end checks (``model.chain.lower_end_reasons``, ``upper_end_reasons``) see on the model's own
+predictions of the shared scans and the bundled sample (prints one JSON line per case; not a timed test).
 
     .venv/bin/python Testing/Benchmarks/lower_end_check.py [--data ../shared/data/lumbar_mri] [--cases VB3_03,VB3_06] [--jsonl OUT]
 
 Each image runs through ``segment_image`` (default settings, repair included); every call of the
 check is recorded with its inputs: the chain's names, whether S1 was recognised, the room below the
 lowest body along the chain (mm), the median body pitch (mm) and their ratio (the check fires above
-``chain.MAX_ROOM_BELOW_RATIO`` when S1 is not recognised). The expert label maps are partial (L1-L5
+``chain.MAX_ROOM_BELOW_RATIO`` when S1 is not recognised); and for the upper end the room above the highest
+body and its ratio (``upper``; the check fires above ``chain.MAX_ROOM_ABOVE_RATIO`` when that body is below
+T10). The expert label maps are partial (L1-L5
 only on most scans), so the model's predictions are what the check must pass.
 """
 
@@ -42,6 +44,14 @@ def main() -> None:
         return check(centroids, names, extent, s1_recognised)
 
     chain.lower_end_reasons = recording
+    upper_check = chain.upper_end_reasons
+
+    def recording_upper(centroids, names, extent):
+        room, pitch = chain.room_above_mm(centroids, names, extent)
+        records.append({"upper": True, "names": list(names), "room_mm": round(room, 1), "pitch_mm": round(pitch, 1), "ratio": round(room / pitch, 2) if pitch else None})
+        return upper_check(centroids, names, extent)
+
+    chain.upper_end_reasons = recording_upper
     images = Path(args.data or default_data_dir()) / "images"
     paths = sorted(images.glob("*.nii.gz")) + [SAMPLE]
     if args.cases:
@@ -53,7 +63,7 @@ def main() -> None:
         report = segment_image(sitk.ReadImage(str(path)), device="cpu").report
         row = {"case": path.name.split(".")[0], "levels": [n for n in report.levels if "-" not in n], "anchor": report.anchor,
                "uncertain": report.levels_uncertain, "confidence": round(report.confidence, 3),
-               "fires": any("no sacrum found" in f for f in report.flags), "passes": records[:], "seconds": round(time.time() - started, 1)}
+               "fires": any("no sacrum found" in f for f in report.flags), "fires_upper": any("no body labelled above" in f for f in report.flags), "passes": records[:], "seconds": round(time.time() - started, 1)}
         print(json.dumps(row), flush=True)
         if out:
             out.write(json.dumps(row) + "\n")
