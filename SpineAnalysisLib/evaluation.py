@@ -16,7 +16,8 @@ Metrics (computed only for structures the case annotates; the shared data are pa
   mean absolute difference, overall and per source data set. Reference discs of body-only cases are the
   gap pseudo-labels of :mod:`SpineAnalysisLib.model.dataset` (stated in the report), those of disc cases
   are expert labels; the middle height and the angle come from the two bodies' endplates
-  (:mod:`.measure.disc`), so for body-only cases they compare the predicted bodies with the expert bodies.
+  (:mod:`.measure.disc`), so they compare the predicted bodies with the expert bodies and are left out for
+  cases whose reference outlines only the discs (there the reference measures them on the disc's own outline).
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
             if value is None or predicted_value is None:
                 continue
             if structure == "disc":
+                if parameter in FROM_BODIES and not vertebrae:
+                    continue  # a disc-only reference measures these on the disc's own outline, the prediction between its bodies
                 agreement.setdefault(parameter, []).append((level, value, predicted_value))
             elif level in vertebra_names:  # only the bodies the expert outlined
                 heights.setdefault(parameter, []).append((level, value, predicted_value))
@@ -215,6 +218,8 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
 #: Measurements compared between predicted and expert masks (``evaluate``): disc height index, mean
 #: and middle disc height, segmental angle, and the anterior, middle and posterior vertebral-body heights.
 COMPARED_DISC = ("dhi", "height_mean_mm", "height_middle_mm", "segmental_angle_deg")
+#: disc values taken from the two bodies' endplates: compared only where the reference outlines the bodies
+FROM_BODIES = ("height_middle_mm", "segmental_angle_deg")
 COMPARED_VERTEBRA = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")
 
 
