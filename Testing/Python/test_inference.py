@@ -237,3 +237,27 @@ def test_device_choice():
     assert pick_device("auto").type in ("cpu", "cuda", "mps")
     with pytest.raises(InputError):
         pick_device("tpu")
+
+
+def test_when_the_coarse_pass_finds_no_spine_the_whole_volume_is_searched_at_one_zoom(small_real_image, result, monkeypatch):
+    """A scan the coarse pass cannot read (a noisy Siegen scan gave 76 s for three zooms over the whole volume):
+    the full pass covers the whole volume at one zoom, so the time stays bounded; a readable scan keeps three."""
+    from SpineAnalysisLib import inference
+
+    assert result.stages["zooms"] == 3 and result.stages["box_fraction"] < 1.0
+    real_coarse, real_predict = inference.coarse_structures, inference.predict_volume
+    scales = []
+
+    def nothing_found(*args, **kwargs):
+        return np.zeros_like(real_coarse(*args, **kwargs))
+
+    def recording(*args, **kwargs):
+        scales.append(tuple(kwargs["test_time_scales"]))
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "coarse_structures", nothing_found)
+    monkeypatch.setattr(inference, "predict_volume", recording)
+    searched = segment_image(small_real_image, device="cpu", repair=False)
+    assert scales == [(1.0,)]
+    assert searched.stages["zooms"] == 1 and searched.stages["box_fraction"] == 1.0
+    assert {"L2", "L3", "L4"} <= set(searched.report.levels)  # one zoom still finds the spine of a readable scan
