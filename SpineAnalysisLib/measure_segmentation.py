@@ -19,7 +19,7 @@ from . import imageio, label_schemes, modality
 from . import labels as scheme
 from .errors import InputError
 from .measure import alignment, disc, inputs, trabecular, vertebra
-from .measurements import Measurement, measure_case_and_inputs, write_measurements
+from .measurements import Measurement, measure_case, write_measurements
 from .quality import assess
 
 SUMMARY = "measure_summary.json"
@@ -124,7 +124,9 @@ def measure_segmentation(
         inputs.check_image(image)
         kind, source = modality.detect(image)
     if translation.bodies:
-        measurements, volume = measure_case_and_inputs(image, translation.label_map, sex=sex, age=age, labels=labels)
+        # on CT the trabecular_hu rows need the checked inputs too: loaded once for both
+        volume = inputs.load(image, translation.label_map) if kind == modality.CT else None
+        measurements = measure_case(image, translation.label_map, sex=sex, age=age, labels=labels, volume=volume)
         if kind == modality.CT:
             measurements = _for_ct(measurements, image, translation.label_map, volume)
     else:

@@ -117,6 +117,7 @@ def measure_case(
     age: float | None = None,
     labels: Iterable[int] | None = None,
     masks: str = "model",
+    volume: inputs.Volume | None = None,
 ) -> list[Measurement]:
     """Measure every vertebra, disc and the spine's alignment in ``label_map``.
 
@@ -128,28 +129,17 @@ def measure_case(
     output to these structures (their neighbours are still used); spine rows are only produced when
     ``labels`` is None. Discs are reported when labelled or when both bounding vertebrae are labelled.
 
+    ``volume``: the inputs already checked and indexed by :func:`.measure.inputs.load` ``(image, label_map)``, for a
+    caller that needs them too (the CT rows of :mod:`.measure_segmentation`); loaded here when None.
+
     Rows come in anatomical order (vertebrae and discs cranial to caudal), then the spine rows.
     Raises :class:`InputError` (one line) for unusable inputs.
     """
-    return measure_case_and_inputs(image, label_map, sex=sex, age=age, labels=labels, masks=masks)[0]
-
-
-def measure_case_and_inputs(
-    image: sitk.Image | None,
-    label_map: sitk.Image,
-    *,
-    sex: str | None = None,
-    age: float | None = None,
-    labels: Iterable[int] | None = None,
-    masks: str = "model",
-) -> tuple[list[Measurement], inputs.Volume]:
-    """:func:`measure_case` and the checked inputs it measured (:func:`.measure.inputs.load`), for a caller that
-    needs them too (the CT rows of :mod:`.measure_segmentation`) without loading them a second time."""
     sex = normative.normalise_sex(sex)
     age = normative.check_age(age)
     masks = normative.check_masks(masks)
     wanted = _requested(labels)
-    volume = inputs.load(image, label_map)
+    volume = volume if volume is not None else inputs.load(image, label_map)
     spine = Spine(volume)
 
     structures = [(v, "vertebra") for v in spine.vertebrae] + [(d, "disc") for d in spine.discs()]
@@ -175,7 +165,7 @@ def measure_case_and_inputs(
         for level, parameter, value, unit, note in spine_rows:
             result.append(_row("spine", level, parameter, value, unit, note, None))
     at_edge = {spine.disc_name(x) if scheme.is_disc(x) else scheme.vertebra_name(x) for x in spine.chain_ends_near_edge()}
-    return quality_checks.withhold_implausible(result, at_edge), volume
+    return quality_checks.withhold_implausible(result, at_edge)
 
 
 def measurements_to_table(measurements: Iterable[Measurement]) -> list[dict]:
