@@ -317,10 +317,10 @@ def lower_end_reasons(centroids: np.ndarray, names: Sequence[str], image_extent_
     the lowest body by more than ``MAX_ROOM_BELOW_RATIO`` pitches (:func:`room_below_mm`)."""
     if s1_recognised or not len(names):
         return []
-    room, pitch = room_below_mm(centroids, names, image_extent_mm)
-    if pitch <= 0 or room <= MAX_ROOM_BELOW_RATIO * pitch:
+    beyond = _room_beyond_limit(centroids, names, image_extent_mm, upper=False)
+    if beyond is None:
         return []
-    return [f"no sacrum found although the image continues {room:.0f} mm below {names[-1]} (body spacing {pitch:.0f} mm): "
+    return [f"no sacrum found although the image continues {beyond[0]:.0f} mm below {names[-1]} (body spacing {beyond[1]:.0f} mm): "
             "bodies at the lower end may be missed and the levels counted from the wrong anchor"]
 
 
@@ -331,11 +331,18 @@ def upper_end_reasons(centroids: np.ndarray, names: Sequence[str], image_extent_
     column_names = [n for n in names if n != S1_NAME]
     if not column_names or _is_at_or_above_top_class(column_names[0]):
         return []
-    room, pitch = room_above_mm(centroids, names, image_extent_mm)
-    if pitch <= 0 or room <= MAX_ROOM_ABOVE_RATIO * pitch:
+    beyond = _room_beyond_limit(centroids, names, image_extent_mm, upper=True)
+    if beyond is None:
         return []
-    return [f"no body labelled above {column_names[0]} although the image continues {room:.0f} mm above it (body spacing {pitch:.0f} mm): "
-            "bodies at the upper end may be missed"]
+    return [f"no body labelled above {column_names[0]} although the image continues {beyond[0]:.0f} mm above it (body spacing "
+            f"{beyond[1]:.0f} mm): bodies at the upper end may be missed"]
+
+
+def _room_beyond_limit(centroids, names, image_extent_mm, upper: bool) -> tuple[float, float] | None:
+    """(room, pitch) when the image continues past the chain's end by more than the end's limit, else None."""
+    room, pitch = _room_beyond_end_mm(centroids, names, image_extent_mm, upper)
+    limit = MAX_ROOM_ABOVE_RATIO if upper else MAX_ROOM_BELOW_RATIO
+    return (room, pitch) if pitch > 0 and room > limit * pitch else None
 
 
 def _is_at_or_above_top_class(name: str) -> bool:
