@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import labels as scheme
+from .measure.vertebra import PARTIAL_BODY_NOTE
 
 STATUSES = ("ok", "review", "failed")
 #: the marker that starts the note of a withheld value
@@ -216,6 +217,8 @@ def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
             quality.add("review", f"{m.level} slip {m.value:.0f} % (Meyerding III or worse): confirm on the image")
         elif "incomplete" in m.note and m.parameter == "genant_grade":
             quality.notes.append(f"{m.level}: {m.note}")
+        elif m.parameter == "genant_grade" and m.value is None and m.note.startswith(PARTIAL_BODY_NOTE):
+            quality.add("review", f"{m.level}: {m.level} seems labelled in part (its Genant grade is withheld): check its outline")
     _order_and_spacing(measurements, quality)
     if summary.get("levels_uncertain", False):
         quality.add("review", "levels uncertain (labelling chain checks)")

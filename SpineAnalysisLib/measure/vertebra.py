@@ -27,7 +27,9 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   A posterior height taller than its neighbours' beyond healthy variation is replaced, as the losses' reference,
   by the neighbours' mean posterior height (:func:`predicted_posterior`; McCloskey 1993).
   Next to a disc whose height is outside its physical range the grade is withheld (a misplaced endplate;
-  :func:`SpineAnalysisLib.quality.withhold_implausible`).
+  :func:`SpineAnalysisLib.quality.withhold_implausible`); so is the grade of a body whose endplate is under
+  :data:`~.sections.GRADE_FACING_MIN_RATIO` of the endplate facing it across the disc (a fracture lowers a
+  body's heights, not its endplates' anterior-posterior length: the mask lost a corner).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
 * ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior cortex from
   that of the vertebra below, divided by the length of that lower vertebra's superior endplate, x 100; positive =
@@ -46,8 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import labels as scheme
+from . import edges
 from .landmarks import Quad
-from .sections import Spine
+from .sections import GRADE_FACING_MIN_RATIO, Spine
 
 #: (parameter, unit) of a vertebra, in output order.
 PARAMETERS = (
@@ -155,6 +158,9 @@ def meyerding_grade(percent: float) -> str:
 #: the model's S1 labelled in part at the bottom of the image (Testing/Benchmarks, docs/validation.md)
 SLIP_MIN_ENDPLATE_RATIO = 0.8
 
+#: start of the note of a Genant grade withheld because the body seems labelled in part (:mod:`SpineAnalysisLib.quality`
+#: sends the case to review on it)
+PARTIAL_BODY_NOTE = "not graded, labelled in part: "
 #: Genant's semi-quantitative method grades T4-L5 (Genant 1993); transitional T13 and L6 lie within that span.
 #: The sacrum and the upper thoracic spine are never graded.
 GENANT_LEVELS = frozenset(range(11, 25)) | {25, 28}
@@ -308,7 +314,12 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         if nodes:
             note += "; " + "; ".join(f"possible Schmorl node in the {n.endplate} endplate ({n.depth_mm:.1f} mm deep, "
                                      f"{n.width_mm:.0f} mm wide): focal, not graded as a fracture" for n in nodes)
-        if vertebra in GENANT_LEVELS:
+        partial = [f"its {edges.ENDPLATE_NAMES[side]} endplate {why}" for side in ("upper", "lower")
+                   if (why := spine.shorter_than_facing(vertebra, side, GRADE_FACING_MIN_RATIO))]
+        if vertebra in GENANT_LEVELS and partial:
+            out.append(("genant_grade", None, "grade", f"{PARTIAL_BODY_NOTE}{partial[0]}; a fracture does not shorten an "
+                                                        f"endplate this much ({note})"))
+        elif vertebra in GENANT_LEVELS:
             out.append(("genant_grade", float(genant_grade(loss)), "grade", note))
         else:
             out.append(("genant_grade", None, "grade", f"not graded: Genant grades T4-L5 only ({note})"))

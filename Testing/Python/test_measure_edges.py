@@ -124,3 +124,35 @@ def test_a_body_labelled_only_in_part_gives_no_disc_corners_angle_or_sacral_slop
         assert table[key].value is None and "S1 labelled in part" in table[key].note, (key, table[key].note)
     # the disc above keeps its values
     assert table[("L4-L5", "height_middle_mm")].value == pytest.approx(whole[("L4-L5", "height_middle_mm")].value, abs=0.01)
+
+
+def _without_front_top(label_map: sitk.Image, label: int, depth_fraction: float, height_fraction: float) -> sitk.Image:
+    """``label`` with the front ``depth_fraction`` of its upper ``height_fraction`` removed (patient axes)."""
+    array = sitk.GetArrayFromImage(label_map)
+    index = np.argwhere(array == label)  # (k, j, i)
+    points = np.array([label_map.TransformIndexToPhysicalPoint([int(i), int(j), int(k)]) for k, j, i in index])
+    anterior, superior = -points[:, 1], points[:, 2]  # LPS: anterior = -y, superior = +z
+    front = anterior > anterior.max() - depth_fraction * (anterior.max() - anterior.min())
+    top = superior > superior.max() - height_fraction * (superior.max() - superior.min())
+    bite = index[front & top]
+    array[bite[:, 0], bite[:, 1], bite[:, 2]] = 0
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(label_map)
+    return result
+
+
+def test_an_inner_body_with_a_shortened_endplate_is_not_graded_and_goes_to_review(lumbar):
+    """A fracture lowers a body's heights, not its endplates' AP length (the expert masks' facing endplates are
+    0.76-1.22 of each other). L3 without the front 35 % of its upper 80 % (a mask that lost its front, as the model
+    drew VB3_39's L5) has a superior endplate under 70 % of L2's facing one: no Genant grade, the case goes to
+    review. A loss of the front-top corner that leaves a full-length oblique endplate (a wedge fracture's shape) is
+    still graded: the rule looks at endplate length, not at height."""
+    label_map, _ = lumbar
+    assert rows_by(measure_case(None, label_map))[("L3", "genant_grade")].value == 0
+    measured = measure_case(None, _without_front_top(label_map, 22, 0.35, 0.8))
+    row = rows_by(measured)[("L3", "genant_grade")]
+    assert row.value is None and row.note.startswith("not graded, labelled in part: its superior endplate is") and "L3 labelled in part" in row.note, row.note
+    status = quality.assess(measured)
+    assert status.status == "review" and any(reason.startswith("L3: L3 seems labelled in part") for reason in status.reasons), status
+    wedge = rows_by(measure_case(None, _without_front_top(label_map, 22, 0.4, 0.5)))
+    assert wedge[("L3", "wedge_ratio")].value < 0.5 and wedge[("L3", "genant_grade")].value == 3, wedge[("L3", "genant_grade")].note
