@@ -4,8 +4,8 @@
     .venv/bin/python Testing/DataChecks/thick_slice_zscores.py [--thickness 4] [--all] [--data DIR] [--jsonl OUT]
 
 Clinical sagittal T2 series are usually 3-4 mm thick, the healthy reference (``measure/reference_healthy.json``)
-was measured on 1 mm scans. Each healthy image case (validation split, or every case with ``--all``; healthy: not a
-Siegen case with a pathology in the manifest) is segmented and measured by the shipped model and engine
+was measured on 1 mm scans. Each of the reference's healthy image cases (``build_reference.healthy_cases``; those
+of the validation split, or all with ``--all``) is segmented and measured by the shipped model and engine
 (``segment_image`` + ``measure_case``, default settings) twice: as it is, and as a thick-slice copy
 (``evaluation.thick_slice_copy``: sagittal slices averaged into slabs, in-plane pixels unchanged; an approximation
 of a native thick slice: no slice profile, no gap). Printed per parameter over the discs measured both ways: n,
@@ -15,7 +15,6 @@ mean at 1 mm, mean on the thick copy, mean and SD of the paired difference; and 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import Counter
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from SpineAnalysisLib.evaluation import thick_slice_copy  # noqa: E402
 from SpineAnalysisLib.inference import segment_image  # noqa: E402
+from SpineAnalysisLib.measure.build_reference import healthy_cases  # noqa: E402
 from SpineAnalysisLib.measurements import measure_case  # noqa: E402
 from SpineAnalysisLib.model.dataset import default_data_dir, read_manifest, split_cases  # noqa: E402
 
@@ -53,12 +53,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     records = read_manifest(Path(args.data))
     records = records if args.all else split_cases(records)[1]
-    pathology = {row["case_id"]: row["pathology"] for row in csv.DictReader(open(Path(args.data) / "manifest.csv", encoding="utf-8"))}
+    healthy = {row["case_id"] for row in healthy_cases(Path(args.data))}
     paired: dict[str, list[tuple[float, float]]] = {p: [] for p in PARAMETERS}
     grades: dict[str, Counter] = {"1 mm": Counter(), "thick": Counter()}
     out = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None
     for record in records:
-        if record.image_file is None or (record.source == "VB1" and not pathology.get(record.case_id, "").startswith("none")):
+        if record.image_file is None or record.case_id not in healthy:
             continue
         image = sitk.ReadImage(str(record.image_file))
         thick, _ = thick_slice_copy(image, sitk.ReadImage(str(record.label_file)), args.thickness)
