@@ -39,7 +39,10 @@ RICIAN_SNR_RANGE = (2.0, 20.0)
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
     """Otsu's threshold (IEEE Trans Syst Man Cybern 9:62-66, 1979) of ``values``: the cut that maximises the
-    between-class variance of the histogram."""
+    between-class variance of the histogram; a constant image (a blank crop) has no cut and gives its value."""
+    low, high = float(np.min(values)), float(np.max(values))
+    if low == high:
+        return low
     histogram, edges = np.histogram(values, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(histogram)

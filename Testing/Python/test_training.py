@@ -479,6 +479,16 @@ def test_rician_noise_has_the_requested_snr_and_the_rician_floor():
     assert abs(noisy[:, :100].mean() - sigma * np.sqrt(np.pi / 2)) < 0.002
 
 
+def test_rician_noise_of_a_blank_crop_is_pure_noise_not_an_error():
+    """A constant crop has no Otsu cut: its noise is relative to its own value (zero stays zero), not a crash."""
+    from SpineAnalysisLib.model.augment import otsu_threshold, rician_noise
+
+    assert otsu_threshold(np.full((3, 8, 8), 0.25, np.float32)) == 0.25
+    assert (rician_noise(np.zeros((3, 64, 64), np.float32), snr=5.0, rng=np.random.default_rng(0)) == 0).all()
+    noisy = rician_noise(np.full((3, 64, 64), 0.5, np.float32), snr=5.0, rng=np.random.default_rng(0))
+    assert abs(noisy.std() - 0.1) < 0.01
+
+
 def test_rician_noise_share_adds_noise_to_that_share_of_crops_and_repeats_old_runs_when_off():
     from types import SimpleNamespace
 
