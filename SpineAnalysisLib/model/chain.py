@@ -309,6 +309,8 @@ def _room_beyond_end_mm(centroids, names, image_extent_mm, upper: bool) -> tuple
     start = column[0] if upper else np.asarray(centroids, float)[-1, 1:]
     extent = np.asarray(image_extent_mm, float)
     exits = [((extent[k] if direction[k] > 0 else 0.0) - start[k]) / direction[k] for k in range(2) if abs(direction[k]) > 1e-9]
+    if not exits:  # the end step has no length (two bodies at one point): no direction to look along
+        return 0.0, pitch
     return max(0.0, float(min(exits))), pitch
 
 

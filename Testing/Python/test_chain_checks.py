@@ -156,3 +156,14 @@ def test_the_canal_check_spares_a_lordotic_l5_and_the_sacrum():
     assert canal_reasons(anterior, walls, names) == []
     anterior[2] = (170.0, 112.0)  # L5's front behind L4's back wall
     assert canal_reasons(anterior, walls, names)[0].startswith("L5 lies behind the posterior wall")
+
+
+def test_end_checks_do_not_fail_on_an_end_step_without_length():
+    """Two end bodies at one point of the sagittal plane give the end step no direction: no room is measured
+    (the gap check reports such a pair), instead of min() over no image border raising ValueError."""
+    from SpineAnalysisLib.model.chain import lower_end_reasons, room_above_mm, upper_end_reasons
+
+    centroids = np.array([[0.0, 100.0, 50.0], [6.0, 100.0, 50.0], [0.0, 135.0, 52.0], [0.0, 170.0, 55.0]])
+    assert room_above_mm(centroids, ["L1", "L2", "L3", "L4"], [300.0, 200.0])[0] == 0.0
+    assert upper_end_reasons(centroids, ["L1", "L2", "L3", "L4"], [300.0, 200.0]) == []
+    assert lower_end_reasons(centroids[::-1], ["L1", "L2", "L3", "L4"], [300.0, 200.0], False) == []
