@@ -36,9 +36,9 @@ CUT_REASON = "cut by the field of view (within 5 mm of the volume border in its 
 FACING_ENDPLATE_MIN_RATIO = 0.6
 #: A Genant grade needs both endplates of the body at least this long against the endplates facing them. A
 #: fracture lowers heights, not the endplate's anterior-posterior length; a mask that lost a corner shortens it.
-#: Below every expert pair (0.76); on the model's masks of 60 healthy volunteers only two gradable bodies fall
-#: below it: VB3_39's L5 (0.67, drawn without its front corner and graded 3 before this rule, which it prompted)
-#: and VB3_44's T12 (0.40, cut by the top edge).
+#: Below every expert pair (0.76); on the model's masks of the 60 healthy image cases (58 volunteers) only two
+#: T4-L5 bodies fall below it: VB3_39's L5 (0.67, drawn without its front corner and graded 3 before this rule,
+#: which it prompted) and VB3_44's T12 (0.40, cut by the top edge).
 GRADE_FACING_MIN_RATIO = 0.7
 
 
