@@ -209,7 +209,8 @@ class _PassRunner:
         box = _locate_spine(self.network, canonical, frame, self.device, self.slices_per_batch, self.amp)
         stages["localise_s"] = time.perf_counter() - clock
         settings = self.settings
-        if box is None:  # the coarse pass found no spine: search the whole volume, at one zoom to bound the time
+        searched = box is None
+        if searched:  # the coarse pass found no spine: search the whole volume, at one zoom to bound the time
             box = SpineBox.whole(frame.shape)
             settings = replace(settings, test_time_scales=(1.0,))
         stages["zooms"] = len(settings.test_time_scales)
@@ -242,6 +243,8 @@ class _PassRunner:
         clock = time.perf_counter()
         labels_canonical, report = label_levels(classes, frame.spacing)
         report.mark_uncertain(chain.featureless_reasons(_intensity_spreads(canonical, labels_canonical)))
+        if searched and report.levels:
+            report.flags.append(WHOLE_VOLUME_SEARCH)
         stages["label_s"] = time.perf_counter() - clock
         stages["box_fraction"] = box.fraction_of(frame.shape)
         return PassResult(labels_canonical, report, stages)
@@ -257,6 +260,11 @@ def _intensity_spreads(canonical: np.ndarray, labels: np.ndarray) -> dict[str, f
             quartiles = np.percentile(flat_image[inside[flat_labels[inside] == label]], [25, 75])
             spreads[scheme.vertebra_name(int(label))] = float(quartiles[1] - quartiles[0])
     return spreads
+
+
+#: flag of a pass whose coarse pass found no spine (the whole volume was then searched at one zoom)
+WHOLE_VOLUME_SEARCH = ("the quick search found no spine, so the whole volume was segmented at one zoom instead of three: "
+                       "outlines may be less exact; check them on the image")
 
 
 def _locate_spine(network, canonical: np.ndarray, frame, device: torch.device, slices_per_batch: int, amp: bool) -> SpineBox | None:

@@ -218,7 +218,7 @@ def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
         elif "incomplete" in m.note and m.parameter == "genant_grade":
             quality.notes.append(f"{m.level}: {m.note}")
         elif m.parameter == "genant_grade" and m.value is None and m.note.startswith(PARTIAL_BODY_NOTE):
-            quality.add("review", f"{m.level}: {m.level} seems labelled in part (its Genant grade is withheld): check its outline")
+            quality.add("review", f"{m.level} seems labelled in part (its Genant grade is withheld): check its outline")
     _order_and_spacing(measurements, quality)
     if summary.get("levels_uncertain", False):
         quality.add("review", "levels uncertain (labelling chain checks)")

@@ -261,3 +261,4 @@ def test_when_the_coarse_pass_finds_no_spine_the_whole_volume_is_searched_at_one
     assert scales == [(1.0,)]
     assert searched.stages["zooms"] == 1 and searched.stages["box_fraction"] == 1.0
     assert {"L2", "L3", "L4"} <= set(searched.report.levels)  # one zoom still finds the spine of a readable scan
+    assert inference.WHOLE_VOLUME_SEARCH in searched.report.flags and inference.WHOLE_VOLUME_SEARCH not in result.report.flags
