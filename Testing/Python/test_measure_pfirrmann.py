@@ -153,6 +153,23 @@ def test_synthetic_discs_in_the_bundled_volume():
     assert all(m.value is not None for m in rows if m.parameter == "delta_si" and m.level in ("L1-L2", "L2-L3"))
 
 
+def test_the_estimate_on_thick_slices_says_its_thresholds_come_from_1_mm_scans():
+    """On 4 mm slab copies of the healthy shared scans the estimate reads more grade III (8 -> 12 of 129 discs):
+    an estimate made on thick sagittal slices says so; one made on the 1 mm volume does not."""
+    from SpineAnalysisLib.evaluation import thick_slice_copy
+
+    image, labels, frame, lab, img = _sample_with_discs()
+    rng = np.random.default_rng(7)
+    for disc in (120, 121, 122):
+        _paint(img, lab, disc, 240.0, 0.85 * 240.0, 0.25 * 240.0, rng)
+    thin_image, thin_labels = _to_image(img, image, frame, np.uint8), _to_image(lab, labels, frame, np.uint8)
+    thick_image, thick_labels = thick_slice_copy(thin_image, thin_labels, 4.0)
+    for volume, label_map, thick in ((thin_image, thin_labels, False), (thick_image, thick_labels, True)):
+        grades = [m for m in measure_case(volume, label_map, masks="expert") if m.parameter == "pfirrmann_estimate" and m.value is not None]
+        assert grades
+        assert all(("sagittal slices are 4.0 mm thick" in m.note) == thick for m in grades), [m.note for m in grades]
+
+
 def test_the_unpainted_sample_is_not_graded_as_t2():
     """The sample is a water-fat gradient-echo series: no delta SI, no Pfirrmann estimate, no signal z-score."""
     image, labels, frame, lab, _ = _sample_with_discs()
