@@ -314,11 +314,11 @@ def format_report(report: dict) -> str:
         f"level identification rate: {fmt(s['level_identification_rate'])} ({s['identified']}/{s['identifiable']}, VerSe rule, 20 mm)",
         "Dice per level: " + ", ".join(f"{k} {v:.3f}" for k, v in s["dice_per_level"].items()),
     ]
-    for kind, agreement in s.get("disc_agreement_by_reference", {"reference masks": s["disc_agreement"]}).items():
+    by_reference = dict(s.get("disc_agreement_by_reference", {"reference masks": s["disc_agreement"]}))
+    by_reference["expert bodies"] = s.get("vertebra_agreement", {})
+    for kind, agreement in by_reference.items():
         for parameter, stats in agreement.items():
             lines.append(f"{parameter} agreement (prediction vs {kind}): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
-    for parameter, stats in s.get("vertebra_agreement", {}).items():
-        lines.append(f"{parameter} agreement (prediction vs expert bodies): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
     for source, stats in s.get("agreement_by_source", {}).items():
         parts = [f"{p} bias {v['bias']:+.2f}, mean |diff| {v['mean_abs_difference']:.2f} (n={v['n']})" for group in ("vertebra", "disc") for p, v in stats[group].items()]
         lines.append(f"{source} ({stats['cases']} cases, body Dice {fmt(stats['dice_vertebra'])}): " + ", ".join(parts))

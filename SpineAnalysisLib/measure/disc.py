@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import labels as scheme
-from . import bianque, normative, pfirrmann
+from . import bianque, normative, pfirrmann, plane
 from .landmarks import angle_between, principal_angle
 from .sections import Section, Spine
 
@@ -268,8 +268,9 @@ def rows(spine: Spine, disc: int, sex: str | None = None, age: float | None = No
 
     grade = _pfirrmann(spine, disc, signal, signal_reason, z_rows[0][1], masks)
     grade_note = grade.text
-    if grade.grade is not None and spine.volume.sagittal_slice_mm > THICK_SLICE_MM:
-        grade_note += (f"; this scan's sagittal slices are {spine.volume.sagittal_slice_mm:.1f} mm thick, the thresholds come from 1 mm "
+    thickness = plane.through_plane_resolution(spine.label_map, plane.SAGITTAL) if grade.grade is not None else 0.0
+    if thickness > THICK_SLICE_MM:
+        grade_note += (f"; this scan's sagittal slices are {thickness:.1f} mm thick, the thresholds come from 1 mm "
                        "scans: on 4 mm slab copies of the healthy shared scans the estimate read grade III for 12 of 129 discs "
                        "against 8 at 1 mm (docs/degeneration.md, \"Thick slices\")")
     out.append(("pfirrmann_estimate", grade.grade, "grade", grade_note))

@@ -50,11 +50,6 @@ class Volume:
     def direction(self) -> np.ndarray:
         return np.asarray(self.label_map.GetDirection(), dtype=float).reshape(3, 3)
 
-    @property
-    def sagittal_slice_mm(self) -> float:
-        """Spacing of the voxel axis closest to left-right: the sagittal slice thickness of a sagittal series."""
-        return float(self.spacing[int(np.argmax(np.abs(self.direction[0, :])))])
-
     def bbox_corners_lps(self, label: int, pad_voxels: float = 0.5) -> np.ndarray:
         """The 8 corners (LPS, mm) of the voxel bounding box of ``label``, widened by ``pad_voxels``."""
         s = self.stats[label]

@@ -100,6 +100,16 @@ def in_plane_resolution(image: sitk.Image, axes: PlaneAxes) -> float:
     return float(np.max(spacing * in_plane))
 
 
+def through_plane_resolution(image: sitk.Image, axes: PlaneAxes) -> float:
+    """Coarsest voxel extent of ``image`` across the plane (mm): max_i spacing_i * |normal part of axis i|.
+
+    For a sagittal 0.6 x 0.6 x 3.5 mm acquisition and a sagittal plane this is the 3.5 mm slice thickness.
+    """
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    return float(np.max(spacing * np.abs(axes.n @ direction)))
+
+
 def patch_spacing(image: sitk.Image) -> float:
     """Pixel size of the plane patches: half the finest voxel spacing, clipped to 0.2-0.5 mm."""
     return float(np.clip(min(image.GetSpacing()) / 2.0, 0.2, 0.5))
