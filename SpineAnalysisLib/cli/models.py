@@ -42,6 +42,10 @@ def add_commands(commands) -> None:
         help="draw the cases of a data source (manifest 'source', e.g. VB1) W times as often; repeatable",
     )
     train.add_argument(
+        "--outline-unknown", action="append", default=[], metavar="SOURCE=MM",
+        help="leave the MM mm outside (and 1 mm inside) every body outline of a data source out of the loss, e.g. VB1=2 for outlines drawn inside the cortical rim; repeatable",
+    )
+    train.add_argument(
         "--random-centre-fraction", type=float, default=0.0, metavar="F",
         help="share of crops centred on a random labelled pixel instead of the labels' centre (the outermost levels and image edges get into crops)",
     )
@@ -123,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
             learning_rate=args.learning_rate, validate_every=args.validate_every,
             disc_case_weight=args.disc_case_weight, initialised_from=args.init_from or "",
-            source_weights=_parse_source_weights(args.source_weight), random_centre_fraction=args.random_centre_fraction,
+            source_weights=_parse_source_values(args.source_weight, "--source-weight", "VB1=3"), random_centre_fraction=args.random_centre_fraction,
             average_weights_from=args.average_weights_from, augmentation_strength=args.augmentation_strength,
             synthetic_disc_share=args.synthetic_disc_share, class_dice_weight=args.class_dice_weight,
-            rician_noise_share=args.rician_noise_share, **_network_option(args.slice_context_mm, args.context_slices),
+            rician_noise_share=args.rician_noise_share, outline_unknown_mm=_parse_source_values(args.outline_unknown, "--outline-unknown", "VB1=2"),
+            **_network_option(args.slice_context_mm, args.context_slices),
         )
         initial_state = initial_weights(args.init_from) if args.init_from else None
         train(Path(args.output), config, data_dir=Path(args.data) if args.data else None, initial_state=initial_state)
@@ -176,17 +181,18 @@ def _network_option(slice_context_mm: float, context_slices: int = 1) -> dict:
     return {"network": NetworkConfig(in_channels=1 + 2 * context_slices, slice_context_mm=slice_context_mm).to_dict()}
 
 
-def _parse_source_weights(items: list[str]) -> dict[str, float]:
-    weights = {}
+def _parse_source_values(items: list[str], option: str, example: str) -> dict[str, float]:
+    """``SOURCE=NUMBER`` items of a repeatable option -> {source: number}, each number above 0."""
+    values = {}
     for item in items:
-        source, _, weight = item.partition("=")
+        source, _, value = item.partition("=")
         try:
-            weights[source.strip()] = float(weight)
+            values[source.strip()] = float(value)
         except ValueError:
-            raise InputError(f"--source-weight {item!r}: expected SOURCE=NUMBER, e.g. VB1=3") from None
-        if not source.strip() or weights[source.strip()] <= 0:
-            raise InputError(f"--source-weight {item!r}: expected a source name and a positive weight")
-    return weights
+            raise InputError(f"{option} {item!r}: expected SOURCE=NUMBER, e.g. {example}") from None
+        if not source.strip() or not values[source.strip()] > 0:
+            raise InputError(f"{option} {item!r}: expected a source name and a positive number")
+    return values
 
 
 def _read_export_json(path: str, what: str = "evaluation", written_by: str = "'spineanalysis evaluate -o'", key: str = "summary") -> dict:

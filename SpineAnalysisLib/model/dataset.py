@@ -40,6 +40,9 @@ MAX_PSEUDO_DISC_GAP_MM = 25.0
 PSEUDO_DISC_BORDER_MM = 2.0
 #: Target value of voxels known not to be a vertebral body but either background or disc.
 NOT_BODY = 255
+#: Target value of voxels whose class is not known at all, left out of every loss term: the band around the body
+#: outlines of a data source that draws them by another convention (:func:`mark_unknown_outlines`).
+UNKNOWN = 254
 
 
 def scored_prediction(predicted: np.ndarray, class_values, annotated_values, truth: np.ndarray) -> np.ndarray:
@@ -88,7 +91,7 @@ class TrainingCase:
 
     record: CaseRecord
     image: np.ndarray  # float16, normalised to [0, 1]
-    target: np.ndarray  # uint8 channel index, or NOT_BODY where only "not a vertebral body" is known
+    target: np.ndarray  # uint8 channel index, NOT_BODY where only "not a vertebral body" is known, UNKNOWN: nothing
     annotated: np.ndarray  # bool (NUM_CHANNELS,), channel 0 always True
     labelled_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     slice_spacing_mm: float = 1.0  # between sagittal slices
@@ -203,7 +206,28 @@ def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int
     target_labels[uncertain | beside] = -1
 
 
-def load_training_case(record: CaseRecord) -> TrainingCase:
+def mark_unknown_outlines(target_labels: np.ndarray, body_labels, outside_px: int, inside_px: int = 1) -> None:
+    """Relabel the band around every vertebral-body outline as unknown (-2, in place, canonical frame).
+
+    Band, in each sagittal slice: the non-body voxels within ``outside_px`` of a body and the body voxels within
+    ``inside_px`` of a non-body voxel (square neighbourhoods). For a data source whose experts outline the bodies
+    inside the cortical rim (the Siegen set; the published morphometry conventions measure to the outer endplate
+    cortex, Genant et al., J Bone Miner Res 1993;8:1137-1148), so that where an outline lies is learned from the
+    other sources while the source still teaches which level is which.
+    """
+    if outside_px <= 0:
+        return
+    bodies = np.isin(target_labels, list(body_labels))
+    if not bodies.any():
+        return
+    near_body = grown_along(grown_along(bodies, outside_px, axis=1), outside_px, axis=2)
+    outside = ~bodies
+    near_outside = grown_along(grown_along(outside, inside_px, axis=1), inside_px, axis=2) if inside_px > 0 else np.zeros_like(bodies)
+    target_labels[(near_body & outside) | (near_outside & bodies)] = -2
+
+
+def load_training_case(record: CaseRecord, outline_unknown_mm: float = 0.0) -> TrainingCase:
+    """One case's image and target; ``outline_unknown_mm`` > 0: its body outlines' band is unknown (:func:`mark_unknown_outlines`)."""
     label_image = sitk.ReadImage(str(record.label_file))
     frame = sagittal_frame(label_image)
     if max(abs(s - 1.0) for s in frame.spacing[1:]) > 1e-3:
@@ -212,6 +236,9 @@ def load_training_case(record: CaseRecord) -> TrainingCase:
     annotated = set(record.annotated_labels)
     pseudo_discs = add_pseudo_discs(labels, annotated, int(MAX_PSEUDO_DISC_GAP_MM / frame.spacing[1]))
     mark_uncertain_disc_borders(labels, pseudo_discs, int(round(PSEUDO_DISC_BORDER_MM / frame.spacing[1])))
+    if outline_unknown_mm > 0:
+        bodies = [label for label in record.annotated_labels if scheme.is_vertebra(label)]
+        mark_unknown_outlines(labels, bodies, int(round(outline_unknown_mm / frame.spacing[1])))
     annotated |= pseudo_discs
     target, annotated_channels, labelled = channel_targets(labels, annotated)
     image = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.image_file))))
@@ -227,6 +254,7 @@ def channel_targets(labels: np.ndarray, annotated) -> tuple[np.ndarray, np.ndarr
     """
     target = np.zeros(labels.shape, np.uint8)
     target[labels == -1] = NOT_BODY
+    target[labels == -2] = UNKNOWN
     for label in np.unique(labels):
         if label > 0 and label in LABEL_TO_CHANNEL:
             target[labels == label] = LABEL_TO_CHANNEL[label]

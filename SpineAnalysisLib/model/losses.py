@@ -4,8 +4,9 @@ exclusion loss for partially supervised multi-organ segmentation").
 A voxel labelled 0 in a case is background *or* any structure the case does not annotate, so its
 cross-entropy uses the summed probability of background and every unannotated channel. A voxel
 labelled :data:`~.dataset.NOT_BODY` (the uncertain border of a gap pseudo-disc) is background or a
-disc, so its cross-entropy uses the summed probability of those channels. Dice is computed only for
-channels the case annotates, leaving out the voxels whose membership of that channel is unknown.
+disc, so its cross-entropy uses the summed probability of those channels. A voxel labelled
+:data:`~.dataset.UNKNOWN` is left out of every term. Dice is computed only for channels the case annotates,
+leaving out the voxels whose membership of that channel is unknown.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .classes import CHANNEL_LABELS, DISC_CLASSES, VERTEBRA_CLASSES
-from .dataset import NOT_BODY
+from .dataset import NOT_BODY, UNKNOWN
 
 _DISC_CHANNELS = torch.tensor([label in DISC_CLASSES for label in CHANNEL_LABELS])
 _BODY_CHANNELS = torch.tensor([label in VERTEBRA_CLASSES for label in CHANNEL_LABELS])
@@ -26,26 +27,30 @@ def _log_sum_over(log_probs: torch.Tensor, channels: torch.Tensor) -> torch.Tens
 
 
 def marginal_cross_entropy(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """logits (B, C, H, W); target (B, H, W) channel indices or NOT_BODY; annotated (B, C) bool."""
+    """logits (B, C, H, W); target (B, H, W) channel indices, NOT_BODY or UNKNOWN; annotated (B, C) bool."""
     log_probs = F.log_softmax(logits, dim=1)
     merged = (~annotated).clone()
     merged[:, 0] = True
     per_voxel = torch.where(target == 0, _log_sum_over(log_probs, merged), 0.0)
     not_body = target == NOT_BODY
-    labelled = log_probs.gather(1, target.masked_fill(not_body, 0)[:, None]).squeeze(1)
-    per_voxel = torch.where((target != 0) & ~not_body, labelled, per_voxel)
+    unknown = target == UNKNOWN
+    labelled = log_probs.gather(1, target.masked_fill(not_body | unknown, 0)[:, None]).squeeze(1)
+    per_voxel = torch.where((target != 0) & ~not_body & ~unknown, labelled, per_voxel)
     if not_body.any():
         background_or_disc = merged | _DISC_CHANNELS.to(merged.device)[None]
         per_voxel = torch.where(not_body, _log_sum_over(log_probs, background_or_disc), per_voxel)
+    if unknown.any():  # per_voxel is 0 there; the mean is over the known voxels
+        return -per_voxel.sum() / (~unknown).sum().clamp(min=1)
     return -per_voxel.mean()
 
 
-def _probabilities_and_targets(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Softmax probabilities, one-hot targets (NOT_BODY voxels as background) and the NOT_BODY mask."""
+def _probabilities_and_targets(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax probabilities, one-hot targets (NOT_BODY and UNKNOWN voxels as background), the NOT_BODY and the UNKNOWN mask."""
     probs = F.softmax(logits, dim=1)
     not_body = target == NOT_BODY
-    one_hot = F.one_hot(target.masked_fill(not_body, 0), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-    return probs, one_hot, not_body
+    unknown = target == UNKNOWN
+    one_hot = F.one_hot(target.masked_fill(not_body | unknown, 0), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    return probs, one_hot, not_body, unknown
 
 
 def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -53,8 +58,10 @@ def partial_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: tor
     return _partial_dice(*_probabilities_and_targets(logits, target), annotated, smooth)
 
 
-def _partial_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+def _partial_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Tensor, unknown: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     weight = annotated.to(probs.dtype)[:, :, None, None].expand_as(probs)
+    if unknown.any():
+        weight = weight.masked_fill(unknown[:, None], 0.0)
     if not_body.any():  # a border voxel's disc membership is unknown: left out of the disc channels
         unknown = not_body[:, None] & _DISC_CHANNELS.to(probs.device)[None, :, None, None]
         weight = weight.masked_fill(unknown, 0.0)
@@ -81,9 +88,10 @@ def class_dice_loss(logits: torch.Tensor, target: torch.Tensor, annotated: torch
     return _class_dice(*_probabilities_and_targets(logits, target), annotated, smooth)
 
 
-def _class_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+def _class_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Tensor, unknown_class: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     scores = []
-    for channels, unknown in ((_BODY_CHANNELS, None), (_DISC_CHANNELS, not_body)):
+    disc_unknown = not_body | unknown_class
+    for channels, unknown in ((_BODY_CHANNELS, unknown_class if unknown_class.any() else None), (_DISC_CHANNELS, disc_unknown)):
         used = annotated & channels.to(annotated.device)[None]  # (B, C)
         samples = used.any(dim=1)
         if not samples.any():

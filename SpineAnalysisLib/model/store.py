@@ -226,8 +226,9 @@ def _train_command(run_dir: Path, config: dict) -> str:
     for flag, key in options.items():
         if key in config:
             parts += [flag, f"{config[key]:g}" if isinstance(config[key], float) else str(config[key])]
-    for source, weight in sorted(config.get("source_weights", {}).items()):
-        parts += ["--source-weight", f"{source}={weight:g}"]
+    for flag, key in (("--source-weight", "source_weights"), ("--outline-unknown", "outline_unknown_mm")):
+        for source, value in sorted(config.get(key, {}).items()):
+            parts += [flag, f"{source}={value:g}"]
     if config.get("network", {}).get("slice_context_mm"):
         parts += ["--slice-context-mm", f"{config['network']['slice_context_mm']:g}"]
         neighbours = (config["network"].get("in_channels", 3) - 1) // 2

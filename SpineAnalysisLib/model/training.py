@@ -74,6 +74,10 @@ class TrainingConfig:
     # share of samples given Rician noise at a random SNR of 2-20 (:func:`~.augment.rician_noise`), for
     # noisier scans than the training set's; 0: off, as for the phases up to 1.10.0
     rician_noise_share: float = 0.0
+    # per data source, the width (mm) of the band outside each body outline (and 1 mm inside it) that is left out
+    # of the loss (:func:`~.dataset.mark_unknown_outlines`), e.g. {"VB1": 2.0} for a source whose experts outline
+    # the bodies inside the cortical rim; the training-time validation still scores the expert outlines
+    outline_unknown_mm: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Range checks, so that a bad value is refused in one line before any data is read."""
@@ -349,7 +353,7 @@ def train(
     else:
         train_records = list(records)
     started = time.time()
-    train_cases = [load_training_case(r) for r in train_records]
+    train_cases = [load_training_case(r, config.outline_unknown_mm.get(r.source, 0.0)) for r in train_records]
     validation_cases = [load_training_case(r) for r in validation_records]
     synthetic_cases = []
     if config.synthetic_disc_share > 0:

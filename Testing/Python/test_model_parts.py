@@ -12,7 +12,7 @@ from SpineAnalysisLib import labels as scheme
 from SpineAnalysisLib.errors import ModelError
 from SpineAnalysisLib.model import store
 from SpineAnalysisLib.model.classes import CHANNEL_LABELS, LABEL_TO_CHANNEL, NUM_CHANNELS
-from SpineAnalysisLib.model.dataset import NOT_BODY, add_pseudo_discs, mark_uncertain_disc_borders
+from SpineAnalysisLib.model.dataset import NOT_BODY, UNKNOWN, add_pseudo_discs, mark_uncertain_disc_borders, mark_unknown_outlines
 from SpineAnalysisLib.model.labelling import label_levels
 from SpineAnalysisLib.model.losses import class_dice_loss, marginal_cross_entropy, partial_dice_loss, partial_label_loss
 from SpineAnalysisLib.model.network import NetworkConfig, build_network
@@ -71,6 +71,45 @@ def test_marginal_loss_equals_cross_entropy_when_everything_is_annotated():
     annotated = torch.ones(2, NUM_CHANNELS, dtype=torch.bool)
     expected = torch.nn.functional.cross_entropy(logits, target)
     assert marginal_cross_entropy(logits, target, annotated).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _body_and_disc_target(batch=2, size=16):
+    target = torch.zeros(batch, size, size, dtype=torch.long)
+    target[:, 4:10, 4:12] = LABEL_TO_CHANNEL[22]
+    target[:, 10:13, 4:12] = LABEL_TO_CHANNEL[122]
+    return target
+
+
+def test_unknown_voxels_are_left_out_of_every_loss_term():
+    torch.manual_seed(0)
+    target = _body_and_disc_target()
+    target[:, :3] = UNKNOWN  # the top rows: nothing known there
+    target[:, 4, 4:12] = UNKNOWN  # and the body's upper outline row
+    annotated = torch.ones(2, NUM_CHANNELS, dtype=torch.bool)
+    logits = torch.randn(2, NUM_CHANNELS, 16, 16, requires_grad=True)
+    loss = partial_label_loss(logits, target, annotated, class_dice_weight=1.0)
+    loss.backward()
+    unknown = (target == UNKNOWN)[:, None].expand_as(logits)
+    assert logits.grad[unknown].abs().max() == 0 and logits.grad[~unknown].abs().max() > 0
+    other = logits.detach().clone()
+    other[unknown] = 50.0 * torch.randn(int(unknown.sum()))
+    assert partial_label_loss(other, target, annotated, class_dice_weight=1.0).item() == pytest.approx(loss.item(), rel=1e-6)
+    # the cross-entropy is the mean over the known voxels: the same as on the image without the unknown rows
+    below = marginal_cross_entropy(logits[:, :, 5:], target[:, 5:], annotated).item()
+    target[:, :5] = UNKNOWN
+    assert marginal_cross_entropy(logits, target, annotated).item() == pytest.approx(below, rel=1e-6)
+
+
+def test_unknown_outline_band_lies_around_each_body_in_its_own_slice():
+    labels = np.zeros((3, 20, 20), np.int32)
+    labels[1, 6:14, 5:15] = 22
+    labels[1, 15:17, 5:15] = 122  # its disc, 1 row below the body
+    mark_unknown_outlines(labels, [22], outside_px=2)
+    band = labels == -2
+    assert not band[0].any() and not band[2].any()  # neighbouring slices untouched
+    assert band[1, 4:6, 3:17].all() and band[1, 6, 5:15].all() and band[1, 13, 5:15].all()  # 2 outside, 1 inside
+    assert (labels[1, 7:13, 6:14] == 22).all() and not band[1, 3].any() and not band[1, :, 2].any()
+    assert (labels[1, 16, 5:15] == 122).all() and band[1, 15, 3:17].all()  # the disc row next to the body is unknown too
 
 
 def test_marginal_loss_does_not_punish_unannotated_structures():

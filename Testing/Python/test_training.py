@@ -182,6 +182,30 @@ def test_bad_source_weight_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_outline_unknown_trains_only_its_source_and_is_recorded_in_the_train_command(tmp_path, capsys):
+    from SpineAnalysisLib.cli import main
+    from SpineAnalysisLib.model.dataset import UNKNOWN, load_training_case, read_manifest
+    from SpineAnalysisLib.model.store import _train_command
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _dataset(data)
+    record = read_manifest(data)[0]
+    plain, banded = load_training_case(record), load_training_case(record, 2.0)
+    assert not (plain.target == UNKNOWN).any() and (banded.target == UNKNOWN).any()
+    assert ((banded.target != UNKNOWN) <= (banded.target == plain.target)).all()  # only the band changes
+    network = NetworkConfig(channels=(8, 16), strides=(2,), num_res_units=0).to_dict()
+    config = TrainingConfig(steps=2, batch_size=2, crop=64, validate_every=2, threads=1, network=network, validation_fraction=0.25,
+                            class_dice_weight=1.0, outline_unknown_mm={"VB3": 2.0})
+    train(tmp_path / "run", config, data_dir=data, log=lambda message: None)
+    saved = json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8"))
+    assert "--outline-unknown VB3=2" in _train_command(tmp_path / "run", saved)
+    for bad in ("VB1", "VB1=x", "VB1=0"):
+        assert main(["train", "-o", str(tmp_path / "bad"), "--outline-unknown", bad]) == 2
+        assert "--outline-unknown" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_2d_weights_widen_to_a_25d_network_that_computes_the_same(tmp_path):
     """Inflating a 2D network's input to three slices keeps its output while the neighbours' weights are 0;
     the widened network then trains (the neighbours' weights move) and predicts a volume."""
