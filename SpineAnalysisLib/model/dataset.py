@@ -210,7 +210,8 @@ def mark_unknown_outlines(target_labels: np.ndarray, body_labels, outside_px: in
     """Relabel the band around every vertebral-body outline as unknown (-2, in place, canonical frame).
 
     Band, in each sagittal slice: the non-body voxels within ``outside_px`` of a body and the body voxels within
-    ``inside_px`` of a non-body voxel (square neighbourhoods). For a data source whose experts outline the bodies
+    ``inside_px`` of a non-body voxel (square neighbourhoods), except the middle row of each disc column (as in
+    :func:`mark_uncertain_disc_borders`, so a collapsed disc still separates its bodies). For a data source whose experts outline the bodies
     inside the cortical rim (the Siegen set; the published morphometry conventions measure to the outer endplate
     cortex, Genant et al., J Bone Miner Res 1993;8:1137-1148), so that where an outline lies is learned from the
     other sources while the source still teaches which level is which.
@@ -223,7 +224,13 @@ def mark_unknown_outlines(target_labels: np.ndarray, body_labels, outside_px: in
     near_body = grown_along(grown_along(bodies, outside_px, axis=1), outside_px, axis=2)
     outside = ~bodies
     near_outside = grown_along(grown_along(outside, inside_px, axis=1), inside_px, axis=2) if inside_px > 0 else np.zeros_like(bodies)
-    target_labels[(near_body & outside) | (near_outside & bodies)] = -2
+    band = (near_body & outside) | (near_outside & bodies)
+    for disc in np.unique(target_labels[band]):
+        if scheme.is_disc(int(disc)):  # the middle row of each disc column stays disc: a collapsed disc still separates
+            mask = target_labels == disc
+            from_top = np.cumsum(mask, axis=1)
+            band &= ~(mask & (from_top == (from_top[:, -1:, :] + 1) // 2))
+    target_labels[band] = -2
 
 
 def load_training_case(record: CaseRecord, outline_unknown_mm: float = 0.0) -> TrainingCase:

@@ -103,13 +103,17 @@ def test_unknown_voxels_are_left_out_of_every_loss_term():
 def test_unknown_outline_band_lies_around_each_body_in_its_own_slice():
     labels = np.zeros((3, 20, 20), np.int32)
     labels[1, 6:14, 5:15] = 22
-    labels[1, 15:17, 5:15] = 122  # its disc, 1 row below the body
+    labels[1, 15:17, 5:15] = 122  # its disc, 1 row below the body, 2 rows thick
     mark_unknown_outlines(labels, [22], outside_px=2)
     band = labels == -2
     assert not band[0].any() and not band[2].any()  # neighbouring slices untouched
     assert band[1, 4:6, 3:17].all() and band[1, 6, 5:15].all() and band[1, 13, 5:15].all()  # 2 outside, 1 inside
     assert (labels[1, 7:13, 6:14] == 22).all() and not band[1, 3].any() and not band[1, :, 2].any()
-    assert (labels[1, 16, 5:15] == 122).all() and band[1, 15, 3:17].all()  # the disc row next to the body is unknown too
+    assert band[1, 14, 3:17].all() and (labels[1, 15:17, 5:15] == 122).all()  # a 2-row disc keeps its middle (upper) row
+    labels = np.zeros((1, 20, 20), np.int32)
+    labels[0, 2:8, 5:15], labels[0, 8:11, 5:15], labels[0, 11:17, 5:15] = 22, 122, 23  # a collapsed disc, 3 rows
+    mark_unknown_outlines(labels, [22, 23], outside_px=2)
+    assert (labels[0, 9, 5:15] == 122).all() and (labels[0, 8, 5:15] == -2).all() and (labels[0, 10, 5:15] == -2).all()
 
 
 def test_marginal_loss_does_not_punish_unannotated_structures():
