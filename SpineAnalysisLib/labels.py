@@ -16,6 +16,7 @@ from dataclasses import dataclass
 SPINAL_CORD = 60
 SPINAL_CANAL = 61
 DISC_OFFSET = 100
+SACRUM = 26  # S1 / sacrum
 
 _VERTEBRA_NAMES: dict[int, str] = {
     **{i: f"C{i}" for i in range(1, 8)},

@@ -27,19 +27,25 @@ from .landmarks import LandmarkError, Quad, fit_quad, principal_angle
 
 CUT_REASON = "cut by the field of view (within 5 mm of the volume border in its mid-{plane} plane)"
 
-#: An endplate shorter than this fraction of the endplate facing it across the disc is not used: the facing
+#: An S1 endplate shorter than this fraction of the L5 endplate facing it across the disc is not used: the facing
 #: endplates of the 66 shared expert label maps measure 0.76-1.22 of each other (308 adjacent pairs; the 0.76 is
 #: a real S1 under L5 in a Siegen case), while the model's S1 at the bottom of a 224 mm field of view is often
 #: drawn only in part, its posterior piece alone: 0.30-0.59 in 10 of the 42 MyoSegmenTUM cases, whose L5-S1
 #: anterior height (up to 26 mm), segmental angle (up to 37 degrees) and sacral slope (up to 64 degrees) were
 #: then measured on the wrong corner (docs/validation.md, "Values left empty").
 FACING_ENDPLATE_MIN_RATIO = 0.6
-#: A Genant grade needs both endplates of the body at least this long against the endplates facing them. A
-#: fracture lowers heights, not the endplate's anterior-posterior length; a mask that lost a corner shortens it.
-#: Below every expert pair (0.76); on the model's masks of the 60 healthy image cases (58 volunteers) only two
-#: T4-L5 bodies fall below it: VB3_39's L5 (0.67, drawn without its front corner and graded 3 before this rule,
-#: which it prompted) and VB3_44's T12 (0.40, cut by the top edge).
-GRADE_FACING_MIN_RATIO = 0.7
+#: The same limit for the bodies above the sacrum, where it can be tighter: a fracture lowers heights, not the
+#: endplate's anterior-posterior length; a mask that lost a corner shortens it. Below every expert pair (0.76);
+#: on the model's masks of the 60 healthy image cases (58 volunteers) only two bodies above S1 fall below it:
+#: VB3_39's L5 (0.67, drawn without its front corner: graded 3, and its L4-L5 angle 26 degrees off the expert
+#: mask's, before this limit, which it prompted) and VB3_44's T12 (0.40, cut by the top edge).
+BODY_FACING_MIN_RATIO = 0.7
+
+
+def facing_min_ratio(vertebra: int) -> float:
+    """The shortest an endplate of ``vertebra`` may be, against the endplate facing it across the disc, before the
+    body counts as labelled in part: :data:`FACING_ENDPLATE_MIN_RATIO` for S1, :data:`BODY_FACING_MIN_RATIO` above."""
+    return FACING_ENDPLATE_MIN_RATIO if vertebra == scheme.SACRUM else BODY_FACING_MIN_RATIO
 
 
 @dataclass
@@ -220,7 +226,8 @@ class Spine:
     # ----- per-endplate access (cut corners, incomplete chain ends) -----
     def endplate(self, vertebra: int, side: str, axes: plane.PlaneAxes = plane.SAGITTAL) -> tuple[Quad | None, str]:
         """The corners of ``vertebra`` when the two corners of its ``side`` ("upper"/"lower") endplate are
-        measurable - also when other corners are cut by the field of view - else (None, reason)."""
+        measurable - also when other corners are cut by the field of view - else (None, reason). Not when the body
+        is labelled in part (either endplate too short against the one facing it, :meth:`shorter_than_facing`)."""
         name = scheme.vertebra_name(vertebra)
         if vertebra not in self.present:
             return None, f"{name} not labelled"
@@ -234,9 +241,10 @@ class Spine:
             incomplete = self.incomplete(vertebra)
             if incomplete is not None and incomplete[0] == side:
                 return None, f"{endplate} is the free end of an {incomplete[1]}"
-            short = self.shorter_than_facing(vertebra, side)
-            if short:
-                return None, f"{endplate} {short}"
+            for short_side in (side, "lower" if side == "upper" else "upper"):  # the other side too: the body's
+                short = self.shorter_than_facing(vertebra, short_side)  # walls, and so all its corners, come from a part
+                if short:
+                    return None, f"{name} {edges.ENDPLATE_NAMES[short_side]} endplate {short}"
         return section.partial, ""
 
     def facing_ratio(self, vertebra: int, side: str) -> tuple[float, int] | None:
@@ -251,9 +259,10 @@ class Spine:
         facing_width = facing.lower_width if side == "upper" else facing.upper_width
         return (own_width / facing_width if facing_width > 0 else 1.0), neighbour
 
-    def shorter_than_facing(self, vertebra: int, side: str, min_ratio: float = FACING_ENDPLATE_MIN_RATIO) -> str:
+    def shorter_than_facing(self, vertebra: int, side: str) -> str:
         """Why the ``side`` endplate of ``vertebra`` is too short against the endplate facing it across the disc
-        (below ``min_ratio``; the body is then probably labelled in part), else ''."""
+        (below :func:`facing_min_ratio`; the body is then probably labelled in part), else ''."""
+        min_ratio = facing_min_ratio(vertebra)
         facing = self.facing_ratio(vertebra, side)
         if facing is None or facing[0] >= min_ratio:
             return ""
@@ -261,15 +270,26 @@ class Spine:
         return (f"is {100 * ratio:.0f} % as long as {scheme.vertebra_name(neighbour)}'s facing one (adjacent endplates: "
                 f"at least {100 * min_ratio:.0f} %): {scheme.vertebra_name(vertebra)} labelled in part")
 
+    def labelled_in_part(self, vertebra: int) -> str:
+        """Why ``vertebra`` seems labelled in part (an endplate too short against the one facing it), else ''."""
+        for side in ("upper", "lower"):
+            short = self.shorter_than_facing(vertebra, side)
+            if short:
+                return f"its {edges.ENDPLATE_NAMES[side]} endplate {short}"
+        return ""
+
     def body(self, vertebra: int) -> tuple[Quad | None, str]:
-        """The whole body's corners for its own shape (heights ratios, grade, HV): None when cut, not found or
-        incomplete, with the reason."""
+        """The whole body's corners for its own shape (heights ratios, grade, HV): None when cut, not found,
+        incomplete or labelled in part, with the reason."""
         section = self.section(vertebra)
         if section.quad is None:
             return None, section.reason
         incomplete = self.incomplete(vertebra)
         if incomplete is not None:
             return None, incomplete[1]
+        in_part = self.labelled_in_part(vertebra)
+        if in_part:
+            return None, f"labelled in part: {in_part}"
         return section.quad, ""
 
     def incomplete(self, vertebra: int) -> tuple[str, str] | None:

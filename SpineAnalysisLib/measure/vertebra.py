@@ -27,9 +27,12 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   A posterior height taller than its neighbours' beyond healthy variation is replaced, as the losses' reference,
   by the neighbours' mean posterior height (:func:`predicted_posterior`; McCloskey 1993).
   Next to a disc whose height is outside its physical range the grade is withheld (a misplaced endplate;
-  :func:`SpineAnalysisLib.quality.withhold_implausible`); so is the grade of a body whose endplate is under
-  :data:`~.sections.GRADE_FACING_MIN_RATIO` of the endplate facing it across the disc (a fracture lowers a
-  body's heights, not its endplates' anterior-posterior length: the mask lost a corner).
+  :func:`SpineAnalysisLib.quality.withhold_implausible`). A body whose endplate is under
+  :data:`~.sections.BODY_FACING_MIN_RATIO` of the endplate facing it across the disc (S1:
+  :data:`~.sections.FACING_ENDPLATE_MIN_RATIO`) is labelled in part (a fracture lowers a body's heights, not its
+  endplates' anterior-posterior length: the mask lost a corner): like a chain end labelled in part, its heights
+  are shown with that note, its ratios, grade, depth and volume are missing, and the disc beside the short
+  endplate gets no heights or angle from it (:meth:`~.sections.Spine.endplate`).
 * ``ap_depth_mm`` = mean length of the superior and inferior endplates (corner to corner).
 * ``slip_percent`` (Meyerding, Surg Gynecol Obstet 54:371, 1932): offset of this body's posterior cortex from
   that of the vertebra below, divided by the length of that lower vertebra's superior endplate, x 100; positive =
@@ -48,9 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import labels as scheme
-from . import edges
 from .landmarks import Quad
-from .sections import GRADE_FACING_MIN_RATIO, Spine
+from .sections import Spine
 
 #: (parameter, unit) of a vertebra, in output order.
 PARAMETERS = (
@@ -275,14 +277,19 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
             out.append((name, None, "mm", reason))
         out += [("wedge_ratio", None, "ratio", reason), ("biconcavity_ratio", None, "ratio", reason)]
         out += [("genant_grade", None, "grade", reason), ("ap_depth_mm", None, "mm", reason)]
-    elif spine.incomplete(vertebra) is not None:
-        why = spine.incomplete(vertebra)[1]
+    elif spine.body(vertebra)[0] is None:  # a chain end or a body labelled only in part: heights with the note
+        why = spine.body(vertebra)[1]
         ant, mid, post = h
         out.append(("height_anterior_mm", ant, "mm", why))
         out.append(("height_middle_mm", mid, "mm", why))
         out.append(("height_posterior_mm", post, "mm", why))
-        for name, unit in (("wedge_ratio", "ratio"), ("biconcavity_ratio", "ratio"), ("genant_grade", "grade"), ("ap_depth_mm", "mm")):
-            out.append((name, None, unit, why))
+        grade_note = why
+        if spine.incomplete(vertebra) is None:  # labelled in part: the grade's note says so (quality sends it to review)
+            grade_note = (f"{PARTIAL_BODY_NOTE}{spine.labelled_in_part(vertebra)}; a fracture does not shorten an endplate this much"
+                          if vertebra in GENANT_LEVELS else f"not graded: Genant grades T4-L5 only ({why})")
+        for name, unit, note in (("wedge_ratio", "ratio", why), ("biconcavity_ratio", "ratio", why), ("genant_grade", "grade", grade_note),
+                                 ("ap_depth_mm", "mm", why)):
+            out.append((name, None, unit, note))
     else:
         ant, mid, post = h
         notches = _notch_note(section.quad)
@@ -314,12 +321,7 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         if nodes:
             note += "; " + "; ".join(f"possible Schmorl node in the {n.endplate} endplate ({n.depth_mm:.1f} mm deep, "
                                      f"{n.width_mm:.0f} mm wide): focal, not graded as a fracture" for n in nodes)
-        partial = [f"its {edges.ENDPLATE_NAMES[side]} endplate {why}" for side in ("upper", "lower")
-                   if (why := spine.shorter_than_facing(vertebra, side, GRADE_FACING_MIN_RATIO))]
-        if vertebra in GENANT_LEVELS and partial:
-            out.append(("genant_grade", None, "grade", f"{PARTIAL_BODY_NOTE}{partial[0]}; a fracture does not shorten an "
-                                                        f"endplate this much ({note})"))
-        elif vertebra in GENANT_LEVELS:
+        if vertebra in GENANT_LEVELS:
             out.append(("genant_grade", float(genant_grade(loss)), "grade", note))
         else:
             out.append(("genant_grade", None, "grade", f"not graded: Genant grades T4-L5 only ({note})"))
@@ -327,8 +329,8 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         out.append(("ap_depth_mm", (q.upper_width + q.lower_width) / 2.0, "mm", "mean endplate length"))
     if stats.touches_border:
         out.append(("volume_mm3", None, "mm3", "cut by the field of view (touches the volume border)"))
-    elif spine.incomplete(vertebra) is not None:
-        out.append(("volume_mm3", None, "mm3", spine.incomplete(vertebra)[1]))
+    elif h is not None and spine.body(vertebra)[0] is None:
+        out.append(("volume_mm3", None, "mm3", spine.body(vertebra)[1]))
     else:
         out.append(("volume_mm3", stats.count * spine.volume.voxel_volume, "mm3", ""))
     percent, note = slip(spine, vertebra)

@@ -145,7 +145,7 @@ def test_an_inner_body_with_a_shortened_endplate_is_not_graded_and_goes_to_revie
     """A fracture lowers a body's heights, not its endplates' AP length (the expert masks' facing endplates are
     0.76-1.22 of each other). L3 without the front 35 % of its upper 80 % (a mask that lost its front, as the model
     drew VB3_39's L5) has a superior endplate under 70 % of L2's facing one: no Genant grade, the case goes to
-    review. A loss of the front-top corner that leaves a full-length oblique endplate (a wedge fracture's shape) is
+    review, and the values that need that endplate or the body's whole outline are left empty. A loss of the front-top corner that leaves a full-length oblique endplate (a wedge fracture's shape) is
     still graded: the rule looks at endplate length, not at height."""
     label_map, _ = lumbar
     assert rows_by(measure_case(None, label_map))[("L3", "genant_grade")].value == 0
@@ -154,5 +154,19 @@ def test_an_inner_body_with_a_shortened_endplate_is_not_graded_and_goes_to_revie
     assert row.value is None and row.note.startswith("not graded, labelled in part: its superior endplate is") and "L3 labelled in part" in row.note, row.note
     status = quality.assess(measured)
     assert status.status == "review" and any(reason.startswith("L3 seems labelled in part") for reason in status.reasons), status
+    # like a chain end labelled in part: heights with the note, no shape ratios, depth or volume; neither disc gets
+    # heights or an angle from its corners (the anterior wall, and so the anterior-inferior corner too, comes from the
+    # part that is left); the disc below, whose own outline is whole, falls back to that outline
+    table, whole = rows_by(measured), rows_by(measure_case(None, label_map))
+    for parameter in ("height_anterior_mm", "height_posterior_mm"):
+        assert table[("L3", parameter)].value is not None and "L3 labelled in part" in table[("L3", parameter)].note
+    for parameter in ("wedge_ratio", "biconcavity_ratio", "ap_depth_mm", "volume_mm3"):
+        assert table[("L3", parameter)].value is None and "L3 labelled in part" in table[("L3", parameter)].note, parameter
+    for parameter in ("height_anterior_mm", "height_middle_mm", "segmental_angle_deg"):
+        assert whole[("L2-L3", parameter)].value is not None
+        assert table[("L2-L3", parameter)].value is None and "L3 labelled in part" in table[("L2-L3", parameter)].note, parameter
+        assert table[("L3-L4", parameter)].value is not None and table[("L3-L4", parameter)].note.startswith("from the disc's own outline")
+    assert table[("L3-L4", "segmental_angle_deg")].value == pytest.approx(whole[("L3-L4", "segmental_angle_deg")].value, abs=1.0)
+    assert table[("L3-L4", "height_middle_mm")].value == pytest.approx(whole[("L3-L4", "height_middle_mm")].value, abs=1.0)
     wedge = rows_by(measure_case(None, _without_front_top(label_map, 22, 0.4, 0.5)))
     assert wedge[("L3", "wedge_ratio")].value < 0.5 and wedge[("L3", "genant_grade")].value == 3, wedge[("L3", "genant_grade")].note
