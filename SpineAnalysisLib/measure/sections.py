@@ -226,8 +226,8 @@ class Spine:
     # ----- per-endplate access (cut corners, incomplete chain ends) -----
     def endplate(self, vertebra: int, side: str, axes: plane.PlaneAxes = plane.SAGITTAL) -> tuple[Quad | None, str]:
         """The corners of ``vertebra`` when the two corners of its ``side`` ("upper"/"lower") endplate are
-        measurable - also when other corners are cut by the field of view - else (None, reason). Not when the body
-        is labelled in part (either endplate too short against the one facing it, :meth:`shorter_than_facing`)."""
+        measurable - also when other corners are cut by the field of view - else (None, reason). Not when this
+        endplate is too short against the one facing it (:meth:`shorter_than_facing`: the body labelled in part)."""
         name = scheme.vertebra_name(vertebra)
         if vertebra not in self.present:
             return None, f"{name} not labelled"
@@ -241,10 +241,9 @@ class Spine:
             incomplete = self.incomplete(vertebra)
             if incomplete is not None and incomplete[0] == side:
                 return None, f"{endplate} is the free end of an {incomplete[1]}"
-            for short_side in (side, "lower" if side == "upper" else "upper"):  # the other side too: the body's
-                short = self.shorter_than_facing(vertebra, short_side)  # walls, and so all its corners, come from a part
-                if short:
-                    return None, f"{name} {edges.ENDPLATE_NAMES[short_side]} endplate {short}"
+            short = self.shorter_than_facing(vertebra, side)
+            if short:
+                return None, f"{endplate} {short}"
         return section.partial, ""
 
     def facing_ratio(self, vertebra: int, side: str) -> tuple[float, int] | None:
