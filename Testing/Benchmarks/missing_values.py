@@ -16,7 +16,7 @@ lies between two annotated bodies (VB cases), and for the discs a reader grades 
 * ``level not labelled``: the measurements have no row of that level (body or disc not found);
 * ``withheld (physical range)`` / ``withheld (chain end at edge)``: outside :data:`quality.PHYSICAL_RANGES`;
 * ``body beside it labelled in part``: the endplate facing the disc is shorter than
-  :data:`sections.FACING_ENDPLATE_MIN_RATIO` of the other (the model's S1 drawn in part);
+  :func:`sections.facing_min_ratio` of the other (the model's S1 drawn in part; 0.7 above S1);
 * ``field of view``: the structure or the endplate it needs is cut by the image border or is the free end
   of a chain labelled in part;
 * ``measurement failure``: a numerical failure or a missing landmark on a structure that is there;
