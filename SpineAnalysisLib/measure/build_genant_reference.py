@@ -48,12 +48,13 @@ def collect(data_dir: Path) -> list[dict]:
     for row in healthy_cases(data_dir):
         if not row["case_id"].startswith("VB"):
             continue
-        labels = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
+        label_map = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
         image_path = Path(data_dir) / row["image_file"]
         image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
         values = defaultdict(dict)
         posterior = {}
-        for r in measure_case(image, labels):
+        # only the vertebra rows are read: the discs and the spine's alignment are not measured
+        for r in measure_case(image, label_map, labels=scheme.ANATOMICAL_ORDER):
             if r.parameter in RATIOS and r.value is not None:
                 values[r.level][r.parameter] = float(r.value)
             if r.parameter == "height_posterior_mm" and r.value is not None and r.label != 26 and "incomplete" not in r.note:
