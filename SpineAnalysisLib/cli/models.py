@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from ..errors import InputError
@@ -182,7 +183,7 @@ def _network_option(slice_context_mm: float, context_slices: int = 1) -> dict:
 
 
 def _parse_source_values(items: list[str], option: str, example: str) -> dict[str, float]:
-    """``SOURCE=NUMBER`` items of a repeatable option -> {source: number}, each number above 0."""
+    """``SOURCE=NUMBER`` items of a repeatable option -> {source: number}, each number finite and above 0."""
     values = {}
     for item in items:
         source, _, value = item.partition("=")
@@ -190,8 +191,8 @@ def _parse_source_values(items: list[str], option: str, example: str) -> dict[st
             values[source.strip()] = float(value)
         except ValueError:
             raise InputError(f"{option} {item!r}: expected SOURCE=NUMBER, e.g. {example}") from None
-        if not source.strip() or not values[source.strip()] > 0:
-            raise InputError(f"{option} {item!r}: expected a source name and a positive number")
+        if not source.strip() or not values[source.strip()] > 0 or not math.isfinite(values[source.strip()]):
+            raise InputError(f"{option} {item!r}: expected a source name and a finite positive number")
     return values
 
 

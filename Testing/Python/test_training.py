@@ -176,7 +176,7 @@ def test_source_weights_change_how_often_cases_are_drawn():
 def test_bad_source_weight_is_a_one_line_error(tmp_path, capsys):
     from SpineAnalysisLib.cli import main
 
-    for bad in ("VB1", "VB1=x", "=2", "VB1=-1"):
+    for bad in ("VB1", "VB1=x", "=2", "VB1=-1", "VB1=inf", "VB1=nan"):  # inf: NaN sampling weights after loading the data
         assert main(["train", "-o", str(tmp_path / "run"), "--source-weight", bad]) == 2
         assert "--source-weight" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -200,7 +200,7 @@ def test_outline_unknown_trains_only_its_source_and_is_recorded_in_the_train_com
     train(tmp_path / "run", config, data_dir=data, log=lambda message: None)
     saved = json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8"))
     assert "--outline-unknown VB3=2" in _train_command(tmp_path / "run", saved)
-    for bad in ("VB1", "VB1=x", "VB1=0"):
+    for bad in ("VB1", "VB1=x", "VB1=0", "VB1=inf"):  # inf: an OverflowError after loading the data
         assert main(["train", "-o", str(tmp_path / "bad"), "--outline-unknown", bad]) == 2
         assert "--outline-unknown" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
