@@ -181,7 +181,7 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
     if result.first_pass is not None:
         first = result.first_pass
         case["first_pass"] = {"confidence": first.report.confidence, "levels_uncertain": first.report.levels_uncertain, "anchor": first.report.anchor,
-                              **score_prediction(sitk.GetArrayFromImage(first.label_map).astype(np.int32), reference, image, vertebrae, discs)}
+                              **score_prediction(sitk.GetArrayFromImage(first.label_map_on(image)).astype(np.int32), reference, image, vertebrae, discs)}
     if not measure:
         case["source"] = record.source
         return case

@@ -172,8 +172,6 @@ def segment_image(
     stages = dict(first.stages)
     if attempt is not None:
         stages.update({f"repair_{k}": v for k, v in second.stages.items()})
-    if chosen is not first:
-        first.label_map = label_map_like(frame.from_canonical(first.labels), image)
     report_progress(1.0, "done")
     return SegmentationResult(label_map, chosen.report, info.label, torch_device.type, time.time() - started, warnings, stages,
                               first_pass=None if chosen is first else first, noise=noise)
@@ -186,8 +184,11 @@ class PassResult:
     labels: np.ndarray
     report: LabellingReport
     stages: dict[str, float]
-    #: on the image's grid; set for a first pass that a repair pass replaced
-    label_map: sitk.Image | None = None
+
+    def label_map_on(self, image: sitk.Image) -> sitk.Image:
+        """This pass's labels on the grid of ``image``, the image it segmented (made on request: only the
+        evaluation scores a first pass that a repair pass replaced)."""
+        return label_map_like(sagittal_frame(image).from_canonical(self.labels), image)
 
 
 class _PassRunner:
