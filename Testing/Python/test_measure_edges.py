@@ -117,13 +117,19 @@ def test_a_body_labelled_only_in_part_gives_no_disc_corners_angle_or_sacral_slop
     array[(array == 26) & (-y[None, :, None] > 0.6 * 36.0)] = 0
     partial = sitk.GetImageFromArray(array)
     partial.CopyInformation(label_map)
-    table = rows_by(measure_case(None, partial))
+    measured = measure_case(None, partial)
+    table = rows_by(measured)
     for key in (("L5-S1", "height_anterior_mm"), ("L5-S1", "height_posterior_mm"), ("L5-S1", "segmental_angle_deg"),
                 ("L5-S1", "dhi"), ("S1", "sacral_slope_deg")):
         assert whole[key].value is not None, key
         assert table[key].value is None and "S1 labelled in part" in table[key].note, (key, table[key].note)
     # the disc above keeps its values
     assert table[("L4-L5", "height_middle_mm")].value == pytest.approx(whole[("L4-L5", "height_middle_mm")].value, abs=0.01)
+    # S1 itself: heights shown with the note, its shape values empty; S1 is never graded, so no review for it
+    assert table[("S1", "height_anterior_mm")].value is not None and "S1 labelled in part" in table[("S1", "height_anterior_mm")].note
+    for parameter in ("wedge_ratio", "ap_depth_mm", "volume_mm3"):
+        assert whole[("S1", parameter)].value is not None and table[("S1", parameter)].value is None, parameter
+    assert quality.assess(measured).status == "ok", quality.assess(measured)
 
 
 def _without_front_top(label_map: sitk.Image, label: int, depth_fraction: float, height_fraction: float) -> sitk.Image:
