@@ -626,7 +626,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     A facade: each method is one call into ``SpineAnalysisSlicer`` (one job per file) or ``SpineAnalysisLib``.
     Its own state is the measurement tables (``table.MeasurementTables``) and the segmentation watcher
-    (``watcher.SegmentationWatcher``); changes the module makes to segments happen with the watcher paused.
+    (``watcher.SegmentationWatcher``), and the modality of each volume (``volumes.VolumeModalities``); changes the module makes to segments happen with the watcher paused.
     """
 
     def __init__(self) -> None:
@@ -634,6 +634,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         self.pendingChangedCallback = None  # set by the widget: restarts its debounce timer
         self._tables = table.MeasurementTables()
         self._watcher = watcher.SegmentationWatcher(onChange=self._notifyPending)
+        self._modalities = volumes.VolumeModalities()
         _loadTerminology()
 
     def getParameterNode(self):
@@ -695,12 +696,13 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         if segmentationNode is None or volumeNode is None:
             raise spineErrors.InputError(_("select an input volume and a segmentation"))
         image = volumes.volumeNodeToSitk(volumeNode)
+        detected = self._modalities.detect(volumeNode, image)  # once per volume, not again on every edit
         if not otherschemes.namedByOurScheme(segmentationNode):  # e.g. a SlicerTotalSegmentator segmentation
-            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age).measurements
+            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age, detected=detected).measurements
         labelMap = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
         return measure_segmentation(
             image, labelMap, label_scheme="spineanalysis", sex=results_table.subject_sex(sex), age=results_table.subject_age(age),
-            labels=(sorted(labels) if labels is not None else None),
+            labels=(sorted(labels) if labels is not None else None), detected=detected,
         ).measurements
 
     measureOtherScheme = staticmethod(otherschemes.measureOtherScheme)

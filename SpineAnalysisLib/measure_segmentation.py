@@ -106,8 +106,12 @@ def measure_segmentation(
     sex: str | None = None,
     age: float | None = None,
     labels: Iterable[int] | None = None,
+    detected: tuple[str, str] | None = None,
 ) -> SegmentationResult:
     """Measure ``label_map`` (any supported scheme, see :mod:`.label_schemes`) on ``image`` (CT or MRI).
+
+    ``detected``: :func:`.modality.detect` of ``image`` when the caller has it already (the review page and the
+    Slicer module re-measure the same volume after every edit); detected here when None.
 
     Raises :class:`~.errors.InputError` (one line) for an unknown or ambiguous map, a body map given as the
     label map, or unusable inputs.
@@ -122,7 +126,7 @@ def measure_segmentation(
         kind, source = "none", "no image given"
     else:
         inputs.check_image(image)
-        kind, source = modality.detect(image)
+        kind, source = detected if detected is not None else modality.detect(image)
     if translation.bodies:
         # on CT the trabecular_hu rows need the checked inputs too: loaded once for both
         volume = inputs.load(image, translation.label_map) if kind == modality.CT else None

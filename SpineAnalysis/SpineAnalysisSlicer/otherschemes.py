@@ -19,8 +19,9 @@ def namedByOurScheme(segmentationNode) -> bool:
     return any(scheme.is_vertebra(label) for label in segments.segmentLabels(segmentationNode).values())
 
 
-def measureOtherScheme(segmentationNode, volumeNode, image, sex=None, age=None):
-    """``measure_segmentation`` of a segmentation named by another tool; returns its result (``.measurements``)."""
+def measureOtherScheme(segmentationNode, volumeNode, image, sex=None, age=None, detected=None):
+    """``measure_segmentation`` of a segmentation named by another tool; returns its result (``.measurements``).
+    ``detected``: the image's modality when the caller has it (``volumes.VolumeModalities``)."""
     segmentation = segmentationNode.GetSegmentation()
     plan = label_schemes.plan_segments(
         [(i, segmentation.GetSegment(i).GetName(), compat.segmentTerminology(segmentation.GetSegment(i))) for i in segments.segmentIds(segmentationNode)]
@@ -29,4 +30,4 @@ def measureOtherScheme(segmentationNode, volumeNode, image, sex=None, age=None):
         plan, lambda segmentId: slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode), image
     )
     return measure_segmentation(image, labelMap, label_scheme=plan.scheme, bodies=bodies,
-                                sex=results_table.subject_sex(sex), age=results_table.subject_age(age))  # fmt: skip
+                                sex=results_table.subject_sex(sex), age=results_table.subject_age(age), detected=detected)  # fmt: skip

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 from SpineAnalysisLib import errors as spineErrors
+from SpineAnalysisLib import modality
 
 from .compat import _
 
@@ -42,6 +43,22 @@ def volumeNodeToSitk(volumeNode) -> sitk.Image:
     image.SetOrigin(tuple(float(v) for v in _RAS_TO_LPS @ matrix[:3, 3]))
     image.SetDirection(tuple(float(v) for v in (axes / spacing).ravel()))
     return image
+
+
+class VolumeModalities:
+    """``SpineAnalysisLib.modality.detect`` of each volume node, kept while its voxels stay the same, so that re-measuring
+    after a segmentation edit does not detect it again (a full pass over the voxels)."""
+
+    def __init__(self) -> None:
+        self._known = {}  # node ID -> (voxels' modification time, (modality, how it was decided))
+
+    def detect(self, volumeNode, image: sitk.Image) -> tuple:
+        """(modality, how it was decided) of ``image``, the voxels of ``volumeNode`` (``volumeNodeToSitk``)."""
+        stamp = volumeNode.GetImageData().GetMTime()  # VTK's global counter: changes with the voxels or a new image
+        known = self._known.get(volumeNode.GetID())
+        if known is None or known[0] != stamp:
+            known = self._known[volumeNode.GetID()] = (stamp, modality.detect(image))
+        return known[1]
 
 
 def sitkToVolumeNode(image: sitk.Image, volumeNode=None, name=None, labelmap: bool = False):

@@ -267,7 +267,8 @@ class ReviewScene:
         """The current segmentation (or ``label_map``, our scheme: translated on loading) measured as
         ``spineanalysis measure`` does (CT-aware)."""
         label_map = label_map if label_map is not None else self.label_map()
-        return measure_segmentation(self.image, label_map, label_scheme="spineanalysis").measurements
+        detected = (self.modality, self.modality_source) if self.modality else None  # found once, by load_image
+        return measure_segmentation(self.image, label_map, label_scheme="spineanalysis", detected=detected).measurements
 
     # -- relabelling ---------------------------------------------------------------------------------
     def relabel(self, mapping: dict[str, str]) -> dict[str, str]:

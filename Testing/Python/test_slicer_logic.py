@@ -230,6 +230,36 @@ def test_edit_event_marks_only_the_edited_disc_and_recompute_updates_its_row(log
     assert logic.tableValue(table, "L3-L4", "height_mean_mm") == pytest.approx(10.0 - 2 * 0.5, abs=0.5)
 
 
+def test_an_edit_re_measures_without_detecting_the_modality_again_a_new_volume_detects_it(logic, loaded, phantom, monkeypatch):
+    _needs_measurements()
+    import slicer
+
+    from SpineAnalysisLib import modality
+
+    detect, seen = modality.detect, []
+    monkeypatch.setattr(modality, "detect", lambda image, array=None: seen.append(image.GetSize()) or detect(image, array))
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    assert len(seen) == 1
+    logic.observeSegmentation(segmentation, volume, table)
+    disc_id = logic.segmentIdByName(segmentation, "L3-L4")
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, disc_id, volume)
+    mask[:, :, np.nonzero(mask.any(axis=(0, 1)))[0][:2]] = 0
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, disc_id, volume)
+    before = logic.tableValue(table, "L3-L4", "height_mean_mm")
+    assert logic.recomputeDirty() is table and logic.tableValue(table, "L3-L4", "height_mean_mm") < before  # re-measured
+    assert len(seen) == 1  # ... on the modality found before the edit
+    logic.stopObserving()
+    voxels = slicer.util.arrayFromVolume(volume)
+    voxels[0, 0, 0] += 1
+    slicer.util.arrayFromVolumeModified(volume)  # the volume's voxels changed: detected again
+    logic.updateTable(segmentation, volume, table)
+    assert len(seen) == 2
+    other, otherSegmentation = logic.loadInputs(phantom[0], phantom[1])  # a new volume: detected for it
+    logic.updateTable(otherSegmentation, other)
+    assert len(seen) == 3
+
+
 def test_changes_without_voxel_edits_are_not_re_measured(logic, loaded):
     """Colour changes and 3D surfaces fire SegmentModified/RepresentationModified but change no voxels."""
     volume, segmentation = loaded

@@ -71,6 +71,22 @@ def test_sample_is_placed_as_in_slicer_and_measured_like_the_files(case):
     assert abs(s - float(next(m.value for m in case.measure() if m.level == "L3" and m.parameter == "centroid_s_mm"))) < 3
 
 
+def test_a_re_measure_after_an_edit_does_not_detect_the_modality_again_a_new_volume_does(case, monkeypatch):
+    detect, seen = modality.detect, []
+    monkeypatch.setattr(modality, "detect", lambda image, array=None: seen.append(image.GetSize()) or detect(image, array))
+    case.load_image(SAMPLE)
+    case.load_labels(SAMPLE_LABELS)
+    before = case.measure()
+    assert len(seen) == 1 and case.modality == modality.MR
+    edited = case.label_array()
+    l3 = np.argwhere(edited == scheme.label_from_name("L3"))
+    edited[tuple(l3[l3[:, 2] < np.median(l3[:, 2])].T)] = 0  # half of L3 erased, as an edit would
+    case.import_labels(imageio.label_map_like(edited, case.image))
+    assert case.measure() != before and len(seen) == 1  # re-measured on the modality found when the volume was loaded
+    case.load_image(SAMPLE)
+    assert len(seen) == 2  # a new volume: detected for it
+
+
 def test_relabel_renames_segments_and_their_colours(case):
     case.load_image(SAMPLE)
     case.load_labels(SAMPLE_LABELS)
