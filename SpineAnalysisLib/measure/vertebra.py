@@ -237,7 +237,7 @@ def slip(spine: Spine, vertebra: int) -> tuple[float | None, str]:
 def _neighbour_posterior_heights(spine: Spine, vertebra: int) -> list[float] | None:
     above = spine.vertebra_above(vertebra)
     below = spine.vertebra_below(vertebra)
-    if above is None or below is None or 26 in (above, below, vertebra):
+    if above is None or below is None or scheme.SACRUM in (above, below, vertebra):
         return None
     result = []
     for n in (above, below):
@@ -316,7 +316,7 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         if reference_note:
             note += f"; {reference_note}"
         if neighbours is None:
-            note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies)"
+            note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies, measured whole)"
         nodes = [n for n in section.quad.notches if n.possible_node]
         if nodes:
             note += "; " + "; ".join(f"possible Schmorl node in the {n.endplate} endplate ({n.depth_mm:.1f} mm deep, "

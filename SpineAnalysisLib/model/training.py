@@ -91,6 +91,9 @@ class TrainingConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise InputError(f"--learning-rate must be above 0, got {self.learning_rate:g}")
+        for source, mm in self.outline_unknown_mm.items():
+            if mm < 1:  # training pixels are 1 mm: a narrower band rounds to nothing
+                raise InputError(f"--outline-unknown {source}={mm:g}: the band must be at least 1 mm (one training pixel)")
 
 
 #: TrainingConfig field -> (lowest, highest, highest allowed): shares of samples or of the run, and weights

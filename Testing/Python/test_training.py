@@ -200,7 +200,7 @@ def test_outline_unknown_trains_only_its_source_and_is_recorded_in_the_train_com
     train(tmp_path / "run", config, data_dir=data, log=lambda message: None)
     saved = json.loads((tmp_path / "run" / "training_config.json").read_text(encoding="utf-8"))
     assert "--outline-unknown VB3=2" in _train_command(tmp_path / "run", saved)
-    for bad in ("VB1", "VB1=x", "VB1=0", "VB1=inf"):  # inf: an OverflowError after loading the data
+    for bad in ("VB1", "VB1=x", "VB1=0", "VB1=0.5", "VB1=inf"):  # inf: an OverflowError after loading the data
         assert main(["train", "-o", str(tmp_path / "bad"), "--outline-unknown", bad]) == 2
         assert "--outline-unknown" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
