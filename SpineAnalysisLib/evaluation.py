@@ -190,6 +190,7 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
     reference_for_measure = _reference_with_pseudo_discs(reference, image, annotated) if vertebrae else reference
     agreement: dict = {}
     heights: dict = {}
+    missing: dict = {"disc_missing": {}, "vertebra_missing": {}}  # the expert masks give a value, the prediction none
     vertebra_names = {scheme.structure_name(v) for v in vertebrae}
     try:
         reference_map = sitk.GetImageFromArray(reference_for_measure.astype(np.uint16))
@@ -198,18 +199,25 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
         on_prediction = _compared_values(measure_case(image, result.label_map)) if result.report.levels else {}
         for (structure, level, parameter), value in on_reference.items():
             predicted_value = on_prediction.get((structure, level, parameter))
-            if value is None or predicted_value is None:
+            if value is None:
                 continue
             if structure == "disc":
                 if parameter in FROM_BODIES and not vertebrae:
                     continue  # a disc-only reference measures these on the disc's own outline, the prediction between its bodies
-                agreement.setdefault(parameter, []).append((level, value, predicted_value))
+                target, kind = agreement, "disc_missing"
             elif level in vertebra_names:  # only the bodies the expert outlined
-                heights.setdefault(parameter, []).append((level, value, predicted_value))
+                target, kind = heights, "vertebra_missing"
+            else:
+                continue
+            if predicted_value is None:  # not labelled, withheld or not measurable on the prediction
+                missing[kind].setdefault(parameter, []).append(level)
+            else:
+                target.setdefault(parameter, []).append((level, value, predicted_value))
     except Exception as error:  # measurement failure is reported, not fatal for the evaluation
         case["measurement_error"] = f"{type(error).__name__}: {error}"
     case["disc_agreement"] = agreement
     case["vertebra_agreement"] = heights
+    case.update(missing)
     case["source"] = record.source
     case["reference_discs"] = "gap pseudo-labels between expert bodies" if vertebrae else "expert disc labels"
     return case
@@ -236,14 +244,19 @@ def _mean(values) -> float | None:
 
 def _agreement(results: list[dict], key: str = "disc_agreement", parameters=COMPARED_DISC) -> dict:
     """Agreement of each parameter measured on predicted and on reference masks, over ``results``
-    (bias = mean of predicted minus reference)."""
+    (bias = mean of predicted minus reference), and ``missing``: how many values the reference masks give and the
+    prediction leaves empty (withheld, not measurable or not labelled), which the agreement cannot show."""
     agreement = {}
+    missing_key = key.replace("agreement", "missing")
     for parameter in parameters:
         pairs = [(ref, pred) for case in results for _, ref, pred in case.get(key, {}).get(parameter, [])]
+        missing = sum(len(case.get(missing_key, {}).get(parameter, [])) for case in results)
         if pairs:
             ref, pred = np.array(pairs).T
             agreement[parameter] = {"n": len(pairs), "mean_abs_difference": float(np.mean(np.abs(pred - ref))), "bias": float(np.mean(pred - ref)),
-                                    "correlation": float(np.corrcoef(ref, pred)[0, 1]) if len(pairs) > 2 else None}
+                                    "correlation": float(np.corrcoef(ref, pred)[0, 1]) if len(pairs) > 2 else None, "missing": missing}
+        elif missing:
+            agreement[parameter] = {"n": 0, "mean_abs_difference": None, "bias": None, "correlation": None, "missing": missing}
     return agreement
 
 
@@ -318,9 +331,12 @@ def format_report(report: dict) -> str:
     by_reference["expert bodies"] = s.get("vertebra_agreement", {})
     for kind, agreement in by_reference.items():
         for parameter, stats in agreement.items():
-            lines.append(f"{parameter} agreement (prediction vs {kind}): n={stats['n']}, mean |diff| {stats['mean_abs_difference']:.3f}, bias {stats['bias']:+.3f}, r {fmt(stats['correlation'], '{:.2f}')}")
+            lines.append(f"{parameter} agreement (prediction vs {kind}): n={stats['n']}, mean |diff| {fmt(stats['mean_abs_difference'])}, "
+                         f"bias {fmt(stats['bias'], '{:+.3f}')}, r {fmt(stats['correlation'], '{:.2f}')}; "
+                         f"empty on the prediction: {stats.get('missing', 0)}")
     for source, stats in s.get("agreement_by_source", {}).items():
-        parts = [f"{p} bias {v['bias']:+.2f}, mean |diff| {v['mean_abs_difference']:.2f} (n={v['n']})" for group in ("vertebra", "disc") for p, v in stats[group].items()]
+        parts = [f"{p} bias {fmt(v['bias'], '{:+.2f}')}, mean |diff| {fmt(v['mean_abs_difference'], '{:.2f}')} (n={v['n']}, empty {v.get('missing', 0)})"
+                 for group in ("vertebra", "disc") for p, v in stats[group].items()]
         lines.append(f"{source} ({stats['cases']} cases, body Dice {fmt(stats['dice_vertebra'])}): " + ", ".join(parts))
     lines.append(f"mean time per case: {fmt(s['mean_seconds_per_case'], '{:.1f}')} s")
     for case in report["cases"]:

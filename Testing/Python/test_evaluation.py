@@ -85,6 +85,28 @@ def test_identification_follows_the_verse_rule():
     assert found == 0 and errors == ["L1: not found"]
 
 
+def test_agreement_counts_the_values_the_prediction_leaves_empty():
+    """A value withheld on the prediction (e.g. a disc beside a body labelled in part) leaves the mean difference but
+    must still show: as ``missing``, also where no value of that parameter was compared at all."""
+    cases = [
+        {"disc_agreement": {"segmental_angle_deg": [("L3-L4", 2.0, 3.0), ("L4-L5", 5.0, 1.0)]},
+         "disc_missing": {"segmental_angle_deg": ["L5-S1"], "dhi": ["L5-S1"]}, "source": "VB3"},
+        {"disc_agreement": {"segmental_angle_deg": [("L3-L4", 4.0, 4.0)]}, "disc_missing": {}, "source": "VB3"},
+    ]
+    agreement = evaluation._agreement(cases)
+    assert agreement["segmental_angle_deg"]["n"] == 3 and agreement["segmental_angle_deg"]["missing"] == 1
+    assert agreement["segmental_angle_deg"]["mean_abs_difference"] == pytest.approx(5 / 3)
+    assert agreement["dhi"] == {"n": 0, "mean_abs_difference": None, "bias": None, "correlation": None, "missing": 1}
+    report = {"summary": {"cases": 2, "disc_cases": [], "dice_vertebra": None, "asd_vertebra_mm": None, "dice_disc": None, "asd_disc_mm": None,
+                          "level_identification_rate": None, "identified": 0, "identifiable": 0, "dice_per_level": {},
+                          "disc_agreement": agreement, "vertebra_agreement": {}, "mean_seconds_per_case": None,
+                          "agreement_by_source": {"VB3": {"cases": 2, "dice_vertebra": None, "vertebra": {}, "disc": agreement}}},
+              "cases": []}
+    text = evaluation.format_report(report)
+    assert "segmental_angle_deg agreement (prediction vs reference masks): n=3" in text and "empty on the prediction: 1" in text
+    assert "dhi agreement (prediction vs reference masks): n=0, mean |diff| n/a" in text
+
+
 SHARED = default_data_dir()
 
 
@@ -104,6 +126,7 @@ def test_evaluate_scores_a_real_body_case_and_a_real_disc_case():
         # VB3_02's discs only: IVD_11 outlines no bodies
         assert 4 <= stats["n"] <= 6 and stats["mean_abs_difference"] < {"height_middle_mm": 3.0, "segmental_angle_deg": 6.0}[parameter], (parameter, stats)
     assert summary["vertebra_agreement"]["height_anterior_mm"]["n"] == 5  # VB3_02's five expert bodies
+    assert summary["vertebra_agreement"]["height_anterior_mm"]["missing"] == 0
     assert "segmental_angle_deg agreement" in text and "height_middle_mm agreement (prediction vs expert bodies)" in text
 
 
