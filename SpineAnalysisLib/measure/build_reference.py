@@ -67,16 +67,19 @@ def is_t2(row: dict) -> bool:
 
 
 def expert_label_map(data_dir: Path, row: dict) -> sitk.Image:
-    """The expert labels, with the disc space between consecutive expert bodies filled as disc."""
-    from ..model.dataset import MAX_PSEUDO_DISC_GAP_MM, add_pseudo_discs
+    """The expert labels, with the disc space between consecutive expert bodies filled as disc; a structure listed
+    in ``model.dataset.KNOWN_LABEL_ERRORS`` is left out (and so are the disc spaces it would bound)."""
+    from ..model.dataset import KNOWN_LABEL_ERRORS, MAX_PSEUDO_DISC_GAP_MM, add_pseudo_discs
     from ..model.preprocessing import sagittal_frame
 
     labels = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
-    annotated = {int(item.split(":")[0]) for item in row["label_values_present"].split()}
+    wrong = KNOWN_LABEL_ERRORS.get(row["case_id"], ())
+    annotated = {int(item.split(":")[0]) for item in row["label_values_present"].split()} - set(wrong)
     if not any(scheme.is_vertebra(v) for v in annotated):
         return labels
     frame = sagittal_frame(labels)
     array = frame.to_canonical(sitk.GetArrayFromImage(labels).astype(np.int32))
+    array[np.isin(array, wrong)] = 0
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(array))  # labelled part only: much faster
     crop = np.ascontiguousarray(array[box])
     add_pseudo_discs(crop, annotated, int(MAX_PSEUDO_DISC_GAP_MM / frame.spacing[1]))

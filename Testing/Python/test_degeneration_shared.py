@@ -50,3 +50,15 @@ def test_pfirrmann_estimate_of_healthy_t2_discs_is_mostly_i_ii(expert_rows):
     assert len(grades) >= 60
     assert np.mean(grades <= 2) >= 0.8, np.bincount(grades.astype(int))
     assert np.mean(grades == 5) <= 0.02
+
+
+def test_a_known_label_error_is_left_out_of_the_expert_reference():
+    """VB3_36's expert L4 is outlined 4-6 mm off the body in the image (model.dataset.KNOWN_LABEL_ERRORS): the expert
+    reference's label map leaves it out, and with it the two gap discs it would bound; a neighbouring case keeps its."""
+    import SimpleITK as sitk
+
+    rows = {row["case_id"]: row for row in build_reference.healthy_cases(DATA)}
+    wrong = set(np.unique(sitk.GetArrayFromImage(build_reference.expert_label_map(DATA, rows["VB3_36"]))))
+    right = set(np.unique(sitk.GetArrayFromImage(build_reference.expert_label_map(DATA, rows["VB3_35"]))))
+    assert {22, 24, 121}.issubset(wrong) and not wrong & {23, 122, 123}
+    assert {22, 23, 24, 121, 122, 123}.issubset(right)
