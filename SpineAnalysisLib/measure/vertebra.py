@@ -272,13 +272,13 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
     out: list[tuple[str, float | None, str, str]] = []
     reason = section.reason
     h = heights(spine, vertebra)
+    whole, why = spine.body(vertebra)  # None for a chain end or a body labelled only in part (and without corners)
     if h is None:
         for name in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm"):
             out.append((name, None, "mm", reason))
         out += [("wedge_ratio", None, "ratio", reason), ("biconcavity_ratio", None, "ratio", reason)]
         out += [("genant_grade", None, "grade", reason), ("ap_depth_mm", None, "mm", reason)]
-    elif spine.body(vertebra)[0] is None:  # a chain end or a body labelled only in part: heights with the note
-        why = spine.body(vertebra)[1]
+    elif whole is None:  # a chain end or a body labelled only in part: heights with the note
         ant, mid, post = h
         out.append(("height_anterior_mm", ant, "mm", why))
         out.append(("height_middle_mm", mid, "mm", why))
@@ -329,8 +329,8 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         out.append(("ap_depth_mm", (q.upper_width + q.lower_width) / 2.0, "mm", "mean endplate length"))
     if stats.touches_border:
         out.append(("volume_mm3", None, "mm3", "cut by the field of view (touches the volume border)"))
-    elif h is not None and spine.body(vertebra)[0] is None:
-        out.append(("volume_mm3", None, "mm3", spine.body(vertebra)[1]))
+    elif h is not None and whole is None:
+        out.append(("volume_mm3", None, "mm3", why))
     else:
         out.append(("volume_mm3", stats.count * spine.volume.voxel_volume, "mm3", ""))
     percent, note = slip(spine, vertebra)
