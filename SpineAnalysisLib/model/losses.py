@@ -63,8 +63,8 @@ def _partial_dice(probs: torch.Tensor, one_hot: torch.Tensor, not_body: torch.Te
     if unknown.any():
         weight = weight.masked_fill(unknown[:, None], 0.0)
     if not_body.any():  # a border voxel's disc membership is unknown: left out of the disc channels
-        unknown = not_body[:, None] & _DISC_CHANNELS.to(probs.device)[None, :, None, None]
-        weight = weight.masked_fill(unknown, 0.0)
+        disc_unknown = not_body[:, None] & _DISC_CHANNELS.to(probs.device)[None, :, None, None]
+        weight = weight.masked_fill(disc_unknown, 0.0)
     intersection = (probs * one_hot * weight).sum(dim=(0, 2, 3))
     totals = ((probs + one_hot) * weight).sum(dim=(0, 2, 3))
     used = annotated[:, 1:].any(dim=0)
