@@ -18,6 +18,9 @@ Metrics (computed only for structures the case annotates; the shared data are pa
   are expert labels; the middle height and the angle come from the two bodies' endplates
   (:mod:`.measure.disc`), so they compare the predicted bodies with the expert bodies and are left out for
   cases whose reference outlines only the discs (there the reference measures them on the disc's own outline).
+
+Every score is against the expert labels as published, including the structures listed in
+:data:`~.model.dataset.KNOWN_LABEL_ERRORS` (training leaves those out; results stay comparable with published ones).
 """
 
 from __future__ import annotations

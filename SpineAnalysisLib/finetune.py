@@ -39,7 +39,7 @@ from . import annotation, imageio
 from .errors import InputError
 from .model import store
 from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
-from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, split_cases, SPLIT_SEED
+from .model.dataset import CaseRecord, TrainingCase, default_data_dir, load_validation_case, read_manifest, split_cases, SPLIT_SEED
 from .model.network import NetworkConfig, build_network
 from .model.preprocessing import sagittal_frame
 from .model.predict import InferenceSettings
@@ -292,7 +292,7 @@ def finetune(
     torch.set_num_threads(threads)
     log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")
 
-    validation_cases = [load_training_case(r) for r in validation_records]
+    validation_cases = [load_validation_case(r) for r in validation_records]  # the expert labels as published
     settings = InferenceSettings.from_manifest(base.manifest)
     before = validation_figures(base_network.to(device), validation_cases, device, settings)
     log(f"validation before: {before}")

@@ -40,8 +40,9 @@ MAX_PSEUDO_DISC_GAP_MM = 25.0
 PSEUDO_DISC_BORDER_MM = 2.0
 #: Expert structures of the shared data that do not match the image, by case: VB3_36's L4 is outlined 4-6 mm anterior
 #: and superior of the body (found by ranking the per-level Dice of model 1.10.0 against the experts on all 66 scans:
-#: 0.61, the next lowest 0.76; checked on the mid-sagittal overlay). The shipped weights were trained with it; the
-#: expert-mask healthy reference leaves it out (``measure.build_reference``).
+#: 0.61, the next lowest 0.76; checked on the mid-sagittal overlay). The shipped weights (up to 1.10.0) were trained with
+#: it; training now marks it unknown (:func:`load_training_case`), the expert-mask healthy reference leaves it out
+#: (``measure.build_reference``), validation and evaluation score against it as published.
 KNOWN_LABEL_ERRORS = {"VB3_36": (23,)}
 #: Target value of voxels known not to be a vertebral body but either background or disc.
 NOT_BODY = 255
@@ -238,20 +239,62 @@ def mark_unknown_outlines(target_labels: np.ndarray, body_labels, outside_px: in
     target_labels[band] = -2
 
 
+def known_error_structures(case_id: str, pseudo_discs) -> set[int]:
+    """The structures of ``case_id`` listed in :data:`KNOWN_LABEL_ERRORS` and the gap pseudo-discs they bound.
+
+    A pseudo-disc is only the gap between two expert bodies (:func:`add_pseudo_discs`), so the gap next to a
+    misplaced body is wrong too (``measure.build_reference`` leaves the same discs out).
+    """
+    wrong = set(KNOWN_LABEL_ERRORS.get(case_id, ()))
+    if not wrong:
+        return wrong
+    bounded = {d for d in pseudo_discs if scheme.vertebra_above_disc(d) in wrong or scheme.next_vertebra(scheme.vertebra_above_disc(d)) in wrong}
+    return wrong | bounded
+
+
+def training_labels(
+    labels: np.ndarray, case_id: str, annotated, row_spacing_mm: float, outline_unknown_mm: float = 0.0, leave_out_known_errors: bool = True
+) -> set[int]:
+    """Turn one case's expert label map into its training labels (in place, canonical frame); returns what it annotates.
+
+    Adds the gap pseudo-discs (:func:`add_pseudo_discs`) with their uncertain borders as -1 (:data:`NOT_BODY`);
+    ``outline_unknown_mm`` > 0: the band around the body outlines becomes -2 (:data:`UNKNOWN`,
+    :func:`mark_unknown_outlines`). ``leave_out_known_errors``: the structures of :data:`KNOWN_LABEL_ERRORS` and the
+    pseudo-discs they bound (:func:`known_error_structures`) become -2 and are no longer annotated, so no loss term
+    learns from them and the true body nearby is not taught as background.
+    """
+    annotated = set(annotated)
+    pseudo_discs = add_pseudo_discs(labels, annotated, int(MAX_PSEUDO_DISC_GAP_MM / row_spacing_mm))
+    wrong = known_error_structures(case_id, pseudo_discs) if leave_out_known_errors else set()
+    mark_uncertain_disc_borders(labels, pseudo_discs - wrong, int(round(PSEUDO_DISC_BORDER_MM / row_spacing_mm)))
+    if wrong:
+        labels[np.isin(labels, list(wrong))] = -2
+    if outline_unknown_mm > 0:
+        bodies = [label for label in annotated - wrong if scheme.is_vertebra(label)]
+        mark_unknown_outlines(labels, bodies, int(round(outline_unknown_mm / row_spacing_mm)))
+    return (annotated | pseudo_discs) - wrong
+
+
 def load_training_case(record: CaseRecord, outline_unknown_mm: float = 0.0) -> TrainingCase:
-    """One case's image and target; ``outline_unknown_mm`` > 0: its body outlines' band is unknown (:func:`mark_unknown_outlines`)."""
+    """One case's image and training target (:func:`training_labels`: known label errors unknown; ``outline_unknown_mm``
+    > 0: its body outlines' band is unknown)."""
+    return _load_case(record, outline_unknown_mm, leave_out_known_errors=True)
+
+
+def load_validation_case(record: CaseRecord) -> TrainingCase:
+    """One case's image and target for validation: the expert labels as published (with the gap pseudo-discs),
+    :data:`KNOWN_LABEL_ERRORS` included, so that training validation scores against the same labels as ``evaluate``
+    and the published results."""
+    return _load_case(record, 0.0, leave_out_known_errors=False)
+
+
+def _load_case(record: CaseRecord, outline_unknown_mm: float, leave_out_known_errors: bool) -> TrainingCase:
     label_image = sitk.ReadImage(str(record.label_file))
     frame = sagittal_frame(label_image)
     if max(abs(s - 1.0) for s in frame.spacing[1:]) > 1e-3:
         raise ValueError(f"{record.case_id}: training expects 1 mm sagittal pixels, got {frame.spacing}")
     labels = frame.to_canonical(sitk.GetArrayFromImage(label_image).astype(np.int32))
-    annotated = set(record.annotated_labels)
-    pseudo_discs = add_pseudo_discs(labels, annotated, int(MAX_PSEUDO_DISC_GAP_MM / frame.spacing[1]))
-    mark_uncertain_disc_borders(labels, pseudo_discs, int(round(PSEUDO_DISC_BORDER_MM / frame.spacing[1])))
-    if outline_unknown_mm > 0:
-        bodies = [label for label in record.annotated_labels if scheme.is_vertebra(label)]
-        mark_unknown_outlines(labels, bodies, int(round(outline_unknown_mm / frame.spacing[1])))
-    annotated |= pseudo_discs
+    annotated = training_labels(labels, record.case_id, record.annotated_labels, frame.spacing[1], outline_unknown_mm, leave_out_known_errors)
     target, annotated_channels, labelled = channel_targets(labels, annotated)
     image = frame.to_canonical(sitk.GetArrayFromImage(sitk.ReadImage(str(record.image_file))))
     image = normalise_intensity(image).astype(np.float16)

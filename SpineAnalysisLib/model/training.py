@@ -23,7 +23,7 @@ import torch
 from ..errors import InputError
 from .augment import SliceAugmenter
 from .classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
-from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, read_manifest, scored_prediction, split_cases, SPLIT_SEED
+from .dataset import CaseRecord, TrainingCase, default_data_dir, load_training_case, load_validation_case, read_manifest, scored_prediction, split_cases, SPLIT_SEED
 from .losses import partial_label_loss
 from .network import NetworkConfig, build_network, gather_slices, inflate_input_channels, input_slice_offsets
 from .predict import InferenceSettings, predict_volume
@@ -134,7 +134,8 @@ def validation_dice(network: torch.nn.Module, cases: list[TrainingCase], device:
 
     Scored only where the case annotates the class: disc Dice on expert disc labels only
     (cases whose source is IVD), vertebra Dice on VB cases; annotator-corrected cases (source ANN,
-    from :mod:`SpineAnalysisLib.finetune`) count for both.
+    from :mod:`SpineAnalysisLib.finetune`) count for both. The cases come from
+    :func:`~.dataset.load_validation_case`: the expert labels as published, known label errors included.
     """
     vertebra_channels = list(VERTEBRA_CHANNELS)
     disc_channels = [LABEL_TO_CHANNEL[d] for d in DISC_CLASSES]
@@ -357,7 +358,7 @@ def train(
         train_records = list(records)
     started = time.time()
     train_cases = [load_training_case(r, config.outline_unknown_mm.get(r.source, 0.0)) for r in train_records]
-    validation_cases = [load_training_case(r) for r in validation_records]
+    validation_cases = [load_validation_case(r) for r in validation_records]  # the expert labels as published
     synthetic_cases = []
     if config.synthetic_disc_share > 0:
         excluded = {r.subject_group for r in validation_records}

@@ -12,7 +12,10 @@ from SpineAnalysisLib import labels as scheme
 from SpineAnalysisLib.errors import ModelError
 from SpineAnalysisLib.model import store
 from SpineAnalysisLib.model.classes import CHANNEL_LABELS, LABEL_TO_CHANNEL, NUM_CHANNELS
-from SpineAnalysisLib.model.dataset import NOT_BODY, UNKNOWN, add_pseudo_discs, mark_uncertain_disc_borders, mark_unknown_outlines
+from SpineAnalysisLib.model.dataset import (
+    KNOWN_LABEL_ERRORS, NOT_BODY, UNKNOWN, add_pseudo_discs, channel_targets, mark_uncertain_disc_borders, mark_unknown_outlines,
+    training_labels,
+)
 from SpineAnalysisLib.model.labelling import label_levels
 from SpineAnalysisLib.model.losses import class_dice_loss, marginal_cross_entropy, partial_dice_loss, partial_label_loss
 from SpineAnalysisLib.model.network import NetworkConfig, build_network
@@ -175,6 +178,35 @@ def test_a_narrow_pseudo_disc_keeps_its_middle_rows(gap, expected):
     labels[:, 15 + gap : 25 + gap, 2:8] = 23
     mark_uncertain_disc_borders(labels, add_pseudo_discs(labels, {22, 23}, max_gap_px=25), border_px=2)
     assert labels[0, 15 : 15 + gap, 5].tolist() == expected
+
+
+def _l2_to_l5():
+    labels = np.zeros((2, 70, 24), np.int32)  # slice, row (S->I), column (A->P): 8-row gaps
+    labels[:, 2:12, 4:20], labels[:, 20:30, 4:20], labels[:, 38:48, 4:20], labels[:, 56:66, 4:20] = 21, 22, 23, 24
+    return labels
+
+
+def test_training_marks_a_known_label_error_and_the_gap_discs_it_bounds_unknown():
+    """VB3_36's L4 (KNOWN_LABEL_ERRORS) is unknown in its training target, and so are the L3-L4 and L4-L5 gap discs
+    (a gap to a misplaced body is no disc); L2, L3, L5 and the L2-L3 gap disc are trained as for any case, and the
+    validation target (the labels as published) keeps all of it."""
+    assert KNOWN_LABEL_ERRORS["VB3_36"] == (23,)
+    expert = _l2_to_l5()
+    listed, other, published = expert.copy(), expert.copy(), expert.copy()
+    annotated = training_labels(listed, "VB3_36", (21, 22, 23, 24), 1.0)
+    assert training_labels(other, "VB3_35", (21, 22, 23, 24), 1.0) == {21, 22, 23, 24, 121, 122, 123}
+    assert training_labels(published, "VB3_36", (21, 22, 23, 24), 1.0, leave_out_known_errors=False) == {21, 22, 23, 24, 121, 122, 123}
+    np.testing.assert_array_equal(published, other)
+    assert annotated == {21, 22, 23, 24, 121, 122, 123} - {23, 122, 123}
+    target, channels, _ = channel_targets(listed, annotated)
+    assert (target[expert == 23] == UNKNOWN).all()
+    assert (target[:, 30:38, 4:20] == UNKNOWN).all() and (target[:, 48:56, 4:20] == UNKNOWN).all()  # both gaps of L4
+    assert (target == UNKNOWN).sum() == 2 * (10 + 8 + 8) * 16  # nothing else
+    for label in (21, 22, 24):
+        assert (target[expert == label] == LABEL_TO_CHANNEL[label]).all()
+    np.testing.assert_array_equal(listed[:, :30], other[:, :30])  # L2, L3 and the L2-L3 disc with its "not a body" border
+    assert (listed[:, 12:20, 10] == [-1, -1, 121, 121, 121, 121, -1, -1]).all()
+    assert not channels[[LABEL_TO_CHANNEL[v] for v in (23, 122, 123)]].any() and channels[[LABEL_TO_CHANNEL[v] for v in (21, 22, 24, 121)]].all()
 
 
 def test_not_body_voxels_accept_background_or_disc_but_not_a_body():

@@ -182,6 +182,30 @@ def test_bad_source_weight_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_known_label_error_is_unknown_in_training_but_scored_as_published_in_validation(tmp_path):
+    """Through the NIfTI files: VB3_36's L4 (model.dataset.KNOWN_LABEL_ERRORS) and its L3-L4 gap disc are unknown
+    and not annotated in the training target; the validation target keeps them as the experts drew them."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.dataset import UNKNOWN, load_training_case, load_validation_case, read_manifest
+
+    rows = [_write_case(tmp_path, case_id, [21, 22, 23], np.random.default_rng(0)) for case_id in ("VB3_36", "VB3_35")]
+    with open(tmp_path / "manifest.csv", "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    listed, unlisted = read_manifest(tmp_path)
+    training, validation, other = load_training_case(listed), load_validation_case(listed), load_training_case(unlisted)
+    np.testing.assert_array_equal(validation.target, other.target)
+    np.testing.assert_array_equal(validation.annotated, other.annotated)
+    l4, l3_l4, l2_l3 = LABEL_TO_CHANNEL[23], LABEL_TO_CHANNEL[122], LABEL_TO_CHANNEL[121]
+    assert (validation.target == l4).any() and (validation.target == l3_l4).any()
+    assert (training.target[validation.target == l4] == UNKNOWN).all() and (training.target[validation.target == l3_l4] == UNKNOWN).all()
+    assert not (training.target == l4).any() and not (training.target == l3_l4).any()
+    assert not training.annotated[[l4, l3_l4]].any() and validation.annotated[[l4, l3_l4]].all()
+    assert training.annotated[l2_l3] and ((training.target == l2_l3) == (validation.target == l2_l3)).all()
+    assert not (validation.target == UNKNOWN).any()
+
+
 def test_outline_unknown_trains_only_its_source_and_is_recorded_in_the_train_command(tmp_path, capsys):
     from SpineAnalysisLib.cli import main
     from SpineAnalysisLib.model.dataset import UNKNOWN, load_training_case, read_manifest
