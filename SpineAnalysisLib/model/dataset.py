@@ -191,6 +191,14 @@ def grown_along(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
     return grown
 
 
+def rows_from_top(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row counts of a (slice, row, column) mask per (slice, column): for each voxel the mask voxels at or above it
+    (1 on the top row of a run), and the column's total (shape (slice, 1, column)). A disc label fills one run of
+    rows per column, so these place each voxel within its column of the disc."""
+    from_top = np.cumsum(mask, axis=1)
+    return from_top, from_top[:, -1:, :]
+
+
 def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int], border_px: int) -> None:
     """Relabel the uncertain border of gap pseudo-discs as :data:`NOT_BODY` (in place, canonical frame).
 
@@ -204,8 +212,7 @@ def mark_uncertain_disc_borders(target_labels: np.ndarray, pseudo_discs: set[int
     uncertain = np.zeros(target_labels.shape, bool)
     for disc in pseudo_discs:  # each fills one run of rows per (slice, column)
         mask = target_labels == disc
-        from_top = np.cumsum(mask, axis=1)
-        run = from_top[:, -1:, :]
+        from_top, run = rows_from_top(mask)
         border = np.minimum(border_px, (run - 1) // 2)
         uncertain |= mask & ((from_top <= border) | (run - from_top < border))
     beside = (target_labels == 0) & grown_along(all_discs, border_px, axis=2)  # anterior/posterior
@@ -234,8 +241,8 @@ def mark_unknown_outlines(target_labels: np.ndarray, body_labels, outside_px: in
     for disc in np.unique(target_labels[band]):
         if scheme.is_disc(int(disc)):  # the middle row of each disc column stays disc: a collapsed disc still separates
             mask = target_labels == disc
-            from_top = np.cumsum(mask, axis=1)
-            band &= ~(mask & (from_top == (from_top[:, -1:, :] + 1) // 2))
+            from_top, run = rows_from_top(mask)
+            band &= ~(mask & (from_top == (run + 1) // 2))
     target_labels[band] = -2
 
 
