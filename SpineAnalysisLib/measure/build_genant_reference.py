@@ -51,21 +51,36 @@ def collect(data_dir: Path) -> list[dict]:
         label_map = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
         image_path = Path(data_dir) / row["image_file"]
         image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
-        values = defaultdict(dict)
-        posterior = {}
         # only the vertebra rows are read: the discs and the spine's alignment are not measured
-        for r in measure_case(image, label_map, labels=scheme.ANATOMICAL_ORDER):
-            if r.parameter in RATIOS and r.value is not None:
-                values[r.level][r.parameter] = float(r.value)
-            if r.parameter == "height_posterior_mm" and r.value is not None and r.label != 26 and "incomplete" not in r.note:
-                posterior[r.label] = float(r.value)
-        for label, height in posterior.items():
-            neighbours = [posterior.get(scheme.previous_vertebra(label)), posterior.get(scheme.next_vertebra(label))]
-            if None not in neighbours:
-                values[scheme.vertebra_name(label)][POSTERIOR] = height / float(np.mean(neighbours))
-        for level, ratios in values.items():
+        for level, ratios in body_values(measure_case(image, label_map, labels=scheme.ANATOMICAL_ORDER)).items():
             bodies.append({"case": row["case_id"], "subject": row["subject_group"] or row["case_id"], "level": level, **ratios})
     return bodies
+
+
+def measured_whole(rows) -> set[int]:
+    """The bodies measured whole: those with a wedge ratio. :func:`.vertebra.rows` gives a body's ratios only when
+    :meth:`.sections.Spine.body` takes it as whole, not for an incomplete chain end nor for a body labelled in part,
+    whose heights it still reports (with a note saying which); so the posterior heights used here come from the same
+    bodies as the ratios, whatever the notes say."""
+    return {r.label for r in rows if r.parameter == "wedge_ratio" and r.value is not None}
+
+
+def body_values(rows) -> dict[str, dict[str, float]]:
+    """Per level of one case's measurement rows: its :data:`RATIOS` and :data:`POSTERIOR`, from bodies measured whole."""
+    rows = list(rows)
+    whole = measured_whole(rows)
+    values: dict[str, dict[str, float]] = defaultdict(dict)
+    posterior = {}
+    for r in rows:
+        if r.parameter in RATIOS and r.value is not None:
+            values[r.level][r.parameter] = float(r.value)
+        if r.parameter == "height_posterior_mm" and r.value is not None and r.label != scheme.SACRUM and r.label in whole:
+            posterior[r.label] = float(r.value)
+    for label, height in posterior.items():
+        neighbours = [posterior.get(scheme.previous_vertebra(label)), posterior.get(scheme.next_vertebra(label))]
+        if None not in neighbours:
+            values[scheme.vertebra_name(label)][POSTERIOR] = height / float(np.mean(neighbours))
+    return dict(values)
 
 
 def summarise_posterior(bodies: list[dict]) -> dict:

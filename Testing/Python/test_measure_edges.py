@@ -178,3 +178,23 @@ def test_an_inner_body_with_a_shortened_endplate_is_not_graded_and_goes_to_revie
         assert whole[(disc, "dhi")].value is not None and table[(disc, "dhi")].value is None and "L3" in table[(disc, "dhi")].note
     wedge = rows_by(measure_case(None, _without_front_top(label_map, 22, 0.4, 0.5)))
     assert wedge[("L3", "wedge_ratio")].value < 0.5 and wedge[("L3", "genant_grade")].value == 3, wedge[("L3", "genant_grade")].note
+
+
+def test_the_genant_reference_takes_posterior_heights_only_from_bodies_measured_whole(lumbar):
+    """build_genant_reference's posterior-to-neighbours ratio leaves out the heights of an incomplete chain end (L1
+    cut short at the top) and of an inner body labelled in part (L3 without its front top), as it leaves out their
+    shape ratios; L2 and L4 then lose their ratio too (it needs both neighbours' heights)."""
+    from SpineAnalysisLib.measure.build_genant_reference import POSTERIOR, body_values, measured_whole
+
+    label_map, image = lumbar
+    whole = body_values(measure_case(image, label_map))
+    assert {level for level, values in whole.items() if POSTERIOR in values} == {"L2", "L3", "L4"}
+    damaged = _without_front_top(_remove_top(label_map, 20, 60.0 - 0.4 * 26.0), 22, 0.35, 0.8)
+    rows = measure_case(image, damaged)
+    table = rows_by(rows)
+    assert "incomplete" in table[("L1", "height_posterior_mm")].note and "labelled in part" in table[("L3", "height_posterior_mm")].note
+    assert table[("L1", "height_posterior_mm")].value is not None and table[("L3", "height_posterior_mm")].value is not None
+    assert measured_whole(rows) == {21, 23, 24}
+    values = body_values(rows)
+    assert not any(POSTERIOR in v for v in values.values())  # L2 and L4 each lost a neighbour; L1, L3 are not whole
+    assert set(values) == {"L2", "L4", "L5"} and all(set(values[level]) == {"wedge_ratio", "biconcavity_ratio"} for level in values)
