@@ -3,7 +3,8 @@
 All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
 
 * Heights (quantitative morphometry, six-point placement; Genant et al., J Bone Miner Res 8:1137, 1993):
-  anterior = |AS - AI|, posterior = |PS - PI| (corners from :mod:`.landmarks`); middle = chord of the mask
+  anterior = |AS - AI|, posterior = |PS - PI| (corners from :mod:`.landmarks`, averaged over the body's
+  mid-sagittal slab, :data:`~.sections.SLAB_HALF_WIDTH_MM`); middle = chord of the mask
   along the body's own superior-inferior axis at the anterior-posterior mid-point, so a broad central endplate
   depression (biconcave fracture) shortens it. A focal endplate notch (narrower than a quarter of the AP depth at
   half its depth: a Schmorl node, not a fracture) is bridged first and named in the note (:mod:`.endplate_notch`).
