@@ -10,7 +10,9 @@ L1-L5, Chu VB2 T11-L5, Siegen DzZ VB1_11 T10-S1; VB1_10 and the bundled sample V
 images (so that chain-end bodies the engine calls incomplete are left out as they would be when grading).
 
 Per level: n bodies, number of volunteers, mean and SD (n - 1) of ``wedge_ratio`` (anterior / posterior height)
-and ``biconcavity_ratio`` (middle / posterior height). A level with fewer than :data:`MIN_BODIES` bodies is not
+and ``biconcavity_ratio`` (middle / posterior height), and of McCloskey's second ratios (:data:`.vertebra.PREDICTED_RATIOS`:
+the anterior and middle heights over the mean posterior height of both neighbouring non-sacral bodies, from bodies
+whose neighbours are measured whole too). A level with fewer than :data:`MIN_BODIES` bodies is not
 written; :mod:`.vertebra` then expects 1.0 (the same-body posterior height, Genant's visual reference).
 Pooled over all levels: the posterior height relative to the mean posterior height of both neighbouring
 (non-sacral) bodies, ``posterior_to_neighbours`` (n, volunteers, mean, SD): a posterior height beyond its mean +
@@ -31,11 +33,16 @@ import SimpleITK as sitk
 from .. import labels as scheme
 from ..model.dataset import default_data_dir
 from .build_reference import healthy_cases
+from .vertebra import PREDICTED_RATIOS, deformity_loss, genant_grade
 
 OUTPUT = Path(__file__).with_name("genant_reference.json")
 RATIOS = ("wedge_ratio", "biconcavity_ratio")
+#: McCloskey's second ratio of each of :data:`RATIOS`
+PREDICTED = PREDICTED_RATIOS
 #: posterior height / mean posterior height of both neighbouring non-sacral bodies (pooled over levels)
 POSTERIOR = "posterior_to_neighbours"
+#: the heights the ratios come from
+HEIGHTS = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")
 #: fewer bodies than this at a level: no level mean (the grade falls back to the same-body posterior height)
 MIN_BODIES = 10
 
@@ -66,20 +73,28 @@ def measured_whole(rows) -> set[int]:
 
 
 def body_values(rows) -> dict[str, dict[str, float]]:
-    """Per level of one case's measurement rows: its :data:`RATIOS` and :data:`POSTERIOR`, from bodies measured whole."""
+    """Per level of one case's measurement rows: its :data:`RATIOS`, their :data:`PREDICTED` ratios and :data:`POSTERIOR`,
+    from bodies measured whole."""
     rows = list(rows)
     whole = measured_whole(rows)
     values: dict[str, dict[str, float]] = defaultdict(dict)
-    posterior = {}
+    heights: dict[str, dict[int, float]] = defaultdict(dict)
     for r in rows:
         if r.parameter in RATIOS and r.value is not None:
             values[r.level][r.parameter] = float(r.value)
-        if r.parameter == "height_posterior_mm" and r.value is not None and r.label != scheme.SACRUM and r.label in whole:
-            posterior[r.label] = float(r.value)
+        if r.parameter in HEIGHTS and r.value is not None and r.label != scheme.SACRUM and r.label in whole:
+            heights[r.parameter][r.label] = float(r.value)
+    posterior = heights["height_posterior_mm"]
     for label, height in posterior.items():
         neighbours = [posterior.get(scheme.previous_vertebra(label)), posterior.get(scheme.next_vertebra(label))]
-        if None not in neighbours:
-            values[scheme.vertebra_name(label)][POSTERIOR] = height / float(np.mean(neighbours))
+        if None in neighbours:
+            continue
+        expected = float(np.mean(neighbours))
+        level = values[scheme.vertebra_name(label)]
+        level[POSTERIOR] = height / expected
+        for ratio, parameter in (("wedge_ratio", "height_anterior_mm"), ("biconcavity_ratio", "height_middle_mm")):
+            if label in heights[parameter]:
+                level[PREDICTED[ratio]] = heights[parameter][label] / expected
     return dict(values)
 
 
@@ -96,7 +111,7 @@ def summarise(bodies: list[dict]) -> dict:
     levels = {}
     for level in sorted({b["level"] for b in bodies}):
         entry = {}
-        for ratio in RATIOS:
+        for ratio in RATIOS + tuple(PREDICTED.values()):
             here = [b for b in bodies if b["level"] == level and ratio in b]
             if len(here) < MIN_BODIES:
                 continue
@@ -108,15 +123,16 @@ def summarise(bodies: list[dict]) -> dict:
     return levels
 
 
-def _grades(bodies: list[dict], reference_for) -> Counter:
-    from .vertebra import genant_grade, ratio_loss
+def body_grade(body: dict, levels: dict) -> int:
+    """Genant grade of one collected healthy body from its wedge and biconcave losses on McCloskey's two criteria
+    (:func:`.vertebra.deformity_loss`) against the per-level normals ``levels`` (as :func:`summarise` gives them)."""
+    normals = levels.get(body["level"], {})
+    losses = [deformity_loss(body[r], body.get(PREDICTED[r]), normals.get(r), normals.get(PREDICTED[r]))[0] for r in RATIOS if r in body]
+    return genant_grade(max(losses, default=0.0))
 
-    counts = Counter()
-    for b in bodies:
-        levels = reference_for(b)
-        losses = [ratio_loss(b[r], levels.get(b["level"], {}).get(r)) for r in RATIOS if r in b]
-        counts[genant_grade(max(losses))] += 1
-    return counts
+
+def _grades(bodies: list[dict], reference_for) -> Counter:
+    return Counter(body_grade(b, reference_for(b)) for b in bodies)
 
 
 def grade_counts(bodies: list[dict]) -> dict:

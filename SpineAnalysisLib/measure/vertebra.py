@@ -26,7 +26,11 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   T4-L5 only (:data:`GENANT_LEVELS`; never S1), and never for a chain-end body labelled only in part
   (:mod:`.edges`: its heights are shown with that note, its ratios, grade, depth and volume are missing).
   A posterior height taller than its neighbours' beyond healthy variation is replaced, as the losses' reference,
-  by the neighbours' mean posterior height (:func:`predicted_posterior`; McCloskey 1993).
+  by the neighbours' mean posterior height (:func:`predicted_posterior`; McCloskey 1993). McCloskey's second
+  criterion guards against a body whose shape is unusual but whose heights are not lost: a ratio below its
+  level's normal range is a deformity only when the same height over the *predicted* posterior height (the mean
+  posterior height of both neighbouring bodies) is below its own normal range too (:func:`deformity_loss`;
+  bodies without both neighbours measured whole are judged on the first criterion alone).
   Next to a disc whose height is outside its physical range the grade is withheld (a misplaced endplate;
   :func:`SpineAnalysisLib.quality.withhold_implausible`). A body whose endplate is under
   :data:`~.sections.BODY_FACING_MIN_RATIO` of the endplate facing it across the disc (S1:
@@ -111,6 +115,10 @@ def normal_ratio(level: str, ratio: str) -> dict | None:
 #: Eastell et al. 1991: a ratio more than 3 SD below the level's normal mean is a deformity
 DEFORMITY_SD = 3.0
 
+#: McCloskey et al. 1993's second ratio of each shape ratio: the same height over the predicted posterior height
+#: (mean posterior height of both neighbouring non-sacral bodies), with its own level normals in :data:`REFERENCE_FILE`
+PREDICTED_RATIOS = {"wedge_ratio": "anterior_to_predicted_posterior", "biconcavity_ratio": "middle_to_predicted_posterior"}
+
 
 def ratio_loss(ratio: float, normal: dict | None) -> float:
     """Height lost relative to the height expected from the level's normal ratio, 1 - ratio / normal mean; 0 when
@@ -121,6 +129,20 @@ def ratio_loss(ratio: float, normal: dict | None) -> float:
     if ratio >= normal["mean"] - DEFORMITY_SD * normal["sd"]:
         return 0.0
     return 1.0 - ratio / normal["mean"]
+
+
+def deformity_loss(ratio: float, to_predicted: float | None, normal: dict | None, predicted_normal: dict | None) -> tuple[float, bool]:
+    """(height loss, whether the second criterion cleared it) of one shape ratio on McCloskey's two criteria
+    (McCloskey et al., Osteoporos Int 3:138, 1993): the loss of :func:`ratio_loss` against the level's ``normal``
+    counts only when the same height over the predicted posterior height, ``to_predicted``, is also more than
+    :data:`DEFORMITY_SD` SD below its own level normal ``predicted_normal`` (:data:`PREDICTED_RATIOS`).
+    ``to_predicted`` None (no two neighbours measured whole) or no ``predicted_normal``: the first criterion alone."""
+    loss = ratio_loss(ratio, normal)
+    if loss <= 0 or to_predicted is None or predicted_normal is None:
+        return loss, False
+    if to_predicted < predicted_normal["mean"] - DEFORMITY_SD * predicted_normal["sd"]:
+        return loss, False
+    return 0.0, True
 
 
 def predicted_posterior(posterior: float, neighbours: list[float] | None) -> tuple[float, str]:
@@ -306,16 +328,27 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         level = scheme.vertebra_name(vertebra)
         neighbours = _neighbour_posterior_heights(spine, vertebra)
         reference, reference_note = predicted_posterior(post, neighbours)
-        losses = {"wedge": ratio_loss(ant / reference, normal_ratio(level, "wedge_ratio"))}
-        if mid is not None:
-            losses["biconcave"] = ratio_loss(mid / reference, normal_ratio(level, "biconcavity_ratio"))
-        if neighbours is not None:
-            losses["crush"] = 1.0 - post / float(np.mean(neighbours))
+        expected = float(np.mean(neighbours)) if neighbours is not None else None
+        losses, cleared = {}, []
+        for kind, ratio_name, height in (("wedge", "wedge_ratio", ant), ("biconcave", "biconcavity_ratio", mid)):
+            if height is None:
+                continue
+            to_predicted = height / expected if expected else None
+            second = normal_ratio(level, PREDICTED_RATIOS[ratio_name])
+            losses[kind], was_cleared = deformity_loss(height / reference, to_predicted, normal_ratio(level, ratio_name), second)
+            if was_cleared:
+                cleared.append(f"{ratio_name.replace('_', ' ')} below {level}'s normal range, but its {'anterior' if kind == 'wedge' else 'middle'} "
+                               f"height over the neighbours' posterior height, {to_predicted:.2f}, is within its normal range (mean "
+                               f"{second['mean']:.2f}, SD {second['sd']:.2f}): no deformity (McCloskey's second criterion)")
+        if expected is not None:
+            losses["crush"] = 1.0 - post / expected
         kind = max(losses, key=losses.get)
         loss = max(0.0, losses[kind])
         note = f"height loss {100 * loss:.0f} % ({kind}{_versus(level, kind)})" if loss > 0 else "no height loss beyond the level's normal range"
         if reference_note:
             note += f"; {reference_note}"
+        for why in cleared:
+            note += f"; {why}"
         if neighbours is None:
             note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies, measured whole)"
         nodes = [n for n in section.quad.notches if n.possible_node]
