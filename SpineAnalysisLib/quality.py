@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import labels as scheme
+from .measure.sections import INCOMPLETE_NOTE
 from .measure.vertebra import PARTIAL_BODY_NOTE
 
 STATUSES = ("ok", "review", "failed")
@@ -180,9 +181,9 @@ def _order_and_spacing(measurements: list, quality: Quality) -> None:
         if m.structure == "vertebra" and m.parameter.startswith("centroid_") and m.value is not None and m.label is not None:
             axis = "ras".index(m.parameter[len("centroid_")])
             centroids.setdefault(m.label, np.full(3, np.nan))[axis] = m.value
-    # a body cut by the field of view or labelled only in part has a displaced centroid: its spacing is not judged
-    partial = {m.label for m in measurements if m.structure == "vertebra" and m.parameter == "volume_mm3" and m.value is None
-               and ("cut by the field of view" in m.note or "incomplete" in m.note)}
+    # a body not measured whole (cut by the field of view, an incomplete chain end, labelled in part: the rows leave
+    # its volume empty for exactly these) has a displaced centroid: its spacing is not judged
+    partial = {m.label for m in measurements if m.structure == "vertebra" and m.parameter == "volume_mm3" and m.value is None}
     ranked = sorted((v for v, c in centroids.items() if np.isfinite(c).all()), key=scheme.anatomical_rank)
     for upper, lower in zip(ranked[:-1], ranked[1:]):
         a, b = centroids[upper], centroids[lower]
@@ -219,7 +220,7 @@ def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
             quality.add("failed", _withheld_reason(m))
         elif m.parameter == "slip_percent" and m.value is not None and m.value >= HIGH_GRADE_SLIP:
             quality.add("review", f"{m.level} slip {m.value:.0f} % (Meyerding III or worse): confirm on the image")
-        elif "incomplete" in m.note and m.parameter == "genant_grade":
+        elif INCOMPLETE_NOTE in m.note and m.parameter == "genant_grade":
             quality.notes.append(f"{m.level}: {m.note}")
         elif m.parameter == "genant_grade" and m.value is None and m.note.startswith(PARTIAL_BODY_NOTE):
             quality.add("review", f"{m.level} seems labelled in part (its Genant grade is withheld): check its outline")

@@ -26,6 +26,8 @@ from .inputs import Volume
 from .landmarks import LandmarkError, Quad, fit_quad, principal_angle
 
 CUT_REASON = "cut by the field of view (within 5 mm of the volume border in its mid-{plane} plane)"
+#: start of the reason given for a chain-end vertebra labelled only in part (:meth:`Spine.incomplete`)
+INCOMPLETE_NOTE = "incomplete chain-end vertebra"
 
 #: An S1 endplate shorter than this fraction of the L5 endplate facing it across the disc is not used. With corners
 #: averaged over the mid-sagittal slab (:data:`SLAB_HALF_WIDTH_MM`) the 616 facing-endplate ratios of the 63 shared
@@ -357,7 +359,7 @@ class Spine:
             if self._continues_in_image(vertebra, quad, side, neighbour):
                 evidence.append(f"the image beyond its {edges.ENDPLATE_NAMES[side]} endplate looks like the body, not a disc")
             if evidence:
-                return side, (f"incomplete chain-end vertebra: its mask ends {distance:.0f} mm from the image edge while "
+                return side, (f"{INCOMPLETE_NOTE}: its mask ends {distance:.0f} mm from the image edge while "
                               f"the body continues ({'; '.join(evidence)})")
         return None
 

@@ -173,3 +173,22 @@ def test_bodies_around_an_impossible_disc_get_no_genant_grade():
         assert table[(level, "height_posterior_mm")].value is not None  # heights stay: only the grade is withheld
     assert table[("L2", "genant_grade")].value == 0
     assert quality.assess(rows).status == "failed"
+
+
+@pytest.mark.parametrize("labelled_in_part", [True, False])
+def test_a_body_labelled_in_part_is_not_judged_by_its_spacing(labelled_in_part):
+    """A partly drawn S1 (its volume left empty with that reason) has a displaced centroid: 12 mm from L5's is not
+    "levels misplaced"; the same centroid on a body measured whole is."""
+    rows = _measure(levels=(22, 23, 24, 26), heights=26.0, discs=10.0, csf=False)
+    table = rows_by(rows)
+    l5_s = table[("L5", "centroid_s_mm")].value
+    changed = []
+    for r in rows:
+        if r.level == "S1" and r.parameter == "centroid_s_mm":
+            r = dataclasses.replace(r, value=l5_s - 12.0)
+        if r.level == "S1" and r.parameter == "volume_mm3" and labelled_in_part:
+            r = dataclasses.replace(r, value=None, note="labelled in part: its superior endplate is 55 % as long as L5's facing one")
+        changed.append(r)
+    result = quality.assess(changed)
+    misplaced = [reason for reason in result.reasons if reason.startswith("L5-S1 centroids")]
+    assert (misplaced == []) == labelled_in_part, result.reasons
