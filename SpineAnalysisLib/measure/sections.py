@@ -232,8 +232,12 @@ class Spine:
 
     def slab_offset(self) -> float:
         """Distance (mm) of the two side planes of a body's mid-sagittal slab from its centroid plane: at least
-        :data:`SLAB_HALF_WIDTH_MM`, and at least one slice of a thick-slice label map, so the side planes are
-        never the centre slice again."""
+        :data:`SLAB_HALF_WIDTH_MM`, and at least the slice thickness of a thick-slice label map projected on the
+        sagittal normal, so on a sagittal stack the side planes are the neighbouring slices. On a stack tilted by t that
+        is cos^2 t of a slice along the slice axis: part of each side plane still samples the centre slice (13 % of
+        its pixels at 20 degrees). A whole slice along the normal (thickness / cos t) measured worse on tilted 4 mm
+        phantom grids (mean vertebral height error 0.196 -> 0.215 mm, segmental angle 0.56 -> 0.61 degrees; 10 grids
+        tilted 6-22 degrees): the side outline is then the centre's moved by whole voxels, its errors not independent."""
         return max(SLAB_HALF_WIDTH_MM, plane.through_plane_resolution(self.label_map, plane.SAGITTAL))
 
     def _slab_quad(self, vertebra: int, depth: float, centre: Quad) -> Quad:

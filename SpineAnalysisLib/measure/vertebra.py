@@ -18,7 +18,7 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
   engine on the shared expert masks (:data:`REFERENCE_FILE`, built by :mod:`.build_genant_reference`). Genant's
   20/25/40 % thresholds then apply to that loss from the expected height. A ratio within 3 SD of its level's
   mean (Eastell's definition of normal variation, :data:`DEFORMITY_SD`) is no deformity: loss 0. The lumbar
-  normal wedge ratios are 1.03 (L1) to 1.35 (L5), SD 0.09-0.14, so without this a rectangular L5 would read
+  normal wedge ratios are 1.03 (L1) to 1.35 (L5), SD 0.09-0.13, so without this a rectangular L5 would read
   as a 26 % anterior height loss. A level with fewer than 10 reference bodies (here T10 and above)
   expects 1.0, the same body's posterior height (Genant's visual reference), with no SD criterion. The crush loss
   1 - Hp/mean(Hp of both neighbouring non-sacral bodies) is unchanged. The largest loss decides. The posterior
@@ -179,7 +179,8 @@ def meyerding_grade(percent: float) -> str:
 
 
 #: a lower endplate shorter than this fraction of the upper body's inferior endplate is not a slip's denominator:
-#: adjacent endplates of the shared expert masks have ratios 0.85-1.11 (5th-95th percentile); below 0.8 were only
+#: adjacent endplates of the shared expert masks have ratios 0.90-1.11 (5th-95th percentile of the 616 ratios of
+#: 63 maps, both ways, slab-averaged corners; lowest 0.805); below 0.8 were only
 #: the model's S1 labelled in part at the bottom of the image (Testing/Benchmarks, docs/validation.md)
 SLIP_MIN_ENDPLATE_RATIO = 0.8
 

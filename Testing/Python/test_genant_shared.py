@@ -56,7 +56,7 @@ def test_leave_one_volunteer_out_grades_of_healthy_bodies(bodies):
                 if alone:
                     first_criterion_only[(b["case"], b["level"])] = alone
     assert graded == {}
-    # without McCloskey's second criterion VB3_06's wedge-shaped L3 (anterior 25.2, posterior 29.3 mm: 0.85 against
+    # without McCloskey's second criterion VB3_06's wedge-shaped L3 (anterior 25.1, posterior 29.6 mm: 0.85 against
     # L3's normal 1.12, SD 0.084, 3.2 SD below) would be graded 1; over its neighbours' posterior height it is 1.4 SD
     # below that ratio's normal, no deformity
     assert first_criterion_only == {("VB3_06", "L3"): 1}

@@ -54,7 +54,7 @@ def test_broad_depression_of_the_same_depth_is_graded(grid, tmp_path):
 def test_a_posterior_height_the_neighbours_do_not_share_is_not_the_reference(tmp_path):
     # VB3_35 L4 (model mask): a posterior-inferior spur made the posterior height 29 mm between 24.5 and 19.7 mm
     # neighbours, so the normal middle height read "biconcave 25 %". Phantom: L3 26 mm anterior, 34 mm posterior
-    # between 26 mm bodies (+31 %, healthy at most about +19 %): against its own posterior height a 0.76 wedge ratio
+    # between 26 mm bodies (+31 %, healthy at most about +18 %): against its own posterior height a 0.76 wedge ratio
     # (31 % below L3's normal 1.11: grade 2); against the neighbours' posterior height (McCloskey's predicted
     # height) 1.0: no grade.
     spacing, direction = GRIDS["sagittal-0.6x0.6x3.5mm"]
