@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 import phantoms as ph
-from SpineAnalysisLib.measure import inputs
+from SpineAnalysisLib.measure import inputs, plane
 from SpineAnalysisLib.measure.sections import SLAB_HALF_WIDTH_MM, Spine
 from SpineAnalysisLib.measurements import measure_case
 
@@ -76,3 +76,29 @@ def test_thick_slices_put_the_side_planes_one_slice_away():
     assert spine.slab_offset() == pytest.approx(4.4)
     rows = measure_case(image, label_map)
     assert value(rows, "L3", "height_anterior_mm") == pytest.approx(HEIGHT, abs=1.0)
+
+
+def test_a_side_plane_cut_by_the_field_of_view_is_left_out(lumbar):
+    """In the sagittal plane 2 mm beside L3's centroid plane only, a strip of L3's label runs forward to the volume's
+    anterior border (a mask edge that reaches the field of view in one plane): that side plane's outline is cut, so its
+    corners, fitted on a body with a forward spur, are not averaged in; L3's heights and endplate length stay those
+    of the intact body and the centre plane, which the border does not reach, keeps every value."""
+    label_map, image = lumbar
+    array = sitk.GetArrayFromImage(label_map)
+    x = _centroid_column(label_map, 22)
+    side = array[:, :, x + 2]
+    rows_z, cols_y = np.nonzero(side == 22)
+    middle = (rows_z.min() + rows_z.max()) // 2
+    front = cols_y.min()  # LPS y grows posterior: index 0 is the volume's anterior border
+    strip = side[middle - 3: middle + 4, :front]
+    strip[strip == 0] = 22
+    spur = sitk.GetImageFromArray(array)
+    spur.CopyInformation(label_map)
+    spine = Spine(inputs.load(image, spur))
+    depth = plane.SAGITTAL.depth(spine.volume.stats[22].centroid_lps)
+    assert not spine.section(22).cut
+    assert [spine._plane_section(22, plane.SAGITTAL, depth + o).cut for o in (-spine.slab_offset(), spine.slab_offset())] == [True, False]
+    intact, rows = measure_case(image, label_map), measure_case(image, spur)
+    for parameter in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "ap_depth_mm", "wedge_ratio"):
+        assert value(rows, "L3", parameter) == pytest.approx(value(intact, "L3", parameter), abs=0.3), parameter
+    assert value(rows, "L3", "genant_grade") == 0
