@@ -161,7 +161,6 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
     ``repair`` is :func:`~.inference.segment_image`'s. When a repair pass replaced the first pass, the
     first pass is scored too (``first_pass``)."""
     from .inference import segment_image
-    from .measurements import measure_case
 
     image = sitk.ReadImage(str(record.image_file))
     reference_image = sitk.ReadImage(str(record.label_file))
@@ -189,41 +188,49 @@ def evaluate_case(record, model_name=None, device="auto", fast=False, slice_thic
         case["source"] = record.source
         return case
 
-    # disc-height agreement between measurements on predicted and reference masks
-    reference_for_measure = _reference_with_pseudo_discs(reference, image, annotated) if vertebrae else reference
-    agreement: dict = {}
-    heights: dict = {}
-    missing: dict = {"disc_missing": {}, "vertebra_missing": {}}  # the expert masks give a value, the prediction none
-    vertebra_names = {scheme.structure_name(v) for v in vertebrae}
     try:
-        reference_map = sitk.GetImageFromArray(reference_for_measure.astype(np.uint16))
-        reference_map.CopyInformation(image)
-        on_reference = _compared_values(measure_case(image, reference_map))
-        on_prediction = _compared_values(measure_case(image, result.label_map)) if result.report.levels else {}
-        for (structure, level, parameter), value in on_reference.items():
-            predicted_value = on_prediction.get((structure, level, parameter))
-            if value is None:
-                continue
-            if structure == "disc":
-                if parameter in FROM_BODIES and not vertebrae:
-                    continue  # a disc-only reference measures these on the disc's own outline, the prediction between its bodies
-                target, kind = agreement, "disc_missing"
-            elif level in vertebra_names:  # only the bodies the expert outlined
-                target, kind = heights, "vertebra_missing"
-            else:
-                continue
-            if predicted_value is None:  # not labelled, withheld or not measurable on the prediction
-                missing[kind].setdefault(parameter, []).append(level)
-            else:
-                target.setdefault(parameter, []).append((level, value, predicted_value))
+        case.update(measurement_agreement(image, reference, annotated, result.label_map if result.report.levels else None))
     except Exception as error:  # measurement failure is reported, not fatal for the evaluation
         case["measurement_error"] = f"{type(error).__name__}: {error}"
-    case["disc_agreement"] = agreement
-    case["vertebra_agreement"] = heights
-    case.update(missing)
+        case.update({"disc_agreement": {}, "vertebra_agreement": {}, "disc_missing": {}, "vertebra_missing": {}})
     case["source"] = record.source
     case["reference_discs"] = "gap pseudo-labels between expert bodies" if vertebrae else "expert disc labels"
     return case
+
+
+def measurement_agreement(image: sitk.Image, reference: np.ndarray, annotated, predicted: sitk.Image | None) -> dict:
+    """The compared measurements (:data:`COMPARED_DISC`, :data:`COMPARED_VERTEBRA`) on the expert label array
+    ``reference`` (with its gap pseudo-discs when it outlines bodies) and on the ``predicted`` label map (None: nothing
+    labelled), paired per level: ``disc_agreement`` / ``vertebra_agreement`` {parameter: [(level, expert, predicted)]}
+    and ``disc_missing`` / ``vertebra_missing`` {parameter: [level]} (the expert masks give a value, the prediction none).
+    Only the bodies ``annotated`` by the expert; a disc-only reference leaves out :data:`FROM_BODIES`."""
+    from .measurements import measure_case
+
+    vertebrae = [label for label in annotated if scheme.is_vertebra(label)]
+    reference_for_measure = _reference_with_pseudo_discs(reference, image, set(annotated)) if vertebrae else reference
+    reference_map = sitk.GetImageFromArray(reference_for_measure.astype(np.uint16))
+    reference_map.CopyInformation(image)
+    on_reference = _compared_values(measure_case(image, reference_map))
+    on_prediction = _compared_values(measure_case(image, predicted)) if predicted is not None else {}
+    out: dict = {"disc_agreement": {}, "vertebra_agreement": {}, "disc_missing": {}, "vertebra_missing": {}}
+    vertebra_names = {scheme.structure_name(v) for v in vertebrae}
+    for (structure, level, parameter), value in on_reference.items():
+        if value is None:
+            continue
+        if structure == "disc":
+            if parameter in FROM_BODIES and not vertebrae:
+                continue  # a disc-only reference measures these on the disc's own outline, the prediction between its bodies
+            kind = "disc"
+        elif level in vertebra_names:  # only the bodies the expert outlined
+            kind = "vertebra"
+        else:
+            continue
+        predicted_value = on_prediction.get((structure, level, parameter))
+        if predicted_value is None:  # not labelled, withheld or not measurable on the prediction
+            out[f"{kind}_missing"].setdefault(parameter, []).append(level)
+        else:
+            out[f"{kind}_agreement"].setdefault(parameter, []).append((level, value, predicted_value))
+    return out
 
 
 #: Measurements compared between predicted and expert masks (``evaluate``): disc height index, mean

@@ -1,0 +1,80 @@
+"""Model-versus-expert agreement of the measurements with and without the mid-sagittal slab (prints a table).
+
+    python Testing/DataChecks/slab_agreement.py --predictions DIR [--cases training|validation|all] [--sources VB2,VB3]
+
+For every case of the chosen split and sources that has ``DIR/<case_id>.nii.gz`` (e.g. ``spineanalysis segment IMAGE
+-o DIR/<case_id>.nii.gz``), the compared measurements of ``spineanalysis evaluate``
+(:func:`SpineAnalysisLib.evaluation.measurement_agreement`) on the expert masks and on the prediction, with a
+vertebral body's corners from its centroid plane alone and averaged over slabs of +-1 and +-2 mm
+(:data:`SpineAnalysisLib.measure.sections.SLAB_HALF_WIDTH_MM`). Prints n and the mean |model - expert| per compared
+parameter and setting: the "Mid-sagittal slab" table of docs/validation.md (training split, Chu + MyoSegmenTUM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from SpineAnalysisLib import evaluation  # noqa: E402
+from SpineAnalysisLib.measure import sections  # noqa: E402
+from SpineAnalysisLib.model.dataset import default_data_dir, read_manifest, split_cases  # noqa: E402
+
+#: setting name -> half-width of the slab (mm); None: the centroid plane alone
+SETTINGS = {"single plane": None, "+-1 mm": 1.0, "+-2 mm": 2.0}
+
+
+@contextmanager
+def slab(half_width: float | None):
+    """Measure with the given slab half-width (None: no side planes) while inside."""
+    saved_width, saved_quad = sections.SLAB_HALF_WIDTH_MM, sections.Spine._slab_quad
+    if half_width is None:
+        sections.Spine._slab_quad = lambda self, vertebra, depth, centre: centre
+    else:
+        sections.SLAB_HALF_WIDTH_MM = half_width
+    try:
+        yield
+    finally:
+        sections.SLAB_HALF_WIDTH_MM, sections.Spine._slab_quad = saved_width, saved_quad
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=Path(default_data_dir()))
+    parser.add_argument("--cases", choices=("training", "validation", "all"), default="training")
+    parser.add_argument("--sources", default="VB2,VB3", help="comma-separated manifest sources (default: the level-certain Chu and MyoSegmenTUM)")
+    args = parser.parse_args(argv)
+    records = read_manifest(args.data)
+    if args.cases != "all":
+        records = split_cases(records)[0 if args.cases == "training" else 1]
+    sources = set(args.sources.split(","))
+    records = [r for r in records if r.source in sources and (args.predictions / f"{r.case_id}.nii.gz").is_file()]
+    print(f"{len(records)} cases with predictions ({args.cases} split, sources {', '.join(sorted(sources))})")
+    results = {name: [] for name in SETTINGS}
+    for record in records:
+        image = sitk.ReadImage(str(record.image_file))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))).astype(np.int32)
+        predicted = sitk.ReadImage(str(args.predictions / f"{record.case_id}.nii.gz"))
+        for name, half_width in SETTINGS.items():
+            with slab(half_width):
+                results[name].append(evaluation.measurement_agreement(image, reference, record.annotated_labels, predicted))
+    tables = {name: {**evaluation._agreement(cases, "vertebra_agreement", evaluation.COMPARED_VERTEBRA),
+                     **{f"disc {p}": s for p, s in evaluation._agreement(cases).items()}} for name, cases in results.items()}
+    print(f"{'mean |model - expert|':40s}" + "".join(f"{name:>16s}" for name in SETTINGS))
+    for parameter in tables["single plane"]:
+        cells = [tables[name].get(parameter, {}) for name in SETTINGS]
+        label = parameter if parameter.startswith("disc") else f"vertebra {parameter}"
+        print(f"{label + ' (n ' + str(cells[0].get('n')) + ')':40s}" + "".join(
+            f"{c['mean_abs_difference']:16.3f}" if c.get("mean_abs_difference") is not None else f"{'-':>16s}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
