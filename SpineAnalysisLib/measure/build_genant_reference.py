@@ -17,7 +17,8 @@ written; :mod:`.vertebra` then expects 1.0 (the same-body posterior height, Gena
 Pooled over all levels: the posterior height relative to the mean posterior height of both neighbouring
 (non-sacral) bodies, ``posterior_to_neighbours`` (n, volunteers, mean, SD): a posterior height beyond its mean +
 3 SD is not a plausible reference for the ratios (:func:`.vertebra.predicted_posterior`).
-It also prints how many healthy bodies the new rule grades, in-sample and leave-one-volunteer-out.
+It also records how many healthy bodies the engine itself grades, in-sample and leave-one-volunteer-out
+(:func:`engine_grades`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import SimpleITK as sitk
 from .. import labels as scheme
 from ..model.dataset import default_data_dir
 from .build_reference import healthy_cases
-from .vertebra import PREDICTED_RATIOS, deformity_loss, genant_grade
+from .vertebra import PREDICTED_RATIOS, reference_override
 
 OUTPUT = Path(__file__).with_name("genant_reference.json")
 RATIOS = ("wedge_ratio", "biconcavity_ratio")
@@ -123,30 +124,43 @@ def summarise(bodies: list[dict]) -> dict:
     return levels
 
 
-def body_grade(body: dict, levels: dict) -> int:
-    """Genant grade of one collected healthy body from its wedge and biconcave losses on McCloskey's two criteria
-    (:func:`.vertebra.deformity_loss`) against the per-level normals ``levels`` (as :func:`summarise` gives them)."""
-    normals = levels.get(body["level"], {})
-    losses = [deformity_loss(body[r], body.get(PREDICTED[r]), normals.get(r), normals.get(PREDICTED[r]))[0] for r in RATIOS if r in body]
-    return genant_grade(max(losses, default=0.0))
+def _reference(bodies: list[dict]) -> dict:
+    return {"levels": summarise(bodies), POSTERIOR: summarise_posterior(bodies)}
 
 
-def _grades(bodies: list[dict], reference_for) -> Counter:
-    return Counter(body_grade(b, reference_for(b)) for b in bodies)
+def engine_grades(data_dir: Path, bodies: list[dict], leave_one_out: bool = True) -> dict:
+    """Genant grades the engine itself (:func:`~SpineAnalysisLib.measurements.measure_case`, every rule of
+    :mod:`.vertebra`) gives the healthy expert-masked bodies: {"counts": {grade: n bodies}, "graded": {"case level":
+    grade above 0}}. ``leave_one_out``: each volunteer against normals built from ``bodies`` without it
+    (:func:`.vertebra.reference_override`), as a volunteer unseen by the reference would be graded; else against all."""
+    from ..measurements import measure_case
+
+    counts: Counter = Counter()
+    graded = {}
+    references = {}
+    for row in healthy_cases(data_dir):
+        if not row["case_id"].startswith("VB"):
+            continue
+        subject = row["subject_group"] or row["case_id"]
+        if subject not in references:
+            references[subject] = _reference([b for b in bodies if not leave_one_out or b["subject"] != subject])
+        label_map = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
+        image_path = Path(data_dir) / row["image_file"]
+        image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
+        with reference_override(references[subject]):
+            rows = measure_case(image, label_map, labels=scheme.ANATOMICAL_ORDER)
+        for r in rows:
+            if r.parameter == "genant_grade" and r.value is not None:
+                counts[int(r.value)] += 1
+                if r.value:
+                    graded[f"{row['case_id']} {r.level}"] = int(r.value)
+    return {"counts": {str(k): v for k, v in sorted(counts.items())}, "graded": graded}
 
 
-def grade_counts(bodies: list[dict]) -> dict:
-    """Genant grades (wedge and biconcave only) of the healthy bodies, in-sample and leave-one-volunteer-out."""
-    whole = summarise(bodies)
-    in_sample = _grades(bodies, lambda b: whole)
-    cache = {}
-
-    def loso(b):
-        if b["subject"] not in cache:
-            cache[b["subject"]] = summarise([o for o in bodies if o["subject"] != b["subject"]])
-        return cache[b["subject"]]
-
-    return {"in_sample": dict(sorted(in_sample.items())), "leave_one_volunteer_out": dict(sorted(_grades(bodies, loso).items()))}
+def grade_counts(data_dir: Path, bodies: list[dict]) -> dict:
+    """The engine's Genant grades of the healthy expert-masked bodies, in-sample and leave-one-volunteer-out."""
+    return {"in_sample": engine_grades(data_dir, bodies, leave_one_out=False),
+            "leave_one_volunteer_out": engine_grades(data_dir, bodies)}
 
 
 def build(data_dir: Path) -> dict:
@@ -159,7 +173,7 @@ def build(data_dir: Path) -> dict:
         "min_bodies": MIN_BODIES,
         "levels": summarise(bodies),
         POSTERIOR: summarise_posterior(bodies),
-        "healthy_grades": grade_counts(bodies),
+        "healthy_grades": grade_counts(data_dir, bodies),
     }
 
 

@@ -49,6 +49,7 @@ All lengths in mm (patient space), volume in mm^3, centroid in RAS mm.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -95,11 +96,30 @@ REFERENCE_FILE = Path(__file__).with_name("genant_reference.json")
 
 
 @functools.lru_cache(maxsize=1)
-def _reference() -> dict:
+def _shipped_reference() -> dict:
     try:
         return json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+
+
+_OVERRIDES: list[dict] = []
+
+
+def _reference() -> dict:
+    return _OVERRIDES[-1] if _OVERRIDES else _shipped_reference()
+
+
+@contextlib.contextmanager
+def reference_override(reference: dict):
+    """Within the block, grade against ``reference`` (the content of :data:`REFERENCE_FILE`: ``levels`` and
+    ``posterior_to_neighbours``) instead of the shipped file: how :mod:`.build_genant_reference` grades each healthy
+    volunteer with the engine against normals built without that volunteer."""
+    _OVERRIDES.append(reference)
+    try:
+        yield
+    finally:
+        _OVERRIDES.pop()
 
 
 def _normal_ratios() -> dict:

@@ -33,3 +33,18 @@ def test_a_wedge_fracture_meets_both_criteria(anterior, expected):
     grade = rows[("L3", "genant_grade")]
     assert grade.value == expected, grade.note
     assert "McCloskey" not in grade.note
+
+
+def test_a_reference_override_grades_against_its_normals_and_ends_with_the_block():
+    """How build_genant_reference grades each volunteer against normals built without it."""
+    from SpineAnalysisLib.measure import vertebra
+
+    shipped = normal_ratio("L3", "wedge_ratio")
+    strict = {"levels": {"L3": {"wedge_ratio": {"n": 50, "volunteers": 50, "mean": 1.6, "sd": 0.01}}}}
+    with vertebra.reference_override(strict):
+        assert normal_ratio("L3", "wedge_ratio")["mean"] == 1.6
+        assert normal_ratio("L3", "anterior_to_predicted_posterior") is None  # first criterion alone
+        graded = _rows((25.0, 26.0))[("L3", "genant_grade")]
+        assert graded.value >= 2, graded.note  # a rectangular body is a deformity against a 1.6 normal
+    assert normal_ratio("L3", "wedge_ratio") == shipped
+    assert _rows((25.0, 26.0))[("L3", "genant_grade")].value == 0
