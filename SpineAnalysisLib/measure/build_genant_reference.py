@@ -128,23 +128,28 @@ def _reference(bodies: list[dict]) -> dict:
     return {"levels": summarise(bodies), POSTERIOR: summarise_posterior(bodies)}
 
 
-def engine_grades(data_dir: Path, bodies: list[dict], leave_one_out: bool = True) -> dict:
+def engine_grades(data_dir: Path, bodies: list[dict], leave_one_out: bool = True, predictions: Path | None = None) -> dict:
     """Genant grades the engine itself (:func:`~SpineAnalysisLib.measurements.measure_case`, every rule of
     :mod:`.vertebra`) gives the healthy expert-masked bodies: {"counts": {grade: n bodies}, "graded": {"case level":
     grade above 0}}. ``leave_one_out``: each volunteer against normals built from ``bodies`` without it
-    (:func:`.vertebra.reference_override`), as a volunteer unseen by the reference would be graded; else against all."""
+    (:func:`.vertebra.reference_override`), as a volunteer unseen by the reference would be graded; else against all.
+    ``predictions``: a folder of the model's ``<case_id>.nii.gz`` label maps, measured instead of the expert masks
+    (cases without one are skipped): how the model's masks of a volunteer unseen by the reference are graded."""
     from ..measurements import measure_case
 
     counts: Counter = Counter()
     graded = {}
     references = {}
     for row in healthy_cases(data_dir):
-        if not row["case_id"].startswith("VB"):
+        if predictions is None and not row["case_id"].startswith("VB"):
             continue
         subject = row["subject_group"] or row["case_id"]
         if subject not in references:
             references[subject] = _reference([b for b in bodies if not leave_one_out or b["subject"] != subject])
-        label_map = sitk.ReadImage(str(Path(data_dir) / row["label_file"]))
+        label_file = Path(data_dir) / row["label_file"] if predictions is None else Path(predictions) / f"{row['case_id']}.nii.gz"
+        if not label_file.is_file():
+            continue
+        label_map = sitk.ReadImage(str(label_file))
         image_path = Path(data_dir) / row["image_file"]
         image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
         with reference_override(references[subject]):
