@@ -192,3 +192,14 @@ def test_a_body_labelled_in_part_is_not_judged_by_its_spacing(labelled_in_part):
     result = quality.assess(changed)
     misplaced = [reason for reason in result.reasons if reason.startswith("L5-S1 centroids")]
     assert (misplaced == []) == labelled_in_part, result.reasons
+
+
+@pytest.mark.parametrize("slope, withheld", [(-0.05, False), (0.0, False), (-1.0, True), (75.05, False), (76.0, True)])
+def test_a_value_on_a_bound_is_not_a_failed_measurement(slope, withheld):
+    """Noise on a bound (a level phantom's 0 degree sacral slope reads a few thousandths below 0) is kept; a value
+    clearly outside the range is withheld."""
+    from SpineAnalysisLib.measurements import Measurement
+
+    row = Measurement("spine", "S1", "sacral_slope_deg", slope, "deg", "S1 superior endplate vs patient AP axis", None)
+    out = quality.withhold_implausible([row])
+    assert (out[0].value is None) == withheld
