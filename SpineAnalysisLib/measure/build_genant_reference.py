@@ -38,8 +38,6 @@ from .vertebra import PREDICTED_RATIOS, reference_override
 
 OUTPUT = Path(__file__).with_name("genant_reference.json")
 RATIOS = ("wedge_ratio", "biconcavity_ratio")
-#: McCloskey's second ratio of each of :data:`RATIOS`
-PREDICTED = PREDICTED_RATIOS
 #: posterior height / mean posterior height of both neighbouring non-sacral bodies (pooled over levels)
 POSTERIOR = "posterior_to_neighbours"
 #: the heights the ratios come from
@@ -74,8 +72,8 @@ def measured_whole(rows) -> set[int]:
 
 
 def body_values(rows) -> dict[str, dict[str, float]]:
-    """Per level of one case's measurement rows: its :data:`RATIOS`, their :data:`PREDICTED` ratios and :data:`POSTERIOR`,
-    from bodies measured whole."""
+    """Per level of one case's measurement rows: its :data:`RATIOS`, their second ratios
+    (:data:`.vertebra.PREDICTED_RATIOS`) and :data:`POSTERIOR`, from bodies measured whole."""
     rows = list(rows)
     whole = measured_whole(rows)
     values: dict[str, dict[str, float]] = defaultdict(dict)
@@ -95,7 +93,7 @@ def body_values(rows) -> dict[str, dict[str, float]]:
         level[POSTERIOR] = height / expected
         for ratio, parameter in (("wedge_ratio", "height_anterior_mm"), ("biconcavity_ratio", "height_middle_mm")):
             if label in heights[parameter]:
-                level[PREDICTED[ratio]] = heights[parameter][label] / expected
+                level[PREDICTED_RATIOS[ratio]] = heights[parameter][label] / expected
     return dict(values)
 
 
@@ -112,7 +110,7 @@ def summarise(bodies: list[dict]) -> dict:
     levels = {}
     for level in sorted({b["level"] for b in bodies}):
         entry = {}
-        for ratio in RATIOS + tuple(PREDICTED.values()):
+        for ratio in RATIOS + tuple(PREDICTED_RATIOS.values()):
             here = [b for b in bodies if b["level"] == level and ratio in b]
             if len(here) < MIN_BODIES:
                 continue
@@ -139,20 +137,21 @@ def engine_grades(data_dir: Path, bodies: list[dict], leave_one_out: bool = True
 
     counts: Counter = Counter()
     graded = {}
-    references = {}
+    references = {}  # per left-out volunteer; one shared entry (None) in-sample
     for row in healthy_cases(data_dir):
         if predictions is None and not row["case_id"].startswith("VB"):
             continue
         subject = row["subject_group"] or row["case_id"]
-        if subject not in references:
-            references[subject] = _reference([b for b in bodies if not leave_one_out or b["subject"] != subject])
+        key = subject if leave_one_out else None
+        if key not in references:
+            references[key] = _reference([b for b in bodies if b["subject"] != key])
         label_file = Path(data_dir) / row["label_file"] if predictions is None else Path(predictions) / f"{row['case_id']}.nii.gz"
         if not label_file.is_file():
             continue
         label_map = sitk.ReadImage(str(label_file))
         image_path = Path(data_dir) / row["image_file"]
         image = sitk.ReadImage(str(image_path)) if image_path.is_file() else None
-        with reference_override(references[subject]):
+        with reference_override(references[key]):
             rows = measure_case(image, label_map, labels=scheme.ANATOMICAL_ORDER)
         for r in rows:
             if r.parameter == "genant_grade" and r.value is not None:

@@ -244,7 +244,8 @@ class Spine:
         """The body's corners and middle height averaged over its mid-sagittal slab (:data:`SLAB_HALF_WIDTH_MM`):
         the centroid plane's and those of the two side planes whose outline is whole (not cut, corners found)."""
         quads = [centre]
-        for offset in (-self.slab_offset(), self.slab_offset()):
+        distance = self.slab_offset()
+        for offset in (-distance, distance):
             side = self._plane_section(vertebra, plane.SAGITTAL, depth + offset)
             if side.quad is not None:
                 quads.append(side.quad)

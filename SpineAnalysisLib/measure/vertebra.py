@@ -368,8 +368,8 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         note = f"height loss {100 * loss:.0f} % ({kind}{_versus(level, kind)})" if loss > 0 else "no height loss beyond the level's normal range"
         if reference_note:
             note += f"; {reference_note}"
-        for why in cleared:
-            note += f"; {why}"
+        for cleared_note in cleared:
+            note += f"; {cleared_note}"
         if neighbours is None:
             note += "; crush not assessed (needs both neighbouring lumbar/thoracic bodies, measured whole)"
         nodes = [n for n in section.quad.notches if n.possible_node]
