@@ -34,7 +34,7 @@ import SimpleITK as sitk
 from .. import labels as scheme
 from ..model.dataset import default_data_dir
 from .build_reference import healthy_cases
-from .vertebra import PREDICTED_RATIOS, reference_override
+from .vertebra import PREDICTED_RATIOS, RATIO_HEIGHTS, reference_override
 
 OUTPUT = Path(__file__).with_name("genant_reference.json")
 RATIOS = ("wedge_ratio", "biconcavity_ratio")
@@ -91,7 +91,7 @@ def body_values(rows) -> dict[str, dict[str, float]]:
         expected = float(np.mean(neighbours))
         level = values[scheme.vertebra_name(label)]
         level[POSTERIOR] = height / expected
-        for ratio, parameter in (("wedge_ratio", "height_anterior_mm"), ("biconcavity_ratio", "height_middle_mm")):
+        for ratio, parameter in RATIO_HEIGHTS.items():
             if label in heights[parameter]:
                 level[PREDICTED_RATIOS[ratio]] = heights[parameter][label] / expected
     return dict(values)

@@ -138,6 +138,10 @@ DEFORMITY_SD = 3.0
 #: McCloskey et al. 1993's second ratio of each shape ratio: the same height over the predicted posterior height
 #: (mean posterior height of both neighbouring non-sacral bodies), with its own level normals in :data:`REFERENCE_FILE`
 PREDICTED_RATIOS = {"wedge_ratio": "anterior_to_predicted_posterior", "biconcavity_ratio": "middle_to_predicted_posterior"}
+#: the height each shape ratio divides by the posterior height (and McCloskey's second ratio by the predicted one)
+RATIO_HEIGHTS = {"wedge_ratio": "height_anterior_mm", "biconcavity_ratio": "height_middle_mm"}
+#: the deformity each shape ratio reads (the name in a Genant note)
+RATIO_KINDS = {"wedge_ratio": "wedge", "biconcavity_ratio": "biconcave"}
 
 
 def ratio_loss(ratio: float, normal: dict | None) -> float:
@@ -300,7 +304,7 @@ def _notch_note(quad: Quad) -> str:
 
 
 def _versus(level: str, kind: str) -> str:
-    ratio = {"wedge": "wedge_ratio", "biconcave": "biconcavity_ratio"}.get(kind)
+    ratio = {k: r for r, k in RATIO_KINDS.items()}.get(kind)
     if ratio is None:
         return ""
     normal = normal_ratio(level, ratio)
@@ -351,14 +355,16 @@ def rows(spine: Spine, vertebra: int) -> list[tuple[str, float | None, str, str]
         reference, reference_note = predicted_posterior(post, neighbours)
         expected = float(np.mean(neighbours)) if neighbours is not None else None
         losses, cleared = {}, []
-        for kind, ratio_name, height in (("wedge", "wedge_ratio", ant), ("biconcave", "biconcavity_ratio", mid)):
+        measured = {"height_anterior_mm": ant, "height_middle_mm": mid}
+        for ratio_name, height_name in RATIO_HEIGHTS.items():
+            kind, height = RATIO_KINDS[ratio_name], measured[height_name]
             if height is None:
                 continue
             to_predicted = height / expected if expected else None
             second = normal_ratio(level, PREDICTED_RATIOS[ratio_name])
             losses[kind], was_cleared = deformity_loss(height / reference, to_predicted, normal_ratio(level, ratio_name), second)
             if was_cleared:
-                cleared.append(f"{ratio_name.replace('_', ' ')} below {level}'s normal range, but its {'anterior' if kind == 'wedge' else 'middle'} "
+                cleared.append(f"{ratio_name.replace('_', ' ')} below {level}'s normal range, but its {height_name.split('_')[1]} "
                                f"height over the neighbours' posterior height, {to_predicted:.2f}, is within its normal range (mean "
                                f"{second['mean']:.2f}, SD {second['sd']:.2f}): no deformity (McCloskey's second criterion)")
         if expected is not None:
