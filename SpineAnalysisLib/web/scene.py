@@ -293,10 +293,22 @@ class ReviewScene:
             raise InputError(f"{name} is empty")
         return tuple(float(c) for c in center)
 
+    def level_center(self, name: str) -> tuple[float, float, float]:
+        """Where the table row ``name`` lies (RAS, mm): its segment's centre; for a level without a segment of
+        its own - a disc the labels leave out ("L4-L5"), a whole-spine row's range ("L1-L5", "T12-S1") - the
+        midpoint of the centres of the two vertebrae it spans."""
+        if self.segment_id(name) is not None or "-" not in name:
+            return self.segment_center(name)
+        ends = name.split("-")
+        if len(ends) != 2 or any(self.segment_id(end) is None for end in ends):
+            raise InputError(f"there is no segment called {name}, nor both of the vertebrae it spans")
+        upper, lower = (np.array(self.segment_center(end)) for end in ends)
+        return tuple(float(c) for c in (upper + lower) / 2)
+
     def jump_to(self, name: str) -> tuple[float, float, float]:
-        """Centre every slice view on the named segment; returns that point (RAS, mm)."""
+        """Centre every slice view on the named level (:meth:`level_center`); returns that point (RAS, mm)."""
         slicer = _slicer()
-        r, a, s = self.segment_center(name)
+        r, a, s = self.level_center(name)
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
         return (r, a, s)
 

@@ -186,3 +186,19 @@ def test_page_opens_a_ct_with_its_labels_in_a_bone_window_and_refuses_to_segment
         assert app.job is None and app.state.error.startswith("segmenting CT is refused")
     finally:
         app.close()
+
+
+def test_every_table_row_has_a_place_to_jump_to(case):
+    """The sample's labels have vertebrae only, yet the table lists their discs and whole-spine rows (L1-L5):
+    clicking any row centres the views (a disc without a segment, or a range, between the vertebrae it spans)."""
+    case.load_image(SAMPLE)
+    case.load_labels(SAMPLE_LABELS)
+    rows = {m.level for m in case.measure()}
+    assert {"L4-L5", "L1-L5"} <= rows and case.segment_id("L4-L5") is None
+    centres = {name: np.array(case.segment_center(name)) for name in ("L1", "L4", "L5")}
+    np.testing.assert_allclose(case.jump_to("L4-L5"), (centres["L4"] + centres["L5"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(case.jump_to("L1-L5"), (centres["L1"] + centres["L5"]) / 2, atol=1e-6)
+    for level in rows - {"S1"}:  # S1 (the sacral slope's row) is not labelled in the sample
+        case.jump_to(level)
+    with pytest.raises(InputError, match="nor both of the vertebrae"):
+        case.jump_to("L5-S1")
