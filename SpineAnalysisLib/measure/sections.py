@@ -240,12 +240,16 @@ class Spine:
         tilted 6-22 degrees): the side outline is then the centre's moved by whole voxels, its errors not independent."""
         return max(SLAB_HALF_WIDTH_MM, plane.through_plane_resolution(self.label_map, plane.SAGITTAL))
 
+    def slab_side_offsets(self) -> tuple[float, ...]:
+        """Depths (mm, from the centroid plane) of the slab's side planes: :meth:`slab_offset` to either side."""
+        distance = self.slab_offset()
+        return (-distance, distance)
+
     def _slab_quad(self, vertebra: int, depth: float, centre: Quad) -> Quad:
         """The body's corners and middle height averaged over its mid-sagittal slab (:data:`SLAB_HALF_WIDTH_MM`):
         the centroid plane's and those of the two side planes whose outline is whole (not cut, corners found)."""
         quads = [centre]
-        distance = self.slab_offset()
-        for offset in (-distance, distance):
+        for offset in self.slab_side_offsets():
             side = self._plane_section(vertebra, plane.SAGITTAL, depth + offset)
             if side.quad is not None:
                 quads.append(side.quad)

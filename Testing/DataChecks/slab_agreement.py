@@ -5,9 +5,11 @@
 For every case of the chosen split and sources that has ``DIR/<case_id>.nii.gz`` (e.g. ``spineanalysis segment IMAGE
 -o DIR/<case_id>.nii.gz``), the compared measurements of ``spineanalysis evaluate``
 (:func:`SpineAnalysisLib.evaluation.measurement_agreement`) on the expert masks and on the prediction, with a
-vertebral body's corners from its centroid plane alone and averaged over slabs of +-1 and +-2 mm
-(:data:`SpineAnalysisLib.measure.sections.SLAB_HALF_WIDTH_MM`). Prints n and the mean |model - expert| per compared
-parameter and setting: the "Mid-sagittal slab" table of docs/validation.md (training split, Chu + MyoSegmenTUM).
+vertebral body's corners from its centroid plane alone and averaged over the slab settings of :data:`SETTINGS`
+(side planes at these distances; the shipped one is +-2 mm, :data:`SpineAnalysisLib.measure.sections.SLAB_HALF_WIDTH_MM`).
+Prints n and the mean |model - expert| per compared parameter and setting: the "Mid-sagittal slab" and "Wider slab"
+tables of docs/validation.md (training split, Chu + MyoSegmenTUM). On a thick-slice map the nearest side planes are
+one slice away (:meth:`~SpineAnalysisLib.measure.sections.Spine.slab_offset`), farther ones at multiples of it.
 """
 
 from __future__ import annotations
@@ -26,22 +28,24 @@ from SpineAnalysisLib import evaluation  # noqa: E402
 from SpineAnalysisLib.measure import sections  # noqa: E402
 from SpineAnalysisLib.model.dataset import default_data_dir, read_manifest, split_cases  # noqa: E402
 
-#: setting name -> half-width of the slab (mm); None: the centroid plane alone
-SETTINGS = {"single plane": None, "+-1 mm": 1.0, "+-2 mm": 2.0}
+#: setting name -> the side planes' distances (mm) on a 1 mm map, to either side of the centroid plane (empty: none)
+SETTINGS = {"single plane": (), "+-1 mm": (1.0,), "+-2 mm": (2.0,), "+-4 mm": (4.0,), "+-2, +-4 mm": (2.0, 4.0)}
 
 
 @contextmanager
-def slab(half_width: float | None):
-    """Measure with the given slab half-width (None: no side planes) while inside."""
-    saved_width, saved_quad = sections.SLAB_HALF_WIDTH_MM, sections.Spine._slab_quad
-    if half_width is None:
-        sections.Spine._slab_quad = lambda self, vertebra, depth, centre: centre
-    else:
-        sections.SLAB_HALF_WIDTH_MM = half_width
+def slab(distances: tuple[float, ...]):
+    """Measure with side planes at ``distances`` (scaled like the shipped offset on thick-slice maps) while inside."""
+    saved = sections.Spine.slab_side_offsets
+
+    def offsets(spine):
+        scale = spine.slab_offset() / sections.SLAB_HALF_WIDTH_MM
+        return tuple(sign * d * scale for d in distances for sign in (-1, 1))
+
+    sections.Spine.slab_side_offsets = offsets
     try:
         yield
     finally:
-        sections.SLAB_HALF_WIDTH_MM, sections.Spine._slab_quad = saved_width, saved_quad
+        sections.Spine.slab_side_offsets = saved
 
 
 def main(argv=None) -> int:
@@ -62,8 +66,8 @@ def main(argv=None) -> int:
         image = sitk.ReadImage(str(record.image_file))
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))).astype(np.int32)
         predicted = sitk.ReadImage(str(args.predictions / f"{record.case_id}.nii.gz"))
-        for name, half_width in SETTINGS.items():
-            with slab(half_width):
+        for name, distances in SETTINGS.items():
+            with slab(distances):
                 results[name].append(evaluation.measurement_agreement(image, reference, record.annotated_labels, predicted))
     tables = {name: {**evaluation._agreement(cases, "vertebra_agreement", evaluation.COMPARED_VERTEBRA),
                      **{f"disc {p}": s for p, s in evaluation._agreement(cases).items()}} for name, cases in results.items()}
