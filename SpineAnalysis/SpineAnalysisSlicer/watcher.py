@@ -4,12 +4,18 @@
 tags, a 3D surface being made), so an event only makes a segment a *candidate*; its voxels are compared with a
 fingerprint taken at the last measurement when the changes are collected. Renamed, added or removed segments
 change the rows: everything is measured again. Changes the module makes itself happen inside :meth:`paused`.
+
+Edits made while nothing watched (automatic update off, the Segment Editor used before the module was opened, a
+scene saved and loaded again) are found by comparing with what each table was measured from: every measurement
+records the segments' names and voxel fingerprints on its table node (:data:`MEASURED_SEGMENTS_ATTRIBUTE`,
+saved with the scene), and watching starts from that record instead of from the voxels as they are now.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 
 import numpy as np
 import slicer
@@ -17,6 +23,10 @@ import vtk
 from SpineAnalysisLib import labels as scheme
 
 from . import segments
+from .table import SEGMENTATION_REFERENCE
+
+#: Table node attribute: ``{segment ID: [name, voxel fingerprint]}`` of the segments the table was measured from.
+MEASURED_SEGMENTS_ATTRIBUTE = "SpineAnalysis.MeasuredSegments"
 
 
 def segmentFingerprint(segmentationNode, segmentId):
@@ -33,6 +43,37 @@ def segmentFingerprint(segmentationNode, segmentId):
     voxels = np.flatnonzero(array == segment.GetLabelValue())
     digest = hashlib.blake2b(voxels.astype(np.int64, copy=False).tobytes(), digest_size=16).hexdigest()
     return (tuple(image.GetExtent()), voxels.size, digest)
+
+
+def _fingerprintText(fingerprint) -> str:
+    return json.dumps(fingerprint)
+
+
+def measuredSegments(tableNode):
+    """The record of :func:`recordMeasured` on ``tableNode``: ``{segment ID: (name, fingerprint text)}``; None
+    when the table has none (a table from an older version or another module)."""
+    text = tableNode.GetAttribute(MEASURED_SEGMENTS_ATTRIBUTE) if tableNode is not None else None
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {str(sid): tuple(entry) for sid, entry in record.items() if isinstance(entry, list) and len(entry) == 2}
+
+
+def recordMeasured(tableNode, segmentationNode, labels=None) -> None:
+    """Write on ``tableNode`` the names and voxels it was just measured from: every segment (``labels`` None), or
+    only the segments of ``labels`` (a partial measurement keeps the record of the others)."""
+    record = {} if labels is None else dict(measuredSegments(tableNode) or {})
+    names = segments.segmentNames(segmentationNode)
+    wanted = None if labels is None else set(labels)
+    for segmentId, name in names.items():
+        if wanted is not None and segments.labelOfSegment(segmentationNode.GetSegmentation().GetSegment(segmentId)) not in wanted:
+            continue
+        record[segmentId] = (name, _fingerprintText(segmentFingerprint(segmentationNode, segmentId)))
+    record = {sid: list(entry) for sid, entry in record.items() if sid in names}
+    tableNode.SetAttribute(MEASURED_SEGMENTS_ATTRIBUTE, json.dumps(record, sort_keys=True))
 
 
 def labelsToRemeasure(changed):
@@ -101,6 +142,8 @@ class SegmentationWatcher:
         self.sex, self.age = sex, age
         self._segmentation = segmentationNode.GetSegmentation()
         self.snapshot(segmentationNode)
+        if tableNode is not None and tableNode.GetNodeReferenceID(SEGMENTATION_REFERENCE) == segmentationNode.GetID():
+            self._changesSince(measuredSegments(tableNode), segmentationNode)
 
         @vtk.calldata_type(vtk.VTK_STRING)
         def onModified(caller, event, segmentId=None):
@@ -131,6 +174,22 @@ class SegmentationWatcher:
         self.names = segments.segmentNames(segmentationNode)
         self.fingerprints = {sid: segmentFingerprint(segmentationNode, sid) for sid in ids}
         self.candidates = set()
+
+    def _changesSince(self, record, segmentationNode) -> None:
+        """Mark what changed since the table's record was written (edits made while nothing watched)."""
+        if record is None:
+            return
+        if {sid: entry[0] for sid, entry in record.items()} != self.names:
+            self.full = True  # segments added, removed or renamed: the rows change
+        else:
+            segmentation = segmentationNode.GetSegmentation()
+            for segmentId, (_name, fingerprint) in record.items():
+                if _fingerprintText(self.fingerprints.get(segmentId)) != fingerprint:
+                    label = segments.labelOfSegment(segmentation.GetSegment(segmentId))
+                    if label is not None:
+                        self.pending.add(label)
+        if self.full or self.pending:
+            self._notify()
 
     def measuredAll(self, segmentationNode, tableNode) -> None:
         """Everything was just measured into ``tableNode``."""

@@ -1,0 +1,71 @@
+"""The radiologist's workflow through the module's Logic on real MRML scenes (slicer-core): corrections made while
+the module was not watching (another module open, automatic update off, a reloaded scene) must still reach the
+table; what the widget shows next to the table must follow each measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SpineAnalysisLib import labels as scheme
+
+
+@pytest.fixture
+def loaded(logic, phantom):
+    return logic.loadInputs(phantom[0], phantom[1])
+
+
+def _erase_superior_mm(logic, segmentation, volume, name, mm):
+    """Erase the top ``mm`` of a segment as a Segment Editor erase would (returns the erased thickness in mm)."""
+    import slicer
+
+    from SpineAnalysis import SpineAnalysisTest
+
+    segment_id = logic.segmentIdByName(segmentation, name)
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)
+    axis, upward = SpineAnalysisTest.superiorAxis(volume)
+    step = volume.GetSpacing()[2 - axis]
+    count = int(round(mm / step))
+    occupied = np.nonzero(np.any(mask, axis=tuple(a for a in range(3) if a != axis)))[0]
+    index = [slice(None)] * 3
+    index[axis] = occupied[-count:] if upward > 0 else occupied[:count]
+    mask[tuple(index)] = 0
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment_id, volume)
+    return count * step
+
+
+def test_an_edit_made_while_nobody_watched_is_measured_once_watching_starts(logic, loaded):
+    """Measure, then correct the disc while the module does not watch (automatic update off, or the scene was
+    loaded and the Segment Editor used before the module was opened): when the module watches again, the table
+    must not go on showing the height from before the correction."""
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    before = logic.tableValue(table, "L4-L5", "height_mean_mm")
+    erased = _erase_superior_mm(logic, segmentation, volume, "L4-L5", 2.0)  # nobody observes this edit
+    logic.observeSegmentation(segmentation, volume, table)
+    assert logic.pendingLabels == {scheme.label_from_name("L4-L5")}
+    assert logic.recomputeDirty() is table
+    assert logic.tableValue(table, "L4-L5", "height_mean_mm") == pytest.approx(before - erased, abs=0.5)
+    assert logic.recomputeDirty() is None  # and nothing more to do
+    logic.stopObserving()
+
+
+def test_a_rename_made_while_nobody_watched_re_measures_everything(logic, loaded):
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    segmentation.GetSegmentation().GetSegment(logic.segmentIdByName(segmentation, "L3")).SetName("L2")  # nobody observes it
+    logic.observeSegmentation(segmentation, volume, table)
+    assert logic.fullRecomputePending
+    logic.recomputeDirty()
+    assert logic.tableValue(table, "L3", "height_middle_mm") is None  # no row of the old name is left
+    assert logic.tableValue(table, "L2", "height_middle_mm") is not None
+    logic.stopObserving()
+
+
+def test_watching_an_unedited_segmentation_measures_nothing(logic, loaded):
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    logic.stopObserving()
+    logic.observeSegmentation(segmentation, volume, table)
+    assert logic.pendingLabels == set() and not logic.fullRecomputePending and logic.recomputeDirty() is None
+    logic.stopObserving()
