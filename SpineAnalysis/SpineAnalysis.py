@@ -72,6 +72,7 @@ from SpineAnalysisLib.measure_segmentation import measure_segmentation  # noqa: 
 from SpineAnalysisLib import results_table  # noqa: E402
 from SpineAnalysisLib.cli.options import DEVICES  # noqa: E402  (the one list of devices, shared with the CLI)
 from SpineAnalysisSlicer import (  # noqa: E402
+    banner,
     compat,
     dependencies,
     dicomsource,
@@ -231,6 +232,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._pollTimer = None
         self._recomputeTimer = None
+        self._qualityBanner = None
 
     # -- set-up -------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -254,6 +256,8 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = SpineAnalysisLogic()
         self.logic.pendingChangedCallback = self._onPendingChanged
+        # follows the table node itself: a re-measurement in place does not modify the parameter node
+        self._qualityBanner = banner.QualityBanner(self._showQuality)
 
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(self.POLL_INTERVAL_MS)
@@ -292,6 +296,8 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = None
         if self.logic is not None:
             self.logic.stopObserving()
+        if self._qualityBanner is not None:
+            self._qualityBanner.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -310,6 +316,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._finishJobUi()
         self.logic.stopObserving()
         self.logic.clearMeasurements()
+        self._qualityBanner.setTable(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -375,8 +382,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("Write the segmentation as DICOM SEG referencing the source series") if fromDicom else _("Load the volume from DICOM first (DICOM browser or 'Load DICOM folder...')")
         )
         self.ui.undoRenameButton.enabled = hasSegmentation and not running and self.logic.canUndoRelabel(parameters.segmentation)
-        self.ui.qualityLabel.text = self.logic.qualityText(parameters.table) if parameters else ""
-        self.ui.qualityLabel.visible = bool(self.ui.qualityLabel.text)
+        self._qualityBanner.setTable(parameters.table if parameters else None)
         if parameters:
             index = self.ui.modelComboBox.findData(parameters.model)
             if self.ui.modelComboBox.currentIndex != index:
@@ -392,6 +398,10 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.observeSegmentation(parameters.segmentation, parameters.inputVolume, parameters.table, **self._subject())
         else:
             self.logic.stopObserving()
+
+    def _showQuality(self, text: str) -> None:
+        self.ui.qualityLabel.text = text
+        self.ui.qualityLabel.visible = bool(text)
 
     def _subject(self) -> dict:
         return {"sex": self._parameterNode.sex, "age": self._parameterNode.age}

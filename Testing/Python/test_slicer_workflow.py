@@ -69,3 +69,38 @@ def test_watching_an_unedited_segmentation_measures_nothing(logic, loaded):
     logic.observeSegmentation(segmentation, volume, table)
     assert logic.pendingLabels == set() and not logic.fullRecomputePending and logic.recomputeDirty() is None
     logic.stopObserving()
+
+
+def test_the_quality_banner_follows_a_re_measurement_of_the_same_table(logic, loaded, spine_module):
+    """An edit re-measured into the table the widget already shows changes its quality, while the parameter node
+    (same table node) does not change: the banner must follow the table, not the parameter node."""
+    import vtk
+
+    from SpineAnalysisSlicer import banner
+
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    # the premise: writing the same table into the parameter node as Slicer's NodeSerializer.write does
+    # (SetParameter(name, "") and SetNodeReferenceID) fires no ModifiedEvent, so the widget's _updateGui never runs
+    parameterNode = logic.getParameterNode().parameterNode
+    parameterNode.SetParameter("table", "")
+    parameterNode.SetNodeReferenceID("table", table.GetID())
+    events = []
+    tag = parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: events.append(event))
+    parameterNode.SetParameter("table", "")
+    parameterNode.SetNodeReferenceID("table", table.GetID())
+    parameterNode.RemoveObserver(tag)
+    assert events == []
+    shown = []
+    quality = banner.QualityBanner(shown.append)
+    quality.setTable(table)
+    assert shown == ["Quality: ok"]
+    logic.observeSegmentation(segmentation, volume, table)
+    _erase_superior_mm(logic, segmentation, volume, "L4-L5", 9.5)  # a 0.5 mm disc: outside its physical range
+    assert logic.recomputeDirty() is table
+    assert shown[-1].startswith("Quality: failed") and "L4-L5 height_mean_mm" in shown[-1]
+    quality.stop()  # observer removed (scene closed, module reloaded): later changes are not shown
+    count = len(shown)
+    table.SetAttribute(spine_module.table.QUALITY_ATTRIBUTE, '{"status": "ok"}')
+    assert len(shown) == count
+    logic.stopObserving()
