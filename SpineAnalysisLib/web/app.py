@@ -78,6 +78,11 @@ class ReviewApp(TrameApp):
         self._edited_at: float | None = None  # last edit not measured yet
         self._first_edit_at: float | None = None  # first of the edits the next measurement covers
         self._measuring = False
+        # corrections (paint/erase, renames) since the segmentation was made or loaded that have not been
+        # downloaded: replacing the segmentation then asks first (``ask_before``)
+        self.unsaved = False
+        self._importing = False  # segments being replaced by the page itself: not a user's correction
+        self._pending = None  # the action waiting for the user's answer
         self._init_state()
         self.ui = build_page(self)
         bind_state_changes(self)
@@ -104,6 +109,7 @@ class ReviewApp(TrameApp):
         s.rename_from, s.rename_to = None, ""
         s.can_undo = s.can_redo = False
         s.dicom_input = False
+        s.confirm_open, s.confirm_text = False, ""
 
     def _say(self, message: str = "", error: str = "") -> None:
         self.state.message, self.state.error = message, error
@@ -116,6 +122,7 @@ class ReviewApp(TrameApp):
         A CT opens only with labels."""
         self._cancel_job()
         volume = self.case.load_image(image_path, with_labels=bool(label_path), image=image)
+        self.unsaved = False  # the segmentation went with the previous image
         self.slicer.display_manager.show_volume_in_slice_background(volume)
         for view in self.slicer.view_manager.get_slice_views():
             view.set_visible_in_3d(True)
@@ -133,7 +140,7 @@ class ReviewApp(TrameApp):
             self.summary = None
             self._set_measurements([])
         if label_path:
-            self._show_segmentation(self.case.load_labels(label_path, label_scheme, bodies_path, translation))
+            self._import(lambda: self.case.load_labels(label_path, label_scheme, bodies_path, translation))
             read = self.case.translation
             with self.state:
                 self._say(f"labels read as {read.scheme} ({read.reason}); modality {self.case.modality} ({self.case.modality_source})")
@@ -146,7 +153,32 @@ class ReviewApp(TrameApp):
             with self.state:
                 self._say(error=str(error).splitlines()[0] if str(error) else type(error).__name__)
 
+    # -- replacing the segmentation asks first when it holds corrections not downloaded ------------------
+    def ask_before(self, action, what: str) -> None:
+        """Run ``action`` now, or - when the segmentation holds corrections not downloaded - after the user
+        answers *Replace* in the page's question (*Keep* leaves everything as it is)."""
+        if not self.unsaved:
+            action()
+            return
+        self._pending = action
+        with self.state:
+            self.state.confirm_text = (f"{what} replaces the segmentation, and your corrections to it (paint, erase, renames) "
+                                       "have not been downloaded. Replace them, or keep them (then download the labels or .seg.nrrd)?")
+            self.state.confirm_open = True
+
+    def answer(self, replace) -> None:
+        action, self._pending = self._pending, None
+        with self.state:
+            self.state.confirm_open, self.state.confirm_text = False, ""
+            if not replace:
+                self._say("kept the corrected segmentation")
+        if replace and action is not None:
+            action()
+
     def open_selected(self) -> None:
+        self.ask_before(self._open_selected, f"Opening {self.state.selected_file}")
+
+    def _open_selected(self) -> None:
         def run():
             self.load(self.data.resolve(self.state.selected_file))
             self._say(f"opened {self.state.selected_file}")
@@ -154,17 +186,18 @@ class ReviewApp(TrameApp):
         self._guarded(run)
 
     def upload(self, files) -> None:
+        received = []
+        for item in files or []:
+            content = item.get("content")
+            if isinstance(content, str):  # some clients send base64
+                content = base64.b64decode(content)
+            received.append((item.get("name", ""), bytes(content or b"")))
+
         def run():
-            received = []
-            for item in files or []:
-                content = item.get("content")
-                if isinstance(content, str):  # some clients send base64
-                    content = base64.b64decode(content)
-                received.append((item.get("name", ""), bytes(content or b"")))
             self.load(self.uploads.save(received))
             self._say("opened the upload")
 
-        self._guarded(run)
+        self.ask_before(lambda: self._guarded(run), "Opening the upload")
 
     def _show_segmentation(self, segmentation_node) -> None:
         self.editor.set_active_segmentation(segmentation_node, self.case.volume_node)
@@ -180,6 +213,11 @@ class ReviewApp(TrameApp):
     def start_segmentation(self) -> None:
         if self.case.image is None or self.job is not None:
             return
+        self.ask_before(self._start_segmentation, "Segmenting again")
+
+    def _start_segmentation(self) -> None:
+        if self.case.image is None or self.job is not None:
+            return
         if self.case.is_ct:
             with self.state:
                 self._say(error="segmenting CT is refused (no validated CT model): review a CT with its segmentation")
@@ -190,6 +228,7 @@ class ReviewApp(TrameApp):
         self.job = start_segmentation(source, self.job_dir / "labels.nii.gz", self.job_dir / "summary.json", self.device)
         with self.state:
             self.state.running, self.state.progress, self.state.progress_text = True, 0, "starting the segmentation"
+            self.state.tool = "none"  # no corrections to a segmentation the job is about to replace
             self._say()
 
     def cancel_segmentation(self) -> None:
@@ -222,7 +261,7 @@ class ReviewApp(TrameApp):
                 tail = job.output_tail(3).splitlines()
                 raise SpineAnalysisError(f"the segmentation failed (exit status {job.returncode}): {tail[-1] if tail else ''}")
             self.summary = job_summary(job.lines, self.job_dir / "summary.json")
-            self._show_segmentation(self.case.import_labels(imageio.read_label_map(output, reference=self.case.image)))
+            self._import(lambda: self.case.import_labels(imageio.read_label_map(output, reference=self.case.image)))
             with self.state:
                 self._say(f"segmented: {', '.join(self.summary.get('levels', []))}")
         except (SpineAnalysisError, OSError) as error:
@@ -234,20 +273,31 @@ class ReviewApp(TrameApp):
             with self.state:
                 self.state.running = False
 
+    def _import(self, make_segmentation) -> None:
+        """Replace the segmentation by ``make_segmentation()``'s (the page's own change, not a correction)."""
+        self._importing = True
+        try:
+            self._show_segmentation(make_segmentation())
+        finally:
+            self._importing = False
+        self.unsaved = False
+
     # -- correction --------------------------------------------------------------------------------
     def _on_edit(self, *_args) -> None:
+        if not self._importing:
+            self.unsaved = True
         self._edited_at = time.monotonic()
         if self._first_edit_at is None:
             self._first_edit_at = self._edited_at
         self.state.table_state = "(updating)"
 
     def undo_edit(self) -> None:
-        if self.undo.can_undo():
+        if self.undo.can_undo() and self.job is None:
             self.undo.undo()
         self._refresh_undo()
 
     def redo_edit(self) -> None:
-        if self.undo.can_redo():
+        if self.undo.can_redo() and self.job is None:
             self.undo.redo()
         self._refresh_undo()
 
@@ -256,7 +306,7 @@ class ReviewApp(TrameApp):
 
     def _apply_tool(self) -> None:
         tool = self.state.tool
-        if tool == "none" or self.case.segmentation_node is None:
+        if tool == "none" or self.case.segmentation_node is None or self.job is not None:
             self.editor.deactivate_effect()
             return
         sid = self.case.segment_id(self.state.active_segment or "")
@@ -268,13 +318,16 @@ class ReviewApp(TrameApp):
         effect.set_brush_diameter(float(self.state.brush_mm), BrushDiameterMode.Absolute)
 
     def shift_levels(self, delta) -> None:
-        self._guarded(lambda: self._renamed(self.case.shift_levels(int(delta))))
+        if self.job is None:
+            self._guarded(lambda: self._renamed(self.case.shift_levels(int(delta))))
 
     def rename(self) -> None:
-        self._guarded(lambda: self._renamed(self.case.relabel({self.state.rename_from: self.state.rename_to.strip()})))
+        if self.job is None:
+            self._guarded(lambda: self._renamed(self.case.relabel({self.state.rename_from: self.state.rename_to.strip()})))
 
     def _renamed(self, renames: dict) -> None:
         names = list(self.case.segment_names().values())
+        self.unsaved = self.unsaved or bool(renames)
         with self.state:
             self.state.segments = names
             if self.state.active_segment in renames:
@@ -358,9 +411,11 @@ class ReviewApp(TrameApp):
             return csv_path.read_text(encoding="utf-8")
 
     def _attachment(self, write, suffix: str):
+        """The segmentation written by ``write`` for a download: the corrections are then saved by the user."""
         with tempfile.TemporaryDirectory(prefix="spineanalysis-export-") as folder:
             path = Path(folder) / f"export{suffix}"
             write(path)
+            self.unsaved = False
             return self.server.protocol.addAttachment(path.read_bytes())
 
     def export_seg_nrrd(self):

@@ -41,6 +41,7 @@ def build_page(app) -> SinglePageLayout:
                         _side_panel(app)
                 with html.Div(style="flex: 1 1 40%; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
                     _table(app)
+        _confirm_dialog(app)
     return page
 
 
@@ -55,24 +56,24 @@ def _side_panel(app) -> None:
     v3.VSlider(v_model=("level",), min=("wl_min",), max=("wl_max",), label="L", density="compact", hide_details=True, disabled=("!case_name",))
     html.Div("Correct", classes="text-subtitle-2 mt-2")
     v3.VSelect(v_model=("active_segment",), items=("segments",), label="segment", density="compact", hide_details=True, id="segment-select")
-    with v3.VBtnToggle(v_model=("tool",), mandatory=True, density="compact", classes="my-1", disabled=("!segments.length",)):
+    with v3.VBtnToggle(v_model=("tool",), mandatory=True, density="compact", classes="my-1", disabled=("!segments.length || running",)):
         v3.VBtn("None", value="none", id="tool-none")
         v3.VBtn("Paint", value="paint", id="tool-paint")
         v3.VBtn("Erase", value="erase", id="tool-erase")
     v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=0.5, label="brush (mm)", density="compact", hide_details=True,
                thumb_label=True, id="brush-size")
     with html.Div(classes="my-1"):
-        v3.VBtn("Undo", click=app.undo_edit, disabled=("!can_undo",), density="compact", id="undo-button", classes="mr-1")
-        v3.VBtn("Redo", click=app.redo_edit, disabled=("!can_redo",), density="compact", id="redo-button")
+        v3.VBtn("Undo", click=app.undo_edit, disabled=("!can_undo || running",), density="compact", id="undo-button", classes="mr-1")
+        v3.VBtn("Redo", click=app.redo_edit, disabled=("!can_redo || running",), density="compact", id="redo-button")
     html.Div("Levels", classes="text-subtitle-2 mt-2")
     with html.Div(classes="my-1"):
-        v3.VBtn("all up one level", click=(app.shift_levels, "[-1]"), density="compact", disabled=("!segments.length",), classes="mr-1", id="shift-up")
-        v3.VBtn("all down one", click=(app.shift_levels, "[1]"), density="compact", disabled=("!segments.length",), id="shift-down")
+        v3.VBtn("all up one level", click=(app.shift_levels, "[-1]"), density="compact", disabled=("!segments.length || running",), classes="mr-1", id="shift-up")
+        v3.VBtn("all down one", click=(app.shift_levels, "[1]"), density="compact", disabled=("!segments.length || running",), id="shift-down")
     with html.Div(style="display: flex; gap: 4px;"):
         v3.VSelect(v_model=("rename_from",), items=("segments.filter(n => !n.includes('-') && !n.includes(' '))",), label="vertebra",
                    density="compact", hide_details=True, id="rename-from")
         v3.VTextField(v_model=("rename_to",), label="new name", density="compact", hide_details=True, style="max-width: 90px", id="rename-to")
-        v3.VBtn("Rename", click=app.rename, density="compact", disabled=("!rename_from || !rename_to",), id="rename-button")
+        v3.VBtn("Rename", click=app.rename, density="compact", disabled=("!rename_from || !rename_to || running",), id="rename-button")
     html.Div("Export", classes="text-subtitle-2 mt-2")
     with html.Div(classes="my-1"):
         v3.VBtn("CSV", density="compact", classes="mr-1", id="export-csv", disabled=("!table_rows.length",),
@@ -86,6 +87,18 @@ def _side_panel(app) -> None:
     html.Div("Slice positions", classes="text-subtitle-2 mt-2")
     html.Div("{{ name }}: {{ value }}", v_for="(value, name) in slice_positions", key="name", classes="slice-position",
              raw_attrs=[':data-view="name"'])
+
+def _confirm_dialog(app) -> None:
+    """The question before corrections that were not downloaded would be replaced (:meth:`ReviewApp.ask_before`)."""
+    with v3.VDialog(v_model=("confirm_open",), persistent=True, max_width=520):
+        with v3.VCard(id="confirm-dialog"):
+            v3.VCardTitle("Replace the corrected segmentation?")
+            v3.VCardText("{{ confirm_text }}", id="confirm-text")
+            with v3.VCardActions():
+                v3.VSpacer()
+                v3.VBtn("Keep my corrections", click=(app.answer, "[false]"), id="confirm-keep")
+                v3.VBtn("Replace", click=(app.answer, "[true]"), color="error", id="confirm-replace")
+
 
 def _table(app) -> None:
     with html.Div(classes="text-subtitle-2 px-2", id="table-title"):

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from chromium_cdp import Chromium, find_chromium  # noqa: E402
 from review_page import (  # noqa: E402
-    REPO, SAMPLE, VIEWS_RENDERED, Server, anterior_stroke, cell, choose, click_element, rect, set_state, shots_folder, slice_positions, type_text,
+    REPO, SAMPLE, SAMPLE_LABELS, VIEWS_RENDERED, Server, anterior_stroke, cell, choose, click_element, rect, set_state, shots_folder, slice_positions, type_text,
     wait_cell_change,
 )
 
@@ -156,6 +156,76 @@ def test_review_page_end_to_end(tmp_path):
     finally:
         browser.close()
         server.close()
+
+
+def test_corrections_are_not_replaced_without_asking(tmp_path):
+    """The sample with its labels (vertebrae only): every row jumps; a painted correction is not thrown away by
+    *Segment* without a question; after downloading the labels it is not asked again; while the job runs the
+    segmentation cannot be edited."""
+    shots = shots_folder()
+    server = Server(str(SAMPLE), str(SAMPLE_LABELS))
+    browser = Chromium(CHROMIUM)
+    try:
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        browser.allow_downloads(downloads)
+        browser.navigate(server.url)
+        browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L1-L5\"]')", 60, "the table")
+
+        # a whole-spine row (L1-L5) and a disc without a segment (L4-L5) centre the views between their vertebrae
+        centre = {level: float(cell(browser, level, "centroid_s_mm")) for level in ("L1", "L4", "L5")}
+        for row, expected in (("L1-L5", (centre["L1"] + centre["L5"]) / 2), ("L4-L5", (centre["L4"] + centre["L5"]) / 2)):
+            click_row(browser, row)
+            browser.wait_for(f"Math.abs(parseFloat(document.querySelector('.slice-position[data-view=\"axial\"]').textContent.split(':')[1]) - {expected}) < 1.5",
+                             10, f"the axial view at the {row} row")
+            assert error_text(browser) == ""
+
+        # paint a correction on L4
+        click_row(browser, "L4")
+        choose(browser, "#segment-select", "L4")
+        set_state(browser, "brush_mm", 2.0)
+        click_element(browser, "#tool-paint")
+        time.sleep(1.0)
+        view = rect(browser, ".layout-grid-item img.image-display-area")
+        png = browser.screenshot(shots / "9_before_correction.png")
+        volume_before = cell(browser, "L4", "volume_mm3")
+        browser.drag(anterior_stroke(png, view, brush_px=4))
+        corrected, _delay = wait_cell_change(browser, "L4", "volume_mm3", volume_before)
+
+        # Segment asks before it would replace the correction; keeping it changes nothing
+        click_element(browser, "#segment-button")
+        browser.wait_for("!!document.querySelector('#confirm-replace')", 10, "the question before replacing the correction")
+        browser.screenshot(shots / "10_asked_before_replacing.png")
+        assert browser.evaluate("window.trame.state.get('running')") is False
+        click_element(browser, "#confirm-keep")
+        browser.wait_for("!document.querySelector('#confirm-replace')", 10, "the question to close")
+        time.sleep(0.5)
+        assert browser.evaluate("window.trame.state.get('running')") is False and cell(browser, "L4", "volume_mm3") == corrected
+
+        # downloaded: Segment starts at once; while it runs the tools are off, cancelling keeps the correction
+        click_element(browser, "#export-labels")
+        browser_download(downloads, "_labels.nii.gz")
+        time.sleep(0.5)
+        click_element(browser, "#segment-button")
+        browser.wait_for("window.trame.state.get('running')", 10, "the job to start")
+        assert browser.evaluate("window.trame.state.get('tool')") == "none"
+        assert browser.evaluate("document.querySelector('#tool-paint').disabled && document.querySelector('#shift-up').disabled")
+        assert not browser.evaluate("!!document.querySelector('#confirm-replace')")
+        click_element(browser, "#cancel-button")
+        browser.wait_for("!window.trame.state.get('running')", 20, "the cancellation")
+        assert cell(browser, "L4", "volume_mm3") == corrected
+    finally:
+        browser.close()
+        server.close()
+
+
+def click_row(browser: Chromium, level: str) -> None:
+    """Scroll the table to ``level``'s row and click it."""
+    browser.evaluate(f"document.querySelector('tr[data-level=\"{level}\"]').scrollIntoView({{block: 'center'}})")
+    time.sleep(0.2)
+    click_element(browser, f'tr[data-level="{level}"] td')
+    browser.evaluate("window.scrollTo(0, 0)")
 
 
 def job_processes(server_pid: int) -> list[int]:
