@@ -804,12 +804,18 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     def recomputeDirty(self):
         """Measure again what changed since the last call; returns the updated table node (None if nothing to do).
-        A failure (e.g. an emptied segmentation) keeps the changes pending for the next attempt."""
+        A failure (e.g. an emptied segmentation) keeps the changes pending for the next attempt and marks the table
+        out of date (its quality banner says so) until a measurement succeeds."""
         work = self._watcher.work(self._tables.has)
         if work is None:
             return None
         segmentationNode, volumeNode, tableNode, labels, pending = work
-        tableNode = self.updateTable(segmentationNode, volumeNode, tableNode, labels=labels, sex=self._watcher.sex, age=self._watcher.age)
+        try:
+            tableNode = self.updateTable(segmentationNode, volumeNode, tableNode, labels=labels, sex=self._watcher.sex, age=self._watcher.age)
+        except Exception as error:
+            if tableNode is not None:
+                table.markOutOfDate(tableNode, str(error))
+            raise
         self._watcher.done(pending, labels, tableNode)
         return tableNode
 

@@ -33,6 +33,8 @@ NOTES_COLUMN = "Notes"
 MEASUREMENTS_KEY_ATTRIBUTE = "SpineAnalysis.MeasurementsKey"
 SUBJECT_ATTRIBUTE = "SpineAnalysis.Subject"
 QUALITY_ATTRIBUTE = "SpineAnalysis.Quality"
+#: Table node attribute: why the table could not be measured again after a change (absent when it is up to date).
+OUT_OF_DATE_ATTRIBUTE = "SpineAnalysis.OutOfDate"
 #: Node reference from a table to the segmentation it measures.
 SEGMENTATION_REFERENCE = "SpineAnalysisSegmentation"
 
@@ -55,8 +57,18 @@ def flagsOf(values: dict) -> str:
     return "; ".join(texts)
 
 
+def markOutOfDate(tableNode, reason: str) -> None:
+    """Say on the table that it shows numbers from before a change it could not follow (cleared by the next
+    successful measurement into it)."""
+    tableNode.SetAttribute(OUT_OF_DATE_ATTRIBUTE, reason or "?")
+
+
 def qualityText(tableNode) -> str:
-    """The case's quality banner ("Quality: review - reason; reason"); "" when the table carries none."""
+    """The case's quality banner ("Quality: review - reason; reason"), or "Measurements out of date - why" when
+    the table could not follow the last change; "" when the table carries neither."""
+    outOfDate = tableNode.GetAttribute(OUT_OF_DATE_ATTRIBUTE) if tableNode is not None else None
+    if outOfDate:
+        return _("Measurements out of date (they show the segmentation before the last change): {reason}").format(reason=outOfDate)
     text = tableNode.GetAttribute(QUALITY_ATTRIBUTE) if tableNode is not None else None
     if not text:
         return ""
@@ -200,6 +212,7 @@ class MeasurementTables:
         tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
         quality = qualityChecks.assess(measurements, runSummary(segmentationNode))  # with the run's labelling checks
         tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality.to_dict()))
+        tableNode.RemoveAttribute(OUT_OF_DATE_ATTRIBUTE)
         self._byKey[key] = list(measurements)
         fillTable(tableNode, measurements)
         return tableNode

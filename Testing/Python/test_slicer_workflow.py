@@ -104,3 +104,28 @@ def test_the_quality_banner_follows_a_re_measurement_of_the_same_table(logic, lo
     table.SetAttribute(spine_module.table.QUALITY_ATTRIBUTE, '{"status": "ok"}')
     assert len(shown) == count
     logic.stopObserving()
+
+
+def test_a_table_that_could_not_follow_an_edit_says_so_until_it_can(logic, loaded, spine_module):
+    """Every segment erased: the re-measurement fails and the table would go on showing the erased structures as if
+    they were measured. It must say it is out of date (in the quality banner) until a measurement succeeds."""
+    import slicer
+
+    from SpineAnalysisLib.errors import InputError
+
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    logic.observeSegmentation(segmentation, volume, table)
+    kept = {}
+    for segment_id in logic.segmentIds(segmentation):
+        kept[segment_id] = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(np.zeros_like(kept[segment_id]), segmentation, segment_id, volume)
+    with pytest.raises(InputError):
+        logic.recomputeDirty()
+    assert logic.qualityText(table).startswith("Measurements out of date")
+    assert "is empty" in logic.qualityText(table)
+    for segment_id, mask in kept.items():  # Segment Editor undo
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment_id, volume)
+    assert logic.recomputeDirty() is table
+    assert logic.qualityText(table) == "Quality: ok"
+    logic.stopObserving()
