@@ -129,3 +129,37 @@ def test_a_table_that_could_not_follow_an_edit_says_so_until_it_can(logic, loade
     assert logic.recomputeDirty() is table
     assert logic.qualityText(table) == "Quality: ok"
     logic.stopObserving()
+
+
+def _set_cell(table, structure, parameter, value):
+    names = table.GetTable().GetColumnByName("Structure")
+    row = [names.GetValue(r) for r in range(table.GetNumberOfRows())].index(structure)
+    table.GetTable().GetColumnByName(parameter).SetValue(row, value)
+    table.Modified()
+
+
+def test_a_value_corrected_in_the_table_survives_re_measuring_other_structures(logic, loaded, tmp_path):
+    """The radiologist overrides L3's middle height in the table (export writes it, noted as edited). Correcting the
+    L4-L5 disc re-measures the table, and changing sex/age re-scores it: neither may throw the override away. Only
+    when L3 itself measures differently does the override give way to the new measurement."""
+    import csv
+
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    measured = logic.tableValue(table, "L3", "height_middle_mm")
+    _set_cell(table, "L3", "height_middle_mm", 21.5)
+    logic.observeSegmentation(segmentation, volume, table)
+    _erase_superior_mm(logic, segmentation, volume, "L4-L5", 2.0)
+    assert logic.recomputeDirty() is table
+    assert logic.tableValue(table, "L3", "height_middle_mm") == 21.5
+    logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="female", age=50)
+    assert logic.tableValue(table, "L3", "height_middle_mm") == 21.5
+    csv_path, _ = logic.exportMeasurements(table, str(tmp_path), volume)
+    row = [r for r in csv.DictReader(open(csv_path, encoding="utf-8")) if r["level"] == "L3" and r["parameter"] == "height_middle_mm"][0]
+    assert float(row["value"]) == 21.5 and "edited in the table" in row["note"]
+    _erase_superior_mm(logic, segmentation, volume, "L5", 2.0)  # a vertebra: everything is measured again
+    assert logic.recomputeDirty() is table and logic.tableValue(table, "L3", "height_middle_mm") == 21.5
+    _erase_superior_mm(logic, segmentation, volume, "L3", 3.0)  # L3 itself changes: its new measurement is shown
+    logic.recomputeDirty()
+    assert logic.tableValue(table, "L3", "height_middle_mm") == pytest.approx(measured - 3.0, abs=0.6)
+    logic.stopObserving()
