@@ -30,7 +30,7 @@ from ..measurements import write_measurements
 from .files import DataFolder, UploadFolder
 from .job import job_summary, start_segmentation
 from .scene import ReviewScene
-from .table import build_table
+from .table import build_table, estimate_legend
 from .ui import build_page
 
 #: Window/level a CT opens with (HU): a bone window, in which cortex, endplates and trabecular bone are told
@@ -104,6 +104,7 @@ class ReviewApp(TrameApp):
         s.brush_mm = 4.0
         s.window, s.level, s.wl_min, s.wl_max = 0, 0, 0, 1
         s.table_headers, s.table_rows, s.table_version, s.table_state = [], [], 0, ""
+        s.table_estimates = []
         s.edit_to_table_s = None
         s.slice_positions = {}
         s.rename_from, s.rename_to = None, ""
@@ -360,6 +361,7 @@ class ReviewApp(TrameApp):
         self.state.warnings = list(self.quality.notes) if has_case else []
         headers, rows = build_table(self.measurements)
         self.state.table_headers, self.state.table_rows = headers, rows
+        self.state.table_estimates = estimate_legend(m.parameter for m in self.measurements)
         self.state.table_version += 1
         self.state.table_state = ""
 

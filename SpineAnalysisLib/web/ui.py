@@ -104,6 +104,9 @@ def _table(app) -> None:
     with html.Div(classes="text-subtitle-2 px-2", id="table-title"):
         html.Span("Measurements {{ table_state }}")
         html.Span(" (updated {{ edit_to_table_s }} s after the edit)", v_if="edit_to_table_s !== null", style="font-weight: normal; color: #777")
+        html.Span(" - quality: {{ quality_status }}", v_if="quality_status", id="table-quality",
+                  classes=("{'text-error': quality_status == 'failed', 'text-warning': quality_status == 'review'}",))
+        html.Span("{{ quality_reasons.length ? ' (' + quality_reasons.join('; ') + ')' : '' }}", style="font-weight: normal")
     with html.Table(id="measurements", style="border-collapse: collapse; font-size: 12px; white-space: nowrap;", classes="measurements"):
         with html.Thead():
             with html.Tr():
@@ -113,3 +116,5 @@ def _table(app) -> None:
                          raw_attrs=[':data-level="row.level"']):
                 html.Td("{{ row[h.key] }}", v_for="h in table_headers", key="h.key", style="padding: 1px 6px; border-bottom: 1px solid #ddd;",
                         raw_attrs=[':data-key="h.key"'])
+    with html.Div(classes="px-2", style="font-size: 11px; color: #555;", id="table-estimates"):
+        html.Div("{{ e }}", v_for="e in table_estimates", key="e")

@@ -61,6 +61,12 @@ def test_review_page_end_to_end(tmp_path):
         browser.screenshot(shots / "2_segmented.png")
         quality = browser.evaluate("document.querySelector('#quality-status') ? document.querySelector('#quality-status').textContent : ''")
         assert "quality:" in quality
+        assert browser.evaluate("document.querySelector('#table-quality').textContent").strip() == quality.strip().replace("quality:", "- quality:")
+        # estimates say so in their header and the legend says what they were checked against
+        headers = browser.evaluate("[...document.querySelectorAll('#measurements th')].map(h => h.textContent.trim())")
+        assert "pfirrmann_estimate (grade) [estimate]" in headers and "dhi_z (z) [estimate]" in headers and "dhi (ratio)" in headers
+        legend = browser.evaluate("document.querySelector('#table-estimates').textContent")
+        assert "not validated against graded images" in legend and "healthy reference" in legend
 
         # centre the views on the L4-L5 disc by clicking its row, select the disc, paint
         start_positions = slice_positions(browser)

@@ -130,3 +130,25 @@ def test_without_trame_the_command_says_how_to_get_it():
         assert result.stderr.strip() == f"spineanalysis: error: {INSTALL_HINT}"
     else:
         pytest.skip("trame-slicer is installed in this environment")
+
+
+def test_table_flags_the_rows_the_csv_flags_and_labels_estimates():
+    from SpineAnalysisLib.measurements import Measurement, _csv_cells
+    from SpineAnalysisLib.web.table import build_table
+
+    reference = "SpineAnalysis healthy reference v1 (model masks)"
+    rows = [
+        Measurement("disc", "L4-L5", "dhi", 0.2, "ratio", "", 103),
+        Measurement("disc", "L4-L5", "dhi_z", -2.5, "z", "", 103, reference, True),  # low disc: flagged
+        Measurement("disc", "L4-L5", "hdr_z", 2.5, "z", "", 103, reference, False),  # high height is not abnormal
+        Measurement("disc", "L3-L4", "dhi_z", -2.5, "z", "no reference", 102, "", None),  # no reference: no flag
+        Measurement("disc", "L3-L4", "pfirrmann_estimate", 2.0, "grade", "Pfirrmann II (estimate ...)", 102),
+    ]
+    headers, table = build_table(rows)
+    csv_flagged = {(m.level, m.parameter) for m in rows if _csv_cells(m)[-1] == "true"}
+    assert csv_flagged == {("L4-L5", "dhi_z")}
+    flags = {row["level"]: row["flags"] for row in table}
+    assert flags == {"L4-L5": "dhi low, z=-2.5", "L3-L4": ""}
+    titles = {h["key"]: h["title"] for h in headers}
+    assert titles["pfirrmann_estimate"] == "pfirrmann_estimate (grade) [estimate]" and titles["dhi_z"] == "dhi_z (z) [estimate]"
+    assert titles["dhi"] == "dhi (ratio)"
