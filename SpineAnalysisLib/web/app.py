@@ -363,7 +363,8 @@ class ReviewApp(TrameApp):
         self.state.table_headers, self.state.table_rows = headers, rows
         self.state.table_estimates = estimate_legend(m.parameter for m in self.measurements)
         self.state.table_version += 1
-        self.state.table_state = ""
+        # an edit that came in while these rows were measured is not in them: they stay marked as updating
+        self.state.table_state = "(updating)" if self._edited_at is not None else ""
 
     async def _measure(self) -> None:
         first_edit, self._first_edit_at = self._first_edit_at, None

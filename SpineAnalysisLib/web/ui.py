@@ -107,7 +107,8 @@ def _table(app) -> None:
         html.Span(" - quality: {{ quality_status }}", v_if="quality_status", id="table-quality",
                   classes=("{'text-error': quality_status == 'failed', 'text-warning': quality_status == 'review'}",))
         html.Span("{{ quality_reasons.length ? ' (' + quality_reasons.join('; ') + ')' : '' }}", style="font-weight: normal")
-    with html.Table(id="measurements", style="border-collapse: collapse; font-size: 12px; white-space: nowrap;", classes="measurements"):
+    with html.Table(id="measurements", style=("'border-collapse: collapse; font-size: 12px; white-space: nowrap;' + (table_state ? ' opacity: 0.4;' : '')",),
+                    classes="measurements"):
         with html.Thead():
             with html.Tr():
                 html.Th("{{ h.title }}", v_for="h in table_headers", key="h.key", style="position: sticky; top: 0; background: #eee; padding: 2px 6px; text-align: left;")

@@ -5,6 +5,7 @@ Runs in ``.venv-web`` (``make test`` runs it there); skips where trame-slicer is
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from pathlib import Path
@@ -202,3 +203,27 @@ def test_every_table_row_has_a_place_to_jump_to(case):
         case.jump_to(level)
     with pytest.raises(InputError, match="nor both of the vertebrae"):
         case.jump_to("L5-S1")
+
+
+def test_rows_measured_before_an_edit_stay_marked_as_updating():
+    """An edit that arrives while the table is being measured is not in those rows: the table must not present
+    them as current (it stays "(updating)", dimmed) and the edit is measured next."""
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    app = ReviewApp()
+    try:
+        app.load(SAMPLE, SAMPLE_LABELS)
+        measure = app.case.measure
+
+        def measure_while_the_user_paints(label_map):
+            app._on_edit()  # the segmentation changes while this label map is measured
+            return measure(label_map)
+
+        app.case.measure = measure_while_the_user_paints
+        asyncio.run(app._measure())
+        assert app.state.table_rows and app.state.table_state == "(updating)" and app._edited_at is not None
+        app.case.measure = measure
+        asyncio.run(app._measure())
+        assert app.state.table_state == "" and app._edited_at is None
+    finally:
+        app.close()
