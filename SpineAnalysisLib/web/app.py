@@ -409,6 +409,14 @@ class ReviewApp(TrameApp):
 
     # -- exports -----------------------------------------------------------------------------------
     def export_csv(self) -> str:
+        """The measurements CSV of the segmentation as it is now: an edit the table has not caught up with yet
+        (it is measured 0.15 s after the last one, or is being measured) is measured here first, so the file never
+        holds older rows."""
+        if (self._edited_at is not None or self._measuring) and self.case.segmentation_node is not None:
+            label_map = self.case.label_map()
+            self._edited_at = self._first_edit_at = None
+            with self.state:
+                self._set_measurements(self.case.measure(label_map) if any(self.case.segment_labels()) else [])
         with tempfile.TemporaryDirectory(prefix="spineanalysis-export-") as folder:
             csv_path, _json = write_measurements(self.measurements, folder, quality=self.quality.status)
             return csv_path.read_text(encoding="utf-8")

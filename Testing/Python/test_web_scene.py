@@ -227,3 +227,26 @@ def test_rows_measured_before_an_edit_stay_marked_as_updating():
         assert app.state.table_state == "" and app._edited_at is None
     finally:
         app.close()
+
+
+def test_csv_downloaded_right_after_an_edit_holds_the_edit():
+    """All levels shifted up and the CSV downloaded at once (before the table's 0.15 s re-measurement): the file
+    has the new level names, as `spineanalysis measure` gives them on the labels downloaded at the same moment."""
+    import csv
+    import io
+
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    app = ReviewApp()
+    try:
+        app.load(SAMPLE, SAMPLE_LABELS)
+        asyncio.run(app._measure())
+        assert {row["level"] for row in app.state.table_rows} >= {"L5", "L4-L5"}
+        app.shift_levels(-1)  # L1..L5 -> T12..L4
+        rows = list(csv.DictReader(io.StringIO(app.export_csv())))
+        expected = measure_case(app.case.image, app.case.label_map())
+        assert {r["level"] for r in rows} == {m.level for m in expected} and "L5" not in {r["level"] for r in rows}
+        assert len(rows) == len(expected)
+        assert {row["level"] for row in app.state.table_rows} == {m.level for m in expected}  # the table too
+    finally:
+        app.close()
