@@ -1,9 +1,10 @@
 """The measurement table: one row per structure, one column per parameter, a flag column from the library's
 one rule, a quality status, and the Measurement objects behind each table.
 
-:class:`MeasurementTables` keeps the measurements of each table under a key stored *on the table node*
-(``MEASUREMENTS_KEY_ATTRIBUTE``), not under its node ID: a new scene reuses node IDs, and a table of the new
-scene must never export the previous case's numbers. Values the user edits in the table are what is exported, and
+:class:`MeasurementTables` keeps the measurements of each table *on the table node* (``MEASUREMENTS_ATTRIBUTE``, saved
+with the scene), not in memory under its node ID: a new scene reuses node IDs, and a table of the new scene must never
+export the previous case's numbers; a scene loaded again (or a restarted module) exports, re-scores and keeps the
+user's corrections without measuring first. Values the user edits in the table are what is exported, and
 they stay in the table when it is measured again, as long as the value they override is measured again unchanged
 (an edit of L3's height survives re-measuring an edited disc or re-scoring; a changed L3 shows its new measurement).
 """
@@ -21,6 +22,7 @@ from SpineAnalysisLib import quality as qualityChecks
 from SpineAnalysisLib import results_table
 from SpineAnalysisLib.measure import flags as normalRange
 from SpineAnalysisLib.measure import normative
+from SpineAnalysisLib.measurements import Measurement
 
 from . import volumes
 from .compat import _
@@ -33,6 +35,7 @@ NOTES_COLUMN = "Notes"
 #: Table node attributes: the key of its measurements, the subject its z-scores are for, the quality (and the
 #: model, MODEL_ATTRIBUTE, as on the segmentation).
 MEASUREMENTS_KEY_ATTRIBUTE = "SpineAnalysis.MeasurementsKey"
+MEASUREMENTS_ATTRIBUTE = "SpineAnalysis.Measurements"
 SUBJECT_ATTRIBUTE = "SpineAnalysis.Subject"
 QUALITY_ATTRIBUTE = "SpineAnalysis.Quality"
 #: Table node attribute: why the table could not be measured again after a change (absent when it is up to date).
@@ -177,8 +180,13 @@ def fillTable(tableNode, measurements) -> None:
     tableNode.EndModify(wasModified)
 
 
+#: a shown value within this relative difference of the measured one is not an edit: a saved table (.tsv) keeps 6
+#: significant digits (10.0177304964539 comes back as 10.0177)
+SHOWN_TOLERANCE = 1e-5
+
+
 def _same(a, b) -> bool:
-    return (a is None) == (b is None) and (a is None or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
+    return (a is None) == (b is None) and (a is None or math.isclose(a, b, rel_tol=SHOWN_TOLERANCE, abs_tol=1e-12))
 
 
 def _cells(tableNode):
@@ -232,11 +240,19 @@ def _restoreEdits(tableNode, measurements, edits) -> None:
         tableNode.Modified()
 
 
+def _storedMeasurements(text):
+    try:
+        return [Measurement(**entry) for entry in json.loads(text)]
+    except (TypeError, ValueError):  # not written by this module
+        return []
+
+
 class MeasurementTables:
-    """The Measurement lists behind the table nodes this module filled."""
+    """The Measurement lists behind the table nodes this module filled, read from the nodes (and kept parsed while
+    the node's text is the same, so that the same objects come back)."""
 
     def __init__(self):
-        self._byKey = {}
+        self._byKey = {}  # key -> (stored text, measurements)
 
     @staticmethod
     def key(tableNode):
@@ -246,7 +262,17 @@ class MeasurementTables:
         self._byKey.clear()
 
     def has(self, tableNode) -> bool:
-        return bool(self._byKey.get(self.key(tableNode)))
+        return bool(self._measured(tableNode))
+
+    def _measured(self, tableNode) -> list:
+        key = self.key(tableNode)
+        text = tableNode.GetAttribute(MEASUREMENTS_ATTRIBUTE) if key else None
+        if not text:
+            return []
+        cached = self._byKey.get(key)
+        if cached is None or cached[0] != text:
+            cached = self._byKey[key] = (text, _storedMeasurements(text))
+        return cached[1]
 
     def show(self, tableNode, measurements, segmentationNode, volumeNode, labels=None, sex=None, age=None):
         """Show new measurements in ``tableNode`` (created beside the volume when None); returns the table node.
@@ -261,7 +287,7 @@ class MeasurementTables:
         if labels is not None:
             wanted = set(labels)
             fresh = {rowKey(m) for m in measurements}
-            previous = self._byKey.get(self.key(tableNode), [])
+            previous = self._measured(tableNode)
             measurements = [m for m in previous if m.label not in wanted and rowKey(m) not in fresh] + list(measurements)
         key = self.key(tableNode) or uuid.uuid4().hex
         tableNode.SetAttribute(MEASUREMENTS_KEY_ATTRIBUTE, key)
@@ -271,14 +297,16 @@ class MeasurementTables:
         quality = qualityChecks.assess(measurements, runSummary(segmentationNode))  # with the run's labelling checks
         tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality.to_dict()))
         tableNode.RemoveAttribute(OUT_OF_DATE_ATTRIBUTE)
-        self._byKey[key] = list(measurements)
+        text = json.dumps([dataclasses.asdict(m) for m in measurements])
+        self._byKey[key] = (text, list(measurements))
+        tableNode.SetAttribute(MEASUREMENTS_ATTRIBUTE, text)
         fillTable(tableNode, measurements)
         _restoreEdits(tableNode, measurements, edits)
         return tableNode
 
     def _edits(self, tableNode) -> dict:
         """``{(structure, level, parameter): (measured, shown)}`` for the cells the user changed in the table."""
-        measured = self._byKey.get(self.key(tableNode)) if tableNode is not None else None
+        measured = self._measured(tableNode) if tableNode is not None else None
         if not measured:
             return {}
         shown = _shownValues(tableNode)
@@ -292,7 +320,7 @@ class MeasurementTables:
     def measurementsOf(self, tableNode) -> list:
         """The Measurement objects shown in a table, with the values as the table now shows them: a number edited
         in the table replaces the measured one (noted in the row's note)."""
-        measured = self._byKey.get(self.key(tableNode)) if tableNode is not None else None
+        measured = self._measured(tableNode) if tableNode is not None else None
         if not measured:
             return []
         shownValues = _shownValues(tableNode)
@@ -309,7 +337,7 @@ class MeasurementTables:
     def rescore(self, tableNode, segmentationNode, sex=None, age=None):
         """The table's z-scores and flags recomputed for another sex/age by the library (``normative.score``),
         without measuring again; returns the table node."""
-        rescored = normative.score(self._byKey.get(self.key(tableNode), []), results_table.subject_sex(sex), results_table.subject_age(age))
+        rescored = normative.score(self._measured(tableNode), results_table.subject_sex(sex), results_table.subject_age(age))
         return self.show(tableNode, rescored, segmentationNode, None, sex=sex, age=age)
 
     def isForSubject(self, tableNode, sex, age) -> bool:

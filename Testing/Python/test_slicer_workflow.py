@@ -163,3 +163,55 @@ def test_a_value_corrected_in_the_table_survives_re_measuring_other_structures(l
     logic.recomputeDirty()
     assert logic.tableValue(table, "L3", "height_middle_mm") == pytest.approx(measured - 3.0, abs=0.6)
     logic.stopObserving()
+
+
+def _save_and_reload(slicer_scene, folder, nodes):
+    """File > Save (each node's data beside scene.mrml) then File > Close Scene and load scene.mrml again, as
+    Slicer does it with MRML's own storage nodes."""
+    import os
+
+    scene = slicer_scene.scene
+    os.makedirs(folder)
+    for node, name in nodes:
+        node.AddDefaultStorageNode()
+        node.GetStorageNode().SetFileName(os.path.join(folder, name))
+        assert node.GetStorageNode().WriteData(node)
+    scene.SetRootDirectory(folder)
+    scene.SetURL(os.path.join(folder, "scene.mrml"))
+    assert scene.Commit()
+    scene.Clear(0)
+    scene.SetURL(os.path.join(folder, "scene.mrml"))
+    assert scene.Connect()
+
+
+def test_a_saved_scene_comes_back_with_its_parameters_measurements_and_corrections(spine_module, slicer_scene, loaded, tmp_path):
+    """Measure for a subject, correct a value in the table, save the scene; load it again in a restarted module:
+    the parameter node names the same volume, segmentation, table and subject; the table exports at once (it was
+    'measure first'), keeps the correction through re-measuring, and re-scores when the sex changes."""
+    import csv
+
+    logic = spine_module.SpineAnalysisLogic()
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume, sex="female", age=50)
+    parameters = logic.getParameterNode()
+    parameters.inputVolume, parameters.segmentation, parameters.table = volume, segmentation, table
+    parameters.sex, parameters.age = "female", 50
+    _set_cell(table, "L3", "height_middle_mm", 21.5)
+    _save_and_reload(slicer_scene, str(tmp_path / "saved"), [(volume, "image.nrrd"), (segmentation, "labels.seg.nrrd"), (table, "table.tsv")])
+
+    logic = spine_module.SpineAnalysisLogic()  # Slicer restarted (or the module reloaded): nothing in memory
+    parameters = logic.getParameterNode()
+    volume, segmentation, table = parameters.inputVolume, parameters.segmentation, parameters.table
+    assert (volume.GetName(), segmentation.GetName(), parameters.sex, parameters.age) == ("image", "image segmentation", "female", 50)
+    assert table is not None and logic.tableValue(table, "L3", "height_middle_mm") == 21.5
+    csv_path, _ = logic.exportMeasurements(table, str(tmp_path / "export"), volume)
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    edited = [r for r in rows if "edited in the table" in r["note"]]
+    assert [(r["level"], r["parameter"], float(r["value"])) for r in edited] == [("L3", "height_middle_mm", 21.5)]  # not the saved file's rounding
+    assert logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="male", age=50) is True
+    assert table.GetAttribute(spine_module.table.SUBJECT_ATTRIBUTE) == spine_module.table.subjectText("male", 50)
+    logic.observeSegmentation(segmentation, volume, table, sex="male", age=50)
+    assert logic.pendingLabels == set() and not logic.fullRecomputePending  # the saved segmentation is what was measured
+    _erase_superior_mm(logic, segmentation, volume, "L4-L5", 2.0)
+    assert logic.recomputeDirty() is table and logic.tableValue(table, "L3", "height_middle_mm") == 21.5
+    logic.stopObserving()
