@@ -392,7 +392,8 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if names != [self.ui.renameSourceComboBox.itemText(i) for i in range(self.ui.renameSourceComboBox.count)]:
                 self.ui.renameSourceComboBox.clear()
                 self.ui.renameSourceComboBox.addItems(names)
-        if parameters and parameters.table and self.ui.resultsTableView.mrmlTableNode() != parameters.table:
+        # the table of the selected volume's segmentation, or none: never another volume's numbers under this one
+        if parameters and self.ui.resultsTableView.mrmlTableNode() != parameters.table:
             self.ui.resultsTableView.setMRMLTableNode(parameters.table)
         if parameters and hasSegmentation and hasVolume and parameters.autoUpdate:
             self.logic.observeSegmentation(parameters.segmentation, parameters.inputVolume, parameters.table, **self._subject())
@@ -605,7 +606,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTableSelectionChanged(self) -> None:
         parameters = self._parameterNode
         index = self.ui.resultsTableView.currentIndex()
-        if not index.isValid() or not parameters.segmentation:
+        if parameters is None or not index.isValid() or not parameters.segmentation:  # None while the scene closes
             return
         name = index.sibling(index.row(), 0).data()  # first column: the structure's name
         if name and self.logic.segmentIdByName(parameters.segmentation, name):
