@@ -215,3 +215,46 @@ def test_a_saved_scene_comes_back_with_its_parameters_measurements_and_correctio
     _erase_superior_mm(logic, segmentation, volume, "L4-L5", 2.0)
     assert logic.recomputeDirty() is table and logic.tableValue(table, "L3", "height_middle_mm") == 21.5
     logic.stopObserving()
+
+
+def _ids(suite):
+    import unittest
+
+    for item in suite:
+        if isinstance(item, unittest.TestSuite):
+            yield from _ids(item)
+        else:
+            yield item.id()
+
+
+def test_the_self_test_runs_under_slicers_harness_and_fails_when_the_module_is_broken(spine_module, slicer_scene, monkeypatch):
+    """ctest runs ``slicer.testing.runUnitTest(path, "SpineAnalysis")``: unittest's loadTestsFromName on the module,
+    a TextTestRunner, failure when not wasSuccessful() (Base/Python/slicer/testing.py). The module's test cases must
+    be found that way and must fail when the module is broken (here: edits are never re-measured)."""
+    import io
+    import unittest
+
+    found = set(_ids(unittest.TestLoader().loadTestsFromName("SpineAnalysis")))
+    assert {"SpineAnalysis.SpineAnalysisTest.test_workflow", "SpineAnalysis.SpineAnalysisTest.test_sample"} <= found
+
+    def run():
+        suite = unittest.TestLoader().loadTestsFromName("SpineAnalysis.SpineAnalysisTest.test_workflow")
+        return unittest.TextTestRunner(stream=io.StringIO()).run(suite)
+
+    assert run().wasSuccessful()
+    monkeypatch.setattr(spine_module.SpineAnalysisLogic, "recomputeDirty", lambda self: None)
+    broken = run()
+    assert not broken.wasSuccessful() and len(broken.failures) + len(broken.errors) == 1
+
+
+def test_the_sample_test_without_its_sample_is_skipped_not_passed(spine_module, slicer_scene, monkeypatch):
+    import io
+    import unittest
+
+    monkeypatch.setattr(spine_module.SpineAnalysisTest, "SAMPLE_IMAGE", "missing_image.nii.gz")
+    suite = unittest.TestLoader().loadTestsFromName("SpineAnalysis.SpineAnalysisTest.test_sample")
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(suite)
+    assert result.wasSuccessful() and len(result.skipped) == 1  # it returned early and counted as passed before
+    test = spine_module.SpineAnalysisTest()
+    test.runTest()  # "Reload and Test"
+    assert [name for name, _reason in test.skipped] == ["test_sample"]
