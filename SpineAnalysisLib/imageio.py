@@ -44,10 +44,17 @@ def strip_image_suffix(name: str) -> str:
 
 def _dicom_series(folder: Path) -> list[str]:
     reader = sitk.ImageSeriesReader
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    # GDCM warns "No Series were found" on the process's stderr by itself; the InputError below says it in one line
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not series_ids:
-        # series may sit one level down (a study folder); only look there if it is unambiguous
-        raise InputError(f"{folder}: no DICOM series found in this folder")
+        images = sorted(entry.name for entry in folder.iterdir() if entry.is_file() and has_image_suffix(entry.name))
+        hint = f" (it holds image files: {', '.join(images[:3])}{' ...' if len(images) > 3 else ''}; give one of them as IMAGE)" if images else ""
+        raise InputError(f"{folder}: no DICOM series found in this folder{hint}")
     if len(series_ids) > 1:
         raise InputError(
             f"{folder}: holds {len(series_ids)} DICOM series ({', '.join(series_ids[:3])}...); "

@@ -1,11 +1,18 @@
 """Reading and writing images: geometry kept exactly, bad inputs named in one line."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from SpineAnalysisLib import imageio
 from SpineAnalysisLib.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def oblique_image(size=(12, 10, 8), spacing=(0.6, 0.6, 3.5)):
@@ -67,6 +74,20 @@ def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match="no DICOM series"):
         imageio.read_image(tmp_path)
+
+
+def test_folder_without_dicom_is_one_line_on_the_real_stderr(tmp_path):
+    """GDCM prints its own multi-line warning on file descriptor 2 (not through Python's sys.stderr), so only a
+    separate process sees whether the refusal is really one line."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    sitk.WriteImage(sitk.Image(8, 8, 8, sitk.sitkInt16), str(folder / "t2.nii.gz"))
+    done = subprocess.run([sys.executable, "-m", "SpineAnalysisLib", "analyze", str(folder), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "no DICOM series" in done.stderr and "t2.nii.gz" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_2d_image_is_refused(tmp_path):
