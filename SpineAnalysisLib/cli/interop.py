@@ -6,7 +6,8 @@
     spineanalysis dicom-seg --read SEG.dcm REFERENCE -o LABELS.nii.gz
     spineanalysis export-measurements IMAGE LABELS -o MEASUREMENTS.csv   (with DICOM study/series UIDs)
 
-IMAGE and REFERENCE may be image files or DICOM series folders.
+IMAGE and REFERENCE may be image files or DICOM series folders. An existing output file is replaced only with
+``--overwrite`` (dicom-seg, export-measurements).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import json
 
 from ..outputs import LABEL_MAP_SUFFIXES, check_output_file
-from .options import add_subject_options
+from .options import add_overwrite_option, add_subject_options
 
 COMMANDS = ("export-training", "finetune", "dicom-seg", "export-measurements")
 
@@ -56,6 +57,7 @@ def add_commands(commands) -> None:
     seg.add_argument("--edited", help="comma-separated structures an annotator edited (SEMIAUTOMATIC), or 'all'")
     seg.add_argument("--fill-missing-uids", action="store_true", help="derive stand-in Study/Series UIDs for an anonymised series that lacks them")
     seg.add_argument("--skip-unknown", action="store_true", help="with --read: ignore segments outside the SpineAnalysis label scheme")
+    add_overwrite_option(seg)
 
     table = commands.add_parser("export-measurements", help="measurements as a structured CSV with DICOM study/series identifiers")
     table.add_argument("image", help="image file or DICOM series folder")
@@ -63,6 +65,7 @@ def add_commands(commands) -> None:
     table.add_argument("-o", "--output", required=True, help="CSV file to write")
     table.add_argument("--no-patient-id", action="store_true", help="leave the PatientID column out")
     add_subject_options(table)
+    add_overwrite_option(table)
 
 
 def _read_labels(path: str, reference):
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "dicom-seg":
         from ..dicomseg import read_dicom_seg, write_dicom_seg
 
-        check_output_file(args.output, LABEL_MAP_SUFFIXES if args.read else None, overwrite=True, what="label map" if args.read else "DICOM SEG")
+        check_output_file(args.output, LABEL_MAP_SUFFIXES if args.read else None, args.overwrite, what="label map" if args.read else "DICOM SEG")
         if args.read:
             label_map, names = read_dicom_seg(args.first, args.second, unknown="skip" if args.skip_unknown else "error")
             imageio.write_image(label_map, args.output)
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     if args.command == "export-measurements":
-        check_output_file(args.output, overwrite=True, what="table")
+        check_output_file(args.output, (".csv",), args.overwrite, what="table")
         from ..measure_segmentation import measure_segmentation
         from ..measurements_export import write_structured_csv
 

@@ -115,6 +115,29 @@ def test_segment_replaces_an_existing_label_map_only_with_overwrite(tmp_path):
     assert existing.read_bytes() == b"corrected by hand"
 
 
+def test_dicom_and_table_exports_replace_an_existing_file_only_with_overwrite(tmp_path):
+    """dicom-seg and export-measurements used to replace any existing -o file without a word."""
+    kept = {name: f"made by the user: {name}" for name in ("corrected.nii.gz", "seg.dcm", "table.csv")}
+    for name, text in kept.items():
+        (tmp_path / name).write_text(text)
+    cases = [
+        (["dicom-seg", "--read", "seg.dcm", SAMPLE, "-o", "corrected.nii.gz"], "-o corrected.nii.gz: exists; choose another name, or add --overwrite"),
+        (["dicom-seg", SAMPLE, SAMPLE_LABELS, "-o", "seg.dcm"], "-o seg.dcm: exists; choose another name, or add --overwrite"),
+        (["export-measurements", SAMPLE, SAMPLE_LABELS, "-o", "table.csv"], "-o table.csv: exists; choose another name, or add --overwrite"),
+        (["export-measurements", SAMPLE, SAMPLE_LABELS, "-o", "table.png"], "the table must be written as .csv"),
+    ]
+    for (arguments, expected), error in zip(cases, _refused_without_torch([arguments for arguments, _ in cases], tmp_path)):
+        assert expected in error, arguments
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == kept
+
+
+def test_export_measurements_replaces_its_table_with_overwrite(tmp_path):
+    table = tmp_path / "table.csv"
+    table.write_text("an earlier export")
+    assert main(["export-measurements", str(SAMPLE), str(SAMPLE_LABELS), "-o", str(table), "--overwrite"]) == 0
+    assert table.read_text().startswith("PatientID,StudyInstanceUID,SeriesInstanceUID,Modality,structure,level")
+
+
 def test_segment_writes_the_summary_json_that_matches_its_stdout(segmented_crop):
     """``segment --summary --progress`` on a crop of the sample (the shared run of conftest.segmented_crop)."""
     image, labels, summary = segmented_crop.image, segmented_crop.labels, segmented_crop.summary
