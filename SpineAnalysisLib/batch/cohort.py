@@ -1,7 +1,8 @@
 """The cohort table, rebuilt from the per-case outputs (so a rerun never duplicates rows).
 
 ``measurements.parquet`` and ``measurements.csv`` hold one row per case and measurement (tidy/long format):
-``case_id, age, sex, structure, level, parameter, value, unit, note, quality, label, model``, cases in case-id order
+``case_id, age, sex, structure, level, parameter, value, unit, note, reference, flag, quality, label, model`` (``flag``
+true/false/empty as in each case's measurements.csv; boolean in the Parquet file), cases in case-id order
 and each case's rows in the order of its own measurements.csv. ``quality`` is the case's quality status (ok / review /
 failed, :mod:`SpineAnalysisLib.quality`); cases that are not "ok" stay in the table but are left out of the
 normative comparison and the report's statistics unless ``include_flagged`` is set. Only finished cases of the current case list
@@ -149,8 +150,8 @@ class TableWriter:
             return [None if v is None or v == "" else float(v) for v in values]
         if kind == "int":
             return [None if v is None or v == "" else int(v) for v in values]
-        if kind == "bool":
-            return [None if v is None else bool(v) for v in values]
+        if kind == "bool":  # JSON true/false, or the "true"/"false"/"" cells of a case's measurements.csv
+            return [None if v is None or v == "" else v.strip().lower() == "true" if isinstance(v, str) else bool(v) for v in values]
         return [None if v is None else str(v) for v in values]
 
     def write(self, rows: list[dict]) -> None:
@@ -193,7 +194,7 @@ def write_table(rows: list[dict], columns: tuple[str, ...], types: dict[str, str
         raise
 
 
-MEASUREMENT_TYPES = {"age": "float", "value": "float", "label": "int"}
+MEASUREMENT_TYPES = {"age": "float", "value": "float", "label": "int", "flag": "bool"}
 
 
 def rebuild_cohort(outdir: str | os.PathLike, cases: list[Case] | None = None, *, min_reference_n: int | None = None,

@@ -216,6 +216,29 @@ def test_cohort_rebuild_reads_finished_cases_only_and_writes_reports(tmp_path):
     assert [(r["case_id"], r["parameter"]) for r in flagged] == [("b", "dhi")]  # DHI 0.12 at 62: far below healthy
 
 
+def test_cohort_flag_column_is_true_false_like_every_case_table(tmp_path):
+    """The cohort table wrote Python's "True"/"False" while each case's measurements.csv and normative.csv say
+    true/false; a case read from its CSV (no measurements.json) must not turn "false" into a flag either."""
+    import pyarrow.parquet as pq
+
+    cases = [Case("json", "/a.nii"), Case("csv", "/b.nii")]
+    rows = [{"structure": "disc", "level": "L4-L5", "parameter": "dhi_z", "value": -2.5, "unit": "z", "reference": "r", "flag": True},
+            {"structure": "disc", "level": "L3-L4", "parameter": "dhi_z", "value": 0.1, "unit": "z", "reference": "r", "flag": False},
+            {"structure": "disc", "level": "L3-L4", "parameter": "dhi", "value": 0.3, "unit": "ratio", "flag": None}]
+    _touch(tmp_path / "cases" / "json" / "measurements.json", json.dumps(rows).encode())
+    lines = ["structure,level,parameter,value,unit,note,reference,flag,quality"] + [
+        f"disc,{r['level']},{r['parameter']},{r['value']},{r['unit']},,{r.get('reference', '')},{'' if r['flag'] is None else str(r['flag']).lower()},ok"
+        for r in rows]
+    _touch(tmp_path / "cases" / "csv" / "measurements.csv", ("\n".join(lines) + "\n").encode())
+    for case in cases:
+        _touch(tmp_path / "cases" / case.case_id / DONE, b"{}")
+    cohort.write_case_list(tmp_path, cases)
+    outputs = cohort.rebuild_cohort(tmp_path, report=False)
+    table = list(csv.DictReader(outputs["measurements_csv"].open(encoding="utf-8", newline="")))
+    assert [(r["case_id"], r["flag"]) for r in table] == [("csv", "true"), ("csv", "false"), ("csv", ""), ("json", "true"), ("json", "false"), ("json", "")]
+    assert [r["flag"] for r in pq.read_table(outputs["measurements_parquet"]).to_pylist()] == [True, False, None] * 2
+
+
 def test_setup_errors_stop_the_batch_with_one_line(tmp_path, capsys):
     from SpineAnalysisLib.cli import main
 
