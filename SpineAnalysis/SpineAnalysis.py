@@ -727,6 +727,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         measurements = self.measure(segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
         tableNode = self._tables.show(tableNode, measurements, segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
         watcher.recordMeasured(tableNode, segmentationNode, labels)  # edits made while nothing watches are found later
+        table.markOutOfDate(tableNode, None)
         if labels is None:
             self._watcher.measuredAll(segmentationNode, tableNode)
         return tableNode

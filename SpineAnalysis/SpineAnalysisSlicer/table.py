@@ -62,10 +62,13 @@ def flagsOf(values: dict) -> str:
     return "; ".join(texts)
 
 
-def markOutOfDate(tableNode, reason: str) -> None:
-    """Say on the table that it shows numbers from before a change it could not follow (cleared by the next
-    successful measurement into it)."""
-    tableNode.SetAttribute(OUT_OF_DATE_ATTRIBUTE, reason or "?")
+def markOutOfDate(tableNode, reason) -> None:
+    """Say on the table that it shows numbers from before a change it could not follow; ``reason`` None: it was
+    just measured (re-scoring alone does not bring it up to date)."""
+    if reason is None:
+        tableNode.RemoveAttribute(OUT_OF_DATE_ATTRIBUTE)
+    else:
+        tableNode.SetAttribute(OUT_OF_DATE_ATTRIBUTE, reason or "?")
 
 
 def qualityText(tableNode) -> str:
@@ -296,7 +299,6 @@ class MeasurementTables:
         tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
         quality = qualityChecks.assess(measurements, runSummary(segmentationNode))  # with the run's labelling checks
         tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality.to_dict()))
-        tableNode.RemoveAttribute(OUT_OF_DATE_ATTRIBUTE)
         text = json.dumps([dataclasses.asdict(m) for m in measurements])
         self._byKey[key] = (text, list(measurements))
         tableNode.SetAttribute(MEASUREMENTS_ATTRIBUTE, text)

@@ -124,6 +124,8 @@ def test_a_table_that_could_not_follow_an_edit_says_so_until_it_can(logic, loade
         logic.recomputeDirty()
     assert logic.qualityText(table).startswith("Measurements out of date")
     assert "is empty" in logic.qualityText(table)
+    assert logic.rescoreIfSubjectChanged(segmentation, volume, table, sex="male", age=60) is True  # re-scored, not re-measured
+    assert logic.qualityText(table).startswith("Measurements out of date")
     for segment_id, mask in kept.items():  # Segment Editor undo
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentation, segment_id, volume)
     assert logic.recomputeDirty() is table
