@@ -39,6 +39,8 @@ CT_WINDOW_LEVEL = (1800.0, 400.0)
 #: Delay after the last edit before the table is measured again (edits closer together are measured once).
 MEASURE_DELAY_S = 0.15
 LAYOUT_ID = "review"
+#: VTK scalar types of integer voxels (vtkType.h: VTK_CHAR ... VTK_UNSIGNED_LONG_LONG)
+INTEGER_TYPES = {2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17}
 SLICE_VIEWS = {"Yellow": "sagittal", "Red": "axial", "Green": "coronal"}
 
 
@@ -102,6 +104,7 @@ class ReviewApp(TrameApp):
         s.segments, s.active_segment = [], None
         s.tool = "none"
         s.brush_mm = 4.0
+        s.intensity_limit, s.intensity_range, s.intensity_step = False, [0.0, 1.0], 0
         s.window, s.level, s.wl_min, s.wl_max = 0, 0, 0, 1
         s.table_headers, s.table_rows, s.table_version, s.table_state = [], [], 0, ""
         s.table_estimates = []
@@ -136,6 +139,9 @@ class ReviewApp(TrameApp):
         with self.state:
             self.state.wl_min, self.state.wl_max = float(low), float(high)
             self.state.window, self.state.level = float(window), float(level)
+            self.state.intensity_limit, self.state.intensity_range = False, [float(low), float(high)]
+            # integer voxels: whole steps (Slicer's threshold casts the bounds to the voxel type)
+            self.state.intensity_step = 1 if volume.GetImageData().GetScalarType() in INTEGER_TYPES else 0
             self.state.case_name = imageio.strip_image_suffix(Path(image_path).name)
             self.state.dicom_input = self.case.dicom_folder is not None
             self.summary = None
@@ -462,3 +468,17 @@ def bind_state_changes(app: ReviewApp) -> None:
     @state.change("tool", "active_segment", "brush_mm")
     def _tool(**_):
         app._apply_tool()
+
+    @state.change("intensity_limit", "intensity_range")
+    def _intensity_limit(intensity_limit, intensity_range, **_):
+        limit_to_intensities(app.editor.editor_node, bool(intensity_limit), intensity_range)
+
+
+def limit_to_intensities(editor_node, enabled: bool, intensity_range) -> None:
+    """Slicer's *editable intensity range* (Segment Editor, masking section): paint and erase change only the
+    voxels whose input intensity lies in ``intensity_range`` (inclusive), e.g. to paint a disc up to its dark
+    annulus. The mask is applied by Slicer's own segment-editor logic (vtkSlicerSegmentEditorLogic) on every
+    stroke."""
+    low, high = sorted(float(v) for v in intensity_range)
+    editor_node.SetSourceVolumeIntensityMaskRange(low, high)
+    editor_node.SetSourceVolumeIntensityMask(enabled)

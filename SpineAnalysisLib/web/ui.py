@@ -62,6 +62,12 @@ def _side_panel(app) -> None:
         v3.VBtn("Erase", value="erase", id="tool-erase")
     v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=0.5, label="brush (mm)", density="compact", hide_details=True,
                thumb_label=True, id="brush-size")
+    v3.VCheckbox(v_model=("intensity_limit",), label="paint / erase only in this intensity range", density="compact", hide_details=True,
+                 disabled=("!segments.length || running",), id="intensity-limit")
+    v3.VRangeSlider(v_model=("intensity_range",), min=("wl_min",), max=("wl_max",), step=("intensity_step",), density="compact", hide_details=True,
+                    disabled=("!intensity_limit",), id="intensity-range")
+    html.Div("editable intensities {{ intensity_range[0].toFixed(1) }} - {{ intensity_range[1].toFixed(1) }}",  # always shown: the views keep their size
+             classes=("intensity_limit ? 'text-caption' : 'text-caption text-disabled'",), id="intensity-range-text")
     with html.Div(classes="my-1"):
         v3.VBtn("Undo", click=app.undo_edit, disabled=("!can_undo || running",), density="compact", id="undo-button", classes="mr-1")
         v3.VBtn("Redo", click=app.redo_edit, disabled=("!can_redo || running",), density="compact", id="redo-button")

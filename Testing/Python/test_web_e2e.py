@@ -226,6 +226,61 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         server.close()
 
 
+def test_paint_limited_to_an_intensity_range(tmp_path):
+    """Slicer's editable intensity range: a stroke painted with the limit on adds only voxels whose intensity lies
+    in the range (read back from the downloaded label map and the input image), fewer than the same stroke
+    without it."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    shots = shots_folder()
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE)))
+    original = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABELS)))
+    server = Server(str(SAMPLE), str(SAMPLE_LABELS))
+    browser = Chromium(CHROMIUM)
+    try:
+        browser.navigate(server.url)
+        browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L4\"]')", 60, "the table")
+        click_row(browser, "L4")
+        choose(browser, "#segment-select", "L4")
+        set_state(browser, "brush_mm", 3.0)
+        click_element(browser, "#tool-paint")
+        time.sleep(1.0)
+        view = rect(browser, ".layout-grid-item img.image-display-area")
+        stroke = anterior_stroke(browser.screenshot(shots / "11_before_limited_paint.png"), view, brush_px=6)
+        volume_before = cell(browser, "L4", "volume_mm3")
+
+        def painted_voxels(name: str) -> np.ndarray:
+            browser.drag(stroke)
+            wait_cell_change(browser, "L4", "volume_mm3", volume_before)
+            folder = tmp_path / name
+            folder.mkdir()
+            browser.allow_downloads(folder)
+            click_element(browser, "#export-labels")
+            labels = sitk.GetArrayFromImage(sitk.ReadImage(str(browser_download(folder, "_labels.nii.gz"))))
+            return (labels == 23) & (original != 23)  # voxels the stroke added to L4
+
+        free = painted_voxels("free")
+        click_element(browser, "#undo-button")
+        assert wait_cell_change(browser, "L4", "volume_mm3", cell(browser, "L4", "volume_mm3"))[0] == volume_before
+        low = float(np.ceil(np.median(image[free])))  # about half of what the free stroke painted is darker
+        assert browser.evaluate("window.trame.state.get('intensity_step')") == 1  # the sample's voxels are integers
+        high = float(browser.evaluate("window.trame.state.get('wl_max')"))
+        click_element(browser, "#intensity-limit")
+        browser.wait_for("window.trame.state.get('intensity_limit') === true", 10, "the intensity limit")
+        set_state(browser, "intensity_range", [low, high])
+        time.sleep(0.5)
+        limited = painted_voxels("limited")
+        browser.screenshot(shots / "12_limited_paint.png")
+        assert 0 < limited.sum() < free.sum(), (int(limited.sum()), int(free.sum()))
+        assert image[limited].min() >= low and not (limited & ~free).any()
+        assert limited.sum() == (free & (image >= low)).sum()  # exactly the free stroke's voxels in the range
+    finally:
+        browser.close()
+        server.close()
+
+
 def click_row(browser: Chromium, level: str) -> None:
     """Scroll the table to ``level``'s row and click it."""
     browser.evaluate(f"document.querySelector('tr[data-level=\"{level}\"]').scrollIntoView({{block: 'center'}})")
