@@ -759,15 +759,34 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
     structureNameOfRow = staticmethod(table.structureNameOfRow)
 
     # -- exports --------------------------------------------------------------------------------------
+    def measurementsToExport(self, tableNode) -> list:
+        """:meth:`measurementsOfTable` of a table that shows its segmentation as it is now: a pending edit of the
+        watched segmentation is measured first (the widget's debounce timer may not have fired); a table that could
+        not follow a change, or whose segmentation changed while nothing watched, is refused (InputError)."""
+        segmentationNode = tableNode.GetNodeReference(table.SEGMENTATION_REFERENCE) if tableNode is not None else None
+        if self._watcher.watches(segmentationNode):
+            self.recomputeDirty()
+        if tableNode is not None and tableNode.GetAttribute(table.OUT_OF_DATE_ATTRIBUTE):
+            raise spineErrors.InputError(table.qualityText(tableNode))
+        if segmentationNode is not None:
+            full, labels = watcher.changesSince(tableNode, segmentationNode)
+            if full or labels:
+                what = _("its segments were added, removed or renamed") if full else ", ".join(sorted(scheme.structure_name(label) for label in labels))
+                raise spineErrors.InputError(
+                    _("the segmentation changed since it was measured ({what}): measure again before exporting").format(what=what)
+                )
+        return self.measurementsOfTable(tableNode)
+
     def exportMeasurements(self, tableNode, outputDirectory: str, volumeNode=None, overwrite: bool = False):
-        """``<image>_measurements.csv``/``.json`` of the table as shown (``exports.exportMeasurements``)."""
-        return exports.exportMeasurements(self.measurementsOfTable(tableNode), tableNode, outputDirectory, volumeNode, overwrite)
+        """``<image>_measurements.csv``/``.json`` of the table as shown (``exports.exportMeasurements``), never of
+        numbers from before the last correction (:meth:`measurementsToExport`)."""
+        return exports.exportMeasurements(self.measurementsToExport(tableNode), tableNode, outputDirectory, volumeNode, overwrite)
 
     dicomIdentifiers = staticmethod(exports.dicomIdentifiers)
 
     def exportStructuredMeasurements(self, tableNode, volumeNode, path: str, includePatientId: bool = True):
         """One CSV row per value with the DICOM identifiers (``exports.exportStructuredMeasurements``)."""
-        return exports.exportStructuredMeasurements(self.measurementsOfTable(tableNode), volumeNode, path, includePatientId)
+        return exports.exportStructuredMeasurements(self.measurementsToExport(tableNode), volumeNode, path, includePatientId)
 
     saveSegmentation = staticmethod(exports.saveSegmentation)
     exportTrainingCase = staticmethod(exports.exportTrainingCase)

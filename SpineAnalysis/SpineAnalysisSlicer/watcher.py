@@ -76,6 +76,26 @@ def recordMeasured(tableNode, segmentationNode, labels=None) -> None:
     tableNode.SetAttribute(MEASURED_SEGMENTS_ATTRIBUTE, json.dumps(record, sort_keys=True))
 
 
+def changesSince(tableNode, segmentationNode):
+    """What changed in ``segmentationNode`` since ``tableNode`` was measured from it: ``(full, labels)``, ``full``
+    True when segments were added, removed or renamed, ``labels`` the structures whose voxels changed. Nothing
+    for a table without a record (:func:`recordMeasured`)."""
+    record = measuredSegments(tableNode)
+    if record is None:
+        return False, set()
+    names = segments.segmentNames(segmentationNode)
+    if {sid: entry[0] for sid, entry in record.items()} != names:
+        return True, set()
+    segmentation = segmentationNode.GetSegmentation()
+    labels = set()
+    for segmentId, (_name, fingerprint) in record.items():
+        if _fingerprintText(segmentFingerprint(segmentationNode, segmentId)) != fingerprint:
+            label = segments.labelOfSegment(segmentation.GetSegment(segmentId))
+            if label is not None:
+                labels.add(label)
+    return False, labels
+
+
 def labelsToRemeasure(changed):
     """Structures to measure again after ``changed`` labels were edited; None: measure everything.
 
@@ -143,7 +163,10 @@ class SegmentationWatcher:
         self._segmentation = segmentationNode.GetSegmentation()
         self.snapshot(segmentationNode)
         if tableNode is not None and tableNode.GetNodeReferenceID(SEGMENTATION_REFERENCE) == segmentationNode.GetID():
-            self._changesSince(measuredSegments(tableNode), segmentationNode)
+            full, labels = changesSince(tableNode, segmentationNode)  # edits made while nothing watched
+            self.full, self.pending = self.full or full, self.pending | labels
+            if full or labels:
+                self._notify()
 
         @vtk.calldata_type(vtk.VTK_STRING)
         def onModified(caller, event, segmentId=None):
@@ -174,22 +197,6 @@ class SegmentationWatcher:
         self.names = segments.segmentNames(segmentationNode)
         self.fingerprints = {sid: segmentFingerprint(segmentationNode, sid) for sid in ids}
         self.candidates = set()
-
-    def _changesSince(self, record, segmentationNode) -> None:
-        """Mark what changed since the table's record was written (edits made while nothing watched)."""
-        if record is None:
-            return
-        if {sid: entry[0] for sid, entry in record.items()} != self.names:
-            self.full = True  # segments added, removed or renamed: the rows change
-        else:
-            segmentation = segmentationNode.GetSegmentation()
-            for segmentId, (_name, fingerprint) in record.items():
-                if _fingerprintText(self.fingerprints.get(segmentId)) != fingerprint:
-                    label = segments.labelOfSegment(segmentation.GetSegment(segmentId))
-                    if label is not None:
-                        self.pending.add(label)
-        if self.full or self.pending:
-            self._notify()
 
     def measuredAll(self, segmentationNode, tableNode) -> None:
         """Everything was just measured into ``tableNode``."""

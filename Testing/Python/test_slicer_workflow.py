@@ -260,3 +260,33 @@ def test_the_sample_test_without_its_sample_is_skipped_not_passed(spine_module, 
     test = spine_module.SpineAnalysisTest()
     test.runTest()  # "Reload and Test"
     assert [name for name, _reason in test.skipped] == ["test_sample"]
+
+
+def _exported(csv_path, level, parameter):
+    import csv
+
+    return [float(r["value"]) for r in csv.DictReader(open(csv_path, encoding="utf-8")) if r["level"] == level and r["parameter"] == parameter][0]
+
+
+def test_export_never_writes_numbers_from_before_the_last_correction(logic, loaded, tmp_path):
+    """Correct the disc and press Export before the widget's debounce timer has re-measured: the file must hold the
+    corrected height. With nothing watching (automatic update off) a corrected segmentation is refused until it is
+    measured again, instead of exporting the old numbers."""
+    from SpineAnalysisLib.errors import InputError
+
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    before = logic.tableValue(table, "L4-L5", "height_mean_mm")
+    logic.observeSegmentation(segmentation, volume, table)
+    erased = _erase_superior_mm(logic, segmentation, volume, "L4-L5", 2.0)  # the timer has not fired yet
+    csv_path, _ = logic.exportMeasurements(table, str(tmp_path / "a"), volume)
+    assert _exported(csv_path, "L4-L5", "height_mean_mm") == pytest.approx(before - erased, abs=0.5)
+    logic.stopObserving()  # automatic update off
+    _erase_superior_mm(logic, segmentation, volume, "L4-L5", 2.0)
+    with pytest.raises(InputError, match="changed since it was measured"):
+        logic.exportMeasurements(table, str(tmp_path / "b"), volume)
+    with pytest.raises(InputError, match="changed since it was measured"):
+        logic.exportStructuredMeasurements(table, volume, str(tmp_path / "c.csv"))
+    logic.updateTable(segmentation, volume, table)  # Measure
+    csv_path, _ = logic.exportMeasurements(table, str(tmp_path / "b"), volume)
+    assert _exported(csv_path, "L4-L5", "height_mean_mm") == pytest.approx(before - 2 * erased, abs=0.5)
