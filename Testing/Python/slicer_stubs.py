@@ -149,8 +149,12 @@ def _scripted_loadable_module() -> types.ModuleType:
 # ----------------------------------------------------------------------------------------------------
 # slicer.parameterNodeWrapper
 # ----------------------------------------------------------------------------------------------------
+_NODE_DEFAULT = object()  # a node parameter's default (None), written at construction like the real wrapper
+
+
 def _parameter_node_wrapper() -> types.ModuleType:
     import slicer
+    import slicer.util
 
     module = types.ModuleType("slicer.parameterNodeWrapper")
 
@@ -201,16 +205,17 @@ def _parameter_node_wrapper() -> types.ModuleType:
         kind, default, validators = _unpack(annotation)
         if _is_node_type(kind):
 
-            def getter(self):
-                node = self.parameterNode.GetNodeReference(name)
-                return node if node is None or node.IsA(kind.__name__) else None
+            def getter(self):  # NodeSerializer.read: the referenced node as it is (no class filter)
+                return self.parameterNode.GetNodeReference(name)
 
-            def setter(self, value):
+            def setter(self, value):  # NodeSerializer.write: an empty parameter marks it as present
                 if value is not None and not isinstance(value, kind):
                     raise TypeError(f"{name}: expected {kind.__name__}, got {type(value).__name__}")
-                self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+                with slicer.util.NodeModify(self.parameterNode):
+                    self.parameterNode.SetParameter(name, "")
+                    self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
 
-            return property(getter, setter), None
+            return property(getter, setter), _NODE_DEFAULT
 
         implicit = {str: "", int: 0, float: 0.0, bool: False}
         if kind not in implicit:
@@ -222,9 +227,10 @@ def _parameter_node_wrapper() -> types.ModuleType:
                 return text == "True"
             return kind(text)
 
-        def getter(self):
-            text = self.parameterNode.GetParameter(name)
-            return decode(text) if text != "" or kind is str else default_value
+        def getter(self):  # the real serializers read without a fallback: int("") raises there too
+            if not self.parameterNode.HasParameter(name):
+                setattr(self, name, default_value)
+            return decode(self.parameterNode.GetParameter(name))
 
         def setter(self, value):
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -250,9 +256,9 @@ def _parameter_node_wrapper() -> types.ModuleType:
             if parameterNode is None or not parameterNode.IsA("vtkMRMLScriptedModuleNode"):
                 raise ValueError("a vtkMRMLScriptedModuleNode is needed")
             self.parameterNode = parameterNode
-            for name, value in defaults.items():
-                if not parameterNode.GetParameter(name):
-                    setattr(self, name, value)
+            for name, value in defaults.items():  # _initMethod: a default only where the parameter is absent
+                if not parameterNode.HasParameter(name):
+                    setattr(self, name, None if value is _NODE_DEFAULT else value)
 
         def connectGui(self, gui):
             raise RuntimeError("connectGui needs Qt widgets: not available outside Slicer")

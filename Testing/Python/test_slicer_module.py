@@ -76,6 +76,22 @@ def test_parameter_node_stand_in_is_no_more_forgiving_than_slicers_wrapper(spine
     assert set(parameters.allParameters) >= {"inputVolume", "segmentation", "table", "sex", "age"}
 
 
+def test_parameter_node_stand_in_reads_and_writes_as_slicers_serializers(spine_module, slicer_scene):
+    """As serializers.py / wrapper.py do: every parameter is written at construction (node ones as an empty
+    parameter), a node reference is read back as it is (no class filter), a stored "" is read as it is (a str
+    keeps it, an int fails like int("")), and the default is written only where the parameter is absent."""
+    node = spine_module.SpineAnalysisLogic().getParameterNode().parameterNode
+    assert all(node.HasParameter(name) for name in ("inputVolume", "segmentation", "table", "model", "age"))
+    node.SetParameter("model", "")
+    assert spine_module.SpineAnalysisLogic().getParameterNode().model == ""  # not replaced by the default
+    table = slicer_scene.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    node.SetNodeReferenceID("inputVolume", table.GetID())  # e.g. a scene edited by hand
+    assert spine_module.SpineAnalysisLogic().getParameterNode().inputVolume is table
+    node.SetParameter("age", "")
+    with pytest.raises(ValueError):
+        spine_module.SpineAnalysisLogic().getParameterNode().age
+
+
 def test_cmake_lists_every_file_of_the_slicer_side_package():
     """Every Python file beside the module must be in MODULE_PYTHON_SCRIPTS (else it is not installed)."""
     from pathlib import Path
