@@ -27,19 +27,22 @@ def build_page(app) -> SinglePageLayout:
             v3.VBtn("Segment", click=app.start_segmentation, disabled=("!case_name || running",), color="primary", id="segment-button", classes="mx-1")
             v3.VBtn("Cancel", click=app.cancel_segmentation, disabled=("!running",), id="cancel-button", classes="mx-1")
         with page.content:
-            with html.Div(style="display: flex; flex-direction: column; height: 100%;"):
+            # the window's height below the app bar and above the footer (Vuetify's layout variables), so the
+            # views and the table stay in the window whatever the side panel holds (it scrolls)
+            with html.Div(style="display: flex; flex-direction: column; height: calc(100vh - var(--v-layout-top, 64px) - var(--v-layout-bottom, 0px));",
+                          id="page-body"):
                 v3.VProgressLinear(v_if="running", model_value=("progress * 100",), height=6, color="primary")
                 with html.Div(style="padding: 2px 8px; min-height: 24px;"):
                     html.Span("{{ case_name }} ", style="font-weight: bold", id="case-name")
                     html.Span("{{ progress_text }} ", v_if="running", id="progress-text")
                     html.Span("{{ message }}", id="message")
                     html.Span("{{ error }}", id="error", style="color: #d32f2f; font-weight: bold")
-                with html.Div(style="display: flex; flex: 1 1 60%; min-height: 300px;"):
+                with html.Div(style="display: flex; flex: 6 1 0; min-height: 300px;"):
                     with html.Div(style="flex: 1; display: flex; position: relative;", id="views"):
                         app.layout_manager.initialize_layout_grid(page)
                     with html.Div(style="width: 330px; overflow-y: auto; padding: 6px; font-size: 13px;", id="side-panel"):
                         _side_panel(app)
-                with html.Div(style="flex: 1 1 40%; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
+                with html.Div(style="flex: 4 1 0; min-height: 120px; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
                     _table(app)
         _confirm_dialog(app)
     return page

@@ -63,6 +63,8 @@ def rect(browser: Chromium, selector: str) -> dict:
 
 
 def click_element(browser: Chromium, selector: str) -> None:
+    """Click the middle of ``selector``'s element, scrolled into sight first (the side panel and the table scroll)."""
+    browser.evaluate(f"document.querySelector({selector!r}).scrollIntoView({{block: 'nearest', inline: 'nearest'}})")
     box = rect(browser, selector)
     browser.click(box["x"] + box["w"] / 2, box["y"] + box["h"] / 2)
 

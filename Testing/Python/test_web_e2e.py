@@ -179,6 +179,18 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views")
         browser.wait_for("!!document.querySelector('tr[data-level=\"L1-L5\"]')", 60, "the table")
 
+        # views and table fit the window, and long quality reasons (as a 'review' case has) scroll in the side
+        # panel instead of pushing the table out of sight or resizing the views
+        views = rect(browser, "#views")
+        set_state(browser, "quality_reasons", ["levels uncertain: L3 shows no image structure inside " * 6] * 3)
+        browser.wait_for("document.querySelector('#quality').textContent.includes('no image structure')", 10, "the long reasons")
+        time.sleep(0.5)
+        assert rect(browser, "#views") == views
+        table = rect(browser, "#table-panel")
+        assert table["y"] + table["h"] <= browser.evaluate("window.innerHeight") and table["h"] > 200, table
+        assert browser.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight")
+        set_state(browser, "quality_reasons", [])
+
         # a whole-spine row (L1-L5) and a disc without a segment (L4-L5) centre the views between their vertebrae
         centre = {level: float(cell(browser, level, "centroid_s_mm")) for level in ("L1", "L4", "L5")}
         for row, expected in (("L1-L5", (centre["L1"] + centre["L5"]) / 2), ("L4-L5", (centre["L4"] + centre["L5"]) / 2)):
