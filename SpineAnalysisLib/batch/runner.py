@@ -294,8 +294,10 @@ def dask_client(scheduler: str | None, workers: int, threads: int | None):
     env = {"PYTHONPATH": pythonpath}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # dashboard_address=None turns the dashboard off, but the scheduler still serves its health routes on port 8787 (a
+    # second batch on the machine then printed a 4-line "Port 8787 is already in use" warning): any free local port
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                           silence_logs=logging.ERROR, env=env)
+                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR, env=env)
     try:
         client = Client(cluster)
         try:

@@ -146,6 +146,31 @@ def test_batch_on_a_running_cluster_finishes_good_cases_and_records_the_corrupt_
     assert _table(outdir) == rows
 
 
+def test_local_cluster_takes_a_free_port_and_warns_about_none():
+    """A second batch on the same machine (port 8787 taken) printed distributed's 4-line "Port 8787 is already in
+    use" warning: the scheduler's HTTP routes bound 8787 although the dashboard is off."""
+    import socket
+    import warnings
+
+    from SpineAnalysisLib.batch.runner import dask_client
+
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8787))
+        held.listen()
+    except OSError:
+        pass  # taken already: the situation this test is about
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with dask_client(None, 1, 1) as client:
+                port = client.scheduler_info()["services"]["dashboard"]
+    finally:
+        held.close()
+    assert port != 8787
+    assert not [w for w in caught if "already in use" in str(w.message)]
+
+
 def test_killed_batch_resumes_without_redoing_finished_cases(tmp_path):
     """The embedded local cluster, through the command line; SIGKILL of the whole process group after the first case."""
     data = tmp_path / "scans"
