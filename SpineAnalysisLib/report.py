@@ -15,8 +15,12 @@ from . import labels as scheme
 from .measure import flags
 from .model.preprocessing import normalise_intensity, sagittal_frame
 
-KEY_DISC_PARAMETERS = (("height_mean_mm", "h {:.1f} mm"), ("dhi", "DHI {:.2f}"), ("delta_si", "ΔSI {:.0f}"), ("pfirrmann_estimate", "Pf {:.0f}"))
+KEY_DISC_PARAMETERS = (("height_mean_mm", "h {:.1f} mm"), ("dhi", "DHI {:.2f}"), ("delta_si", "ΔSI {:.0f}"), ("pfirrmann_estimate", "Pf {:.0f} est."))
 KEY_VERTEBRA_PARAMETERS = (("height_anterior_mm", "Ha {:.1f}"), ("height_posterior_mm", "Hp {:.1f}"), ("genant_grade", "Genant {:.0f}"), ("slip_percent", "slip {:.0f}%"))
+#: said under the title whenever a Pfirrmann grade is shown (README: experimental, not validated against graded images)
+ESTIMATE_TEXT = "Pf est. = Pfirrmann grade, an experimental estimate from Pfirrmann's criteria (not validated against expert grading)"
+#: title lines are wrapped to this many characters (9-point text across the 10-inch figure; longer lines were cut off)
+TITLE_WIDTH = 110
 
 
 def _values_by_level(measurements) -> dict[str, dict[str, float]]:
@@ -34,6 +38,37 @@ def _flags_by_level(measurements) -> dict[str, list[str]]:
         if getattr(m, "flag", None):
             texts.setdefault(m.level, []).append(flags.flag_text(m.parameter, m.value))
     return texts
+
+
+def level_text(name: str, values: dict[str, dict[str, float]], flagged: dict[str, list[str]], disc: bool) -> str:
+    """The label printed next to a structure: its key numbers and, when flagged, the flag texts."""
+    entries = KEY_DISC_PARAMETERS if disc else KEY_VERTEBRA_PARAMETERS
+    numbers = [fmt.format(values[name][key]) for key, fmt in entries if key in values.get(name, {})]
+    text = name + ("  " + "  ".join(numbers) if numbers else "")
+    if flagged.get(name):
+        text += "  ▲ outside normal: " + "; ".join(flagged[name])
+    return text
+
+
+def title_lines(title: str, measurements, notes: list[str] | None = None) -> list[str]:
+    """The lines above the image: title, lordosis, sacral slope, notes, the estimate and flag legends, each wrapped to
+    :data:`TITLE_WIDTH` characters."""
+    import textwrap
+
+    values = _values_by_level(measurements)
+    spine = {**values.get("L1-S1", {}), **values.get("L1-L5", {})}
+    lines = [title] if title else []
+    if "lumbar_lordosis_deg" in spine:
+        lines.append(f"lumbar lordosis {spine['lumbar_lordosis_deg']:.0f}°")
+    for m in measurements:
+        if m.structure == "spine" and m.parameter == "sacral_slope_deg" and m.value is not None:
+            lines.append(f"sacral slope {m.value:.0f}°")
+    lines.extend(notes or [])
+    if any("pfirrmann_estimate" in level for level in values.values()):
+        lines.append(ESTIMATE_TEXT)
+    if _flags_by_level(measurements):
+        lines.append(f"▲ {flags.RULE_TEXT}")
+    return [part for line in lines for part in textwrap.wrap(line, TITLE_WIDTH, break_on_hyphens=False) or [""]]
 
 
 #: banner colours per quality status
@@ -81,25 +116,10 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
         name = scheme.structure_name(label)
         y = rows.mean() * row_mm
         x_right = cols.max() * col_mm + 8
-        entries = KEY_DISC_PARAMETERS if scheme.is_disc(label) else KEY_VERTEBRA_PARAMETERS
-        numbers = [fmt.format(values[name][key]) for key, fmt in entries if key in values.get(name, {})]
-        text = name + ("  " + "  ".join(numbers) if numbers else "")
-        if flagged.get(name):
-            text += "  ▲ outside normal: " + "; ".join(flagged[name])
-        axis.text(x_right, y, text, color=scheme.structure_color(label), fontsize=8 if scheme.is_disc(label) else 9,
+        axis.text(x_right, y, level_text(name, values, flagged, scheme.is_disc(label)), color=scheme.structure_color(label), fontsize=8 if scheme.is_disc(label) else 9,
                   va="center", ha="left", fontweight="bold" if scheme.is_vertebra(label) else "normal",
                   bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5))
-    spine = values.get("L1-S1", {}) | values.get("L1-L5", {})
-    lines = [title] if title else []
-    if "lumbar_lordosis_deg" in spine:
-        lines.append(f"lumbar lordosis {spine['lumbar_lordosis_deg']:.0f}°")
-    for m in measurements:
-        if m.structure == "spine" and m.parameter == "sacral_slope_deg" and m.value is not None:
-            lines.append(f"sacral slope {m.value:.0f}°")
-    lines.extend(notes or [])
-    if flagged:
-        lines.append(f"▲ {flags.RULE_TEXT}")
-    axis.set_title("\n".join(lines), fontsize=9, loc="left")
+    axis.set_title("\n".join(title_lines(title, measurements, notes)), fontsize=9, loc="left")
     axis.set_xlabel("anterior → posterior (mm)")
     axis.set_ylabel("superior → inferior (mm)")
     axis.set_xlim(0, max(extent[1], extent[1] + 10))

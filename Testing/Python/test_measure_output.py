@@ -190,3 +190,22 @@ def test_a_numerical_failure_in_one_structure_does_not_sink_the_case(case, monke
     assert [r.parameter for r in l3] == list(VERTEBRA_PARAMETERS)
     assert all(r.value is None and "ZeroDivisionError" in r.note for r in l3)
     assert any(r.value is not None for r in rows if r.level == "L4")
+
+
+def test_report_png_labels_the_pfirrmann_grade_an_estimate_and_cuts_no_title_line():
+    """report.png printed "Pf 2" with no word that it is an estimate, and its one-line flag legend (and long notes)
+    ran past the figure's right edge."""
+    from SpineAnalysisLib import report
+    from SpineAnalysisLib.measure import flags
+
+    rows = [Measurement("disc", "L3-L4", "dhi", 0.25, "ratio", label=122),
+            Measurement("disc", "L3-L4", "pfirrmann_estimate", 3.0, "grade", "Pfirrmann III (estimate)", label=122),
+            Measurement("disc", "L3-L4", "dhi_z", -2.05, "z", label=122, reference="healthy v1", flag=True)]
+    values, flagged = report._values_by_level(rows), report._flags_by_level(rows)
+    assert report.level_text("L3-L4", values, flagged, disc=True) == "L3-L4  DHI 0.25  Pf 3 est.  ▲ outside normal: dhi low, z=-2.0"
+    note = "the image is noisy (estimated signal-to-noise ratio 1.9 < 8): body and disc outlines may be too small and levels less certain"
+    lines = report.title_lines("case.nii.gz", rows, [note])
+    assert max(len(line) for line in lines) <= report.TITLE_WIDTH
+    text = " ".join(lines)
+    assert note in text and report.ESTIMATE_TEXT in text and flags.RULE_TEXT in text
+    assert report.ESTIMATE_TEXT not in " ".join(report.title_lines("case.nii.gz", rows[:1]))  # only when a grade is shown
