@@ -820,7 +820,9 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     @property
     def fullRecomputePending(self) -> bool:
-        """True after segments were added, removed or renamed: the next recomputation measures everything."""
+        """True after segments were added, removed or renamed (or a segment named by another tool was edited): the
+        next recomputation measures everything."""
+        self._watcher.collectChanges()
         return self._watcher.full
 
     def recomputeDirty(self):

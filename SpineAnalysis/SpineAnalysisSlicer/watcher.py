@@ -22,7 +22,7 @@ import slicer
 import vtk
 from SpineAnalysisLib import labels as scheme
 
-from . import segments
+from . import otherschemes, segments
 from .table import SEGMENTATION_REFERENCE
 
 #: Table node attribute: ``{segment ID: [name, voxel fingerprint]}`` of the segments the table was measured from.
@@ -88,11 +88,14 @@ def changesSince(tableNode, segmentationNode):
         return True, set()
     segmentation = segmentationNode.GetSegmentation()
     labels = set()
+    ours = otherschemes.namedByOurScheme(segmentationNode)
     for segmentId, (_name, fingerprint) in record.items():
         if _fingerprintText(segmentFingerprint(segmentationNode, segmentId)) != fingerprint:
             label = segments.labelOfSegment(segmentation.GetSegment(segmentId))
             if label is not None:
                 labels.add(label)
+            elif not ours:  # another tool's names ("vertebrae_body"): measured as a whole
+                return True, set()
     return False, labels
 
 
@@ -211,6 +214,7 @@ class SegmentationWatcher:
             return
         segmentationNode = slicer.mrmlScene.GetNodeByID(self.segmentationNodeID)
         segmentation = self._segmentation
+        ours = segmentationNode is None or otherschemes.namedByOurScheme(segmentationNode)
         toCheck, checked = list(self.candidates), set()
         while toCheck:
             segmentId = toCheck.pop()
@@ -224,6 +228,8 @@ class SegmentationWatcher:
                 label = segments.labelOfSegment(segment)
                 if label is not None:
                     self.pending.add(label)
+                elif not ours:  # a segment named by another tool ("vertebrae_L4"): measured as a whole
+                    self.full = True
                 # painting one segment can overwrite its neighbours in the same shared labelmap layer
                 layer = segmentation.GetLayerIndex(segmentId)
                 toCheck += [sid for sid in self.fingerprints if sid not in checked and segmentation.GetLayerIndex(sid) == layer]

@@ -290,3 +290,35 @@ def test_export_never_writes_numbers_from_before_the_last_correction(logic, load
     logic.updateTable(segmentation, volume, table)  # Measure
     csv_path, _ = logic.exportMeasurements(table, str(tmp_path / "b"), volume)
     assert _exported(csv_path, "L4-L5", "height_mean_mm") == pytest.approx(before - 2 * erased, abs=0.5)
+
+
+def test_an_edit_of_a_segmentation_named_by_another_tool_is_re_measured(logic, loaded, tmp_path):
+    """SlicerTotalSegmentator names ("vertebrae_L4", "vertebrae_body", "intervertebral_discs") are measured as they
+    are (issue 29); an edit of such a segment has no label of our scheme, and was never re-measured nor caught at
+    export."""
+    import slicer
+
+    from SpineAnalysisLib.errors import InputError
+
+    volume, segmentation = loaded
+    whole = segmentation.GetSegmentation()
+    masks = {name: slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, logic.segmentIdByName(segmentation, name), volume)
+             for name in ("L3", "L4", "L5", "L3-L4", "L4-L5")}  # fmt: skip
+    for name in masks:
+        whole.RemoveSegment(logic.segmentIdByName(segmentation, name))
+    union = {"vertebrae_body": ("L3", "L4", "L5"), "intervertebral_discs": ("L3-L4", "L4-L5")}
+    for name, mask in [(f"vertebrae_{n}", masks[n]) for n in ("L3", "L4", "L5")] + [(n, sum(masks[p] for p in parts)) for n, parts in union.items()]:
+        whole.AddEmptySegment(name, name)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation, name, volume)
+    table = logic.updateTable(segmentation, volume)
+    before = logic.tableValue(table, "L3", "height_middle_mm")
+    assert before == pytest.approx(25.0, abs=1.0)
+    logic.observeSegmentation(segmentation, volume, table)
+    erased = _erase_superior_mm(logic, segmentation, volume, "vertebrae_body", 3.0)  # the top of L3's body
+    assert logic.fullRecomputePending
+    assert logic.recomputeDirty() is table
+    assert logic.tableValue(table, "L3", "height_middle_mm") == pytest.approx(before - erased, abs=0.6)
+    logic.stopObserving()
+    _erase_superior_mm(logic, segmentation, volume, "vertebrae_body", 2.0)  # nothing watches
+    with pytest.raises(InputError, match="changed since it was measured"):
+        logic.exportMeasurements(table, str(tmp_path), volume)
