@@ -54,7 +54,8 @@ def build_table(measurements: Iterable[Measurement]) -> tuple[list[dict], list[d
 
     Each row has ``level`` (the structure's name, e.g. "L4-L5"), ``structure`` ("disc", "vertebra",
     "spine"), one entry per parameter (a number rounded for display, or "" when missing), ``flags`` and
-    ``notes`` (why a value is missing).
+    ``notes`` (the rows' notes, among them why a value is missing), ``why`` (parameter -> that reason, for the
+    empty cells' tooltips).
     """
     measurements = list(measurements)
     groups: dict[tuple[str, str], list[Measurement]] = {}
@@ -70,6 +71,7 @@ def build_table(measurements: Iterable[Measurement]) -> tuple[list[dict], list[d
     for (structure, level), items in groups.items():
         row = {"level": level, "structure": structure, "flags": "; ".join(flag_text(m.parameter, m.value) for m in items if m.flag)}
         row["notes"] = "; ".join(f"{m.parameter}: {m.note}" for m in items if m.note)
+        row["why"] = {m.parameter: m.note for m in items if m.value is None and m.note}  # shown on the empty cell
         for m in items:
             row[m.parameter] = "" if m.value is None else round(float(m.value), 3)
         rows.append(row)

@@ -125,6 +125,7 @@ def _table(app) -> None:
             with html.Tr(v_for="row in table_rows", key="row.structure + row.level", click=(app.jump_to, "[row.level]"), style="cursor: pointer;",
                          raw_attrs=[':data-level="row.level"']):
                 html.Td("{{ row[h.key] }}", v_for="h in table_headers", key="h.key", style="padding: 1px 6px; border-bottom: 1px solid #ddd;",
-                        raw_attrs=[':data-key="h.key"'])
+                        raw_attrs=[':data-key="h.key"', ':title="row.why[h.key] || null"',
+                                   ':style="row.why[h.key] ? {background: \'#f1f1f1\'} : null"'])
     with html.Div(classes="px-2", style="font-size: 11px; color: #555;", id="table-estimates"):
         html.Div("{{ e }}", v_for="e in table_estimates", key="e")

@@ -191,6 +191,10 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         assert browser.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight")
         set_state(browser, "quality_reasons", [])
 
+        # a value left empty carries its reason on the cell itself (the same text as the CSV's note)
+        assert cell(browser, "L1-L2", "dhi") == ""
+        assert "not labelled" in browser.evaluate("document.querySelector('tr[data-level=\"L1-L2\"] td[data-key=\"dhi\"]').title")
+
         # a whole-spine row (L1-L5) and a disc without a segment (L4-L5) centre the views between their vertebrae
         centre = {level: float(cell(browser, level, "centroid_s_mm")) for level in ("L1", "L4", "L5")}
         for row, expected in (("L1-L5", (centre["L1"] + centre["L5"]) / 2), ("L4-L5", (centre["L4"] + centre["L5"]) / 2)):

@@ -152,3 +152,7 @@ def test_table_flags_the_rows_the_csv_flags_and_labels_estimates():
     titles = {h["key"]: h["title"] for h in headers}
     assert titles["pfirrmann_estimate"] == "pfirrmann_estimate (grade) [estimate]" and titles["dhi_z"] == "dhi_z (z) [estimate]"
     assert titles["dhi"] == "dhi (ratio)"
+    rows.append(Measurement("disc", "L3-L4", "dhi", None, "ratio", "disc not labelled", 102))
+    _headers, table = build_table(rows)
+    why = {row["level"]: row["why"] for row in table}
+    assert why == {"L4-L5": {}, "L3-L4": {"dhi": "disc not labelled"}}  # the empty cell's reason, nothing for values
