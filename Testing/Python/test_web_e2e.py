@@ -204,15 +204,9 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
             assert error_text(browser) == ""
 
         # paint a correction on L4
-        click_row(browser, "L4")
-        choose(browser, "#segment-select", "L4")
-        set_state(browser, "brush_mm", 2.0)
-        click_element(browser, "#tool-paint")
-        time.sleep(1.0)
-        view = rect(browser, ".layout-grid-item img.image-display-area")
-        png = browser.screenshot(shots / "9_before_correction.png")
+        stroke = ready_to_paint(browser, "L4", 2.0, shots / "9_before_correction.png")
         volume_before = cell(browser, "L4", "volume_mm3")
-        browser.drag(anterior_stroke(png, view, brush_px=4))
+        browser.drag(stroke)
         corrected, _delay = wait_cell_change(browser, "L4", "volume_mm3", volume_before)
 
         # Segment asks before it would replace the correction; keeping it changes nothing
@@ -258,13 +252,7 @@ def test_paint_limited_to_an_intensity_range(tmp_path):
         browser.navigate(server.url)
         browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views")
         browser.wait_for("!!document.querySelector('tr[data-level=\"L4\"]')", 60, "the table")
-        click_row(browser, "L4")
-        choose(browser, "#segment-select", "L4")
-        set_state(browser, "brush_mm", 3.0)
-        click_element(browser, "#tool-paint")
-        time.sleep(1.0)
-        view = rect(browser, ".layout-grid-item img.image-display-area")
-        stroke = anterior_stroke(browser.screenshot(shots / "11_before_limited_paint.png"), view, brush_px=6)
+        stroke = ready_to_paint(browser, "L4", 3.0, shots / "11_before_limited_paint.png")
         volume_before = cell(browser, "L4", "volume_mm3")
 
         def painted_voxels(name: str) -> np.ndarray:
@@ -295,6 +283,19 @@ def test_paint_limited_to_an_intensity_range(tmp_path):
     finally:
         browser.close()
         server.close()
+
+
+def ready_to_paint(browser: Chromium, level: str, brush_mm: float, shot: Path) -> list[tuple[float, float]]:
+    """Centre the views on ``level`` (its row), select its segment and *Paint* with ``brush_mm``; returns a stroke
+    in unlabelled tissue in front of it (:func:`review_page.anterior_stroke`; 2 px per mm of brush: at least the
+    brush's size in the sagittal view of a 1600 x 1000 window, so its margins hold)."""
+    click_row(browser, level)
+    choose(browser, "#segment-select", level)
+    set_state(browser, "brush_mm", brush_mm)
+    click_element(browser, "#tool-paint")
+    time.sleep(1.0)
+    view = rect(browser, ".layout-grid-item img.image-display-area")
+    return anterior_stroke(browser.screenshot(shot), view, brush_px=2 * brush_mm)
 
 
 def click_row(browser: Chromium, level: str) -> None:
