@@ -8,7 +8,9 @@ and the output folder are skipped. ``pattern`` (fnmatch on the file or folder na
 
 Case ids are stable: the path relative to INPUT without the image suffix, with ``/`` written ``__`` and any
 character outside ``A-Z a-z 0-9 . _ -`` replaced by ``_`` (``sub-01/anat/T2w.nii.gz`` -> ``sub-01__anat__T2w``).
-Two files that would get the same id (``a.nii`` and ``a.nii.gz``) keep their suffix (``a_nii``, ``a_nii_gz``).
+Two files that would get the same id (``a.nii`` and ``a.nii.gz``) keep their suffix (``a_nii``, ``a_nii_gz``);
+names that still collide (``Müller.nii.gz`` and ``Mäller.nii.gz`` both give ``M_ller``) get the first 8 hex digits of
+the SHA-1 of their relative path appended (``M_ller_nii_gz_3f2a9c1e``), so the id stays the same on every rerun.
 The same id is the name of the case's output folder, so a rerun finds the case's previous outputs.
 
 CSV: a header with ``case_id`` and ``path`` and optionally ``age`` (years) and ``sex`` (F/M); other columns are
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -116,10 +119,14 @@ def _scan_folder(root: Path, exclude, pattern: str | None) -> list[Case]:
     counts: dict[str, int] = {}
     for case_id in ids:
         counts[case_id] = counts.get(case_id, 0) + 1
+    ids = [safe_id(name.replace(".", "_")) if counts[case_id] > 1 else case_id for (name, _), case_id in zip(found, ids)]
+    counts = {}
+    for case_id in ids:
+        counts[case_id] = counts.get(case_id, 0) + 1
     cases = []
     for (name, path), case_id in zip(found, ids):
-        if counts[case_id] > 1:
-            case_id = safe_id(name.replace(".", "_"))
+        if counts[case_id] > 1:  # names that differ only in characters safe_id replaces
+            case_id = f"{case_id}_{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
         cases.append(Case(case_id, str(path)))
     _check_unique([c.case_id for c in cases], root)
     return sorted(cases, key=lambda c: c.case_id)

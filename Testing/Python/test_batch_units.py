@@ -51,6 +51,20 @@ def test_folder_discovery_is_recursive_with_stable_ids(tmp_path):
         discover_cases(tmp_path / "in" / "sub-01", pattern="*.mha")
 
 
+def test_names_that_differ_only_in_replaced_characters_get_distinct_stable_ids(tmp_path):
+    """'Müller scan' and 'Müller_scan' (or 'Müller' and 'Mäller') both became 'M_ller_scan' and the whole batch was
+    refused ("case id ... occurs twice"); a read-only input folder cannot even be renamed to fix it."""
+    root = tmp_path / "in"
+    for name in ("Müller scan.nii.gz", "Müller_scan.nii.gz", "Mäller_scan.nii.gz", "other.nii.gz"):
+        _touch(root / name)
+    cases = discover_cases(root)
+    ids = [c.case_id for c in cases]
+    assert len(set(ids)) == 4 and "other" in ids
+    clashing = [i for i in ids if i != "other"]
+    assert all(i.startswith("M_ller_scan_nii_gz_") and len(i) == len("M_ller_scan_nii_gz_") + 8 for i in clashing)
+    assert discover_cases(root) == cases  # stable: the same ids on a rerun
+
+
 def test_csv_listing_with_age_sex_relative_paths_and_per_row_problems(tmp_path):
     listing = tmp_path / "lists" / "cohort.csv"
     _touch(tmp_path / "img" / "p1.nii.gz")
