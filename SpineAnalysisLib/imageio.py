@@ -108,6 +108,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if path.is_dir():
         image = read_dicom_series(path)
     else:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: is an empty file (0 bytes)")
         check_file_data(path)
         try:
             image = sitk.ReadImage(str(path))

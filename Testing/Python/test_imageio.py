@@ -70,6 +70,13 @@ def test_unreadable_file(tmp_path):
     assert "\n" not in str(error.value)
 
 
+def test_empty_file_is_named_as_such(tmp_path):
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(b"")  # was: "not a readable image (sitk::ERROR: Unable to determine ImageIO reader for ...)"
+    with pytest.raises(InputError, match=r"scan.nii.gz: is an empty file \(0 bytes\)$"):
+        imageio.read_image(path)
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match="no DICOM series"):
