@@ -43,10 +43,14 @@ def check_output_folder(path: str | os.PathLike, overwrite: bool = False, option
 
 
 def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...] | None = None, overwrite: bool = False,
-                      option: str = "-o", what: str = "output") -> Path:
+                      option: str = "-o", what: str = "output", inputs: tuple = ()) -> Path:
     """Refuse ``path`` as an output file when it is a folder, has another suffix than ``suffixes``, cannot be
-    written, or exists (unless ``overwrite``)."""
+    written, exists (unless ``overwrite``), or is one of the command's ``inputs`` (even with ``overwrite``: the
+    command would destroy what it reads)."""
     path = Path(path)
+    for given in inputs:
+        if given and path.is_file() and Path(given).is_file() and os.path.samefile(path, given):
+            raise InputError(f"{option} {path}: is the input {given}; choose another name (it would be replaced by the {what})")
     if path.is_dir():
         example = f" (e.g. {path / ('labels' + suffixes[0])})" if suffixes == LABEL_MAP_SUFFIXES else ""
         raise InputError(f"{option} {path}: is a folder; the {what} is a file{example}")

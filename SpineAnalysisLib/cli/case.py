@@ -66,7 +66,7 @@ def _segment(args: argparse.Namespace) -> int:
     from .. import imageio
 
     settings = _run_settings(args)
-    check_output_file(args.output, LABEL_MAP_SUFFIXES, args.overwrite, what="label map")
+    check_output_file(args.output, LABEL_MAP_SUFFIXES, args.overwrite, what="label map", inputs=(args.image,))
     if args.summary:
         check_output_file(args.summary, (".json",), args.overwrite, option="--summary", what="summary")
     image = imageio.read_scan(args.image)

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "dicom-seg":
         from ..dicomseg import read_dicom_seg, write_dicom_seg
 
-        check_output_file(args.output, LABEL_MAP_SUFFIXES if args.read else None, args.overwrite, what="label map" if args.read else "DICOM SEG")
+        check_output_file(args.output, LABEL_MAP_SUFFIXES if args.read else None, args.overwrite, what="label map" if args.read else "DICOM SEG",
+                          inputs=(args.first, args.second))
         if args.read:
             label_map, names = read_dicom_seg(args.first, args.second, unknown="skip" if args.skip_unknown else "error")
             imageio.write_image(label_map, args.output)

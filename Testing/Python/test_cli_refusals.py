@@ -138,6 +138,22 @@ def test_export_measurements_replaces_its_table_with_overwrite(tmp_path):
     assert table.read_text().startswith("PatientID,StudyInstanceUID,SeriesInstanceUID,Modality,structure,level")
 
 
+def test_overwrite_never_replaces_the_command_s_own_input(tmp_path):
+    """'segment scan.nii.gz -o scan.nii.gz --overwrite' (a slip of tab completion) replaced the scan by its labels."""
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(SAMPLE.read_bytes())
+    labels = tmp_path / "labels.nii.gz"
+    labels.write_bytes(SAMPLE_LABELS.read_bytes())
+    cases = [
+        (["segment", "scan.nii.gz", "-o", "scan.nii.gz", "--overwrite"], "-o scan.nii.gz: is the input scan.nii.gz; choose another name"),
+        (["segment", scan, "-o", "scan.nii.gz", "--overwrite"], "is the input"),
+        (["dicom-seg", "--read", "seg.dcm", "labels.nii.gz", "-o", "labels.nii.gz", "--overwrite"], "is the input labels.nii.gz"),
+    ]
+    for (arguments, expected), error in zip(cases, _refused_without_torch([arguments for arguments, _ in cases], tmp_path)):
+        assert expected in error, arguments
+    assert scan.read_bytes() == SAMPLE.read_bytes() and labels.read_bytes() == SAMPLE_LABELS.read_bytes()
+
+
 def test_segment_writes_the_summary_json_that_matches_its_stdout(segmented_crop):
     """``segment --summary --progress`` on a crop of the sample (the shared run of conftest.segmented_crop)."""
     image, labels, summary = segmented_crop.image, segmented_crop.labels, segmented_crop.summary
