@@ -287,8 +287,8 @@ def test_paint_limited_to_an_intensity_range(tmp_path):
 
 def ready_to_paint(browser: Chromium, level: str, brush_mm: float, shot: Path) -> list[tuple[float, float]]:
     """Centre the views on ``level`` (its row), select its segment and *Paint* with ``brush_mm``; returns a stroke
-    in unlabelled tissue in front of it (:func:`review_page.anterior_stroke`; 2 px per mm of brush: at least the
-    brush's size in the sagittal view of a 1600 x 1000 window, so its margins hold)."""
+    in unlabelled tissue in front of it (:func:`review_page.anterior_stroke`, whose margins of about three brush
+    widths absorb the rounding of the brush to 2 px per mm)."""
     click_row(browser, level)
     choose(browser, "#segment-select", level)
     set_state(browser, "brush_mm", brush_mm)
