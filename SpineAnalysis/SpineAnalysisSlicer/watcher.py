@@ -99,17 +99,24 @@ def changesSince(tableNode, segmentationNode):
     return False, labels
 
 
-def labelsToRemeasure(changed):
+def labelsToRemeasure(changed, present=None):
     """Structures to measure again after ``changed`` labels were edited; None: measure everything.
 
-    A disc's parameters depend on the disc and its two vertebrae, so an edited disc is measured alone. An edited
-    vertebra changes its own rows, both discs next to it (heights, DHI, angles), its neighbours' slip and the
-    whole-spine angles, which are only computed in a full measurement.
+    A disc's parameters depend on the disc, its two vertebrae and, through the Pfirrmann estimate's "collapsed"
+    (height against its neighbouring discs', measure/pfirrmann.py), on the discs next to it: an edited disc is
+    measured with its neighbouring discs among ``present`` (the labels in the segmentation). An edited vertebra
+    changes its own rows, both discs next to it (heights, DHI, angles), its neighbours' slip and the whole-spine
+    angles, which are only computed in a full measurement.
     """
     changed = set(changed)
     if any(not scheme.is_disc(label) for label in changed):
         return None
-    return changed
+    discs = sorted((label for label in set(present or ()) | changed if scheme.is_disc(label)), key=scheme.anatomical_rank)
+    result = set(changed)
+    for label in changed:
+        i = discs.index(label)
+        result.update(discs[max(0, i - 1) : i + 2])
+    return result
 
 
 class SegmentationWatcher:
@@ -291,7 +298,8 @@ class SegmentationWatcher:
             return None
         full = self.full or tableNode is None or not hasMeasurements(tableNode)
         pending = set(self.pending)
-        return segmentationNode, volumeNode, tableNode, (None if full else labelsToRemeasure(pending)), pending
+        labels = None if full else labelsToRemeasure(pending, segments.segmentLabels(segmentationNode).values())
+        return segmentationNode, volumeNode, tableNode, labels, pending
 
     def done(self, pending, labels, tableNode) -> None:
         self.pending -= pending

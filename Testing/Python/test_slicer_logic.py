@@ -182,6 +182,7 @@ def test_labels_to_remeasure(spine_module):
     SpineAnalysisLogic = spine_module.SpineAnalysisLogic
 
     assert SpineAnalysisLogic.labelsToRemeasure({123, 122}) == {122, 123}  # discs: just them
+    assert SpineAnalysisLogic.labelsToRemeasure({122}, {20, 120, 121, 122, 123, 124, 22}) == {121, 122, 123}  # and their neighbours
     assert SpineAnalysisLogic.labelsToRemeasure({123, 23}) is None  # a vertebra: everything (spine angles)
 
 
@@ -226,7 +227,10 @@ def test_edit_event_marks_only_the_edited_disc_and_recompute_updates_its_row(log
     after = {m.level + "/" + m.parameter: m for m in logic.measurementsOfTable(table)}
     assert set(after) == set(before)
     changed = {key for key in after if after[key] is not before[key]}
-    assert changed and all(key.startswith("L3-L4/") for key in changed)  # other rows kept as they were
+    # the edited disc and its neighbouring disc (Pfirrmann's height against its neighbours) measured again, with
+    # the neighbour's values unchanged; the other rows kept as they were
+    assert changed and all(key.startswith(("L3-L4/", "L4-L5/")) for key in changed)
+    assert all(after[key].value == before[key].value for key in changed if key.startswith("L4-L5/") and "pfirrmann" not in key)
     assert logic.tableValue(table, "L3-L4", "height_mean_mm") == pytest.approx(10.0 - 2 * 0.5, abs=0.5)
 
 

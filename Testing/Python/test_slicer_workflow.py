@@ -322,3 +322,33 @@ def test_an_edit_of_a_segmentation_named_by_another_tool_is_re_measured(logic, l
     _erase_superior_mm(logic, segmentation, volume, "vertebrae_body", 2.0)  # nothing watches
     with pytest.raises(InputError, match="changed since it was measured"):
         logic.exportMeasurements(table, str(tmp_path), volume)
+
+
+def test_correcting_a_disc_re_grades_its_neighbour(logic, tmp_path):
+    """Pfirrmann's "collapsed" compares a disc's height with its neighbouring discs' (measure/pfirrmann.py). A dark
+    6 mm L4-L5 under an over-drawn 14 mm L3-L4 reads 43 % of its neighbour: grade V. Correcting L3-L4 to 10 mm
+    makes it 61 %: the table must re-grade L4-L5 as a full measurement does, not keep the V (it was only the
+    edited disc that was measured again)."""
+    import SimpleITK as sitk
+
+    import phantoms
+
+    phantom = phantoms.build_spine((21, 22, 23, 24), discs={21: 10.0, 22: 14.0, 23: 6.5})
+    labels, image = phantoms.render_phantom(phantom)
+    voxels = sitk.GetArrayFromImage(image).astype(np.float32)
+    voxels[sitk.GetArrayFromImage(labels) == scheme.label_from_name("L4-L5")] = 45.0  # a black nucleus
+    voxels += np.random.default_rng(1).normal(0.0, 3.0, voxels.shape)
+    dark = sitk.GetImageFromArray(np.clip(voxels, 0, 255).astype(np.uint8))
+    dark.CopyInformation(image)
+    sitk.WriteImage(dark, str(tmp_path / "image.nii.gz"))
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    volume, segmentation = logic.loadInputs(str(tmp_path / "image.nii.gz"), str(tmp_path / "labels.nii.gz"))
+    table = logic.updateTable(segmentation, volume)
+    assert logic.tableValue(table, "L4-L5", "pfirrmann_estimate") == 5
+    logic.observeSegmentation(segmentation, volume, table)
+    _erase_superior_mm(logic, segmentation, volume, "L3-L4", 4.0)
+    assert logic.recomputeDirty() is table
+    fresh = logic.updateTable(segmentation, volume)  # a full measurement into a new table
+    assert logic.tableValue(fresh, "L4-L5", "pfirrmann_estimate") == 4
+    assert logic.tableValue(table, "L4-L5", "pfirrmann_estimate") == 4
+    logic.stopObserving()
