@@ -48,6 +48,18 @@ def test_label_map_is_on_the_input_grid(small_real_image, result):
     assert label_map.GetDirection() == small_real_image.GetDirection()
 
 
+def test_the_same_scan_stored_in_another_voxel_order_gets_the_same_labels(small_real_image, result):
+    """Clinical files store a sagittal scan with any axis order and direction: the image below is the sample with its
+    index axes permuted and one of them reversed, the direction matrix and origin changed with them, so every voxel
+    keeps its place in patient space. The labels, taken back onto the original grid, must be the same voxel for voxel
+    (the network works in one canonical sagittal frame; a frame bug shows here as swapped or mirrored levels)."""
+    reordered = sitk.PermuteAxes(sitk.Flip(small_real_image, [True, False, False], flipAboutOrigin=False), [1, 2, 0])
+    assert reordered.GetSize() != small_real_image.GetSize()
+    labels = segment_image(reordered, device="cpu").label_map
+    back = sitk.Resample(labels, small_real_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(result.label_map))
+
+
 def test_lumbar_levels_are_found_in_anatomical_order(result):
     centres = _si_centroids(result.label_map)
     vertebrae = sorted((v for v in centres if scheme.is_vertebra(v)), key=scheme.anatomical_rank)
