@@ -144,6 +144,9 @@ class ReviewApp(TrameApp):
             self.state.intensity_step = 1 if volume.GetImageData().GetScalarType() in INTEGER_TYPES else 0
             self.state.case_name = imageio.strip_image_suffix(Path(image_path).name)
             self.state.dicom_input = self.case.dicom_folder is not None
+            # the previous image's segments went with it (case.clear): no stale names, tools or exports
+            self.state.segments, self.state.active_segment, self.state.tool = [], None, "none"
+            self.state.rename_from, self.state.rename_to = None, ""
             self.summary = None
             self._set_measurements([])
         if label_path:

@@ -231,6 +231,12 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         click_element(browser, "#cancel-button")
         browser.wait_for("!window.trame.state.get('running')", 20, "the cancellation")
         assert cell(browser, "L4", "volume_mm3") == corrected
+
+        # another image (its correction downloaded, so no question): the old segments, tools and exports go with it
+        browser.set_files("input[type=file]", [str(SAMPLE)])
+        browser.wait_for("document.querySelector('#message').textContent.includes('opened the upload')", 60, "the uploaded image")
+        assert browser.evaluate("window.trame.state.get('segments')") == []
+        assert browser.evaluate("document.querySelector('#export-labels').disabled && document.querySelector('#tool-paint').disabled")
     finally:
         browser.close()
         server.close()

@@ -250,3 +250,28 @@ def test_csv_downloaded_right_after_an_edit_holds_the_edit():
         assert {row["level"] for row in app.state.table_rows} == {m.level for m in expected}  # the table too
     finally:
         app.close()
+
+
+def test_an_upload_or_open_asks_before_replacing_renamed_levels(tmp_path):
+    """Level shifts are corrections too: opening another image (upload or data folder) then asks first; *Keep*
+    leaves the renamed segmentation, *Replace* opens the image."""
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    (tmp_path / "other.nii.gz").write_bytes(SAMPLE.read_bytes())
+    app = ReviewApp(data_dir=str(tmp_path))
+    try:
+        app.load(SAMPLE, SAMPLE_LABELS)
+        assert not app.unsaved
+        app.shift_levels(-1)
+        assert app.unsaved and "T12" in app.state.segments
+        app.upload([{"name": "other.nii.gz", "content": SAMPLE.read_bytes()}])
+        assert app.state.confirm_open and "Opening the upload" in app.state.confirm_text
+        app.answer(False)
+        assert not app.state.confirm_open and "T12" in app.state.segments
+        app.state.selected_file = "other.nii.gz"
+        app.open_selected()
+        assert app.state.confirm_open and "Opening other.nii.gz" in app.state.confirm_text
+        app.answer(True)
+        assert app.state.case_name == "other" and app.state.segments == [] and not app.unsaved
+    finally:
+        app.close()
