@@ -357,6 +357,10 @@ def run_batch(
         raise InputError(f"workers: expected at least 1, got {workers}")
     if min_reference_n is not None and min_reference_n < 1:
         raise InputError(f"min-reference-n: expected at least 1, got {min_reference_n}")
+    if not scheduler and device not in ("auto", "cpu"):
+        from ..inference import pick_device
+
+        pick_device(device)  # local workers share this machine's devices: --device cuda without a GPU is one line here
     outdir = check_output_folder(Path(outdir).expanduser().resolve(), resume_marker="batch.json")
     require_pyarrow()
     state = BatchState(outdir)

@@ -253,6 +253,20 @@ def test_cohort_flag_column_is_true_false_like_every_case_table(tmp_path):
     assert [r["flag"] for r in pq.read_table(outputs["measurements_parquet"]).to_pylist()] == [True, False, None] * 2
 
 
+def test_a_device_this_machine_lacks_is_refused_before_the_local_cluster_starts(tmp_path, capsys):
+    """'batch --device cuda' without a GPU started the cluster, wrote OUTDIR, and printed a worker traceback before its error."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    from SpineAnalysisLib.cli import main
+
+    _touch(tmp_path / "in" / "a.nii.gz")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "spineanalysis: error: --device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)"
+    assert captured.out == "" and not (tmp_path / "out").exists()
+
+
 def test_setup_errors_stop_the_batch_with_one_line(tmp_path, capsys):
     from SpineAnalysisLib.cli import main
 
