@@ -50,6 +50,8 @@ def write_case_list(outdir: Path, cases: list[Case]) -> Path:
 
 def read_cases(outdir: Path) -> list[Case]:
     path = Path(outdir) / CASE_LIST
+    if not Path(outdir).is_dir():
+        raise SpineAnalysisError(f"{outdir}: no such folder")
     if not path.is_file():
         raise SpineAnalysisError(f"{outdir}: no {CASE_LIST}; is this the output folder of 'spineanalysis batch'?")
     return read_case_list(path)

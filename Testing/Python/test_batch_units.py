@@ -277,3 +277,5 @@ def test_setup_errors_stop_the_batch_with_one_line(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
     assert main(["cohort-report", str(tmp_path / "in")]) == 2
     assert "no cases.csv" in capsys.readouterr().err
+    assert main(["cohort-report", str(tmp_path / "typo")]) == 2  # was: "no cases.csv; is this the output folder ...?"
+    assert capsys.readouterr().err.strip() == f"spineanalysis: error: {tmp_path / 'typo'}: no such folder"
