@@ -215,12 +215,15 @@ def write_cohort_report(outdir: Path, cases, rows: list[dict], comparison: list[
     pending = len(cases) - len(done) - len(errors)
     values = _disc_values(rows)
     figures = outdir / "cohort"
-    body = [f"<p>{len(cases)} cases: <b>{len(done)}</b> finished, <b>{len(errors)}</b> failed, {pending} not run yet. "
+    qualities = qualities or {}
+    statuses = [qualities.get(c.case_id, {}).get("status", "ok") for c in done]
+    # "failed" in the sections below = stopped with an error + finished with quality "failed": say both here, so the counts add up
+    body = [f"<p>{len(cases)} cases: <b>{len(done)}</b> finished (quality: {statuses.count('ok')} ok, {statuses.count('review')} for review, "
+            f"{statuses.count('failed')} failed), <b>{len(errors)}</b> stopped with an error, {pending} not run yet. "
             f"{sum(1 for c in done if c.age is not None)} finished cases have an age, {sum(1 for c in done if c.sex)} a sex.</p>",
             '<p>Tables: <a href="measurements.csv">measurements.csv</a> / <a href="measurements.parquet">.parquet</a> (tidy, one row per '
             'case and measurement), <a href="normative.csv">normative.csv</a> / <a href="normative.parquet">.parquet</a> (z-scores, '
             'percentiles and flags per disc), <a href="errors.csv">errors.csv</a>.</p>']
-    qualities = qualities or {}
     body += _attention_sections(state, errors, done, qualities)
     counted = sum(1 for c in done if qualities.get(c.case_id, {}).get("status", "ok") == "ok")
     body.append(f"<p class=\"note\">Statistics below: {'all ' + str(len(done)) + ' finished cases, whatever their quality status' if include_flagged else f'the {counted} finished cases with quality ok; failed and review cases are left out'}.</p>")

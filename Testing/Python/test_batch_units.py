@@ -223,11 +223,27 @@ def test_cohort_rebuild_reads_finished_cases_only_and_writes_reports(tmp_path):
     assert {r["case_id"] for r in table} == {"a", "b"} and len(table) == 6
     assert cohort.rebuild_cohort(tmp_path)["measurements_csv"].read_text(encoding="utf-8") == outputs["measurements_csv"].read_text(encoding="utf-8")  # no duplicates
     report = outputs["report"].read_text(encoding="utf-8")
-    assert "1</b> failed" in report and "broken file" in report and 'href="cases/b/case.html"' in report
+    assert "1</b> stopped with an error" in report and "broken file" in report and 'href="cases/b/case.html"' in report
     for name in ("distributions.png", "dhi_vs_age.png", "delta_si_vs_age.png"):
         assert (tmp_path / "cohort" / name).read_bytes()[:4] == b"\x89PNG"
     flagged = [r for r in csv.DictReader(outputs["normative_csv"].open(encoding="utf-8", newline="")) if r["flag"] == "true"]
     assert [(r["case_id"], r["parameter"]) for r in flagged] == [("b", "dhi")]  # DHI 0.12 at 62: far below healthy
+
+
+def test_cohort_report_counts_add_up_with_quality_statuses(tmp_path):
+    """The report said "3 finished, 1 failed" and then listed "Failed cases (2)" (one stopped, one finished with quality
+    failed): the first line now gives the finished cases' quality statuses too."""
+    cases = [Case(name, f"/{name}.nii") for name in ("good", "doubtful", "bad", "broken")]
+    for case, status in zip(cases, ("ok", "review", "failed")):
+        folder = tmp_path / "cases" / case.case_id
+        _touch(folder / "measurements.json", b"[]")
+        _touch(folder / "summary.json", json.dumps({"quality": {"status": status, "reasons": [f"{status} reason"]}}).encode())
+        _touch(folder / DONE, b"{}")
+    BatchState(tmp_path).record_error(cases[3], "input", "broken file")
+    cohort.write_case_list(tmp_path, cases)
+    report = cohort.rebuild_cohort(tmp_path)["report"].read_text(encoding="utf-8")
+    assert "<b>3</b> finished (quality: 1 ok, 1 for review, 1 failed), <b>1</b> stopped with an error, 0 not run yet" in report
+    assert "Failed cases (2)" in report and "Cases for review (1)" in report
 
 
 def test_cohort_flag_column_is_true_false_like_every_case_table(tmp_path):
