@@ -162,3 +162,32 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 )
 def test_strip_image_suffix_removes_the_longest_known_suffix(name, expected):
     assert imageio.strip_image_suffix(name) == expected
+
+
+def test_seg_nrrd_label_map_opens_in_slicer_with_the_level_names(tmp_path):
+    """'segment -o labels.seg.nrrd' wrote a bare label map: Slicer named its segments Segment_20, Segment_123 ..."""
+    from conftest import build_scene  # skips without slicer-core
+
+    harness = build_scene()
+    import slicer
+
+    array = np.zeros((6, 8, 10), np.uint16)
+    array[1:3, 2:5, 3:7], array[3, 2:5, 3:7], array[4:6, 2:5, 3:7] = 23, 123, 24
+    labels = sitk.GetImageFromArray(array)
+    labels.SetSpacing((0.8, 0.8, 4.0))
+    path = imageio.write_image(labels, tmp_path / "labels.seg.nrrd")
+    assert same_voxels(sitk.ReadImage(str(path)), labels)
+    node = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    segmentation = node.GetSegmentation()
+    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+    assert [(s.GetName(), s.GetLabelValue()) for s in segments] == [("L4", 23), ("L4-L5", 123), ("L5", 24)]
+    from SpineAnalysisLib import labels as scheme
+
+    assert np.allclose(segments[0].GetColor(), scheme.structure_color(23), atol=1e-4)
+
+
+def same_voxels(a: sitk.Image, b: sitk.Image) -> bool:
+    return imageio.same_grid(a, b) and np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
