@@ -68,6 +68,10 @@ def measurement_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: the files a case page links to, those present in the case folder
+CASE_FILES = ("measurements.csv", "measurements.json", "labels.nii.gz", "summary.json", "measure_summary.json")
+
+
 def write_case_page(folder: Path, case_id: str, source: str, rows: list[dict], summary: dict, age=None, sex=None) -> Path:
     """``folder/case.html``: the case's report.png and its measurement table."""
     facts = [("case", case_id), ("image", source), ("age", "—" if age is None else f"{age:g}"), ("sex", sex or "—"),
@@ -82,9 +86,11 @@ def write_case_page(folder: Path, case_id: str, source: str, rows: list[dict], s
     notes = list(summary.get("flags", [])) + list(summary.get("warnings", []))
     if notes:
         body.append("<ul>" + "".join(f"<li class=\"note\">{_e(n)}</li>" for n in notes) + "</ul>")
-    body.append('<p><a href="report.png"><img src="report.png" alt="mid-sagittal slice with named levels"></a></p>')
-    body.append('<p>Files: <a href="measurements.csv">measurements.csv</a>, <a href="measurements.json">measurements.json</a>, '
-                '<a href="labels.nii.gz">labels.nii.gz</a>, <a href="summary.json">summary.json</a></p>')
+    # a case measured from a given segmentation (labels column) has no report.png or labels.nii.gz: no broken links
+    if (Path(folder) / "report.png").is_file():
+        body.append('<p><a href="report.png"><img src="report.png" alt="mid-sagittal slice with named levels"></a></p>')
+    files = [name for name in CASE_FILES if (Path(folder) / name).is_file()]
+    body.append("<p>Files: " + ", ".join(f'<a href="{name}">{name}</a>' for name in files) + "</p>")
     body.append("<h2>Measurements</h2>")
     body.append(measurement_table(rows))
     return imageio.write_text(_page(f"SpineAnalysis - {case_id}", "\n".join(body)), Path(folder) / "case.html")

@@ -214,6 +214,7 @@ def test_cohort_rebuild_reads_finished_cases_only_and_writes_reports(tmp_path):
         folder = tmp_path / "cases" / case.case_id
         _touch(folder / "measurements.json", json.dumps(rows).encode())
         _touch(folder / DONE, json.dumps({"model": "m 1"}).encode())
+        _touch(folder / "report.png", b"\x89PNG")
         page = html.write_case_page(folder, case.case_id, case.path, rows, {"model": "m 1", "levels": ["L4", "L4-L5"]}, case.age, case.sex)
         assert "cut &lt;b&gt;" in page.read_text(encoding="utf-8") and 'src="report.png"' in page.read_text(encoding="utf-8")
     BatchState(tmp_path).record_error(cases[2], "input", "broken file")
@@ -228,6 +229,17 @@ def test_cohort_rebuild_reads_finished_cases_only_and_writes_reports(tmp_path):
         assert (tmp_path / "cohort" / name).read_bytes()[:4] == b"\x89PNG"
     flagged = [r for r in csv.DictReader(outputs["normative_csv"].open(encoding="utf-8", newline="")) if r["flag"] == "true"]
     assert [(r["case_id"], r["parameter"]) for r in flagged] == [("b", "dhi")]  # DHI 0.12 at 62: far below healthy
+
+
+def test_case_page_links_only_the_files_the_case_has(tmp_path):
+    """A case measured from a given segmentation (CSV labels column) has no report.png or labels.nii.gz: its page
+    showed a broken image and two dead links, and did not link its measure_summary.json."""
+    folder = tmp_path / "cases" / "given"
+    for name in ("measurements.csv", "measurements.json", "summary.json", "measure_summary.json"):
+        _touch(folder / name, b"{}")
+    page = html.write_case_page(folder, "given", "/given.nii", [], {"model": "none (segmentation given)"}).read_text(encoding="utf-8")
+    assert "report.png" not in page and "labels.nii.gz" not in page
+    assert all(f'href="{name}"' in page for name in ("measurements.csv", "measurements.json", "summary.json", "measure_summary.json"))
 
 
 def test_cohort_report_counts_add_up_with_quality_statuses(tmp_path):
