@@ -357,10 +357,14 @@ def run_batch(
         raise InputError(f"workers: expected at least 1, got {workers}")
     if min_reference_n is not None and min_reference_n < 1:
         raise InputError(f"min-reference-n: expected at least 1, got {min_reference_n}")
-    if not scheduler and device not in ("auto", "cpu"):
-        from ..inference import pick_device
+    if not scheduler:  # local workers use this machine's model store and devices: a mistake is one line here, before OUTDIR
+        from ..model.store import find_model
 
-        pick_device(device)  # local workers share this machine's devices: --device cuda without a GPU is one line here
+        find_model(model)
+        if device not in ("auto", "cpu"):
+            from ..inference import pick_device
+
+            pick_device(device)
     outdir = check_output_folder(Path(outdir).expanduser().resolve(), resume_marker="batch.json")
     require_pyarrow()
     state = BatchState(outdir)
@@ -396,10 +400,6 @@ def run_batch(
         succeeded = failed = 0
         processing_started = processing_ended = time.time()
         if todo:
-            if not scheduler:
-                from ..model.store import find_model
-
-                find_model(model)  # a missing model is one line here, not one error per case
             with _sigterm_as_interrupt(), dask_client(scheduler, n_workers, options["threads"]) as client:
                 if scheduler:
                     described = client.scheduler_info().get("workers", {})

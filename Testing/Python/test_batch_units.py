@@ -302,6 +302,7 @@ def test_setup_errors_stop_the_batch_with_one_line(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "no-such-model", "--quiet"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("spineanalysis: error: model 'no-such-model' not found") and "\n" not in error
+    assert not (tmp_path / "out").exists()  # refused before OUTDIR (batch.json naming the wrong model) is made
     assert main(["batch", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
     assert main(["cohort-report", str(tmp_path / "in")]) == 2
     assert "no cases.csv" in capsys.readouterr().err
