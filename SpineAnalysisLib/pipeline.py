@@ -31,7 +31,7 @@ def analyze(
     measurement files and the banner of report.png.
 
     ``sex`` and ``age`` are checked (:class:`settings.Subject`) and the file is read and checked
-    (:func:`imageio.read_scan`) before the model runs; ``image``: the file's image when the caller has read
+    (:func:`imageio.read_scan`, :func:`imageio.check_finite`) before the model runs; ``image``: the file's image when the caller has read
     and checked it already.
     """
     from .measurements import measure_case, write_measurements
@@ -41,6 +41,7 @@ def analyze(
     subject = Subject(sex, age)
     output_dir = Path(output_dir)
     image = imageio.read_scan(image_path) if image is None else image
+    imageio.check_finite(image, str(image_path))  # the measurements refuse NaN/infinite voxels: say so before the model runs
     result = segment_image(image, model, device, progress, threads=threads, fast=fast)
     outputs = {"labels": imageio.write_image(result.label_map, output_dir / "labels.nii.gz")}
     summary = result.summary()

@@ -102,6 +102,7 @@ def _analyze(args: argparse.Namespace) -> int:
     settings = _run_settings(args)
     check_output_folder(args.output, args.overwrite)
     image = imageio.read_scan(args.image)
+    imageio.check_finite(image, args.image)  # (again in pipeline.analyze, which imports torch)
     _check_device(settings)
     from ..pipeline import analyze
 

@@ -108,6 +108,23 @@ def test_output_and_argument_mistakes_are_refused_before_any_model_runs(tmp_path
     assert (tmp_path / "existing_file").read_text() == "keep me" and [p.name for p in earlier.iterdir()] == ["measurements.csv"]
 
 
+def test_analyze_refuses_nan_voxels_before_the_model_runs(tmp_path):
+    """The measurements refuse an image with NaN voxels, so 'analyze' ran the model, wrote labels.nii.gz and then
+    stopped with that error: a half-filled OUTDIR (NIfTI readers turn NaN into 0, so an NRRD carries them here)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.Cast(sitk.ReadImage(str(SAMPLE))[:, :, 28:36], sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(image)
+    array[0, :2] = np.nan
+    scan = sitk.GetImageFromArray(array)
+    scan.CopyInformation(image)
+    sitk.WriteImage(scan, str(tmp_path / "scan.nrrd"))
+    error = _refused_without_torch([["analyze", "scan.nrrd", "-o", "out"]], tmp_path)[0]
+    assert error == "spineanalysis: error: scan.nrrd: 448 voxels are NaN or infinite"
+    assert not (tmp_path / "out").exists()
+
+
 def test_segment_replaces_an_existing_label_map_only_with_overwrite(tmp_path):
     existing = tmp_path / "labels.nii.gz"
     existing.write_bytes(b"corrected by hand")
