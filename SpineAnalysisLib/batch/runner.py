@@ -357,6 +357,7 @@ def run_batch(
         raise InputError(f"workers: expected at least 1, got {workers}")
     if min_reference_n is not None and min_reference_n < 1:
         raise InputError(f"min-reference-n: expected at least 1, got {min_reference_n}")
+    outdir = check_output_folder(Path(outdir).expanduser().resolve(), resume_marker="batch.json")  # only looks
     if not scheduler:  # local workers use this machine's model store and devices: a mistake is one line here, before OUTDIR
         from ..model.store import find_model
 
@@ -365,7 +366,6 @@ def run_batch(
             from ..inference import pick_device
 
             pick_device(device)
-    outdir = check_output_folder(Path(outdir).expanduser().resolve(), resume_marker="batch.json")
     require_pyarrow()
     state = BatchState(outdir)
     with state.lock():
