@@ -5,7 +5,8 @@ first 5 kB of a 2.6 MB file) or a ``.nii`` whose header describes more voxels th
 whole, mostly black volume, which the pipeline would then analyse ("no vertebrae found", exit 0). NRRD and
 MetaImage readers already raise on short data, so only NIfTI needs this check:
 
-- a gzip-compressed file must decompress to the end of its stream, with the CRC and length of every member
+- a gzip-compressed file (told by its first two bytes, as ITK tells it: an uncompressed NIfTI renamed to
+  ``.nii.gz`` is read as it is) must decompress to the end of its stream, with the CRC and length of every member
   matching (Python's :mod:`gzip` verifies both);
 - the data after the header's ``vox_offset`` must hold at least ``prod(dim[1..dim[0]]) * bitpix / 8`` bytes
   (NIfTI-1 and NIfTI-2 header layouts, either byte order; https://nifti.nimh.nih.gov/nifti-1 and
@@ -23,6 +24,7 @@ from pathlib import Path
 from .errors import InputError
 
 _CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def check_file_data(path: str | os.PathLike) -> None:
@@ -30,14 +32,14 @@ def check_file_data(path: str | os.PathLike) -> None:
     shorter than its header says. Other formats are left to their readers, which raise by themselves."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".nii.gz"):
-        header, size = _read_gzip(path)
-    elif name.endswith(".nii"):
-        with open(path, "rb") as stream:
-            header = stream.read(540)
-        size = path.stat().st_size
-    else:
+    if not name.endswith((".nii.gz", ".nii")):
         return
+    with open(path, "rb") as stream:
+        header = stream.read(540)
+    size = path.stat().st_size
+    # by content, not by name: ITK reads an uncompressed NIfTI named .nii.gz (a renamed file) as it is
+    if header[:2] == _GZIP_MAGIC or (name.endswith(".gz") and not _nifti_bytes(header)):
+        header, size = _read_gzip(path)
     expected = _nifti_bytes(header)
     if expected is not None and size < expected[0]:
         needed, offset, voxels, bitpix = expected

@@ -40,6 +40,19 @@ def test_intact_files_pass_and_corrupt_streams_are_named(tmp_path):
         check_file_data(tmp_path / "crc.nii.gz")
 
 
+def test_uncompressed_nifti_named_nii_gz_is_read_as_itk_reads_it(tmp_path):
+    """A renamed file: ITK reads an uncompressed NIfTI named .nii.gz as it is, but the check refused it as
+    "compressed data is corrupt (Not a gzipped file)". Its own length is still checked."""
+    plain = tmp_path / "plain.nii"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE))[:, :, :4], str(plain), False)
+    renamed = tmp_path / "renamed.nii.gz"
+    renamed.write_bytes(plain.read_bytes())
+    assert np.array_equal(sitk.GetArrayFromImage(imageio.read_image(renamed)), sitk.GetArrayFromImage(sitk.ReadImage(str(plain))))
+    header_bigger_than_data(tmp_path / "short.nii").rename(tmp_path / "short_renamed.nii.gz")
+    with pytest.raises(InputError, match="the header describes .* bytes of voxel data"):
+        check_file_data(tmp_path / "short_renamed.nii.gz")
+
+
 def _nifti2(voxels_in_header: int, voxels_written: int) -> bytes:
     header = bytearray(540)
     header[0:4] = struct.pack("<i", 540)
