@@ -455,6 +455,9 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.segmentation = segmentation
                 parameters.table = table
                 self._log(_("Done: {name}").format(name=segmentation.GetName()))
+                fallback = self.logic.deviceNote(segmentation, parameters.device)
+                if fallback:
+                    self._log(fallback)
         finally:
             job.cleanup()
             self._finishJobUi()
@@ -964,6 +967,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     # -- annotators' loop -----------------------------------------------------------------------------
     rememberModelOutput = staticmethod(modeloutput.rememberModelOutput)
+    deviceNote = staticmethod(modeloutput.deviceNote)
     modelOutput = staticmethod(modeloutput.modelOutput)
     availableModels = staticmethod(modeloutput.availableModels)
 

@@ -30,6 +30,15 @@ def runSummary(segmentationNode) -> dict:
     return summary if isinstance(summary, dict) else {}
 
 
+def deviceNote(segmentationNode, requestedDevice) -> str:
+    """The line to show when "auto" found no GPU and the run fell back to the CPU (its summary's ``device``);
+    "" otherwise. A run asked for "cuda" without a GPU fails with the command line's own message instead."""
+    ran = str(runSummary(segmentationNode).get("device") or "")
+    if (requestedDevice or "auto") == "auto" and ran == "cpu":
+        return _("No GPU was found: the model ran on the CPU (slower; install a CUDA build of PyTorch for a GPU).")
+    return ""
+
+
 def rememberModelOutput(segmentationNode, labelImage, model: str, summary=None):
     """Keep ``labelImage`` as the model output of ``segmentationNode`` (and the run's summary); returns the
     label map node."""

@@ -352,3 +352,29 @@ def test_correcting_a_disc_re_grades_its_neighbour(logic, tmp_path):
     assert logic.tableValue(fresh, "L4-L5", "pfirrmann_estimate") == 4
     assert logic.tableValue(table, "L4-L5", "pfirrmann_estimate") == 4
     logic.stopObserving()
+
+
+def test_a_run_that_found_no_gpu_says_it_ran_on_the_cpu(logic, phantom, tmp_path):
+    """Device "auto" without a GPU: the background run falls back to the CPU (its --summary says "device": "cpu")
+    and the module says so once the run is done; a run on a GPU, or asked for the CPU, says nothing."""
+    import sys
+    import time
+
+    script = tmp_path / "fake_segment.py"
+    script.write_text(
+        "import json, shutil, sys\n"
+        "shutil.copy(sys.argv[2], sys.argv[1])\n"
+        "json.dump({'model': 'stand-in', 'device': sys.argv[4], 'levels': ['L3', 'L4', 'L5']}, open(sys.argv[3], 'w'))\n"
+    )
+    notes = {}
+    for device, ran in (("auto", "cpu"), ("auto", "cuda"), ("cpu", "cpu")):
+        job = logic.startSegmentation(logic.loadInputs(phantom[0])[0], None, device,
+                                      command=[sys.executable, str(script), "{output}", phantom[1], "{summary}", ran])  # fmt: skip
+        deadline = time.monotonic() + 30
+        while job.is_running and time.monotonic() < deadline:
+            job.poll()
+            time.sleep(0.05)
+        segmentation, _table = logic.completeSegmentation(job)
+        notes[(device, ran)] = logic.deviceNote(segmentation, device)
+    assert "ran on the CPU" in notes[("auto", "cpu")]
+    assert notes[("auto", "cuda")] == "" and notes[("cpu", "cpu")] == ""
