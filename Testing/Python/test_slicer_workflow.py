@@ -378,3 +378,25 @@ def test_a_run_that_found_no_gpu_says_it_ran_on_the_cpu(logic, phantom, tmp_path
         notes[(device, ran)] = logic.deviceNote(segmentation, device)
     assert "ran on the CPU" in notes[("auto", "cpu")]
     assert notes[("auto", "cuda")] == "" and notes[("cpu", "cpu")] == ""
+
+
+def test_segment_editor_undo_is_a_correction_too(logic, loaded):
+    """The Segment Editor's Undo restores a saved state (vtkSegmentationHistory.RestorePreviousState, as
+    qMRMLSegmentEditorWidget::undo does): the table must follow it back."""
+    import slicer
+
+    volume, segmentation = loaded
+    table = logic.updateTable(segmentation, volume)
+    before = logic.tableValue(table, "L4-L5", "height_mean_mm")
+    logic.observeSegmentation(segmentation, volume, table)
+    history = slicer.vtkSegmentationHistory()
+    history.SetSegmentation(segmentation.GetSegmentation())
+    history.SaveState()
+    _erase_superior_mm(logic, segmentation, volume, "L4-L5", 3.0)
+    logic.recomputeDirty()
+    assert logic.tableValue(table, "L4-L5", "height_mean_mm") < before - 2.0
+    assert history.RestorePreviousState()
+    assert logic.pendingLabels == {scheme.label_from_name("L4-L5")}
+    logic.recomputeDirty()
+    assert logic.tableValue(table, "L4-L5", "height_mean_mm") == pytest.approx(before)
+    logic.stopObserving()
