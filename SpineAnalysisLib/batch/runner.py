@@ -420,6 +420,17 @@ def run_batch(
                        time.time() - started, processing_ended - processing_started, outputs)
 
 
+def _worker_error(error: BaseException) -> str:
+    """errors.csv's reason for a task that ended without a result. Dask's KilledWorker text (400 characters about task
+    keys, worker addresses and a web page) is said in the user's terms."""
+    if type(error).__name__ == "KilledWorker":
+        tries = getattr(error, "allowed_failures", None)
+        times = ("once" if tries == 0 else f"{tries + 1} times") if isinstance(tries, int) else "repeatedly"
+        return (f"the worker process died while analysing this case, {times} (a crash or too little memory); "
+                "run 'spineanalysis analyze' on this image alone to see the error")
+    return one_line(error)
+
+
 def _collect(client, todo: list[Case], outdir: Path, options: dict, state: BatchState, cases: list[Case], bar: Progress) -> tuple[int, int]:
     from distributed import as_completed
 
@@ -438,7 +449,7 @@ def _collect(client, todo: list[Case], outdir: Path, options: dict, state: Batch
             except SpineAnalysisError:
                 raise  # setup problem (model, OUTDIR not shared): every case would fail the same way
             except Exception as error:  # KilledWorker (the case crashed its worker repeatedly), lost connection...
-                result = {"status": "failed", "stage": "worker", "error": one_line(error), "traceback": ""}
+                result = {"status": "failed", "stage": "worker", "error": _worker_error(error), "traceback": ""}
             if result["status"] == "done":
                 succeeded += 1
                 state.clear_error(case)

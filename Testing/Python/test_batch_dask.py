@@ -171,6 +171,49 @@ def test_local_cluster_takes_a_free_port_and_warns_about_none():
     assert not [w for w in caught if "already in use" in str(w.message)]
 
 
+def test_a_case_that_kills_its_worker_is_recorded_in_plain_words(tmp_path):
+    """A worker process killed while it analyses a case (here SIGKILL, as the kernel's OOM killer or a segfault would)
+    ended in errors.csv as Dask's 400-character KilledWorker text; the other case still finishes."""
+    import threading
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    from SpineAnalysisLib.batch import run_batch
+
+    data = tmp_path / "data"
+    _crop(data / "a.nii.gz", 24)
+    _crop(data / "b.nii.gz", 28)
+    outdir = tmp_path / "out"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # one death is enough
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                               env={"PYTHONPATH": str(ROOT)}, silence_logs=50)
+    try:
+        outcome = {}
+        runner = threading.Thread(target=lambda: outcome.update(result=run_batch(data, outdir, scheduler=cluster.scheduler_address,
+                                                                                  device="cpu", progress=None)))
+        runner.start()
+        with Client(cluster.scheduler_address) as client:
+            deadline = time.time() + 120
+            while True:  # the worker that runs case a (case b runs on the other one)
+                running_a = [w for w, keys in client.processing().items() if any(str(k).startswith("spineanalysis-a-") for k in keys)]
+                if running_a:
+                    break
+                assert time.time() < deadline and runner.is_alive()
+                time.sleep(0.02)
+            for pid in client.run(os.getpid, workers=running_a).values():
+                os.kill(pid, signal.SIGKILL)
+        runner.join(180)
+        assert not runner.is_alive()
+    finally:
+        cluster.close()
+    assert (outcome["result"].finished, outcome["result"].failed) == (1, 1)
+    errors = {r["case_id"]: r for r in csv.DictReader((outdir / "errors.csv").open(encoding="utf-8", newline=""))}
+    assert errors["a"]["stage"] == "worker"
+    assert errors["a"]["error"] == ("the worker process died while analysing this case, once (a crash or too little memory); "
+                                    "run 'spineanalysis analyze' on this image alone to see the error")
+
+
 def test_killed_batch_resumes_without_redoing_finished_cases(tmp_path):
     """The embedded local cluster, through the command line; SIGKILL of the whole process group after the first case."""
     data = tmp_path / "scans"
