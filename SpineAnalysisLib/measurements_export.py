@@ -3,7 +3,11 @@
 One row per measured value (long format, ready for a database or a registry import)::
 
     PatientID, StudyInstanceUID, SeriesInstanceUID, Modality, structure, level, label,
-    snomed_code, snomed_meaning, parameter, value, unit, note
+    snomed_code, snomed_meaning, parameter, value, unit, note, reference, flag, quality
+
+``reference`` and ``flag`` are those of ``measurements.csv`` (the one flag rule of :mod:`.measure.flags`, true/false/
+empty) and ``quality`` the case's quality status (:mod:`.quality`), so a registry import cannot take a flagged value
+or a failed case for a normal one.
 
 The identifiers come from the image's metadata (:func:`SpineAnalysisLib.imageio.read_image` keeps DICOM tags
 0010|0020, 0020|000d, 0020|000e and 0008|0060 when it reads a DICOM series folder) or are given explicitly;
@@ -25,9 +29,10 @@ import SimpleITK as sitk
 from . import imageio
 from . import labels as scheme
 from .imageio import DICOM_IDENTIFIER_TAGS, dicom_identifiers
-from .measurements import ROW_COLUMNS, Measurement, _csv_cells, _format_value, _json_row
+from .measurements import ROW_COLUMNS, Measurement, _csv_cells, _json_row
 
-MEASUREMENT_COLUMNS = ("structure", "level", "label", "snomed_code", "snomed_meaning", "parameter", "value", "unit", "note")
+MEASUREMENT_COLUMNS = ("structure", "level", "label", "snomed_code", "snomed_meaning", "parameter", "value", "unit", "note", "reference", "flag",
+                       "quality")
 
 
 def _codes(measurement: Measurement) -> tuple[str, str]:
@@ -43,14 +48,22 @@ def _codes(measurement: Measurement) -> tuple[str, str]:
     return structure.snomed_code, structure.snomed_meaning
 
 
-def structured_rows(measurements: Iterable[Measurement], identifiers: dict[str, str], include_patient_id: bool = True) -> list[list[str]]:
+def structured_rows(measurements: Iterable[Measurement], identifiers: dict[str, str], include_patient_id: bool = True,
+                    quality: str | None = None) -> list[list[str]]:
+    """``quality``: the case's status; None: assessed from ``measurements`` (:func:`.quality.assess`)."""
+    measurements = list(measurements)
+    if quality is None:
+        from .quality import assess
+
+        quality = assess(measurements).status
     columns = [c for c in DICOM_IDENTIFIER_TAGS if include_patient_id or c != "PatientID"]
     rows = [columns + list(MEASUREMENT_COLUMNS)]
     for m in measurements:
         code, meaning = _codes(m)
+        structure, level, parameter, value, unit, note, reference, flag = _csv_cells(m)
         rows.append(
             [identifiers.get(c, "") or "" for c in columns]
-            + [m.structure, m.level, "" if m.label is None else str(int(m.label)), code, meaning, m.parameter, _format_value(m.value), m.unit, m.note]
+            + [structure, level, "" if m.label is None else str(int(m.label)), code, meaning, parameter, value, unit, note, reference, flag, quality]
         )
     return rows
 
@@ -61,12 +74,14 @@ def write_structured_csv(
     image: sitk.Image | None = None,
     identifiers: dict[str, str] | None = None,
     include_patient_id: bool = True,
+    quality: str | None = None,
 ) -> Path:
-    """Write the measurements with the DICOM study/series identifiers (``identifiers`` override the image's)."""
+    """Write the measurements with the DICOM study/series identifiers (``identifiers`` override the image's);
+    ``quality``: the case's status (None: assessed from the measurements)."""
     values = dicom_identifiers(image)
     values.update({k: v for k, v in (identifiers or {}).items() if v is not None})
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(structured_rows(measurements, values, include_patient_id))
+    csv.writer(buffer, lineterminator="\n").writerows(structured_rows(measurements, values, include_patient_id, quality))
     return imageio.write_text(buffer.getvalue(), Path(path))
 
 

@@ -139,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
         image = imageio.read_scan(args.image)
         label_map = _read_labels(args.labels, image)
         # CT-aware (MR-only parameters withheld, trabecular_hu added); the labels are in our scheme
-        measurements = measure_segmentation(image, label_map, label_scheme="spineanalysis", sex=args.sex, age=args.age).measurements
-        path = write_structured_csv(measurements, args.output, image=image, include_patient_id=not args.no_patient_id)
+        result = measure_segmentation(image, label_map, label_scheme="spineanalysis", sex=args.sex, age=args.age)
+        path = write_structured_csv(result.measurements, args.output, image=image, include_patient_id=not args.no_patient_id,
+                                    quality=result.quality.get("status"))
         print(f"wrote {path}")
         return 0
     raise AssertionError(args.command)

@@ -209,3 +209,35 @@ def test_report_png_labels_the_pfirrmann_grade_an_estimate_and_cuts_no_title_lin
     text = " ".join(lines)
     assert note in text and report.ESTIMATE_TEXT in text and flags.RULE_TEXT in text
     assert report.ESTIMATE_TEXT not in " ".join(report.title_lines("case.nii.gz", rows[:1]))  # only when a grade is shown
+
+
+def test_structured_export_carries_the_same_flags_and_the_quality_status(tmp_path):
+    """export-measurements (the registry CSV with DICOM identifiers) had no reference, flag or quality column: a
+    flagged disc or a failed case read like any other there."""
+    from bad_files import SAMPLE
+    from SpineAnalysisLib.cli import main
+    from SpineAnalysisLib.measure import flags
+    from SpineAnalysisLib.measurements_export import write_structured_csv
+
+    spine = ph.build_spine((20, 21, 22, 23, 24, 26), heights=26.0, discs={"default": 10.0, 22: 3.0})
+    label_map, image = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    rows = measure_case(image, label_map, sex="F", age=45.0)
+    table = list(csv.DictReader(write_structured_csv(rows, tmp_path / "registry.csv").open(encoding="utf-8")))
+    assert [(r["level"], r["parameter"], r["reference"], r["flag"]) for r in table] == [
+        (m.level, m.parameter, m.reference, "" if m.flag is None else str(m.flag).lower()) for m in rows]
+    assert ("L3-L4", "dhi_z", "true") in {(r["level"], r["parameter"], r["flag"]) for r in table}  # the collapsed disc
+    assert {r["quality"] for r in table} == {"ok"}
+    assert flags.outside_normal(next(m.value for m in rows if (m.level, m.parameter) == ("L3-L4", "dhi_z")), "dhi_z")
+    # the command passes the case's own status: a label map with L2/L4 swapped is 'failed'
+    labels = tmp_path / "swapped.nii.gz"
+    import SimpleITK as sitk
+
+    expert = sitk.ReadImage(str(SAMPLE).replace("_image", "_labels"))
+    array = sitk.GetArrayFromImage(expert)
+    swapped = array.copy()
+    swapped[array == 21], swapped[array == 23] = 23, 21
+    written = sitk.GetImageFromArray(swapped)
+    written.CopyInformation(expert)
+    sitk.WriteImage(written, str(labels))
+    assert main(["export-measurements", str(SAMPLE), str(labels), "-o", str(tmp_path / "cli.csv")]) == 0
+    assert {r["quality"] for r in csv.DictReader((tmp_path / "cli.csv").open(encoding="utf-8"))} == {"failed"}
