@@ -92,6 +92,19 @@ def case_quality(summary: dict, rows: list[dict] | None = None) -> dict:
     return {"status": "ok", "reasons": ["not assessed (written before quality statuses)"]}
 
 
+def case_status(case_dir: Path) -> str:
+    """The quality status of a finished case folder (:func:`case_quality` of its summary.json, else of its rows)."""
+    summary = _summary(case_dir)
+    quality = summary.get("quality")
+    if isinstance(quality, dict) and quality.get("status"):
+        return quality["status"]
+    try:
+        rows = _case_rows(Path(case_dir))
+    except (OSError, ValueError):
+        rows = []
+    return case_quality(summary, rows)["status"]
+
+
 def iter_case_rows(outdir: Path, cases: list[Case], qualities: dict | None = None, ct_cases: set | None = None):
     """(case, tidy rows) of every finished case, in case-id order, read from its own files one case at a time.
     ``qualities``, when given, receives case_id -> :func:`case_quality`; ``ct_cases`` the ids of the cases whose

@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,8 @@ class BatchResult:
     seconds: float
     processing_seconds: float  # from the first task submitted to the last result
     outputs: dict[str, Path] = field(default_factory=dict)
+    #: quality status (ok / review / failed) -> number of finished cases with it
+    qualities: dict[str, int] = field(default_factory=dict)
 
     @property
     def cases_per_hour(self) -> float | None:
@@ -414,10 +417,12 @@ def run_batch(
                 succeeded, failed = _collect(client, todo, outdir, options, state, cases, bar)
                 processing_ended = time.time()
         outputs = rebuild_cohort(outdir, cases, min_reference_n=min_reference_n, reference=reference, report=report)
-    finished = sum(1 for c in cases if state.is_done(c))
-    errors = len(cases) - finished
-    return BatchResult(outdir, len(cases), finished, len(finished_before), succeeded, errors, n_workers,
-                       time.time() - started, processing_ended - processing_started, outputs)
+    from .cohort import case_status
+
+    done = [c for c in cases if state.is_done(c)]
+    qualities = Counter(case_status(state.case_dir(c)) for c in done)
+    return BatchResult(outdir, len(cases), len(done), len(finished_before), succeeded, len(cases) - len(done), n_workers,
+                       time.time() - started, processing_ended - processing_started, outputs, dict(qualities))
 
 
 def _worker_error(error: BaseException) -> str:

@@ -68,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
         print("spineanalysis: batch interrupted; finished cases are kept, run the same command again to resume", file=sys.stderr)
         return 130
     rate = f", {result.cases_per_hour:.0f} cases/h" if result.cases_per_hour else ""
-    print(f"{result.finished} of {result.cases} cases finished ({result.succeeded} in this run, {result.skipped} earlier{rate}); "
-          f"{result.failed} not finished" + (" - see errors.csv" if result.failed else ""))
+    quality = ", ".join(f"{result.qualities.get(status, 0)} {status}" for status in ("ok", "review", "failed"))
+    print(f"{result.finished} of {result.cases} cases finished ({result.succeeded} in this run, {result.skipped} earlier{rate}; quality: {quality}); "
+          f"{result.failed} not finished" + (" - see errors.csv" if result.failed else "")
+          + (" - review and failed cases are listed first in report.html"
+             if "report" in result.outputs and (result.qualities.get("review") or result.qualities.get("failed")) else ""))
     for name in ("measurements_parquet", "measurements_csv", "normative_csv", "errors", "report"):
         if name in result.outputs:
             print(f"{name}: {result.outputs[name]}")

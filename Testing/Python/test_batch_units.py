@@ -258,6 +258,25 @@ def test_cohort_report_counts_add_up_with_quality_statuses(tmp_path):
     assert "Failed cases (2)" in report and "Cases for review (1)" in report
 
 
+def test_batch_summary_line_gives_the_quality_of_the_finished_cases(tmp_path, capsys):
+    """'3 of 3 cases finished' said nothing of a case whose quality is 'failed' (its values withheld): the line now
+    counts the statuses. A rerun of a finished batch starts no cluster, so this needs no Dask workers."""
+    from SpineAnalysisLib.cli import main
+
+    data, out = tmp_path / "in", tmp_path / "out"
+    for name, status in (("a", "ok"), ("b", "review"), ("c", "failed")):
+        _touch(data / f"{name}.nii.gz")
+        folder = out / "cases" / name
+        _touch(folder / "measurements.json", b"[]")
+        _touch(folder / "summary.json", json.dumps({"quality": {"status": status, "reasons": [status]}}).encode())
+        _touch(folder / DONE, b"{}")
+    _touch(out / "batch.json", b"{}")
+    assert main(["batch", str(data), "-o", str(out), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("3 of 3 cases finished (0 in this run, 3 earlier; quality: 1 ok, 1 review, 1 failed); 0 not finished"
+                        " - review and failed cases are listed first in report.html")
+
+
 def test_cohort_flag_column_is_true_false_like_every_case_table(tmp_path):
     """The cohort table wrote Python's "True"/"False" while each case's measurements.csv and normative.csv say
     true/false; a case read from its CSV (no measurements.json) must not turn "false" into a flag either."""
