@@ -56,6 +56,13 @@ def sacral_slope(spine: Spine) -> Row:
     return ("S1", "sacral_slope_deg", -angle_of(s1.upper_direction), "deg", "S1 superior endplate vs patient AP axis")
 
 
+def _span(names: list[str]) -> str:
+    """The level name of a row about the vertebrae ``names`` (in order): "L1-L5", one name alone ("L5", not "L5-L5")."""
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
+
+
 def cobb_max(spine: Spine) -> Row:
     tilts = []  # (angle, vertebra, "superior"/"inferior")
     skipped = []
@@ -76,7 +83,7 @@ def cobb_max(spine: Spine) -> Row:
             measured.append(v)
     names = [scheme.vertebra_name(v) for v in measured]
     labelled = [scheme.vertebra_name(v) for v in spine.vertebrae]
-    level = f"{names[0]}-{names[-1]}" if measured else (f"{labelled[0]}-{labelled[-1]}" if labelled else "")
+    level = _span(names) if measured else _span(labelled)
     if len(measured) < 2:
         note = "needs two vertebrae measurable in their mid-coronal planes"
         if skipped:

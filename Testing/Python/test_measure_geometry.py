@@ -226,6 +226,13 @@ def test_coronal_cobb_angle():
     assert "L2" in cobb.note and "L4" in cobb.note
 
 
+def test_a_cobb_angle_with_one_vertebra_is_empty_and_named_after_it():
+    spine = ph.build_spine((22,), heights=26.0, discs=12.0, disc_labels=False, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.oblique(15.0, axis=(0.1, 0.9, 0.4)))
+    row = rows_by(measure_case(None, label_map))[("L3", "cobb_max_deg")]
+    assert row.value is None and "two vertebrae" in row.note
+
+
 # ---------------------------------------------------------------------------------------------------------
 # (c) LPS and RAS files, NIfTI and NRRD, read back with imageio
 @pytest.fixture(scope="module")
