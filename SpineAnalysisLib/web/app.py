@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import SimpleITK as sitk
 from trame.app import TrameApp
 from trame.app.asynchronous import create_task
 from trame_slicer.core import LayoutManager, SlicerApp, VolumeWindowLevel
@@ -271,6 +272,15 @@ class ReviewApp(TrameApp):
                 tail = job.output_tail(3).splitlines()
                 raise SpineAnalysisError(f"the segmentation failed (exit status {job.returncode}): {tail[-1] if tail else ''}")
             self.summary = job_summary(job.lines, self.job_dir / "summary.json")
+            labels = imageio.read_image(output)
+            if not sitk.GetArrayViewFromImage(labels).any():  # (a view: ``labels`` must outlive it)
+                # nothing labelled: a result, as `spineanalysis analyze` reports it (quality failed, with the
+                # job's reasons), not an error about the job's temporary file
+                self._clear_segments()
+                with self.state:
+                    self._set_measurements([])
+                    self._say(error="the segmentation labelled no vertebra or disc: see the quality reasons")
+                return
             self._import(lambda: self.case.import_labels(imageio.read_label_map(output, reference=self.case.image)))
             with self.state:
                 self._say(f"segmented: {', '.join(self.summary.get('levels', []))}")
@@ -282,6 +292,18 @@ class ReviewApp(TrameApp):
             self._cancel_job()
             with self.state:
                 self.state.running = False
+
+    def _clear_segments(self) -> None:
+        """Remove every segment (the page's own change: a job that labelled nothing replaces the segmentation)."""
+        if self.case.segmentation_node is not None:
+            self._importing = True
+            try:
+                self.case.segmentation_node.GetSegmentation().RemoveAllSegments()
+            finally:
+                self._importing = False
+        self.unsaved = False
+        with self.state:
+            self.state.segments, self.state.active_segment, self.state.tool = [], None, "none"
 
     def _import(self, make_segmentation) -> None:
         """Replace the segmentation by ``make_segmentation()``'s (the page's own change, not a correction)."""

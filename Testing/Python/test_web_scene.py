@@ -275,3 +275,29 @@ def test_an_upload_or_open_asks_before_replacing_renamed_levels(tmp_path):
         assert app.state.case_name == "other" and app.state.segments == [] and not app.unsaved
     finally:
         app.close()
+
+
+def test_a_segmentation_that_labels_nothing_is_a_failed_result_as_analyze_reports_it(tmp_path):
+    """Noise: the real job labels nothing. `spineanalysis analyze` reports quality failed ("no vertebra or disc
+    was labelled", the noise warning); the page says the same next to the result, not an error about the job's
+    temporary label file, and the previous segments are gone."""
+    import time
+
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    noise = tmp_path / "noise.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray((np.random.default_rng(0).random((12, 20, 20)) * 100).astype(np.int16)), str(noise))
+    app = ReviewApp(device="cpu")
+    try:
+        app.load(noise)
+        app.start_segmentation()
+        deadline = time.monotonic() + 120
+        while app.job is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            app._poll_job()
+        assert app.state.quality_status == "failed", (app.state.error, app.state.quality_reasons)
+        assert "no vertebra or disc was labelled" in app.state.quality_reasons
+        assert "no vertebra or disc" in app.state.error and "labels.nii.gz" not in app.state.error
+        assert app.state.segments == [] and app.state.running is False
+    finally:
+        app.close()
