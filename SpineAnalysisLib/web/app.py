@@ -115,6 +115,7 @@ class ReviewApp(TrameApp):
         s.can_undo = s.can_redo = False
         s.dicom_input = False
         s.confirm_open, s.confirm_text = False, ""
+        s.unsaved_corrections = False  # mirrors ``unsaved`` for the page
 
     def _say(self, message: str = "", error: str = "") -> None:
         self.state.message, self.state.error = message, error
@@ -431,6 +432,9 @@ class ReviewApp(TrameApp):
                 if (self.state.can_undo, self.state.can_redo) != (self.undo.can_undo(), self.undo.can_redo()):
                     with self.state:
                         self._refresh_undo()
+                if self.state.unsaved_corrections != self.unsaved:
+                    with self.state:
+                        self.state.unsaved_corrections = self.unsaved
             except Exception as error:  # noqa: BLE001 - the page must stay usable; the reason is shown
                 with self.state:
                     self._say(error=f"{type(error).__name__}: {error}")

@@ -83,7 +83,9 @@ def _side_panel(app) -> None:
                    density="compact", hide_details=True, id="rename-from")
         v3.VTextField(v_model=("rename_to",), label="new name", density="compact", hide_details=True, style="max-width: 90px", id="rename-to")
         v3.VBtn("Rename", click=app.rename, density="compact", disabled=("!rename_from || !rename_to || running",), id="rename-button")
-    html.Div("Export", classes="text-subtitle-2 mt-2")
+    with html.Div(classes="text-subtitle-2 mt-2"):
+        html.Span("Export")
+        html.Span(" - corrections not downloaded yet", v_if="unsaved_corrections", classes="text-warning", id="unsaved")
     with html.Div(classes="my-1"):
         v3.VBtn("CSV", density="compact", classes="mr-1", id="export-csv", disabled=("!table_rows.length",),
                 click=f"utils.download(case_name + '_measurements.csv', trigger('{app.server.controller.trigger_name(app.export_csv)}'), 'text/csv')")

@@ -208,6 +208,7 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         volume_before = cell(browser, "L4", "volume_mm3")
         browser.drag(stroke)
         corrected, _delay = wait_cell_change(browser, "L4", "volume_mm3", volume_before)
+        browser.wait_for("!!document.querySelector('#unsaved')", 10, "the note that the correction is not downloaded")
 
         # Segment asks before it would replace the correction; keeping it changes nothing
         click_element(browser, "#segment-button")
@@ -222,7 +223,7 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         # downloaded: Segment starts at once; while it runs the tools are off, cancelling keeps the correction
         click_element(browser, "#export-labels")
         browser_download(downloads, "_labels.nii.gz")
-        time.sleep(0.5)
+        browser.wait_for("!document.querySelector('#unsaved')", 10, "the note to go once the labels are downloaded")
         click_element(browser, "#segment-button")
         browser.wait_for("window.trame.state.get('running')", 10, "the job to start")
         assert browser.evaluate("window.trame.state.get('tool')") == "none"
