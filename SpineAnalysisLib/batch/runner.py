@@ -414,7 +414,7 @@ def run_batch(
                 client.register_plugin(ModelPlugin(options))
                 bar = Progress(len(todo), len(finished_before), progress, interval=progress_interval)
                 processing_started = time.time()
-                succeeded, failed = _collect(client, todo, outdir, options, state, cases, bar)
+                succeeded, failed = _collect(client, todo, outdir, options, state, cases, bar, local=not scheduler)
                 processing_ended = time.time()
         outputs = rebuild_cohort(outdir, cases, min_reference_n=min_reference_n, reference=reference, report=report)
     from .cohort import case_status
@@ -436,8 +436,32 @@ def _worker_error(error: BaseException) -> str:
     return one_line(error)
 
 
-def _collect(client, todo: list[Case], outdir: Path, options: dict, state: BatchState, cases: list[Case], bar: Progress) -> tuple[int, int]:
-    from distributed import as_completed
+#: the local cluster is given up when it has had no worker process for this long while cases wait (seen once: workers
+#: that died and whose restart failed left the batch waiting for ever, silently); a restart importing torch takes 5-60 s
+NO_WORKER_LIMIT_S = 120.0
+#: how often the driver looks at the workers while no case finishes
+POLL_S = 5.0
+
+
+def _no_worker_since(client, since: float | None) -> float | None:
+    """When the cluster was first seen without a worker (None: it has workers); a :class:`SetupError` once that has
+    lasted :data:`NO_WORKER_LIMIT_S`."""
+    if client.scheduler_info().get("workers"):
+        return None
+    since = since or time.time()
+    if time.time() - since >= NO_WORKER_LIMIT_S:
+        raise SetupError(f"no worker process has been running for {NO_WORKER_LIMIT_S:.0f} s (they stopped and were not restarted); "
+                         "finished cases are kept: run the same command again to resume")
+    return since
+
+
+def _collect(client, todo: list[Case], outdir: Path, options: dict, state: BatchState, cases: list[Case], bar: Progress,
+             local: bool = True) -> tuple[int, int]:
+    """Submit ``todo`` and record each result as it comes. ``local``: the batch's own cluster, which nobody else will
+    give new workers (a --scheduler cluster may legitimately scale up from none)."""
+    import asyncio
+
+    from distributed import wait
 
     token = uuid.uuid4().hex[:8]
     futures = {}
@@ -446,25 +470,34 @@ def _collect(client, todo: list[Case], outdir: Path, options: dict, state: Batch
         futures[future] = case
     succeeded = failed = 0
     last_errors_csv = 0.0
+    no_worker_since = None
     try:
-        for future in as_completed(list(futures)):
-            case = futures.pop(future)
+        while futures:
             try:
-                result = future.result()
-            except SpineAnalysisError:
-                raise  # setup problem (model, OUTDIR not shared): every case would fail the same way
-            except Exception as error:  # KilledWorker (the case crashed its worker repeatedly), lost connection...
-                result = {"status": "failed", "stage": "worker", "error": _worker_error(error), "traceback": ""}
-            if result["status"] == "done":
-                succeeded += 1
-                state.clear_error(case)
-            else:
-                failed += 1
-                state.record_error(case, result.get("stage", "processing"), result.get("error", ""), result.get("traceback", ""))
-                if time.time() - last_errors_csv > 5 or not futures:
-                    state.write_errors_csv(cases)
-                    last_errors_csv = time.time()
-            bar.update(succeeded, failed)
+                finished = wait(list(futures), timeout=POLL_S, return_when="FIRST_COMPLETED").done
+            except (TimeoutError, asyncio.TimeoutError):
+                if local:
+                    no_worker_since = _no_worker_since(client, no_worker_since)
+                continue
+            no_worker_since = None
+            for future in finished:
+                case = futures.pop(future)
+                try:
+                    result = future.result()
+                except SpineAnalysisError:
+                    raise  # setup problem (model, OUTDIR not shared): every case would fail the same way
+                except Exception as error:  # KilledWorker (the case crashed its worker repeatedly), lost connection...
+                    result = {"status": "failed", "stage": "worker", "error": _worker_error(error), "traceback": ""}
+                if result["status"] == "done":
+                    succeeded += 1
+                    state.clear_error(case)
+                else:
+                    failed += 1
+                    state.record_error(case, result.get("stage", "processing"), result.get("error", ""), result.get("traceback", ""))
+                    if time.time() - last_errors_csv > 5 or not futures:
+                        state.write_errors_csv(cases)
+                        last_errors_csv = time.time()
+                bar.update(succeeded, failed)
     finally:
         if futures:
             client.cancel(list(futures))

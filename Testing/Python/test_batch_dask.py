@@ -214,6 +214,43 @@ def test_a_case_that_kills_its_worker_is_recorded_in_plain_words(tmp_path):
                                     "run 'spineanalysis analyze' on this image alone to see the error")
 
 
+def test_a_local_batch_whose_workers_are_gone_stops_instead_of_waiting_for_ever(tmp_path, monkeypatch):
+    """Seen once on a loaded machine: the only worker died and was not restarted, and the batch waited silently for
+    more than 14 minutes. Here the local cluster's nannies (in this process) are closed, which leaves no worker."""
+    import threading
+
+    from distributed.nanny import Nanny
+
+    from SpineAnalysisLib.batch import run_batch, runner
+
+    monkeypatch.setattr(runner, "NO_WORKER_LIMIT_S", 3.0)
+    monkeypatch.setattr(runner, "POLL_S", 0.5)
+    _crop(tmp_path / "data" / "a.nii.gz", 24)
+    outcome = {}
+
+    def batch():
+        try:
+            outcome["result"] = run_batch(tmp_path / "data", tmp_path / "out", workers=1, device="cpu", progress=None)
+        except Exception as error:  # the SetupError this test expects, or anything else to show
+            outcome["error"] = error
+
+    before = set(Nanny._instances)
+    runner_thread = threading.Thread(target=batch, daemon=True)  # daemon: without the guard it never returns
+    runner_thread.start()
+    deadline = time.time() + 120
+    while not [n for n in Nanny._instances if n not in before and n.worker_address]:
+        assert time.time() < deadline and runner_thread.is_alive(), outcome
+        time.sleep(0.05)
+    for nanny in [n for n in Nanny._instances if n not in before]:
+        nanny.loop.add_callback(nanny.close)
+    runner_thread.join(60)
+    assert not runner_thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, runner.SetupError), outcome
+    assert str(error) == ("no worker process has been running for 3 s (they stopped and were not restarted); "
+                          "finished cases are kept: run the same command again to resume")
+
+
 def test_killed_batch_resumes_without_redoing_finished_cases(tmp_path):
     """The embedded local cluster, through the command line; SIGKILL of the whole process group after the first case."""
     data = tmp_path / "scans"
