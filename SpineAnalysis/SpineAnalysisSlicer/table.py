@@ -54,12 +54,9 @@ def subjectText(sex, age) -> str:
 
 def flagsOf(values: dict) -> str:
     """Text of the "outside normal range" column: the z-scores flagged by the library's one rule
-    (``SpineAnalysisLib.measure.flags``), and a Genant grade above 0 (a deformity, not a reference interval)."""
-    texts = normalRange.flags_of(values)
-    grade = values.get("genant_grade")
-    if grade is not None and not (isinstance(grade, float) and math.isnan(grade)) and grade > 0:
-        texts.append(f"Genant grade {int(round(grade))}")
-    return "; ".join(texts)
+    (``SpineAnalysisLib.measure.flags``), exactly what the CSV's ``flag`` column, report.png and the HTML reports say
+    of the same values. A Genant grade is not a reference-interval flag: it has its own column."""
+    return "; ".join(normalRange.flags_of(values))
 
 
 def markOutOfDate(tableNode, reason) -> None:

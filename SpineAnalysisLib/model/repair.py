@@ -103,7 +103,8 @@ def filter_slices(canonical_raw: np.ndarray, spacing: tuple[float, float, float]
     for index in range(volume.shape[0]):
         image = sitk.GetImageFromArray(volume[index])
         image.SetSpacing((float(spacing[2]), float(spacing[1])))
-        out[index] = sitk.GetArrayViewFromImage(image_filter(image))
+        filtered = image_filter(image)  # kept alive while its array view is read: a view of a temporary reads freed memory
+        out[index] = sitk.GetArrayViewFromImage(filtered)
     return out
 
 

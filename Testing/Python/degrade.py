@@ -54,5 +54,6 @@ def _coarser(array: np.ndarray, factor: int) -> np.ndarray:
     for index in range(array.shape[0]):
         slice_ = sitk.GetImageFromArray(array[index].astype(np.float32))
         coarse = sitk.BinShrink(slice_, [factor, factor])
-        out[index] = sitk.GetArrayViewFromImage(sitk.Resample(coarse, slice_, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        resampled = sitk.Resample(coarse, slice_, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        out[index] = sitk.GetArrayViewFromImage(resampled)  # the image stays alive while its view is read
     return out
