@@ -294,6 +294,9 @@ def _with_segment_fields(label_map: sitk.Image) -> sitk.Image:
 
     array = sitk.GetArrayViewFromImage(label_map)
     result = sitk.Image(label_map)
+    for key in result.GetMetaDataKeys():  # fields of a segmentation read earlier would describe other segments
+        if key.startswith("Segment"):
+            result.EraseMetaData(key)
     present = sorted((int(v) for v in np.unique(array) if v and scheme.is_known(int(v))), key=scheme.anatomical_rank)
     result.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
     result.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
