@@ -113,3 +113,23 @@ def test_on_a_noisy_scan_levels_not_counted_from_the_sacrum_are_uncertain():
     first, second = _pass(L1_L4, anchor="L3"), _pass(L1_L4, anchor="L3")
     kept, _ = repair.choose(first, second, ["the first pass's levels are uncertain"], {"sigma": 0.01, "snr": 40.0}, SPACING)
     assert not kept.report.levels_uncertain  # a clean scan may be counted from another anchor
+
+
+def test_denoising_copies_each_filtered_slice_while_its_image_is_alive():
+    """filter_slices once read a NumPy view of a temporary SimpleITK image after the image was freed: a batch worker
+    segfaulted on a Siegen scan whose repair pass ran. With glibc told to unmap every freed buffer above 64 kB the
+    read of freed memory crashes every time (exit -11 before the fix), so the check runs in its own process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import threading, numpy as np\n"
+            "from SpineAnalysisLib.model import repair\n"
+            "volume = np.random.default_rng(0).random((6, 300, 300), dtype=np.float32)\n"
+            "thread = threading.Thread(target=lambda: repair.denoise(volume, (4.0, 1.0, 1.0)))\n"
+            "thread.start(); thread.join()\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": str(root)}
+    completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-2000:]
