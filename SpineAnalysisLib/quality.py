@@ -11,7 +11,9 @@ Every check is explicit and listed here (docs/validation.md repeats them with th
 2. **Anatomical order and spacing of levels**: the centroid of each labelled vertebra must lie below the one of the
    vertebra above it (patient superior axis) and two adjacent vertebrae's centroids must be
    :data:`SPACING_MM` apart (closer is allowed next to a body cut by the field of view or labelled only in part,
-   whose centroid is displaced). Outside: ``failed`` ("an S1 in the pelvis").
+   whose centroid is displaced). Outside: ``failed`` ("an S1 in the pelvis"). A level missing inside the labelled
+   chain (L2 and L4 labelled, no L3; the model's own chain checks catch this before, a label map given to
+   ``measure`` only here): ``review``.
 3. **Label confidence** (from the labelling report in ``summary.json``): ``levels_uncertain`` true (a missing
    field counts as false) or a level-count confidence below :data:`LOW_CONFIDENCE`: ``review``. Image warnings of
    the segmentation (oblique slices, NaN voxels): ``review``. Labelling flags are listed as notes.
@@ -197,9 +199,23 @@ def _order_and_spacing(measurements: list, quality: Quality) -> None:
             continue
         adjacent = scheme.next_vertebra(upper) == lower or (upper, lower) in ((24, 25), (19, 28))
         distance = float(np.linalg.norm(a - b))
+        if not adjacent:
+            missing = _levels_between(upper, lower)
+            quality.add("review", f"{', '.join(missing) or 'a level'} not labelled between {scheme.vertebra_name(upper)} and "
+                                  f"{scheme.vertebra_name(lower)} ({distance:.0f} mm apart): a body missing inside the chain, "
+                                  f"or levels named wrong")
         if adjacent and not SPACING_MM[0] <= distance <= SPACING_MM[1] and not (distance < SPACING_MM[0] and partial & {upper, lower}):
             quality.add("failed", f"{names} centroids {distance:.0f} mm apart (adjacent vertebrae lie "
                                   f"{SPACING_MM[0]:.0f}-{SPACING_MM[1]:.0f} mm apart): levels misplaced")
+
+
+def _levels_between(upper: int, lower: int) -> list[str]:
+    """Names of the standard vertebrae strictly between ``upper`` and ``lower`` (cranial to caudal)."""
+    names, current = [], scheme.next_vertebra(upper)
+    while current is not None and current != lower and len(names) < 30:
+        names.append(scheme.vertebra_name(current))
+        current = scheme.next_vertebra(current)
+    return names if current == lower else []
 
 
 def _withheld_reason(m) -> str:

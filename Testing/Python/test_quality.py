@@ -80,6 +80,17 @@ def test_a_vertebra_far_below_its_neighbour_fails_the_spacing_check():
     assert any(r.startswith("L5-S1 centroids") and "misplaced" in r for r in result.reasons)
 
 
+def test_a_given_label_map_with_a_body_missing_inside_the_chain_goes_to_review():
+    # a label map given to `measure` (no labelling report): L1-L5 with L3 erased, L2 and L4 left
+    spine = ph.build_spine(levels=(20, 21, 22, 23, 24), heights=26.0, discs=10.0, csf=False)
+    label_map, _ = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    result = quality.assess(measure_case(None, ph.keep_labels(label_map, [20, 21, 23, 24, 120, 123])))
+    assert result.status == "review"
+    assert any(r.startswith("L3 not labelled between L2 and L4") for r in result.reasons), result.reasons
+    whole = quality.assess(measure_case(None, label_map))
+    assert whole.status == "ok", whole.reasons
+
+
 @pytest.mark.parametrize(
     "summary, reason",
     [
