@@ -38,6 +38,7 @@ class SegmentationResult:
     levels: list[str]
     notes: list[str] = field(default_factory=list)
     quality: dict = field(default_factory=dict)  # :mod:`.quality` status of the case
+    scheme_map: sitk.Image | None = field(default=None, repr=False)  # the label map in this project's scheme (not in the summary)
 
     def summary(self) -> dict:
         return {
@@ -140,17 +141,25 @@ def measure_segmentation(
     if not translation.bodies:
         quality.add("failed", "whole vertebrae without bodies: nothing geometric can be measured (give --bodies)")
     return SegmentationResult(
-        measurements, translation.scheme, translation.reason, translation.bodies, kind, source, levels, list(translation.notes), quality.to_dict()
+        measurements, translation.scheme, translation.reason, translation.bodies, kind, source, levels, list(translation.notes), quality.to_dict(),
+        translation.label_map,
     )
 
 
 def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "auto", bodies_path=None, sex=None, age=None) -> SegmentationResult:
-    """Read the files, measure them and write OUTDIR/measurements.csv/.json and OUTDIR/measure_summary.json
+    """Read the files, measure them and write OUTDIR/measurements.csv/.json, OUTDIR/measure_summary.json and
+    OUTDIR/report.png (the mid-sagittal picture with the quality banner, as ``analyze`` writes it)
     (``spineanalysis measure`` and a batch case with a labels column)."""
+    from .quality import Quality
+    from .report import write_report
+
     image = imageio.read_scan(image_path)  # a label map given as the image is refused
     label_map = imageio.read_image(labels_path)
     bodies = imageio.read_image(bodies_path) if bodies_path else None
     result = measure_segmentation(image, label_map, label_scheme=label_scheme, bodies=bodies, sex=sex, age=age)
     write_measurements(result.measurements, output_dir, quality=result.quality.get("status"))
+    write_report(image, result.scheme_map, result.measurements, Path(output_dir) / "report.png",
+                 title=f"{Path(labels_path).name} on {Path(image_path).name} — segmentation given ({result.label_scheme})",
+                 notes=result.notes, quality=Quality(**result.quality))
     imageio.write_text(json.dumps(result.summary(), indent=1) + "\n", Path(output_dir) / SUMMARY)
     return result

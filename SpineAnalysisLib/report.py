@@ -105,11 +105,13 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
     figure, axis = plt.subplots(figsize=(10, 8), dpi=100)
     axis.imshow(slice_image, cmap="gray", extent=extent, interpolation="bilinear")
     overlay = np.zeros((*slice_labels.shape, 4))
-    present = sorted((int(v) for v in np.unique(labels) if v), key=scheme.anatomical_rank)
-    for label in present:
+    structures = [int(v) for v in np.unique(labels) if v]
+    # the spinal cord and canal (a given segmentation may hold them) are drawn but carry no level text
+    levels = sorted((label for label in structures if scheme.is_vertebra(label) or scheme.is_disc(label)), key=scheme.anatomical_rank)
+    for label in [s for s in structures if s in (scheme.SPINAL_CORD, scheme.SPINAL_CANAL)] + levels:
         overlay[slice_labels == label] = (*scheme.structure_color(label), 0.45)
     axis.imshow(overlay, extent=extent, interpolation="nearest")
-    for label in present:
+    for label in levels:
         rows, cols = np.nonzero(labels[:, :, :] == label)[1:]
         if rows.size == 0:
             continue

@@ -86,7 +86,7 @@ def write_case_page(folder: Path, case_id: str, source: str, rows: list[dict], s
     notes = list(summary.get("flags", [])) + list(summary.get("warnings", []))
     if notes:
         body.append("<ul>" + "".join(f"<li class=\"note\">{_e(n)}</li>" for n in notes) + "</ul>")
-    # a case measured from a given segmentation (labels column) has no report.png or labels.nii.gz: no broken links
+    # a case measured from a given segmentation (labels column) has no labels.nii.gz (and before 2026-12-07 no report.png): no broken links
     if (Path(folder) / "report.png").is_file():
         body.append('<p><a href="report.png"><img src="report.png" alt="mid-sagittal slice with named levels"></a></p>')
     files = [name for name in CASE_FILES if (Path(folder) / name).is_file()]

@@ -51,6 +51,7 @@ def test_measure_on_expert_labels(tmp_path):
     assert main(["measure", str(SAMPLE), str(SAMPLE_LABELS), "-o", str(tmp_path)]) == 0
     rows = (tmp_path / "measurements.csv").read_text(encoding="utf-8").splitlines()
     assert any(row.startswith("vertebra,L3,height_anterior_mm,") for row in rows)
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"  # the picture with the quality banner, as analyze writes
 
 
 def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
