@@ -241,3 +241,17 @@ def test_structured_export_carries_the_same_flags_and_the_quality_status(tmp_pat
     sitk.WriteImage(written, str(labels))
     assert main(["export-measurements", str(SAMPLE), str(labels), "-o", str(tmp_path / "cli.csv")]) == 0
     assert {r["quality"] for r in csv.DictReader((tmp_path / "cli.csv").open(encoding="utf-8"))} == {"failed"}
+
+
+def test_report_png_of_a_map_with_a_spinal_canal_draws_it_without_a_level(tmp_path):
+    """A given segmentation (TPTBox/SPINEPS, a corrected map) may hold the spinal canal (61): report.png, now written
+    by measure too, sorted every label by level and stopped with 'label 61 has no cranio-caudal rank'."""
+    import SimpleITK as sitk
+
+    from SpineAnalysisLib.report import write_report
+
+    spine = ph.build_spine((22, 23, 24), heights=26.0, discs=10.0, canal_label=True)
+    label_map, image = ph.render_phantom(spine, (1.0, 1.0, 1.0), ph.LPS_DIRECTION)
+    assert 61 in set(sitk.GetArrayFromImage(label_map).ravel().tolist())
+    path = write_report(image, label_map, measure_case(image, label_map), tmp_path / "report.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
