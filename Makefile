@@ -34,7 +34,7 @@ $(WEB_STAMP): requirements-web.txt
 web: $(WEB_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/spineanalysis analyze Resources/Samples/MyoSegmenTUM_VB3_02_image.nii.gz -o out/demo
+	$(VENV)/bin/spineanalysis analyze Resources/Samples/MyoSegmenTUM_VB3_02_image.nii.gz -o out/demo --overwrite
 	@echo "open out/demo/report.png; measurements in out/demo/measurements.csv"
 
 test: $(STAMP) $(WEB_STAMP) check-py39 test-slicer512 check-wheel
