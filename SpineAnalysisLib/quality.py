@@ -204,7 +204,8 @@ def _order_and_spacing(measurements: list, quality: Quality) -> None:
             quality.add("review", f"{', '.join(missing) or 'a level'} not labelled between {scheme.vertebra_name(upper)} and "
                                   f"{scheme.vertebra_name(lower)} ({distance:.0f} mm apart): a body missing inside the chain, "
                                   f"or levels named wrong")
-        if adjacent and not SPACING_MM[0] <= distance <= SPACING_MM[1] and not (distance < SPACING_MM[0] and partial & {upper, lower}):
+            continue
+        if not SPACING_MM[0] <= distance <= SPACING_MM[1] and not (distance < SPACING_MM[0] and partial & {upper, lower}):
             quality.add("failed", f"{names} centroids {distance:.0f} mm apart (adjacent vertebrae lie "
                                   f"{SPACING_MM[0]:.0f}-{SPACING_MM[1]:.0f} mm apart): levels misplaced")
 

@@ -142,6 +142,7 @@ PREDICTED_RATIOS = {"wedge_ratio": "anterior_to_predicted_posterior", "biconcavi
 RATIO_HEIGHTS = {"wedge_ratio": "height_anterior_mm", "biconcavity_ratio": "height_middle_mm"}
 #: the deformity each shape ratio reads (the name in a Genant note)
 RATIO_KINDS = {"wedge_ratio": "wedge", "biconcavity_ratio": "biconcave"}
+_RATIO_OF_KIND = {kind: ratio for ratio, kind in RATIO_KINDS.items()}
 
 
 def ratio_loss(ratio: float, normal: dict | None) -> float:
@@ -304,7 +305,7 @@ def _notch_note(quad: Quad) -> str:
 
 
 def _versus(level: str, kind: str) -> str:
-    ratio = {k: r for r, k in RATIO_KINDS.items()}.get(kind)
+    ratio = _RATIO_OF_KIND.get(kind)
     if ratio is None:
         return ""
     normal = normal_ratio(level, ratio)
