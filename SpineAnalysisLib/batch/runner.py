@@ -441,6 +441,8 @@ def _worker_error(error: BaseException) -> str:
 NO_WORKER_LIMIT_S = 120.0
 #: how often the driver looks at the workers while no case finishes
 POLL_S = 5.0
+#: how often the driver looks for finished cases
+RESULT_POLL_S = 0.2
 
 
 def _no_worker_since(client, since: float | None) -> float | None:
@@ -458,11 +460,12 @@ def _no_worker_since(client, since: float | None) -> float | None:
 def _collect(client, todo: list[Case], outdir: Path, options: dict, state: BatchState, cases: list[Case], bar: Progress,
              local: bool = True) -> tuple[int, int]:
     """Submit ``todo`` and record each result as it comes. ``local``: the batch's own cluster, which nobody else will
-    give new workers (a --scheduler cluster may legitimately scale up from none)."""
-    import asyncio
+    give new workers (a --scheduler cluster may legitimately scale up from none).
 
-    from distributed import wait
-
+    Finished futures are found by polling their local state (``Future.done``), not with ``distributed.wait``: when a
+    worker died, ``wait`` with a timeout sometimes raised ``UnboundLocalError`` from inside distributed's ``sync``
+    (2026.8.0: its internal await was cancelled, a BaseException its error path does not keep), which ended the
+    batch (seen once in ``test_a_case_that_kills_its_worker_is_recorded_in_plain_words``)."""
     token = uuid.uuid4().hex[:8]
     futures = {}
     for case in todo:
@@ -471,15 +474,17 @@ def _collect(client, todo: list[Case], outdir: Path, options: dict, state: Batch
     succeeded = failed = 0
     last_errors_csv = 0.0
     no_worker_since = None
+    idle_since = time.monotonic()  # when a result last came (or the batch started)
     try:
         while futures:
-            try:
-                finished = wait(list(futures), timeout=POLL_S, return_when="FIRST_COMPLETED").done
-            except (TimeoutError, asyncio.TimeoutError):
-                if local:
+            finished = [future for future in futures if future.done()]
+            if not finished:
+                time.sleep(RESULT_POLL_S)
+                if local and time.monotonic() - idle_since >= POLL_S:
+                    idle_since = time.monotonic()
                     no_worker_since = _no_worker_since(client, no_worker_since)
                 continue
-            no_worker_since = None
+            idle_since, no_worker_since = time.monotonic(), None
             for future in finished:
                 case = futures.pop(future)
                 try:
