@@ -83,6 +83,7 @@ from SpineAnalysisSlicer import (  # noqa: E402
     labelmaps,
     modeloutput,
     otherschemes,
+    review,
     segments,
     table,
     terminology,
@@ -278,6 +279,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.shiftDownButton.connect("clicked(bool)", lambda: self.onShiftLevels(+1))
         self.ui.renameButton.connect("clicked(bool)", self.onRenameButton)
         self.ui.undoRenameButton.connect("clicked(bool)", self.onUndoRenameButton)
+        self.ui.markLevelsReviewedButton.connect("clicked(bool)", self.onMarkLevelsReviewedButton)
         self.ui.show3DButton.connect("clicked(bool)", self.onShow3DButton)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsvButton)
         self.ui.saveSegmentationButton.connect("clicked(bool)", self.onSaveSegmentationButton)
@@ -382,6 +384,9 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("Write the segmentation as DICOM SEG referencing the source series") if fromDicom else _("Load the volume from DICOM first (DICOM browser or 'Load DICOM folder...')")
         )
         self.ui.undoRenameButton.enabled = hasSegmentation and not running and self.logic.canUndoRelabel(parameters.segmentation)
+        self.ui.markLevelsReviewedButton.enabled = hasSegmentation and not running
+        reviewed = self.logic.levelsReviewed(parameters.segmentation) if hasSegmentation else None
+        self.ui.markLevelsReviewedButton.text = _("Levels reviewed ({when}): mark again").format(when=reviewed) if reviewed else _("Mark levels reviewed")
         self._qualityBanner.setTable(parameters.table if parameters else None)
         if parameters:
             index = self.ui.modelComboBox.findData(parameters.model)
@@ -558,6 +563,12 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with self._errors.action(_("Failed to undo the rename.")):
             renamed = self.logic.undoRelabel(self._parameterNode.segmentation)
             self._log(_("Renamed back: ") + ", ".join(f"{old} -> {new}" for old, new in renamed.items()))
+            self._updateGui()
+
+    def onMarkLevelsReviewedButton(self) -> None:
+        with self._errors.action(_("Failed to mark the levels reviewed.")):
+            when = self.logic.markLevelsReviewed(self._parameterNode.segmentation)
+            self._log(_("Levels of {name} marked reviewed by the reader ({when}).").format(name=self._parameterNode.segmentation.GetName(), when=when))
             self._updateGui()
 
     def onShow3DButton(self) -> None:
@@ -756,6 +767,21 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         self._tables.clear()
 
     tableForSegmentation = staticmethod(table.tableForSegmentation)
+    levelsReviewed = staticmethod(review.levelsReviewed)
+
+    def markLevelsReviewed(self, segmentationNode) -> str:
+        """The reader has checked (and corrected) the level names of ``segmentationNode``: recorded on the node (saved
+        with the scene), and every table measuring it is assessed again without measuring. The labelling findings of
+        the model run ("levels uncertain", low confidence) then stop lowering the status and are shown as "levels
+        reviewed by the reader (model said: ...)"; the values' own plausibility gates stay (``quality.assess``). A
+        new model run makes a new segmentation, without the review. Returns the time recorded (UTC)."""
+        if segmentationNode is None:
+            raise spineErrors.InputError(_("select a segmentation"))
+        when = review.markLevelsReviewed(segmentationNode)
+        for tableNode in table.tablesOfSegmentation(segmentationNode):
+            self._tables.reassess(tableNode, segmentationNode)
+        return when
+
     flagsOf = staticmethod(table.flagsOf)
     qualityText = staticmethod(table.qualityText)
     tableValue = staticmethod(table.tableValue)
@@ -789,7 +815,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     def exportStructuredMeasurements(self, tableNode, volumeNode, path: str, includePatientId: bool = True):
         """One CSV row per value with the DICOM identifiers (``exports.exportStructuredMeasurements``)."""
-        return exports.exportStructuredMeasurements(self.measurementsToExport(tableNode), volumeNode, path, includePatientId)
+        return exports.exportStructuredMeasurements(self.measurementsToExport(tableNode), tableNode, volumeNode, path, includePatientId)
 
     saveSegmentation = staticmethod(exports.saveSegmentation)
     exportTrainingCase = staticmethod(exports.exportTrainingCase)

@@ -17,6 +17,10 @@ Every check is explicit and listed here (docs/validation.md repeats them with th
 3. **Label confidence** (from the labelling report in ``summary.json``): ``levels_uncertain`` true (a missing
    field counts as false) or a level-count confidence below :data:`LOW_CONFIDENCE`: ``review``. Image warnings of
    the segmentation (oblique slices, NaN voxels): ``review``. Labelling flags are listed as notes.
+   Once a reader has checked (and corrected) the level names (``levels_reviewed``: when), these two labelling
+   findings no longer lower the status; they are kept in ``Quality.levels_review`` ("the model said: ...") beside
+   the review. Nothing else is cleared by that review: the values' own plausibility gates, the order, spacing and
+   gaps of the labelled levels (measured on the segmentation as it is now), the image warnings and the slips stay.
 4. **High-grade slip**: a slip of :data:`HIGH_GRADE_SLIP` % or more (Meyerding III-IV) is possible but rare and the
    commonest sign of mislabelled bodies: ``review``.
 
@@ -112,6 +116,8 @@ class Quality:
     status: str = "ok"
     reasons: list[str] = field(default_factory=list)  # why the status is not "ok"
     notes: list[str] = field(default_factory=list)  # information that does not lower the status
+    #: ``{"reviewed_at": when, "model_said": [labelling findings]}`` once a reader reviewed the level names
+    levels_review: dict | None = None
 
     def add(self, status: str, reason: str) -> None:
         if STATUSES.index(status) > STATUSES.index(self.status):
@@ -120,17 +126,29 @@ class Quality:
             self.reasons.append(reason)
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "reasons": list(self.reasons), "notes": list(self.notes)}
+        result = {"status": self.status, "reasons": list(self.reasons), "notes": list(self.notes)}
+        if self.levels_review is not None:
+            result["levels_review"] = dict(self.levels_review)
+        return result
 
     def banner(self) -> str:
         """One line for a report's top: 'quality: failed - reason; reason'."""
-        return banner_text(self.status, self.reasons)
+        return banner_text(self.status, self.reasons, self.levels_review)
 
 
-def banner_text(status: str, reasons: Iterable[str] = ()) -> str:
-    """'quality: STATUS — reason; reason' (also for a ``summary["quality"]`` read back from summary.json)."""
-    reasons = list(reasons)
-    return f"quality: {status}" + (" — " + "; ".join(reasons) if reasons else "")
+def levels_review_text(levels_review: dict | None) -> str:
+    """'levels reviewed by the reader (model said: finding; finding)' ("" when the levels were not reviewed)."""
+    if not levels_review:
+        return ""
+    said = "; ".join(str(finding) for finding in levels_review.get("model_said") or [])
+    return "levels reviewed by the reader" + (f" (model said: {said})" if said else "")
+
+
+def banner_text(status: str, reasons: Iterable[str] = (), levels_review: dict | None = None) -> str:
+    """'quality: STATUS — reason; reason' (also for a ``summary["quality"]`` read back from summary.json), then
+    :func:`levels_review_text` when a reader reviewed the levels."""
+    parts = list(reasons) + ([levels_review_text(levels_review)] if levels_review else [])
+    return f"quality: {status}" + (" — " + "; ".join(parts) if parts else "")
 
 
 def _fmt(value: float) -> str:
@@ -224,9 +242,25 @@ def _withheld_reason(m) -> str:
     return f"{m.level} {value} is outside its physical range (withheld)"
 
 
-def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
+def labelling_findings(summary: dict | None) -> list[str]:
+    """The model run's findings about its level names (``summary.json``): levels uncertain, low level-count
+    confidence. A reader's review of the levels answers exactly these."""
+    summary = summary or {}
+    findings = []
+    if summary.get("levels_uncertain", False):
+        findings.append("levels uncertain (labelling chain checks)")
+    confidence = summary.get("confidence")
+    if confidence is not None and summary.get("levels") and float(confidence) < LOW_CONFIDENCE:
+        findings.append(f"level count uncertain (confidence {float(confidence):.2f} < {LOW_CONFIDENCE})")
+    return findings
+
+
+def assess(measurements: Iterable, summary: dict | None = None, levels_reviewed: str | None = None) -> Quality:
     """The quality status of one case from its (already gated) measurement rows and, when it was segmented here,
-    its ``summary.json`` content (labelling report: ``confidence``, ``levels_uncertain``, ``flags``, ``warnings``)."""
+    its ``summary.json`` content (labelling report: ``confidence``, ``levels_uncertain``, ``flags``, ``warnings``).
+
+    ``levels_reviewed``: when a reader reviewed the level names (None: not reviewed); the labelling findings then
+    go to ``levels_review`` instead of lowering the status (item 3 of the module docstring)."""
     measurements = list(measurements)
     quality = Quality()
     summary = summary or {}
@@ -246,11 +280,12 @@ def assess(measurements: Iterable, summary: dict | None = None) -> Quality:
         elif m.parameter == "genant_grade" and m.value is None and m.note.startswith(PARTIAL_BODY_NOTE):
             quality.add("review", f"{m.level} seems labelled in part (its Genant grade is withheld): check its outline")
     _order_and_spacing(measurements, quality)
-    if summary.get("levels_uncertain", False):
-        quality.add("review", "levels uncertain (labelling chain checks)")
-    confidence = summary.get("confidence")
-    if confidence is not None and summary.get("levels") and float(confidence) < LOW_CONFIDENCE:
-        quality.add("review", f"level count uncertain (confidence {float(confidence):.2f} < {LOW_CONFIDENCE})")
+    findings = labelling_findings(summary)
+    if levels_reviewed:
+        quality.levels_review = {"reviewed_at": str(levels_reviewed), "model_said": findings}
+    else:
+        for finding in findings:
+            quality.add("review", finding)
     for warning in summary.get("warnings", []) or []:
         quality.add("review", str(warning))
     quality.notes.extend(str(flag) for flag in summary.get("flags", []) or [])

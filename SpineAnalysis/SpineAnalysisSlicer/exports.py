@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import SimpleITK as sitk
@@ -25,17 +26,31 @@ def _needMeasurements(measurements) -> list:
     return measurements
 
 
+def summaryPath(outputDirectory: str, image: str) -> str:
+    """``<image>_measurements_summary.json`` beside the measurement files."""
+    return os.path.join(outputDirectory, measurements_export.case_file_stem(image) + "_summary.json")
+
+
 def exportMeasurements(measurements, tableNode, outputDirectory: str, volumeNode=None, overwrite: bool = False):
-    """``<image>_measurements.csv`` and ``.json`` naming the image and the model on every row; returns both paths.
+    """``<image>_measurements.csv`` and ``.json`` naming the image and the model on every row (their ``quality``
+    column: the status), and ``<image>_measurements_summary.json`` with the case's whole quality as the command
+    line's summary.json has it (``{"image", "model", "quality": {status, reasons, notes, levels_review}}``: a
+    reader's review of the levels beside what the model said); returns the CSV and JSON paths.
 
     Raises ``FileExistsError`` (writing nothing) when the files exist and ``overwrite`` is False.
     """
     measurements = _needMeasurements(measurements)
     image = volumeNode.GetName() if volumeNode is not None else tableNode.GetName()
-    return measurements_export.write_case_measurements(
-        measurements, outputDirectory, image=image, model=tableNode.GetAttribute(table.MODEL_ATTRIBUTE) or "",
-        quality=table.qualityStatus(tableNode), overwrite=overwrite,
-    )  # fmt: skip
+    model = tableNode.GetAttribute(table.MODEL_ATTRIBUTE) or ""
+    summary = summaryPath(outputDirectory, image)
+    if os.path.exists(summary) and not overwrite:
+        raise FileExistsError(f"{summary} already exist(s)")
+    paths = measurements_export.write_case_measurements(
+        measurements, outputDirectory, image=image, model=model, quality=table.qualityStatus(tableNode), overwrite=overwrite
+    )
+    text = json.dumps({"image": image, "model": model, "quality": table.qualityOf(tableNode)}, indent=1, ensure_ascii=False)
+    spineIO.write_text(text + "\n", summary)
+    return paths
 
 
 def dicomIdentifiers(volumeNode) -> dict:
@@ -58,10 +73,12 @@ def dicomIdentifiers(volumeNode) -> dict:
     return result
 
 
-def exportStructuredMeasurements(measurements, volumeNode, path: str, includePatientId: bool = True):
-    """One CSV row per value with the DICOM study/series identifiers (``measurements_export``); returns the path."""
+def exportStructuredMeasurements(measurements, tableNode, volumeNode, path: str, includePatientId: bool = True):
+    """One CSV row per value with the DICOM study/series identifiers (``measurements_export``) and the table's quality
+    status (the run's labelling checks and the reader's review included); returns the path."""
     return measurements_export.write_structured_csv(
-        _needMeasurements(measurements), path, identifiers=dicomIdentifiers(volumeNode), include_patient_id=includePatientId
+        _needMeasurements(measurements), path, identifiers=dicomIdentifiers(volumeNode), include_patient_id=includePatientId,
+        quality=table.qualityStatus(tableNode) or None,
     )
 
 

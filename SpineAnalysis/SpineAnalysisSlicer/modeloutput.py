@@ -9,7 +9,7 @@ import json
 import SimpleITK as sitk
 from SpineAnalysisLib.model import catalog
 
-from . import volumes
+from . import review, volumes
 from .compat import _
 from .job import DEFAULT_MODEL_CHOICE
 
@@ -41,7 +41,8 @@ def deviceNote(segmentationNode, requestedDevice) -> str:
 
 def rememberModelOutput(segmentationNode, labelImage, model: str, summary=None):
     """Keep ``labelImage`` as the model output of ``segmentationNode`` (and the run's summary); returns the
-    label map node."""
+    label map node. A review of the levels of an earlier run in this node no longer holds: it is cleared."""
+    review.clearLevelsReviewed(segmentationNode)
     if summary:
         segmentationNode.SetAttribute(SUMMARY_ATTRIBUTE, json.dumps(summary))
     outputNode = segmentationNode.GetNodeReference(MODEL_OUTPUT_REFERENCE)

@@ -24,7 +24,7 @@ from SpineAnalysisLib.measure import flags as normalRange
 from SpineAnalysisLib.measure import normative
 from SpineAnalysisLib.measurements import Measurement
 
-from . import volumes
+from . import review, volumes
 from .compat import _
 from .modeloutput import MODEL_ATTRIBUTE, runSummary
 
@@ -74,22 +74,30 @@ def qualityText(tableNode) -> str:
     outOfDate = tableNode.GetAttribute(OUT_OF_DATE_ATTRIBUTE) if tableNode is not None else None
     if outOfDate:
         return _("Measurements out of date (they show the segmentation before the last change): {reason}").format(reason=outOfDate)
-    text = tableNode.GetAttribute(QUALITY_ATTRIBUTE) if tableNode is not None else None
-    if not text:
+    quality = qualityOf(tableNode)
+    if not quality:
         return ""
-    try:
-        quality = json.loads(text)
-    except ValueError:
-        return ""
-    reasons = "; ".join(quality.get("reasons") or [])
+    reviewed = qualityChecks.levels_review_text(quality.get("levels_review"))
+    reasons = "; ".join(list(quality.get("reasons") or []) + ([reviewed] if reviewed else []))
     return _("Quality: {status}").format(status=quality.get("status", "?")) + (f" - {reasons}" if reasons else "")
 
 
-def qualityStatus(tableNode) -> str:
+def qualityOf(tableNode) -> dict:
+    """The table's quality (``Quality.to_dict()``: status, reasons, notes, levels_review); {} when it has none."""
     try:
-        return json.loads(tableNode.GetAttribute(QUALITY_ATTRIBUTE) or "{}").get("status", "")
+        quality = json.loads((tableNode.GetAttribute(QUALITY_ATTRIBUTE) if tableNode is not None else None) or "{}")
     except ValueError:
-        return ""
+        return {}
+    return quality if isinstance(quality, dict) else {}
+
+
+def qualityStatus(tableNode) -> str:
+    return qualityOf(tableNode).get("status", "")
+
+
+def assessQuality(measurements, segmentationNode):
+    """``SpineAnalysisLib.quality.assess`` with the run's labelling checks and the reader's review of the levels."""
+    return qualityChecks.assess(measurements, runSummary(segmentationNode), review.levelsReviewed(segmentationNode))
 
 
 def tableValue(tableNode, structureName: str, parameter: str):
@@ -117,8 +125,13 @@ def tableForSegmentation(segmentationNode, current=None):
         return None
     if current is None or measuresSegmentation(current, segmentationNode):
         return current
-    own = [node for node in volumes.nodesOfClass("vtkMRMLTableNode") if measuresSegmentation(node, segmentationNode)]
+    own = tablesOfSegmentation(segmentationNode)
     return own[-1] if own else None
+
+
+def tablesOfSegmentation(segmentationNode) -> list:
+    """Every table node that measures ``segmentationNode``, oldest first."""
+    return [node for node in volumes.nodesOfClass("vtkMRMLTableNode") if measuresSegmentation(node, segmentationNode)]
 
 
 def structureNameOfRow(tableNode, row: int):
@@ -294,8 +307,7 @@ class MeasurementTables:
         tableNode.SetNodeReferenceID(SEGMENTATION_REFERENCE, segmentationNode.GetID())
         tableNode.SetAttribute(SUBJECT_ATTRIBUTE, subjectText(sex, age))
         tableNode.SetAttribute(MODEL_ATTRIBUTE, segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "")
-        quality = qualityChecks.assess(measurements, runSummary(segmentationNode))  # with the run's labelling checks
-        tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality.to_dict()))
+        tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(assessQuality(measurements, segmentationNode).to_dict()))
         text = json.dumps([dataclasses.asdict(m) for m in measurements])
         self._byKey[key] = (text, list(measurements))
         tableNode.SetAttribute(MEASUREMENTS_ATTRIBUTE, text)
@@ -338,6 +350,13 @@ class MeasurementTables:
         without measuring again; returns the table node."""
         rescored = normative.score(self._measured(tableNode), results_table.subject_sex(sex), results_table.subject_age(age))
         return self.show(tableNode, rescored, segmentationNode, None, sex=sex, age=age)
+
+    def reassess(self, tableNode, segmentationNode) -> None:
+        """The table's quality assessed again from its measurements, without measuring (the reader reviewed the
+        levels); nothing for a table without measurements."""
+        measured = self._measured(tableNode)
+        if measured:
+            tableNode.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(assessQuality(measured, segmentationNode).to_dict()))
 
     def isForSubject(self, tableNode, sex, age) -> bool:
         return tableNode.GetAttribute(SUBJECT_ATTRIBUTE) == subjectText(sex, age)

@@ -105,6 +105,28 @@ def test_labelling_doubts_ask_for_review(summary, reason):
     assert result.status == "review" and any(reason in r for r in result.reasons)
 
 
+def test_a_readers_review_of_the_levels_answers_the_labelling_doubts_only():
+    """Reviewed levels: "levels uncertain" and the low confidence are kept as what the model said, no longer as
+    reasons; an image warning, a high-grade slip and a value outside its physical range still count."""
+    rows = _measure(levels=(22, 23, 24), heights=26.0, discs=10.0, csf=False)
+    summary = {"levels": ["L3"], "confidence": 0.45, "levels_uncertain": True, "flags": ["levels uncertain: S1?"],
+               "warnings": ["the slices are 30 degrees oblique"]}
+    unsure = quality.assess(rows, summary)
+    said = ["levels uncertain (labelling chain checks)", "level count uncertain (confidence 0.45 < 0.6)"]
+    assert unsure.reasons == said + ["the slices are 30 degrees oblique"] and unsure.levels_review is None
+    reviewed = quality.assess(rows, summary, levels_reviewed="2026-12-07T05:30:00+00:00")
+    assert reviewed.to_dict() == {"status": "review", "reasons": ["the slices are 30 degrees oblique"], "notes": ["levels uncertain: S1?"],
+                                  "levels_review": {"reviewed_at": "2026-12-07T05:30:00+00:00", "model_said": said}}  # fmt: skip
+    assert reviewed.banner() == ("quality: review — the slices are 30 degrees oblique; levels reviewed by the reader "
+                                 "(model said: levels uncertain (labelling chain checks); level count uncertain (confidence 0.45 < 0.6))")
+    assert quality.assess(rows, dict(summary, warnings=[]), levels_reviewed="x").status == "ok"
+    slipped = [dataclasses.replace(r, value=60.0) if (r.level, r.parameter) == ("L4", "slip_percent") else r for r in rows]
+    assert quality.assess(slipped, dict(summary, warnings=[]), levels_reviewed="x").status == "review"
+    impossible = quality.withhold_implausible([dataclasses.replace(r, value=0.4) if (r.level, r.parameter) == ("L3-L4", "height_mean_mm") else r
+                                               for r in rows])  # fmt: skip
+    assert quality.assess(impossible, summary, levels_reviewed="x").status == "failed"
+
+
 def test_missing_levels_uncertain_counts_as_false_and_flags_are_notes():
     rows = _measure(levels=(22, 23, 24), heights=26.0, discs=10.0, csf=False)
     result = quality.assess(rows, {"levels": ["L3"], "confidence": 0.95, "flags": ["S1 not in view or not recognised"]})
