@@ -76,6 +76,7 @@ from SpineAnalysisSlicer import (  # noqa: E402
     compat,
     dependencies,
     dicomsource,
+    earlier,
     exports,
     feedback,
     inputs,
@@ -423,7 +424,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         existing = self.logic.segmentationsOfVolume(parameters.inputVolume)
         if existing and not slicer.util.confirmOkCancelDisplay(
             _("{volume} already has a segmentation ({names}).\nSegment it again into a new segmentation? "
-              "The existing one, with all its corrections, is kept.").format(
+              "The existing one, with all its corrections, is kept, hidden and renamed '... (earlier)'.").format(
                 volume=parameters.inputVolume.GetName(), names=", ".join(node.GetName() for node in existing))
         ):  # fmt: skip
             return
@@ -453,6 +454,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._log(event.line)
         if job.is_running:
             return
+        status = ""
         try:
             with self._errors.action(_("The segmentation did not complete."), waitCursor=True):
                 parameters = self._parameterNode
@@ -460,18 +462,19 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.segmentation = segmentation
                 parameters.table = table
                 self._log(_("Done: {name}").format(name=segmentation.GetName()))
-                fallback = self.logic.deviceNote(segmentation, parameters.device)
-                if fallback:
-                    self._log(fallback)
+                status = self.logic.earlierSegmentationsNote(segmentation)
+                for line in (status, self.logic.deviceNote(segmentation, parameters.device)):
+                    if line:
+                        self._log(line)
         finally:
             job.cleanup()
-            self._finishJobUi()
+            self._finishJobUi(status)
 
-    def _finishJobUi(self) -> None:
+    def _finishJobUi(self, status: str = "") -> None:
         self._job = None
         self._pollTimer.stop()
         self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = ""
+        self.ui.statusLabel.text = status
         self._updateGui()
 
     def _log(self, text: str) -> None:
@@ -928,7 +931,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     def runSegmentation(self, volumeNode, model=None, device="auto", synchronous=True, progressCallback=None):
         """Segment ``volumeNode`` with the model into a *new* segmentation node: an earlier segmentation (and
-        every correction in it) is never overwritten.
+        every correction in it) is never overwritten nor removed; it is hidden and named as the earlier one.
 
         ``synchronous=True`` runs ``SpineAnalysisLib.inference.segment_image`` here and returns the segmentation
         node (blocks the GUI: for scripts and tests). ``synchronous=False`` starts a background process and
@@ -947,9 +950,17 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
         result = inference.segment_image(volumes.volumeNodeToSitk(volumeNode), model_name=modelName, device=device or "auto", progress=report)
         labelImage = getattr(result, "label_map", result)
+        return self._modelSegmentation(labelImage, volumeNode, getattr(result, "model", None) or modelName or DEFAULT_MODEL_CHOICE)
+
+    def _modelSegmentation(self, labelImage, volumeNode, model, summary=None):
+        """A new segmentation of ``volumeNode`` from a model run's label map; the volume's earlier segmentations are
+        kept but hidden and named as earlier ones (``earlier.setAside``)."""
         segmentationNode = self.importLabelMap(labelImage, volumeNode, name=labelmaps.newSegmentationName(volumeNode))
-        modeloutput.rememberModelOutput(segmentationNode, labelImage, getattr(result, "model", None) or modelName or DEFAULT_MODEL_CHOICE)
+        earlier.setAside(segmentationNode, volumeNode)
+        modeloutput.rememberModelOutput(segmentationNode, labelImage, model, summary)
         return segmentationNode
+
+    earlierSegmentationsNote = staticmethod(earlier.note)
 
     @staticmethod
     def segmentationCommand(inputPath: str, outputPath: str, model=None, device="auto", summaryPath=None) -> list:
@@ -977,9 +988,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
             if volumeNode is None:
                 raise spineErrors.SpineAnalysisError(_("the input volume was removed while it was being segmented"))
             labelImage = spineIO.read_label_map(segmentationJob.outputPath)
-            segmentationNode = self.importLabelMap(labelImage, volumeNode, name=labelmaps.newSegmentationName(volumeNode))
-            modeloutput.rememberModelOutput(segmentationNode, labelImage, segmentationJob.modelUsed(), segmentationJob.summary())
-            return segmentationNode
+            return self._modelSegmentation(labelImage, volumeNode, segmentationJob.modelUsed(), segmentationJob.summary())
         finally:
             segmentationJob.cleanup()
 

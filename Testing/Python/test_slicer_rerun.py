@@ -126,3 +126,47 @@ def test_a_model_run_written_into_a_reviewed_segmentation_clears_the_review(logi
     assert logic.levelsReviewed(segmentation) is None
     table = logic.updateTable(segmentation, volume)
     assert "levels uncertain" in logic.qualityText(table)
+
+
+def _visible(segmentation) -> bool:
+    return bool(segmentation.GetDisplayNode().GetVisibility())
+
+
+def test_segmenting_again_hides_the_earlier_corrected_segmentation_and_the_table_follows_the_new_one(logic, phantom, tmp_path):
+    """Segment, correct, Segment again: the corrected segmentation is kept with its corrections and its table, but
+    hidden and named as the earlier one (not drawn under the new one); the new one has the plain name, is shown, and
+    has the table; the status line names what was set aside. A third run keeps both earlier ones, numbered."""
+    import numpy as np
+    import slicer
+
+    volume, _ = logic.loadInputs(phantom[0])
+    first, first_table = _segment(logic, volume, phantom, tmp_path)
+    plain = first.GetName()
+    assert plain == "image segmentation" and logic.earlierSegmentationsNote(first) == ""
+    logic.observeSegmentation(first, volume, first_table)
+    _erase_superior_mm(logic, first, volume, "L4-L5", 2.0)  # the reader's correction
+    logic.recomputeDirty()
+    logic.stopObserving()
+    corrected_height = logic.tableValue(first_table, "L4-L5", "height_mean_mm")
+    disc = logic.segmentIdByName(first, "L4-L5")
+    corrected = slicer.util.arrayFromSegmentBinaryLabelmap(first, disc, volume)
+
+    second, second_table = _segment(logic, volume, phantom, tmp_path)
+    assert slicer.mrmlScene.GetNodeByID(first.GetID()) is first  # kept, with the correction
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(first, disc, volume), corrected)
+    assert not _visible(first) and _visible(second)
+    assert (first.GetName(), second.GetName()) == ("image segmentation (earlier)", plain)
+    assert first_table.GetName() == "image segmentation measurements (earlier)"
+    assert second_table.GetName() == "image segmentation measurements"
+    assert logic.tableForSegmentation(second, first_table) is second_table  # the widget's table follows the new one
+    assert logic.segmentationForVolume(volume, second) is second
+    assert logic.tableValue(first_table, "L4-L5", "height_mean_mm") == corrected_height
+    assert logic.tableValue(second_table, "L4-L5", "height_mean_mm") > corrected_height + 1.5  # the model's disc again
+    assert logic.earlierSegmentationsNote(second) == ("The earlier segmentation of this volume is kept, hidden: "
+                                                      "'image segmentation (earlier)' (show it in the Data module).")
+
+    third, _third_table = _segment(logic, volume, phantom, tmp_path)
+    assert [node.GetName() for node in (first, second, third)] == ["image segmentation (earlier)", "image segmentation (earlier 2)", plain]
+    assert [_visible(node) for node in (first, second, third)] == [False, False, True]
+    assert "'image segmentation (earlier)', 'image segmentation (earlier 2)'" in logic.earlierSegmentationsNote(third)
+    assert logic.segmentationsOfVolume(volume) == [first, second, third]  # nothing removed
