@@ -81,6 +81,7 @@ class ReviewApp(TrameApp):
         self._edited_at: float | None = None  # last edit not measured yet
         self._first_edit_at: float | None = None  # first of the edits the next measurement covers
         self._measuring = False
+        self._case_number = 0  # counts the images opened: a measurement of an earlier one is dropped
         # corrections (paint/erase, renames) since the segmentation was made or loaded that have not been
         # downloaded: replacing the segmentation then asks first (``ask_before``)
         self.unsaved = False
@@ -150,6 +151,10 @@ class ReviewApp(TrameApp):
             self.state.segments, self.state.active_segment, self.state.tool = [], None, "none"
             self.state.rename_from, self.state.rename_to = None, ""
             self.summary = None
+            # the previous case's edits and timing went with it: its "(updated X s after the edit)" is not this case's
+            self._case_number += 1
+            self._edited_at = self._first_edit_at = None
+            self.state.edit_to_table_s = None
             self._set_measurements([])
         if label_path:
             self._import(lambda: self.case.load_labels(label_path, label_scheme, bodies_path, translation))
@@ -219,6 +224,8 @@ class ReviewApp(TrameApp):
             self.state.segments = names
             self.state.active_segment = names[0] if names else None
             self.state.tool = "none"
+            self.state.edit_to_table_s = None  # the timing was of an edit to the segmentation this one replaces
+        self._first_edit_at = None
         self._edited_at = 0.0  # measure now
 
     # -- segmentation job --------------------------------------------------------------------------
@@ -305,6 +312,7 @@ class ReviewApp(TrameApp):
         self.unsaved = False
         with self.state:
             self.state.segments, self.state.active_segment, self.state.tool = [], None, "none"
+            self.state.edit_to_table_s = None
 
     def _import(self, make_segmentation) -> None:
         """Replace the segmentation by ``make_segmentation()``'s (the page's own change, not a correction)."""
@@ -402,20 +410,24 @@ class ReviewApp(TrameApp):
         first_edit, self._first_edit_at = self._first_edit_at, None
         self._edited_at = None
         self._measuring = True
+        case_number = self._case_number
         try:
             label_map = self.case.label_map()  # VTK export on the loop's thread
             if not label_map or not any(self.case.segment_labels()):
                 measurements = []
             else:
                 measurements = await asyncio.get_running_loop().run_in_executor(None, self.case.measure, label_map)
+            if case_number != self._case_number:
+                return  # another image was opened while these rows were measured: they are not its rows
             with self.state:
                 self._set_measurements(measurements)
                 if first_edit is not None:  # shown in the table's title; read by benchmark_web.py
                     self.state.edit_to_table_s = round(time.monotonic() - first_edit, 3)
         except SpineAnalysisError as error:
-            with self.state:
-                self._set_measurements([])
-                self._say(error=f"measurements: {error}")
+            if case_number == self._case_number:
+                with self.state:
+                    self._set_measurements([])
+                    self._say(error=f"measurements: {error}")
         finally:
             self._measuring = False
 

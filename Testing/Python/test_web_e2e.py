@@ -238,6 +238,8 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
         browser.wait_for("document.querySelector('#message').textContent.includes('opened the upload')", 60, "the uploaded image")
         assert browser.evaluate("window.trame.state.get('segments')") == []
         assert browser.evaluate("document.querySelector('#export-labels').disabled && document.querySelector('#tool-paint').disabled")
+        # nor does the previous case's "(updated X s after the edit)" stay in the table's title
+        assert browser.evaluate("document.querySelector('#table-title').textContent.trim()") == "Measurements"
     finally:
         browser.close()
         server.close()

@@ -301,3 +301,47 @@ def test_a_segmentation_that_labels_nothing_is_a_failed_result_as_analyze_report
         assert app.state.segments == [] and app.state.running is False
     finally:
         app.close()
+
+def test_opening_another_image_drops_the_previous_cases_timing_and_rows(tmp_path):
+    """The table's title said "(updated X s after the edit)" of the previous case after another image was
+    opened; and rows of the previous case still being measured when the image was opened must not land in the
+    new case's table."""
+    import threading
+
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    app = ReviewApp()
+    try:
+        app.load(SAMPLE, SAMPLE_LABELS)
+        asyncio.run(app._measure())
+        app._on_edit()  # an edit: the next rows say how long after it they came
+        asyncio.run(app._measure())
+        assert app.state.edit_to_table_s is not None
+        app.load(SAMPLE)  # another image (no labels yet)
+        assert app.state.edit_to_table_s is None and app.state.table_rows == [] and app.state.table_state == ""
+
+        # the previous case measured in the worker thread while the next image is opened on the loop's thread
+        app.load(SAMPLE, SAMPLE_LABELS)
+        app._on_edit()
+        measure, started, release = app.case.measure, threading.Event(), threading.Event()
+
+        def slow_measure(label_map):
+            started.set()
+            release.wait(30)
+            return measure(label_map)
+
+        app.case.measure = slow_measure
+
+        async def open_while_measuring():
+            task = asyncio.ensure_future(app._measure())
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            app.load(SAMPLE)
+            release.set()
+            await task
+
+        asyncio.run(open_while_measuring())
+        assert app.state.table_rows == [] and app.state.edit_to_table_s is None
+    finally:
+        app.close()
+
