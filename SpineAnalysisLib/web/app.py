@@ -30,6 +30,7 @@ from ..errors import SpineAnalysisError
 from ..measurements import write_measurements
 from .files import DataFolder, UploadFolder
 from .job import job_summary, start_segmentation
+from .navigation import NotLabelled
 from .scene import ReviewScene
 from .table import build_table, estimate_legend
 from .ui import build_page
@@ -87,6 +88,7 @@ class ReviewApp(TrameApp):
         self.unsaved = False
         self._importing = False  # segments being replaced by the page itself: not a user's correction
         self._pending = None  # the action waiting for the user's answer
+        self._jump_note = ""  # what the last row click said about its level (not labelled: what is shown instead)
         self._init_state()
         self.ui = build_page(self)
         bind_state_changes(self)
@@ -378,7 +380,19 @@ class ReviewApp(TrameApp):
         self._edited_at = 0.0
 
     def jump_to(self, name) -> None:
-        self._guarded(lambda: self.case.jump_to(str(name)))
+        """Centre the views on a table row's level; when that level is not labelled, say in the message line what
+        the views show instead, or that nothing is labelled there (a plain status, not an error)."""
+        def jump():
+            try:
+                note = self.case.jump_to(str(name))[1]
+            except NotLabelled as reason:
+                note = str(reason)
+            with self.state:  # a note of an earlier click does not stay under a row that has none
+                if note or self.state.message == self._jump_note:
+                    self.state.message = note
+            self._jump_note = note
+
+        self._guarded(jump)
         self._update_slice_positions()
 
     def _update_slice_positions(self) -> None:

@@ -32,6 +32,7 @@ from ..measurements import Measurement
 from ..relabel import plan_relabel, shift_mapping
 from ..segment_export import array_of_volume, segments_to_label_array
 from ..segment_scheme import apply_scheme_to_segment, label_of_name
+from .navigation import where_to_look
 
 
 def _slicer():
@@ -293,24 +294,24 @@ class ReviewScene:
             raise InputError(f"{name} is empty")
         return tuple(float(c) for c in center)
 
-    def level_center(self, name: str) -> tuple[float, float, float]:
-        """Where the table row ``name`` lies (RAS, mm): its segment's centre; for a level without a segment of
-        its own - a disc the labels leave out ("L4-L5"), a whole-spine row's range ("L1-L5", "T12-S1") - the
-        midpoint of the centres of the two vertebrae it spans."""
-        if self.segment_id(name) is not None or "-" not in name:
-            return self.segment_center(name)
-        ends = name.split("-")
-        if len(ends) != 2 or any(self.segment_id(end) is None for end in ends):
-            raise InputError(f"there is no segment called {name}, nor both of the vertebrae it spans")
-        upper, lower = (np.array(self.segment_center(end)) for end in ends)
-        return tuple(float(c) for c in (upper + lower) / 2)
+    def place_of(self, name: str) -> tuple[tuple[float, float, float], str]:
+        """Where the table row ``name`` lies (RAS, mm) and the note when that is not its own segment
+        (:func:`.navigation.where_to_look`): its segment's centre; for a level without a segment of its own - a
+        disc the labels leave out ("L4-L5"), a whole-spine row's range ("L1-L5", "T12-S1") - the midpoint of
+        the centres of the two vertebrae it spans; for a level not labelled (the sacral slope's "S1" on a map
+        that ends at L5) the labelled structures it is about, or the nearest one. :class:`.navigation.NotLabelled`
+        when nothing is labelled."""
+        names, note = where_to_look(name, self.segment_names().values())
+        centres = np.array([self.segment_center(n) for n in names])
+        return tuple(float(c) for c in centres.mean(axis=0)), note
 
-    def jump_to(self, name: str) -> tuple[float, float, float]:
-        """Centre every slice view on the named level (:meth:`level_center`); returns that point (RAS, mm)."""
+    def jump_to(self, name: str) -> tuple[tuple[float, float, float], str]:
+        """Centre every slice view on the named level (:meth:`place_of`); returns that point (RAS, mm) and the
+        note saying what is shown when the level itself is not labelled."""
         slicer = _slicer()
-        r, a, s = self.level_center(name)
+        (r, a, s), note = self.place_of(name)
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-        return (r, a, s)
+        return (r, a, s), note
 
     # -- export --------------------------------------------------------------------------------------
     def write_seg_nrrd(self, path: str | os.PathLike) -> Path:

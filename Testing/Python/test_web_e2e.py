@@ -202,6 +202,14 @@ def test_corrections_are_not_replaced_without_asking(tmp_path):
             browser.wait_for(f"Math.abs(parseFloat(document.querySelector('.slice-position[data-view=\"axial\"]').textContent.split(':')[1]) - {expected}) < 1.5",
                              10, f"the axial view at the {row} row")
             assert error_text(browser) == ""
+        # the sacral slope's row (S1, not labelled here): the views go to L5, the nearest labelled structure, and
+        # the message line says so in plain words (no red error)
+        click_row(browser, "S1")
+        browser.wait_for(f"Math.abs(parseFloat(document.querySelector('.slice-position[data-view=\"axial\"]').textContent.split(':')[1]) - {centre['L5']}) < 1.5",
+                         10, "the axial view at L5 for the S1 row")
+        assert browser.wait_for("document.querySelector('#message').textContent.trim()", 10, "the note") == \
+            "S1 is not labelled: the views are centred on L5, the nearest labelled structure"
+        assert error_text(browser) == ""
 
         # paint a correction on L4
         stroke = ready_to_paint(browser, "L4", 2.0, shots / "9_before_correction.png")

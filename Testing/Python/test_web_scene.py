@@ -68,7 +68,8 @@ def test_sample_is_placed_as_in_slicer_and_measured_like_the_files(case):
     labels = imageio.read_label_map(SAMPLE_LABELS, reference=case.image)
     np.testing.assert_array_equal(case.label_array(), sitk.GetArrayViewFromImage(labels))
     assert case.measure() == measure_case(case.image, labels)
-    r, a, s = case.jump_to("L3")
+    (r, a, s), note = case.jump_to("L3")
+    assert note == ""
     assert abs(s - float(next(m.value for m in case.measure() if m.level == "L3" and m.parameter == "centroid_s_mm"))) < 3
 
 
@@ -190,19 +191,24 @@ def test_page_opens_a_ct_with_its_labels_in_a_bone_window_and_refuses_to_segment
 
 
 def test_every_table_row_has_a_place_to_jump_to(case):
-    """The sample's labels have vertebrae only, yet the table lists their discs and whole-spine rows (L1-L5):
-    clicking any row centres the views (a disc without a segment, or a range, between the vertebrae it spans)."""
+    """The sample's labels have vertebrae only (L1-L5), yet the table lists their discs, whole-spine rows (L1-L5)
+    and the sacral slope's S1: clicking any row centres the views (a disc without a segment, or a range, between
+    the vertebrae it spans; S1, not labelled, on L5, the nearest labelled structure, saying so)."""
     case.load_image(SAMPLE)
     case.load_labels(SAMPLE_LABELS)
     rows = {m.level for m in case.measure()}
-    assert {"L4-L5", "L1-L5"} <= rows and case.segment_id("L4-L5") is None
+    assert {"L4-L5", "L1-L5", "S1"} <= rows and case.segment_id("L4-L5") is None and case.segment_id("S1") is None
     centres = {name: np.array(case.segment_center(name)) for name in ("L1", "L4", "L5")}
-    np.testing.assert_allclose(case.jump_to("L4-L5"), (centres["L4"] + centres["L5"]) / 2, atol=1e-6)
-    np.testing.assert_allclose(case.jump_to("L1-L5"), (centres["L1"] + centres["L5"]) / 2, atol=1e-6)
-    for level in rows - {"S1"}:  # S1 (the sacral slope's row) is not labelled in the sample
+    np.testing.assert_allclose(case.jump_to("L4-L5")[0], (centres["L4"] + centres["L5"]) / 2, atol=1e-6)
+    np.testing.assert_allclose(case.jump_to("L1-L5")[0], (centres["L1"] + centres["L5"]) / 2, atol=1e-6)
+    for level in rows:
         case.jump_to(level)
-    with pytest.raises(InputError, match="nor both of the vertebrae"):
-        case.jump_to("L5-S1")
+    point, note = case.jump_to("S1")  # the sacral slope's row
+    np.testing.assert_allclose(point, centres["L5"], atol=1e-6)
+    assert note == "S1 is not labelled: the views are centred on L5, the nearest labelled structure"
+    point, note = case.jump_to("L5-S1")
+    np.testing.assert_allclose(point, centres["L5"], atol=1e-6)
+    assert "centred on L5" in note
 
 
 def test_rows_measured_before_an_edit_stay_marked_as_updating():
@@ -302,6 +308,7 @@ def test_a_segmentation_that_labels_nothing_is_a_failed_result_as_analyze_report
     finally:
         app.close()
 
+
 def test_opening_another_image_drops_the_previous_cases_timing_and_rows(tmp_path):
     """The table's title said "(updated X s after the edit)" of the previous case after another image was
     opened; and rows of the previous case still being measured when the image was opened must not land in the
@@ -344,4 +351,3 @@ def test_opening_another_image_drops_the_previous_cases_timing_and_rows(tmp_path
         assert app.state.table_rows == [] and app.state.edit_to_table_s is None
     finally:
         app.close()
-

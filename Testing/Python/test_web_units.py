@@ -18,6 +18,7 @@ from SpineAnalysisLib.relabel import plan_relabel, shift_mapping
 from SpineAnalysisLib.web.command import INSTALL_HINT, check_port
 from SpineAnalysisLib.web.files import DataFolder, UploadFolder
 from SpineAnalysisLib.web.job import job_summary
+from SpineAnalysisLib.web.navigation import NotLabelled, where_to_look
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,3 +157,21 @@ def test_table_flags_the_rows_the_csv_flags_and_labels_estimates():
     _headers, table = build_table(rows)
     why = {row["level"]: row["why"] for row in table}
     assert why == {"L4-L5": {}, "L3-L4": {"dhi": "disc not labelled"}}  # the empty cell's reason, nothing for values
+
+
+def test_a_row_whose_level_is_not_labelled_goes_to_what_it_is_about_or_says_so():
+    """The sacral slope's row is "S1"; a field of view ending at L5 has no S1: the views go to the nearest
+    labelled structure (the L5-S1 disc when labelled, else L5) with a note; nothing labelled: a plain status."""
+    vertebrae = ["L1", "L2", "L3", "L4", "L5"]
+    assert where_to_look("L3", vertebrae) == (["L3"], "")
+    assert where_to_look("L4-L5", vertebrae) == (["L4", "L5"], "")  # a disc without a segment: midway
+    assert where_to_look("S1", vertebrae) == (["L5"], "S1 is not labelled: the views are centred on L5, the nearest labelled structure")
+    assert where_to_look("S1", [*vertebrae, "L5-S1"])[0] == ["L5-S1"]
+    assert where_to_look("T12-S1", ["L2", "L3", "L4"]) == (["L2", "L4"], "T12-S1 is not labelled in full: the views are centred between L2 and L4")
+    assert where_to_look("L5-S1", vertebrae)[0] == ["L5"]  # the one labelled vertebra of the disc's two
+    assert where_to_look("T11", ["L5", "L1", "spinal canal"])[0] == ["L1"]
+    for labelled in ([], ["spinal canal"]):
+        with pytest.raises(NotLabelled, match="S1 is not labelled in this segmentation"):
+            where_to_look("S1", labelled)
+    with pytest.raises(NotLabelled, match="this row is not labelled"):
+        where_to_look("", vertebrae)
