@@ -33,6 +33,7 @@ from .job import job_summary, start_segmentation
 from .navigation import NotLabelled
 from .scene import ReviewScene
 from .table import build_table, estimate_legend
+from .tabs import OneTab
 from .ui import build_page
 
 #: Window/level a CT opens with (HU): a bone window, in which cortex, endplates and trabecular bone are told
@@ -61,6 +62,8 @@ def review_layout() -> Layout:
 class ReviewApp(TrameApp):
     def __init__(self, server=None, data_dir: str | None = None, device: str = "auto"):
         super().__init__(server)
+        self.tabs = OneTab()  # one tab shows the views at a time (one render size per view: see tabs.py)
+        self.server.add_protocol_to_configure(self.tabs.register)
         self.device = device
         self.data = DataFolder(data_dir)
         self.uploads = UploadFolder()
@@ -119,6 +122,12 @@ class ReviewApp(TrameApp):
         s.dicom_input = False
         s.confirm_open, s.confirm_text = False, ""
         s.unsaved_corrections = False  # mirrors ``unsaved`` for the page
+        s.tab_role = ""  # per page, set by ``claim_tab``: "owner" shows the case, "other" says it is open elsewhere
+        s.client_only("tab_role")
+
+    def claim_tab(self) -> None:
+        """A page has loaded: it shows the case if no other tab does (:class:`.tabs.OneTab`)."""
+        self.tabs.claim()
 
     def _say(self, message: str = "", error: str = "") -> None:
         self.state.message, self.state.error = message, error

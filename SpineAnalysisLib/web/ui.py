@@ -6,46 +6,62 @@ end-to-end test clicks.
 
 from __future__ import annotations
 
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 from trame_vuetify.ui.vuetify3 import SinglePageLayout
 
+OWNER_TAB = "tab_role === 'owner'"  # the page shows the case only in the tab that owns it (tabs.OneTab)
+
 
 def build_page(app) -> SinglePageLayout:
-    """The page: toolbar (open, upload, segment, cancel), the views, the side panel, the table."""
-    ctrl = app.server.controller
+    """The page: toolbar (open, upload, segment, cancel), the views, the side panel, the table; in a second tab
+    only the note that the case is open in another one (:class:`.tabs.OneTab`)."""
     with SinglePageLayout(app.server, full_height=True) as page:
         page.title.set_text("SpineAnalysis review")
         with page.toolbar:
             v3.VSpacer()
-            v3.VSelect(v_if="files.length", v_model=("selected_file",), items=("files",), label="image in the data folder",
-                       density="compact", hide_details=True, style="max-width: 320px", classes="mx-2")
-            v3.VBtn("Open", v_if="files.length", click=app.open_selected, disabled=("!selected_file || running",), id="open-button")
-            v3.VFileInput(label="upload an image", multiple=True, density="compact", hide_details=True, style="max-width: 260px",
-                          classes="mx-2", change=f"trigger('{ctrl.trigger_name(app.upload)}', [$event.target.files])",
-                          disabled=("running",), id="upload-input")
-            v3.VBtn("Segment", click=app.start_segmentation, disabled=("!case_name || running",), color="primary", id="segment-button", classes="mx-1")
-            v3.VBtn("Cancel", click=app.cancel_segmentation, disabled=("!running",), id="cancel-button", classes="mx-1")
+            with html.Template(v_if=OWNER_TAB):
+                _toolbar(app)
         with page.content:
+            client.ClientTriggers(mounted=app.claim_tab)  # which tab shows the case (tabs.OneTab)
+            html.Div("This case is open in another tab or window of this review server. Only one of them can show and edit it: "
+                     "the server renders each view once, at the size of one window. Close the other one to work here; "
+                     "this tab takes over when it closes.", v_if="tab_role === 'other'", id="other-tab", classes="ma-6 text-h6")
             # the window's height below the app bar and above the footer (Vuetify's layout variables), so the
             # views and the table stay in the window whatever the side panel holds (it scrolls)
-            with html.Div(style="display: flex; flex-direction: column; height: calc(100vh - var(--v-layout-top, 64px) - var(--v-layout-bottom, 0px));",
-                          id="page-body"):
-                v3.VProgressLinear(v_if="running", model_value=("progress * 100",), height=6, color="primary")
-                with html.Div(style="padding: 2px 8px; min-height: 24px;"):
-                    html.Span("{{ case_name }} ", style="font-weight: bold", id="case-name")
-                    html.Span("{{ progress_text }} ", v_if="running", id="progress-text")
-                    html.Span("{{ message }}", id="message")
-                    html.Span("{{ error }}", id="error", style="color: #d32f2f; font-weight: bold")
-                with html.Div(style="display: flex; flex: 6 1 0; min-height: 300px;"):
-                    with html.Div(style="flex: 1; display: flex; position: relative;", id="views"):
-                        app.layout_manager.initialize_layout_grid(page)
-                    with html.Div(style="width: 330px; overflow-y: auto; padding: 6px; font-size: 13px;", id="side-panel"):
-                        _side_panel(app)
-                with html.Div(style="flex: 4 1 0; min-height: 120px; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
-                    _table(app)
+            with html.Div(v_if=OWNER_TAB, id="page-body",
+                          style="display: flex; flex-direction: column; height: calc(100vh - var(--v-layout-top, 64px) - var(--v-layout-bottom, 0px));"):
+                _page_body(app, page)
         _confirm_dialog(app)
     return page
+
+
+def _toolbar(app) -> None:
+    ctrl = app.server.controller
+    v3.VSelect(v_if="files.length", v_model=("selected_file",), items=("files",), label="image in the data folder",
+               density="compact", hide_details=True, style="max-width: 320px", classes="mx-2")
+    v3.VBtn("Open", v_if="files.length", click=app.open_selected, disabled=("!selected_file || running",), id="open-button")
+    v3.VFileInput(label="upload an image", multiple=True, density="compact", hide_details=True, style="max-width: 260px",
+                  classes="mx-2", change=f"trigger('{ctrl.trigger_name(app.upload)}', [$event.target.files])",
+                  disabled=("running",), id="upload-input")
+    v3.VBtn("Segment", click=app.start_segmentation, disabled=("!case_name || running",), color="primary", id="segment-button", classes="mx-1")
+    v3.VBtn("Cancel", click=app.cancel_segmentation, disabled=("!running",), id="cancel-button", classes="mx-1")
+
+
+def _page_body(app, page) -> None:
+    v3.VProgressLinear(v_if="running", model_value=("progress * 100",), height=6, color="primary")
+    with html.Div(style="padding: 2px 8px; min-height: 24px;"):
+        html.Span("{{ case_name }} ", style="font-weight: bold", id="case-name")
+        html.Span("{{ progress_text }} ", v_if="running", id="progress-text")
+        html.Span("{{ message }}", id="message")
+        html.Span("{{ error }}", id="error", style="color: #d32f2f; font-weight: bold")
+    with html.Div(style="display: flex; flex: 6 1 0; min-height: 300px;"):
+        with html.Div(style="flex: 1; display: flex; position: relative;", id="views"):
+            app.layout_manager.initialize_layout_grid(page)
+        with html.Div(style="width: 330px; overflow-y: auto; padding: 6px; font-size: 13px;", id="side-panel"):
+            _side_panel(app)
+    with html.Div(style="flex: 4 1 0; min-height: 120px; overflow: auto; border-top: 1px solid #888;", id="table-panel"):
+        _table(app)
 
 
 def _side_panel(app) -> None:
@@ -101,7 +117,7 @@ def _side_panel(app) -> None:
 
 def _confirm_dialog(app) -> None:
     """The question before corrections that were not downloaded would be replaced (:meth:`ReviewApp.ask_before`)."""
-    with v3.VDialog(v_model=("confirm_open",), persistent=True, max_width=520):
+    with v3.VDialog(v_model=("confirm_open",), v_if=OWNER_TAB, persistent=True, max_width=520):
         with v3.VCard(id="confirm-dialog"):
             v3.VCardTitle("Replace the corrected segmentation?")
             v3.VCardText("{{ confirm_text }}", id="confirm-text")

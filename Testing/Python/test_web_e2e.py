@@ -407,3 +407,55 @@ def test_review_page_refuses_bad_input_with_one_clear_line(tmp_path):
         browser.close()
         server.close()
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written next to the inputs
+
+
+VIEW_SIZES = ("[...document.querySelectorAll('.layout-grid-item')].map(e => { const i = e.querySelector('img.image-display-area'); "
+              "const r = e.getBoundingClientRect(); return [Math.round(r.width), Math.round(r.height), i ? i.naturalWidth : 0, i ? i.naturalHeight : 0]; })")
+# every view's streamed frame has the size of the page's own view area (within the 2-3 px of its border)
+VIEWS_AT_OWN_SIZE = f"(() => {{ const s = {VIEW_SIZES}; return s.length === 4 && s.every(([w, h, iw, ih]) => Math.abs(w - iw) <= 4 && Math.abs(h - ih) <= 4); }})()"
+
+
+def test_a_second_tab_is_told_the_case_is_open_elsewhere(tmp_path):
+    """trame-slicer renders each view once, at one size: a 1600 x 1000 tab opened beside a 900 x 700 one used to
+    resize the first one's views (enlarged and cut). Now the second tab says the case is open in another tab and
+    shows no views; the first keeps its own view size and keeps working; when it closes, the second takes over
+    (at its own size), and a reload gets the case back."""
+    server = Server(str(SAMPLE), str(SAMPLE_LABELS), log_folder=tmp_path)
+    first = Chromium(CHROMIUM, width=900, height=700)
+    second = None
+    try:
+        first.navigate(server.url)
+        first.wait_for(VIEWS_RENDERED, 60, "4 rendered views in the first tab")
+        first.wait_for("!!document.querySelector('tr[data-level=\"L3\"]')", 60, "the table")
+        first.wait_for(VIEWS_AT_OWN_SIZE, 20, "the first tab's frames at its own size")
+
+        second = Chromium(CHROMIUM, width=1600, height=1000)
+        second.navigate(server.url)
+        note = second.wait_for("document.querySelector('#other-tab') && document.querySelector('#other-tab').textContent.trim()", 60, "the note in the second tab")
+        assert "open in another tab" in note
+        time.sleep(1.0)  # what the second tab would send (its size: after a 100 ms debounce) has arrived
+        assert second.evaluate("document.querySelectorAll('img.image-display-area').length") == 0
+        assert second.evaluate("!document.querySelector('#segment-button') && !document.querySelector('#measurements')")
+
+        # the first tab: still its own view size, and it still works (a row click moves the views)
+        axial = slice_positions(first)["axial"]
+        click_row(first, "L3")
+        first.wait_for(f"parseFloat(document.querySelector('.slice-position[data-view=\"axial\"]').textContent.split(':')[1]) !== {axial}", 10, "the views to move to L3")
+        time.sleep(0.5)
+        assert first.evaluate(VIEWS_AT_OWN_SIZE), first.evaluate(VIEW_SIZES)  # was the second tab's size
+        assert first.evaluate("window.trame.state.get('tab_role')") == "owner" and not first.evaluate("!!document.querySelector('#other-tab')")
+
+        # the first tab closes: the second takes over, its views at its own size; a reload keeps the case
+        first.close()
+        first = None
+        second.wait_for(VIEWS_RENDERED, 30, "the second tab to take over")
+        second.wait_for(VIEWS_AT_OWN_SIZE, 20, "the second tab's frames at its own size")
+        assert second.evaluate("!!document.querySelector('tr[data-level=\"L3\"]') && !document.querySelector('#other-tab')")
+        second.navigate(server.url)
+        second.wait_for(VIEWS_RENDERED, 60, "the views after a reload")
+        assert not second.evaluate("!!document.querySelector('#other-tab')")
+    finally:
+        for browser in (first, second):
+            if browser is not None:
+                browser.close()
+        server.close()
