@@ -291,7 +291,7 @@ class ReviewApp(TrameApp):
                 tail = job.output_tail(3).splitlines()
                 raise SpineAnalysisError(f"the segmentation failed (exit status {job.returncode}): {tail[-1] if tail else ''}")
             self.summary = job_summary(job.lines, self.job_dir / "summary.json")
-            labels = imageio.read_image(output)
+            labels = imageio.read_image(output)  # read once: checked here for "nothing labelled", then imported
             if not sitk.GetArrayViewFromImage(labels).any():  # (a view: ``labels`` must outlive it)
                 # nothing labelled: a result, as `spineanalysis analyze` reports it (quality failed, with the
                 # job's reasons), not an error about the job's temporary file
@@ -300,7 +300,7 @@ class ReviewApp(TrameApp):
                     self._set_measurements([])
                     self._say(error="the segmentation labelled no vertebra or disc: see the quality reasons")
                 return
-            self._import(lambda: self.case.import_labels(imageio.read_label_map(output, reference=self.case.image)))
+            self._import(lambda: self.case.import_labels(labels))  # validated there (check_label_map: grid, values)
             with self.state:
                 self._say(f"segmented: {', '.join(self.summary.get('levels', []))}")
         except (SpineAnalysisError, OSError) as error:

@@ -351,3 +351,32 @@ def test_opening_another_image_drops_the_previous_cases_timing_and_rows(tmp_path
         assert app.state.table_rows == [] and app.state.edit_to_table_s is None
     finally:
         app.close()
+
+
+def test_a_finished_jobs_label_file_is_read_once(tmp_path, monkeypatch):
+    """The page read the job's label file twice (a raw read for "nothing labelled", then read_label_map). A real
+    background process stands in for the model (it writes the sample's labels as the job's output)."""
+    import time
+
+    from SpineAnalysisLib.background import BackgroundProcess
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    app = ReviewApp()
+    try:
+        app.load(SAMPLE)
+        app.job_dir = tmp_path / "job"
+        app.job_dir.mkdir()
+        output = app.job_dir / "labels.nii.gz"
+        copy = "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])"
+        app.job = BackgroundProcess([sys.executable, "-c", copy, str(SAMPLE_LABELS), str(output)]).start()
+        reads, read_image = [], imageio.read_image
+        monkeypatch.setattr(imageio, "read_image", lambda path, *args, **kwargs: reads.append(Path(path)) or read_image(path, *args, **kwargs))
+        deadline = time.monotonic() + 60
+        while app.job is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            app._poll_job()
+        assert reads.count(output) == 1
+        assert app.state.segments == ["L1", "L2", "L3", "L4", "L5"] and app.state.error == ""
+        np.testing.assert_array_equal(app.case.label_array(), sitk.GetArrayViewFromImage(imageio.read_label_map(SAMPLE_LABELS, reference=app.case.image)))
+    finally:
+        app.close()
