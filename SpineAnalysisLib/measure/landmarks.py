@@ -56,6 +56,10 @@ class Quad:
     area: float  # mm^2 of the mask in the plane
     middle_height: float | None  # mm, chord along the up axis at the front-back mid-point
     notches: tuple = ()  # focal endplate notches bridged for middle_height (:class:`.endplate_notch.Notch`)
+    #: unit back-to-front directions of the endplate lines fitted for angles (``fit_quad(line_trim=...)``), when
+    #: they were fitted apart from the corners; None: an endplate's direction is the one from corner to corner
+    upper_line: np.ndarray | None = None
+    lower_line: np.ndarray | None = None
 
     # sagittal names (anterior-superior, anterior-inferior, posterior-superior, posterior-inferior)
     @property
@@ -92,12 +96,13 @@ class Quad:
 
     @property
     def upper_direction(self) -> np.ndarray:
-        """Back-to-front vector of the upper side (superior endplate)."""
-        return self.front_up - self.back_up
+        """Back-to-front direction of the upper side (superior endplate) for angles: its own fitted line when
+        there is one (:attr:`upper_line`), else the vector from the back to the front corner."""
+        return self.upper_line if self.upper_line is not None else self.front_up - self.back_up
 
     @property
     def lower_direction(self) -> np.ndarray:
-        return self.front_down - self.back_down
+        return self.lower_line if self.lower_line is not None else self.front_down - self.back_down
 
     @property
     def upper_mid(self) -> np.ndarray:
@@ -108,9 +113,10 @@ class Quad:
         return (self.front_down + self.back_down) / 2.0
 
     def front_axis(self) -> np.ndarray:
-        d = self.upper_direction / np.linalg.norm(self.upper_direction) + self.lower_direction / np.linalg.norm(
-            self.lower_direction
-        )
+        """The structure's own front axis: the mean corner-to-corner direction of its two endplates."""
+        upper = self.front_up - self.back_up
+        lower = self.front_down - self.back_down
+        d = upper / np.linalg.norm(upper) + lower / np.linalg.norm(lower)
         return d / np.linalg.norm(d)
 
 
@@ -202,6 +208,7 @@ def _fit_once(
     plate_trim: float,
     wall_trim: float,
     ends: str,
+    line_trim: float | None = None,
 ):
     f = np.array([np.cos(angle), np.sin(angle)])
     n = np.array([-np.sin(angle), np.cos(angle)])
@@ -254,6 +261,18 @@ def _fit_once(
     upper_line = (a + half * np.hypot(1.0, b), b)
     a, b = _robust_line(*lower, -1.0, tau, drop)
     lower_line = (a - half * np.hypot(1.0, b), b)
+    lines = {}
+    if line_trim is not None:  # endplate directions for angles, from profiles trimmed by line_trim instead
+        for key, profile, outward in (
+            ("upper", _profile(x[top], y[top], cx["bu"], cx["fu"], line_trim, h, largest=True), +1.0),
+            ("lower", _profile(x[bottom], y[bottom], cx["bd"], cx["fd"], line_trim, h, largest=False), -1.0),
+        ):
+            if profile is None:
+                slope = (upper_line if key == "upper" else lower_line)[1]
+            else:
+                slope = _robust_line(*profile, outward, tau, drop)[1]
+            direction = f + slope * n
+            lines[key] = direction / np.linalg.norm(direction)
     a, b = _robust_line(*front, +1.0, tau, drop)
     front_line = (a + half * np.hypot(1.0, b), b)
     a, b = _robust_line(*back, -1.0, tau, drop)
@@ -274,6 +293,7 @@ def _fit_once(
         if p is None or np.linalg.norm(p - c) > limit:
             p = c  # the extreme point itself when the side lines are implausible there
         corners[key] = centre + p[0] * f + p[1] * n
+    corners.update({f"{key}_line": line for key, line in lines.items()})
     return corners
 
 
@@ -290,6 +310,7 @@ def fit_quad(
     area: float | None = None,
     ends: str = "walls",
     chord_points: np.ndarray | None = None,
+    line_trim: float | None = None,
 ) -> Quad:
     """Corners of the outline given by pixel centres ``points`` (N, 2, mm) of pixel size ``h``.
 
@@ -301,14 +322,16 @@ def fit_quad(
     points are treated as concavities (``drop="inward"``, vertebral bodies) or bulges (``drop="outward"``,
     discs). ``ends="walls"`` intersects the endplate lines with lines fitted to the front and back walls
     (vertebral bodies); ``ends="extent"`` cuts the upper and lower surface lines at the outline's front-most and
-    back-most points (discs, whose rounded ends have no straight wall). Raises :class:`LandmarkError` with a reason when no plausible quadrilateral is found.
+    back-most points (discs, whose rounded ends have no straight wall). ``line_trim`` (``ends="walls"`` only): also fit
+    each endplate's line with that share trimmed at both ends and give its direction as the quad's ``upper_line`` /
+    ``lower_line`` for angles, the corners staying those of ``plate_trim``. Raises :class:`LandmarkError` with a reason when no plausible quadrilateral is found.
     """
     if len(points) < 20:
         raise LandmarkError("too few pixels in the plane to find its corners")
     angle = angle0
     corners = None
     for _ in range(max(1, iterations)):
-        corners = _fit_once(points, angle, h, tau, drop, plate_trim, wall_trim, ends)
+        corners = _fit_once(points, angle, h, tau, drop, plate_trim, wall_trim, ends, line_trim if ends == "walls" else None)
         d = corners["fu"] - corners["bu"]
         e = corners["fd"] - corners["bd"]
         if np.linalg.norm(d) < h or np.linalg.norm(e) < h:
@@ -326,7 +349,8 @@ def fit_quad(
     if (quad.front_up - quad.front_down) @ n <= 0 or (quad.back_up - quad.back_down) @ n <= 0:
         raise LandmarkError("upper and lower corners are not in order")
     chord, notches = _middle_chord(points if chord_points is None else chord_points, quad, h, tau if drop == "inward" else None)
-    return Quad(quad.front_up, quad.front_down, quad.back_up, quad.back_down, quad.area, chord, notches)
+    return Quad(quad.front_up, quad.front_down, quad.back_up, quad.back_down, quad.area, chord, notches,
+                corners.get("upper_line"), corners.get("lower_line"))
 
 
 def _middle_chord(points: np.ndarray, quad: Quad, h: float, tau: float | None = None) -> tuple[float | None, tuple]:
