@@ -48,28 +48,28 @@ def _scaled(distances):
 
 
 @contextmanager
+def _measuring_with(offsets_method: str, distances: tuple[float, ...], angle_trim):
+    """Inside: ``Spine.<offsets_method>`` gives side planes at ``distances`` (scaled like the shipped offset on
+    thick-slice maps) and the angle lines trim ``angle_trim`` (None: corner-to-corner directions)."""
+    saved = getattr(sections.Spine, offsets_method), sections.ANGLE_PLATE_TRIM
+    setattr(sections.Spine, offsets_method, _scaled(distances))
+    sections.ANGLE_PLATE_TRIM = angle_trim
+    try:
+        yield
+    finally:
+        setattr(sections.Spine, offsets_method, saved[0])
+        sections.ANGLE_PLATE_TRIM = saved[1]
+
+
 def slab(distances: tuple[float, ...]):
-    """Measure with side planes at ``distances`` (scaled like the shipped offset on thick-slice maps) while inside."""
-    saved = sections.Spine.slab_side_offsets, sections.ANGLE_PLATE_TRIM
-    sections.Spine.slab_side_offsets = _scaled(distances)
-    sections.ANGLE_PLATE_TRIM = None
-    try:
-        yield
-    finally:
-        sections.Spine.slab_side_offsets, sections.ANGLE_PLATE_TRIM = saved
+    """Measure with the slab's side planes at ``distances`` and corner-to-corner endplate directions, as measured."""
+    return _measuring_with("slab_side_offsets", distances, None)
 
 
-@contextmanager
 def angle_lines(setting: tuple):
-    """Measure with the endplate lines for angles of one :data:`ANGLE_SETTINGS` value while inside."""
+    """Measure with the endplate lines for angles of one :data:`ANGLE_SETTINGS` value (the corners as shipped)."""
     trim, distances = setting
-    saved = sections.Spine.angle_side_offsets, sections.ANGLE_PLATE_TRIM
-    sections.Spine.angle_side_offsets = _scaled(distances)
-    sections.ANGLE_PLATE_TRIM = trim
-    try:
-        yield
-    finally:
-        sections.Spine.angle_side_offsets, sections.ANGLE_PLATE_TRIM = saved
+    return _measuring_with("angle_side_offsets", distances, trim)
 
 
 def main(argv=None) -> int:
