@@ -18,8 +18,8 @@ import SimpleITK as sitk
 from . import imageio, label_schemes, modality
 from . import labels as scheme
 from .errors import InputError
-from .measure import alignment, disc, inputs, trabecular, vertebra
-from .measurements import Measurement, measure_case, write_measurements
+from .measure import alignment, disc, inputs, landmark_points, trabecular, vertebra
+from .measurements import Measurement, measure_case_with_landmarks, write_measurements
 from .quality import assess
 
 SUMMARY = "measure_summary.json"
@@ -39,6 +39,8 @@ class SegmentationResult:
     notes: list[str] = field(default_factory=list)
     quality: dict = field(default_factory=dict)  # :mod:`.quality` status of the case
     scheme_map: sitk.Image | None = field(default=None, repr=False)  # the label map in this project's scheme (not in the summary)
+    #: where each value was measured (:mod:`.measure.landmark_points`, the content of landmarks.json)
+    landmarks: dict = field(default_factory=lambda: landmark_points.empty("nothing measured"), repr=False)
 
     def summary(self) -> dict:
         return {
@@ -131,24 +133,25 @@ def measure_segmentation(
     if translation.bodies:
         # on CT the trabecular_hu rows need the checked inputs too: loaded once for both
         volume = inputs.load(image, translation.label_map) if kind == modality.CT else None
-        measurements = measure_case(image, translation.label_map, sex=sex, age=age, labels=labels, volume=volume)
+        measurements, landmarks = measure_case_with_landmarks(image, translation.label_map, sex=sex, age=age, labels=labels, volume=volume)
         if kind == modality.CT:
             measurements = _for_ct(measurements, image, translation.label_map, volume)
     else:
         measurements = _withheld_rows(translation.label_map)
+        landmarks = landmark_points.empty(label_schemes.NEEDS_BODIES)
     levels = translation.levels()
     quality = assess(measurements, {"levels": levels})
     if not translation.bodies:
         quality.add("failed", "whole vertebrae without bodies: nothing geometric can be measured (give --bodies)")
     return SegmentationResult(
         measurements, translation.scheme, translation.reason, translation.bodies, kind, source, levels, list(translation.notes), quality.to_dict(),
-        translation.label_map,
+        translation.label_map, landmarks,
     )
 
 
 def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "auto", bodies_path=None, sex=None, age=None) -> SegmentationResult:
-    """Read the files, measure them and write OUTDIR/measurements.csv/.json, OUTDIR/measure_summary.json and
-    OUTDIR/report.png (the mid-sagittal picture with the quality banner, as ``analyze`` writes it)
+    """Read the files, measure them and write OUTDIR/measurements.csv/.json, OUTDIR/landmarks.json (where each value was
+    measured, :mod:`.measure.landmark_points`), OUTDIR/measure_summary.json and OUTDIR/report.png (the mid-sagittal picture with the quality banner, as ``analyze`` writes it)
     (``spineanalysis measure`` and a batch case with a labels column)."""
     from .quality import Quality
     from .report import write_report
@@ -158,6 +161,7 @@ def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "a
     bodies = imageio.read_image(bodies_path) if bodies_path else None
     result = measure_segmentation(image, label_map, label_scheme=label_scheme, bodies=bodies, sex=sex, age=age)
     write_measurements(result.measurements, output_dir, quality=result.quality.get("status"))
+    landmark_points.write_landmarks(result.landmarks, output_dir)
     write_report(image, result.scheme_map, result.measurements, Path(output_dir) / "report.png",
                  title=f"{Path(labels_path).name} on {Path(image_path).name} — segmentation given ({result.label_scheme})",
                  notes=result.notes, quality=Quality(**result.quality))

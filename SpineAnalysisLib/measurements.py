@@ -1,6 +1,6 @@
 """Clinical measurements of the lumbar spine from a label map (and optionally the MR image).
 
-Public API: :class:`Measurement`, :func:`measure_case`, :func:`measurements_to_table`,
+Public API: :class:`Measurement`, :func:`measure_case`, :func:`measure_case_with_landmarks`, :func:`measurements_to_table`,
 :func:`write_measurements`. The geometry lives in :mod:`SpineAnalysisLib.measure`.
 
 All lengths are in millimetres and angles in degrees, in *patient* space: voxel spacing (also strongly
@@ -46,7 +46,7 @@ from . import imageio
 from . import labels as scheme
 from . import quality as quality_checks
 from .errors import InputError
-from .measure import alignment, disc, flags, inputs, normative, vertebra
+from .measure import alignment, disc, flags, inputs, landmark_points, normative, vertebra
 from .measure.sections import Spine
 
 ROW_COLUMNS = ("structure", "level", "parameter", "value", "unit", "note", "reference", "flag")
@@ -135,6 +135,17 @@ def measure_case(
     Rows come in anatomical order (vertebrae and discs cranial to caudal), then the spine rows.
     Raises :class:`InputError` (one line) for unusable inputs.
     """
+    return _measure(image, label_map, sex=sex, age=age, labels=labels, masks=masks, volume=volume)[0]
+
+
+def measure_case_with_landmarks(image: sitk.Image | None, label_map: sitk.Image, **options) -> tuple[list[Measurement], dict]:
+    """:func:`measure_case` (``options``: its keyword arguments) and where each value was measured: the landmarks of
+    the measured values, read from the same geometry (:func:`.measure.landmark_points.collect`, landmarks.json)."""
+    measurements, spine = _measure(image, label_map, **options)
+    return measurements, landmark_points.collect(spine, measurements)
+
+
+def _measure(image, label_map, *, sex=None, age=None, labels=None, masks="model", volume=None) -> tuple[list[Measurement], Spine]:
     sex = normative.normalise_sex(sex)
     age = normative.check_age(age)
     masks = normative.check_masks(masks)
@@ -165,7 +176,7 @@ def measure_case(
         for level, parameter, value, unit, note in spine_rows:
             result.append(_row("spine", level, parameter, value, unit, note, None))
     at_edge = {spine.disc_name(x) if scheme.is_disc(x) else scheme.vertebra_name(x) for x in spine.chain_ends_near_edge()}
-    return quality_checks.withhold_implausible(result, at_edge)
+    return quality_checks.withhold_implausible(result, at_edge), spine
 
 
 def measurements_to_table(measurements: Iterable[Measurement]) -> list[dict]:

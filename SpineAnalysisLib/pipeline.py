@@ -25,7 +25,8 @@ def analyze(
     fast: bool = False,
     image: sitk.Image | None = None,
 ) -> dict[str, Path]:
-    """Write ``labels.nii.gz``, ``measurements.csv``/``.json``, ``report.png`` and ``summary.json``.
+    """Write ``labels.nii.gz``, ``measurements.csv``/``.json``, ``landmarks.json`` (where each value was measured,
+    :mod:`.measure.landmark_points`), ``report.png`` and ``summary.json``.
 
     The case's quality status (:mod:`.quality`) is in ``summary["quality"]``, the ``quality`` column of the
     measurement files and the banner of report.png.
@@ -34,7 +35,8 @@ def analyze(
     (:func:`imageio.read_scan`, :func:`imageio.check_finite`) before the model runs; ``image``: the file's image when the caller has read
     and checked it already.
     """
-    from .measurements import measure_case, write_measurements
+    from .measure import landmark_points
+    from .measurements import measure_case_with_landmarks, write_measurements
     from .quality import assess
     from .report import write_report
 
@@ -46,11 +48,15 @@ def analyze(
     outputs = {"labels": imageio.write_image(result.label_map, output_dir / "labels.nii.gz")}
     summary = result.summary()
     clock = time.perf_counter()
-    measurements = measure_case(image, result.label_map, sex=subject.sex, age=subject.age) if result.report.levels else []
+    if result.report.levels:
+        measurements, landmarks = measure_case_with_landmarks(image, result.label_map, sex=subject.sex, age=subject.age)
+    else:
+        measurements, landmarks = [], landmark_points.empty("no levels found: nothing measured")
     summary["stages"]["measure_s"] = round(time.perf_counter() - clock, 2)
     quality = assess(measurements, summary)
     summary["quality"] = quality.to_dict()
     outputs["measurements"], outputs["measurements_json"] = write_measurements(measurements, output_dir, quality=quality.status)
+    outputs["landmarks"] = landmark_points.write_landmarks(landmarks, output_dir)
     clock = time.perf_counter()
     outputs["report"] = write_report(image, result.label_map, measurements, output_dir / "report.png",
                                      title=f"{Path(image_path).name} — {result.model}", notes=result.report.flags + result.warnings,

@@ -69,7 +69,7 @@ def measurement_table(rows: list[dict]) -> str:
 
 
 #: the files a case page links to, those present in the case folder
-CASE_FILES = ("measurements.csv", "measurements.json", "labels.nii.gz", "summary.json", "measure_summary.json")
+CASE_FILES = ("measurements.csv", "measurements.json", "landmarks.json", "labels.nii.gz", "summary.json", "measure_summary.json")
 
 
 def write_case_page(folder: Path, case_id: str, source: str, rows: list[dict], summary: dict, age=None, sex=None) -> Path:

@@ -77,7 +77,7 @@ def main() -> int:
         analyze_started = time.time()
         run([script, "analyze", where["sample"], "-o", output, "--device", "cpu", "--fast"], cwd=work, env=env)
         summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
-        missing = {"labels.nii.gz", "measurements.csv", "measurements.json", "report.png", "summary.json"} - {p.name for p in output.iterdir()}
+        missing = {"labels.nii.gz", "measurements.csv", "measurements.json", "landmarks.json", "report.png", "summary.json"} - {p.name for p in output.iterdir()}
         if missing or not summary.get("levels"):
             raise SystemExit(f"check-wheel: analyze wrote no {sorted(missing)} / found no levels: {summary}")
         print(f"check-wheel: spineanalysis analyze on the sample: levels {', '.join(summary['levels'])} with {summary['model']} "

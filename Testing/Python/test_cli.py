@@ -37,7 +37,7 @@ def test_segment_writes_a_label_map_on_the_input_grid(segmented_crop):
 def test_analyze_writes_every_output(tmp_path):
     assert main(["analyze", str(_small_sample(tmp_path)), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"labels.nii.gz", "measurements.csv", "measurements.json", "report.png", "summary.json"} <= names
+    assert {"labels.nii.gz", "measurements.csv", "measurements.json", "landmarks.json", "report.png", "summary.json"} <= names
     header = (tmp_path / "out" / "measurements.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("structure,level,parameter,value,unit")
     assert (tmp_path / "out" / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -51,6 +51,9 @@ def test_measure_on_expert_labels(tmp_path):
     assert main(["measure", str(SAMPLE), str(SAMPLE_LABELS), "-o", str(tmp_path)]) == 0
     rows = (tmp_path / "measurements.csv").read_text(encoding="utf-8").splitlines()
     assert any(row.startswith("vertebra,L3,height_anterior_mm,") for row in rows)
+    landmarks = json.loads((tmp_path / "landmarks.json").read_text(encoding="utf-8"))  # where each value was measured
+    (l3,) = [r for r in landmarks["records"] if (r["structure"], r["level"]) == ("vertebra", "L3")]
+    assert landmarks["coordinates"] == "LPS" and set(l3["points"]) == {"L3 AS", "L3 AI", "L3 PS", "L3 PI"}
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"  # the picture with the quality banner, as analyze writes
 
 
