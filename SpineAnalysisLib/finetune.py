@@ -9,7 +9,8 @@ only when picked by name (no surprise retraining).
 
 Cases of the dataset folder become training records with source ``ANN``: annotated labels are every label
 present in the corrected map plus the labels ``dataset.json`` declares (a declared label absent from a case
-is taken as truly absent). Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
+is taken as truly absent) plus the labels of the case's original model output (a structure the annotator erased
+is truly absent). Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
 folder first (labels nearest-neighbour). Validation figures (Dice per level, vertebrae and discs) are
 computed before and after on held-out cases: annotated cases grouped by study (all of them when there is
 only one study, which is then reported), plus the shipped validation split when shipped data are mixed in.
@@ -115,6 +116,14 @@ def _resample_in_plane(image: sitk.Image, labels: sitk.Image) -> tuple[sitk.Imag
     return resampled_image, resampled_labels
 
 
+def _original_labels(path: Path) -> set[int]:
+    """Labels of the model's output kept beside a correction: a structure the annotator erased is known to be
+    absent (taught as background), not unknown - else the gap pseudo-disc would put an erased disc back."""
+    if not path.exists():
+        return set()
+    return {int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))) if v}
+
+
 def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> list[CaseRecord]:
     """Training records of an annotation dataset folder (resampled copies go to ``work_dir`` when needed)."""
     dataset_dir = Path(dataset_dir)
@@ -156,7 +165,7 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
                     sitk.WriteImage(resampled[1], str(target_labels), True)
                     stamp.write_text(source_stamp)
                     image_file, label_file = target_image, target_labels
-        records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(present | declared))))
+        records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(present | declared | _original_labels(paths["original"])))))
     if not any(set(r.annotated_labels) & set(LABEL_TO_CHANNEL) - {0} for r in records):
         raise InputError(f"{dataset_dir}: no case holds a level the network predicts ({', '.join(map(str, CHANNEL_LABELS[1:]))})")
     return records

@@ -176,3 +176,22 @@ def test_smoke_finetune_from_the_shipped_model(tmp_path):
     shipped_weight = shipped.manifest["training"]["config"].get("class_dice_weight", 0.0)
     assert result.model.manifest["training"]["config"]["class_dice_weight"] == shipped_weight
     store.load_network(result.model)
+
+
+def test_a_structure_the_annotator_erased_is_taught_as_background(tmp_path):
+    """An erased disc was 'unknown' (not declared by any case), and the gap pseudo-disc between its two bodies put
+    it back into the training target: fine-tuning taught the very structure the annotator had removed."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.dataset import load_training_case
+
+    image_array, original = spine_phantom(shape=(6, 64, 48), seed=3)
+    image = _sagittal(image_array, spacing=(1.0, 1.0, 4.0))
+    assert {22, 23, 122} <= set(np.unique(original).tolist())
+    corrected = original.copy()
+    corrected[corrected == 122] = 0  # the annotator judged the L3-L4 disc false and erased it
+    annotation.export_training_case(image, imageio.label_map_like(corrected, image), tmp_path / "ds", "erased",
+                                     original_label_map=imageio.label_map_like(original, image), model="tiny 1")  # fmt: skip
+    (record,) = finetune.dataset_records(tmp_path / "ds")
+    assert 122 in record.annotated_labels  # known absent, not unknown
+    case = load_training_case(record)
+    assert case.annotated[LABEL_TO_CHANNEL[122]] and not (case.target == LABEL_TO_CHANNEL[122]).any()
