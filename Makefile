@@ -66,7 +66,7 @@ $(VENV512)/.installed:
 	$(VENV512)/bin/python -m pip install --quiet "numpy<3" "SimpleITK>=2.3" "slicer-core==5.12.4.0" "pytest>=8"
 	touch $@
 test-slicer512: $(VENV512)/.installed
-	$(VENV512)/bin/python -m pytest -q -p no:cacheprovider Testing/Python/test_slicer_module.py Testing/Python/test_slicer_defects.py Testing/Python/test_slicer_workflow.py Testing/Python/test_slicer_rerun.py
+	$(VENV512)/bin/python -m pytest -q -p no:cacheprovider Testing/Python/test_slicer_module.py Testing/Python/test_slicer_defects.py Testing/Python/test_slicer_workflow.py Testing/Python/test_slicer_rerun.py Testing/Python/test_slicer_landmarks.py
 
 # The wheel a user installs: built from this tree, installed into a clean venv (dependencies reused from .venv,
 # nothing downloaded), run from a temporary folder without the source tree: the model and the sample must come

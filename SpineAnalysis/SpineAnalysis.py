@@ -82,6 +82,7 @@ from SpineAnalysisSlicer import (  # noqa: E402
     inputs,
     job,
     labelmaps,
+    landmarks,
     modeloutput,
     otherschemes,
     review,
@@ -628,6 +629,8 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         name = index.sibling(index.row(), 0).data()  # first column: the structure's name
         if name and self.logic.segmentIdByName(parameters.segmentation, name):
             self.logic.jumpToLevel(parameters.segmentation, name)
+        if parameters.table:
+            self.logic.showLandmarks(parameters.table, index.row())  # where this row's values were measured
 
     # -- automatic recomputation after edits ---------------------------------------------------------
     def _onPendingChanged(self) -> None:
@@ -721,17 +724,21 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
     def measure(self, segmentationNode, volumeNode, labels=None, sex=None, age=None) -> list:
         """``SpineAnalysisLib.measure_segmentation.measure_segmentation`` (``measure_case``, CT-aware) on the current
         segmentation."""
+        return self.measureWithLandmarks(segmentationNode, volumeNode, labels=labels, sex=sex, age=age).measurements
+
+    def measureWithLandmarks(self, segmentationNode, volumeNode, labels=None, sex=None, age=None):
+        """:meth:`measure`'s whole result: ``.measurements`` and ``.landmarks`` (where each value was measured, LPS)."""
         if segmentationNode is None or volumeNode is None:
             raise spineErrors.InputError(_("select an input volume and a segmentation"))
         image = volumes.volumeNodeToSitk(volumeNode)
         detected = self._modalities.detect(volumeNode, image)  # once per volume, not again on every edit
         if not otherschemes.namedByOurScheme(segmentationNode):  # e.g. a SlicerTotalSegmentator segmentation
-            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age, detected=detected).measurements
+            return self.measureOtherScheme(segmentationNode, volumeNode, image, sex=sex, age=age, detected=detected)
         labelMap = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
         return measure_segmentation(
             image, labelMap, label_scheme="spineanalysis", sex=results_table.subject_sex(sex), age=results_table.subject_age(age),
             labels=(sorted(labels) if labels is not None else None), detected=detected,
-        ).measurements
+        )
 
     measureOtherScheme = staticmethod(otherschemes.measureOtherScheme)
 
@@ -741,8 +748,10 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         With ``labels`` only those structures are measured again; the other rows are kept. A table node is
         created (next to the volume in the subject hierarchy) when none is given.
         """
-        measurements = self.measure(segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
-        tableNode = self._tables.show(tableNode, measurements, segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
+        result = self.measureWithLandmarks(segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
+        tableNode = self._tables.show(tableNode, result.measurements, segmentationNode, volumeNode, labels=labels, sex=sex, age=age)
+        landmarks.storeLandmarks(tableNode, result.landmarks, labels)
+        landmarks.refresh(tableNode)  # the row shown before: hidden, drawn again from the new landmarks
         watcher.recordMeasured(tableNode, segmentationNode, labels)  # edits made while nothing watches are found later
         table.markOutOfDate(tableNode, None)
         if labels is None:
@@ -770,6 +779,14 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
         self._tables.clear()
 
     tableForSegmentation = staticmethod(table.tableForSegmentation)
+    landmarksOfTable = staticmethod(landmarks.landmarksOf)
+    landmarkNodes = staticmethod(landmarks.markupsOf)
+
+    def showLandmarks(self, tableNode, row: int) -> list:
+        """Show where the values of table row ``row`` were measured (markups, RAS), replacing the previous row's;
+        returns the markups nodes."""
+        key = landmarks.rowOf(tableNode, row)
+        return landmarks.showRow(tableNode, *key) if key else []
     levelsReviewed = staticmethod(review.levelsReviewed)
 
     def markLevelsReviewed(self, segmentationNode) -> str:
