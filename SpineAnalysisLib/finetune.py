@@ -16,7 +16,8 @@ computed before and after on held-out cases: annotated cases grouped by study (a
 only one study, which is then reported), plus the shipped validation split when shipped data are mixed in.
 
 The run folder ``.<model folder name>.run`` beside the model folder holds checkpoints; running the same
-command again resumes there. The model folder is written under a temporary name and renamed when complete.
+command again resumes there (another base model, other cases or other settings are refused, see
+:func:`_check_resumable`). The model folder is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -218,6 +219,52 @@ def _base_class_dice_weight(manifest: dict) -> float:
         return 0.0
 
 
+RUN_IDENTITY = "finetune.json"
+#: Settings that may change between an interrupted run and its resumption (speed and logging only).
+_RESUME_FREE = ("threads", "log_every", "checkpoint_every", "validate_every")
+
+
+def _run_identity(base: store.ModelInfo, dataset_dir, train_records: list[CaseRecord], validation_records: list[CaseRecord], config: TrainingConfig) -> dict:
+    """What a run's checkpoint depends on: the base weights, the cases (and when their labels were written) and the
+    training settings."""
+
+    def stamp(record: CaseRecord) -> str:
+        path = Path(record.label_file)
+        return f"{record.case_id}:{path.stat().st_mtime_ns}" if path.exists() else record.case_id
+
+    return {
+        "base model": f"{base.label} (sha256 {base.manifest.get('sha256')})",
+        "dataset": str(Path(dataset_dir).resolve()),
+        "training cases": [stamp(r) for r in train_records],
+        "validation cases": [r.case_id for r in validation_records],
+        **{f"--{k.replace('_', '-')}" if k in ("steps", "batch_size", "crop", "learning_rate") else k: v
+           for k, v in asdict(config).items() if k not in _RESUME_FREE},
+    }
+
+
+def _check_resumable(run_dir: Path, identity: dict) -> None:
+    """Resume only the run these arguments started: a checkpoint left by a fine-tune of another base model, other
+    cases or other settings would otherwise be continued silently, and the new model's manifest would misstate
+    what its weights came from. Writes the identity of a new run."""
+    path = run_dir / RUN_IDENTITY
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back
+    if (run_dir / "checkpoint.pt").exists():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = {}
+        if not recorded:
+            raise InputError(f"{run_dir} holds an interrupted fine-tune whose settings were not recorded; delete the folder to start over")
+        differs = [key for key in identity if recorded.get(key) != identity[key]]
+        if differs:
+            raise InputError(
+                f"{run_dir} holds an interrupted fine-tune with another {', '.join(differs[:4])}"
+                f"{' ...' if len(differs) > 4 else ''}; rerun that command to resume it, or delete the folder to start over"
+            )
+        return
+    path.write_text(json.dumps(identity, indent=1) + "\n", encoding="utf-8")
+
+
 def finetune(
     dataset_dir: str | os.PathLike,
     output_model_dir: str | os.PathLike | None = None,
@@ -266,6 +313,10 @@ def finetune(
         raise InputError(f"{output_model_dir.parent}: cannot create the model folder ({error.strerror or error})") from None
     if not os.access(output_model_dir.parent, os.W_OK):
         raise InputError(f"{output_model_dir.parent}: not writable")
+    net = NetworkConfig.from_dict(network_config)
+    crop = crop or 224
+    if crop % net.size_multiple:
+        raise InputError(f"crop {crop} must be a multiple of {net.size_multiple} for this network")
     run_dir = output_model_dir.parent / f".{output_model_dir.name}.run"
     run_dir.mkdir(exist_ok=True)
 
@@ -288,15 +339,12 @@ def finetune(
         share = min(max(annotated_share, 0.01), 0.99)
         config_extra["annotated_case_weight"] = shipped_weight * share / (1 - share) / max(1, len(ann_train))
         notes.append(f"mixed with {len(shipped_train)} shipped training cases from {data_dir}")
-    net = NetworkConfig.from_dict(network_config)
-    crop = crop or 224
-    if crop % net.size_multiple:
-        raise InputError(f"crop {crop} must be a multiple of {net.size_multiple} for this network")
     config = TrainingConfig(
         steps=steps, batch_size=batch_size, crop=crop, learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
         validate_every=steps, checkpoint_every=checkpoint_every, threads=threads, network=network_config, log_every=log_every,
         freeze_batch_norm=freeze_batch_norm, class_dice_weight=_base_class_dice_weight(base.manifest), **config_extra,
     )  # fmt: skip
+    _check_resumable(run_dir, _run_identity(base, dataset_dir, train_records, validation_records, config))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(threads)
     log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")

@@ -195,3 +195,25 @@ def test_a_structure_the_annotator_erased_is_taught_as_background(tmp_path):
     assert 122 in record.annotated_labels  # known absent, not unknown
     case = load_training_case(record)
     assert case.annotated[LABEL_TO_CHANNEL[122]] and not (case.target == LABEL_TO_CHANNEL[122]).any()
+
+
+def test_an_interrupted_finetune_is_resumed_only_with_the_same_base_and_settings(dataset, models, tmp_path):
+    """A checkpoint left by an interrupted run was continued whatever the new command said: another base model (its
+    manifest then named a base the weights did not come from) or another step count."""
+    folder, base = models
+    other = store.write_model(folder / "tiny-2", build_network(TINY).state_dict(), {**base.manifest, "version": "2"})
+    target = tmp_path / "out" / "tuned"
+
+    def interrupt(message):
+        if message.startswith("step 15/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=interrupt, **FAST)
+    for changed, expected in (({"base_model": str(other.folder)}, "another base model"), ({"steps": 30}, "another --steps")):
+        arguments = {"base_model": str(base.folder), "steps": 20, **changed}
+        with pytest.raises(InputError, match=f"holds an interrupted fine-tune with {expected}.*delete the folder"):
+            finetune.finetune(dataset, target, log=lambda m: None, **{**FAST, **arguments})
+    messages = []
+    finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=messages.append, **{**FAST, "threads": 1})
+    assert "resumed from step 10" in messages  # the same command (threads aside) resumes
