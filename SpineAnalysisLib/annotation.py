@@ -300,6 +300,7 @@ def export_training_case(
     names: dict[int, str] | None = None,
     image_path: str | os.PathLike | None = None,
     note: str | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Write one corrected case into ``dataset_dir`` (created when missing).
 
@@ -307,8 +308,11 @@ def export_training_case(
     grid and hold scheme labels only. ``original_label_map`` is the model's output before correction;
     ``model`` names the model that produced it (``ModelInfo``, dict or "name version"). ``names`` overrides
     the structure name of a label value in this case (e.g. segment names from Slicer).
+    Re-exporting a case of the same image updates it (its history and original are kept). A case id that already
+    holds *another* image (two series folders both called "T2_SAG") is refused unless ``overwrite``, which replaces
+    that case as a new one (its history and original dropped).
     Raises :class:`InputError` (nothing written) for a missing/empty segmentation, a grid mismatch, an
-    unwritable folder or a dataset.json that is not SpineAnalysis-compatible.
+    unwritable folder, a case id taken by another image or a dataset.json that is not SpineAnalysis-compatible.
     """
     if corrected_label_map is None:
         raise InputError("there is no segmentation to export: segment or load a label map first")
@@ -334,13 +338,19 @@ def export_training_case(
 
     paths = case_file_paths(dataset_dir, case_id)
     replaced = paths["labels"].exists() or paths["image"].exists()
+    other_image = _holds_another_image(paths["image"], image)
+    if other_image and not overwrite:
+        raise InputError(
+            f"case {case_id!r} in {dataset_dir} holds another image ({other_image}); give this one another case id "
+            "(--case-id), or replace that case (--overwrite)"
+        )
     previous = {}
-    if paths["provenance"].exists():
+    if paths["provenance"].exists() and not other_image:
         try:
             previous = json.loads(paths["provenance"].read_text(encoding="utf-8"))
         except (OSError, ValueError):
             previous = {}
-    if original_array is None and paths["original"].exists():
+    if original_array is None and paths["original"].exists() and not other_image:
         # keep the model output of an earlier export: the changes are still measured against it
         original_array = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["original"])))
         if original_array.shape != corrected_array.shape:
@@ -402,6 +412,10 @@ def export_training_case(
         # 2. move into place, keeping the previous files of this case until all moves succeeded
         backup_dir = staging / "previous"
         backup_dir.mkdir()
+        if other_image and "original" not in staged and paths["original"].exists():
+            # the model output of the replaced image does not belong to this one
+            os.replace(paths["original"], backup_dir / f"original-{paths['original'].name}")
+            backups.append((paths["original"], backup_dir / f"original-{paths['original'].name}"))
         for key, source_path in staged.items():
             target = paths[key]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -433,6 +447,22 @@ def export_training_case(
     files = {key: paths[key] for key in ("image", "labels", "original", "provenance") if paths[key].exists()}
     files["dataset_json"] = dataset_dir / DATASET_JSON
     return ExportResult(case_id, dataset_dir, files, provenance, replaced)
+
+
+def _holds_another_image(stored_path: Path, image: sitk.Image) -> str | None:
+    """Why the image stored for a case is not ``image`` (another grid or other voxels); None when it is the same or
+    there is none."""
+    if not stored_path.exists():
+        return None
+    try:
+        stored = sitk.ReadImage(str(stored_path))
+    except RuntimeError:
+        return "an unreadable image"
+    if not imageio.same_grid(stored, image):
+        return imageio.describe_grid(stored)
+    if not np.array_equal(sitk.GetArrayViewFromImage(stored), sitk.GetArrayViewFromImage(image)):
+        return "other voxel values on the same grid"
+    return None
 
 
 def _uint8_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:

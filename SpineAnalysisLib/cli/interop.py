@@ -30,6 +30,7 @@ def add_commands(commands) -> None:
     export.add_argument("--case-id", help="case identifier (default: from the image file name)")
     export.add_argument("--model", help="model that produced the original, 'name version' or name@version")
     export.add_argument("--annotator", help="who corrected the case (stored in the provenance)")
+    export.add_argument("--overwrite", action="store_true", help="replace a case of the same id that holds another image")
 
     tune = commands.add_parser("finetune", help="fine-tune a model on an exported dataset folder; writes a new model version")
     tune.add_argument("dataset", help="dataset folder written by export-training")
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         if args.original:
             original = imageio.read_image(args.original)
         result = export_training_case(
-            image, corrected, args.output, args.case_id, original_label_map=original, model=args.model, annotator=args.annotator, image_path=args.image
+            image, corrected, args.output, args.case_id, original_label_map=original, model=args.model, annotator=args.annotator, image_path=args.image,
+            overwrite=args.overwrite,
         )
         action = "updated" if result.replaced else "added"
         edited = ", ".join(result.provenance["edited_structures"]) or ("none" if result.provenance["original_available"] else "unknown (no original)")

@@ -217,3 +217,32 @@ def test_cli_export_training_and_mixed_dicom_folder(case, tmp_path, capsys):
     assert main(["export-training", str(mixed), str(tmp_path / "l.nii.gz"), "-o", str(dataset)]) == 2
     assert "holds 2 DICOM series" in capsys.readouterr().err
     assert _tree(dataset) == before
+
+
+def test_a_case_id_holding_another_image_is_not_replaced_without_overwrite(case, tmp_path, capsys):
+    """Two patients' series folders both called T2_SAG got the same case id, and the second export silently
+    replaced the first patient's corrected case (and appended to its history, measured against its original)."""
+    image, corrected, original, labels, _ = case
+    other_array, other_labels = spine_phantom(seed=7)
+    other = _sagittal(other_array)
+    for patient, (img, lab) in {"p1": (image, corrected), "p2": (other, imageio.label_map_like(other_labels, other))}.items():
+        (tmp_path / patient / "T2_SAG").mkdir(parents=True)
+        sitk.WriteImage(img, str(tmp_path / patient / "T2_SAG" / "image.nii.gz"))
+        sitk.WriteImage(lab, str(tmp_path / patient / "labels.nii.gz"))
+    dataset = tmp_path / "dataset"
+    annotation.export_training_case(image, corrected, dataset, "T2_SAG", original_label_map=original, model="spine-mri-2d 1.0.0")
+    before = _tree(dataset)
+    arguments = ["export-training", str(tmp_path / "p2" / "T2_SAG" / "image.nii.gz"), str(tmp_path / "p2" / "labels.nii.gz"),
+                 "-o", str(dataset), "--case-id", "T2_SAG"]  # fmt: skip
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("spineanalysis: error: case 'T2_SAG' in") and "holds another image" in error and "\n" not in error
+    assert _tree(dataset) == before
+    # the same image again is an update of that case, as before
+    assert annotation.export_training_case(image, corrected, dataset, "T2_SAG").provenance["revision"] == 2
+    # --overwrite replaces it as a new case: no history or model output of the other image
+    assert main(arguments + ["--overwrite"]) == 0
+    back = annotation.read_training_case(dataset, "T2_SAG")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back.image), other_array)
+    assert back.original is None and back.provenance["revision"] == 1 and len(back.provenance["history"]) == 1
+    assert back.provenance["original_available"] is False
