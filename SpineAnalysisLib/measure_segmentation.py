@@ -164,6 +164,6 @@ def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "a
     landmark_points.write_landmarks(result.landmarks, output_dir)
     write_report(image, result.scheme_map, result.measurements, Path(output_dir) / "report.png",
                  title=f"{Path(labels_path).name} on {Path(image_path).name} — segmentation given ({result.label_scheme})",
-                 notes=result.notes, quality=Quality(**result.quality))
+                 notes=result.notes, quality=Quality(**result.quality), landmarks=result.landmarks)
     imageio.write_text(json.dumps(result.summary(), indent=1) + "\n", Path(output_dir) / SUMMARY)
     return result

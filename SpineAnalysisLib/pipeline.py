@@ -60,7 +60,7 @@ def analyze(
     clock = time.perf_counter()
     outputs["report"] = write_report(image, result.label_map, measurements, output_dir / "report.png",
                                      title=f"{Path(image_path).name} — {result.model}", notes=result.report.flags + result.warnings,
-                                     quality=quality)
+                                     quality=quality, landmarks=landmarks)
     summary["stages"]["report_s"] = round(time.perf_counter() - clock, 2)
     outputs["summary"] = imageio.write_text(json.dumps(summary, indent=1) + "\n", output_dir / "summary.json")
     return outputs

@@ -1,7 +1,10 @@
 """``report.png``: the mid-sagittal slice with coloured, named levels and the key numbers.
 
 A banner at the top gives the case's quality status (:mod:`.quality`) with its reasons; withheld values
-(outside their physical range, or not measurable) are never printed.
+(outside their physical range, or not measurable) are never printed. Given the case's landmarks
+(:mod:`.measure.landmark_points`), the vertebral body corners the heights were measured between are small dots and
+the endplate lines the angles used are thin lines, each projected along the slice axis onto the shown slice (a
+withheld value has no landmarks, so nothing is drawn for it).
 """
 
 from __future__ import annotations
@@ -83,9 +86,70 @@ def _banner(figure, quality) -> None:
                 bbox=dict(facecolor=BANNER_COLOURS.get(quality.status, "black"), edgecolor="none", pad=4))
 
 
+#: landmark colours (corners; endplate lines for angles), drawn thin over the label overlay
+CORNER_COLOUR = "#ffd92f"
+LINE_COLOUR = "#00e5ff"
+CORNER_SIZE = 2.5  # points
+LINE_WIDTH = 0.8  # points
+
+
+def picture_coordinates(image: sitk.Image, frame, points_lps) -> np.ndarray:
+    """(N, 2) positions (x: anterior -> posterior mm, y: superior -> inferior mm, the picture's axes) of LPS points,
+    projected along the slice axis of ``frame`` (:func:`.model.preprocessing.sagittal_frame` of ``image``)."""
+    points = np.atleast_2d(np.asarray(points_lps, dtype=float))
+    indices = np.array([image.TransformPhysicalPointToContinuousIndex([float(c) for c in p]) for p in points])[:, ::-1]  # numpy order
+    canonical = []
+    for p in (1, 2):  # row, column
+        c = indices[:, frame.axes[p]]
+        canonical.append(frame.shape[p] - 1 - c if frame.flips[p] else c)
+    rows, cols = canonical
+    return np.column_stack([(cols + 0.5) * frame.spacing[2], (rows + 0.5) * frame.spacing[1]])  # pixel centres (imshow extent)
+
+
+def landmark_marks(landmarks: dict | None) -> tuple[dict, dict]:
+    """(corners {name: LPS point}, endplate lines {name: (from, to)}) of the measured values in ``landmarks``."""
+    corners, lines = {}, {}
+    for record in (landmarks or {}).get("records", []):
+        if record["structure"] == "vertebra":
+            corners.update(record.get("points", {}))
+        for name, line in record.get("lines", {}).items():
+            if name.endswith("endplate"):
+                lines[name] = (line["from"], line["to"])
+    return corners, lines
+
+
+def _draw_landmarks(axis, image: sitk.Image, frame, landmarks: dict | None) -> None:
+    corners, lines = landmark_marks(landmarks)
+    for start, end in lines.values():
+        (x0, y0), (x1, y1) = picture_coordinates(image, frame, [start, end])
+        axis.plot([x0, x1], [y0, y1], color=LINE_COLOUR, linewidth=LINE_WIDTH, alpha=0.9, solid_capstyle="butt")
+    if corners:
+        xy = picture_coordinates(image, frame, list(corners.values()))
+        axis.plot(xy[:, 0], xy[:, 1], linestyle="none", marker="o", markersize=CORNER_SIZE, color=CORNER_COLOUR, markeredgewidth=0)
+
+
 def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: str | Path, title: str = "", notes: list[str] | None = None,
-                 quality=None) -> Path:
-    """``quality``: a :class:`~.quality.Quality` for the banner (assessed from ``measurements`` when None)."""
+                 quality=None, landmarks: dict | None = None) -> Path:
+    """``quality``: a :class:`~.quality.Quality` for the banner (assessed from ``measurements`` when None);
+    ``landmarks``: where the values were measured (:mod:`.measure.landmark_points`), drawn when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, _axis = draw_report(image, label_map, measurements, title, notes, quality, landmarks)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
+
+
+def draw_report(image: sitk.Image, label_map: sitk.Image, measurements, title: str = "", notes: list[str] | None = None, quality=None,
+                landmarks: dict | None = None):
+    """The figure of :func:`write_report` and its image axis (matplotlib, not saved)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,6 +175,7 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
     for label in [s for s in structures if s in (scheme.SPINAL_CORD, scheme.SPINAL_CANAL)] + levels:
         overlay[slice_labels == label] = (*scheme.structure_color(label), 0.45)
     axis.imshow(overlay, extent=extent, interpolation="nearest")
+    _draw_landmarks(axis, image, frame, landmarks)
     for label in levels:
         rows, cols = np.nonzero(labels[:, :, :] == label)[1:]
         if rows.size == 0:
@@ -125,16 +190,11 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
     axis.set_xlabel("anterior → posterior (mm)")
     axis.set_ylabel("superior → inferior (mm)")
     axis.set_xlim(0, max(extent[1], extent[1] + 10))
+    axis.set_ylim(extent[2], 0)  # the landmarks' lines must not widen the picture
     if quality is None:
         from .quality import assess
 
         quality = assess(measurements)
     figure.tight_layout(rect=(0, 0, 1, 0.93))
     _banner(figure, quality)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
+    return figure, axis
