@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,45 +58,50 @@ VERTEBRA_VALUES = {
 }
 DISC_HEIGHTS = (("height_anterior_mm", "anterior"), ("height_middle_mm", "middle"), ("height_posterior_mm", "posterior"))
 SPINE_VALUES = ("lumbar_lordosis_deg", "sacral_slope_deg", "cobb_max_deg")
-COBB_NOT_EXPORTED = "the coronal Cobb angle's endplate lines are not exported (only the sagittal landmarks are)"
+#: the Cobb row's note names its two endplates (:func:`.alignment.cobb_max`): "between L1 superior and L4 inferior endplates"
+COBB_PAIR = re.compile(r"^between (\S+) (superior|inferior) and (\S+) (superior|inferior) endplates")
+COBB_NOT_EXPORTED = "the Cobb angle's note does not name its two endplates: no landmarks"
+#: suffix of the names of coronal endplate lines (the Cobb angle's; a sagittal picture does not draw them)
+CORONAL = " (coronal)"
 AP_AXIS = "patient AP axis"
 
 _CORNER_ATTRIBUTES = {"AS": "front_up", "AI": "front_down", "PS": "back_up", "PI": "back_down"}
 
 
-def _lps(point2d, depth: float) -> list[float]:
-    return [round(float(x), 4) for x in plane.SAGITTAL.to3d(np.asarray(point2d, dtype=float), depth)]
+def _lps(point2d, depth: float, axes: plane.PlaneAxes = plane.SAGITTAL) -> list[float]:
+    return [round(float(x), 4) for x in axes.to3d(np.asarray(point2d, dtype=float), depth)]
 
 
-def _direction3d(direction2d) -> np.ndarray:
+def _direction3d(direction2d, axes: plane.PlaneAxes = plane.SAGITTAL) -> np.ndarray:
     d = np.asarray(direction2d, dtype=float)
     d = d / np.linalg.norm(d)
-    return d[0] * plane.SAGITTAL.u + d[1] * plane.SAGITTAL.v
+    return d[0] * axes.u + d[1] * axes.v
 
 
 def _segment(start2d, end2d, depth_start: float, depth_end: float, length: float) -> dict:
     return {"from": _lps(start2d, depth_start), "to": _lps(end2d, depth_end), "length_mm": round(float(length), 4)}
 
 
-def _line(middle2d, direction2d, length: float, depth: float) -> dict:
-    """A line through ``middle2d`` along ``direction2d`` (posterior -> anterior), ``length`` long, in LPS."""
+def _line(middle2d, direction2d, length: float, depth: float, axes: plane.PlaneAxes = plane.SAGITTAL) -> dict:
+    """A line through ``middle2d`` along ``direction2d`` (the plane's +u way: posterior -> anterior in sagittal
+    planes, right -> left in coronal ones), ``length`` long, in LPS."""
     d = np.asarray(direction2d, dtype=float)
     d = d / np.linalg.norm(d)
     middle = np.asarray(middle2d, dtype=float)
     return {
-        "point": _lps(middle, depth),
-        "direction": [round(float(x), 6) for x in _direction3d(d)],
+        "point": _lps(middle, depth, axes),
+        "direction": [round(float(x), 6) for x in _direction3d(d, axes)],
         "length_mm": round(float(length), 4),
-        "from": _lps(middle - d * length / 2, depth),
-        "to": _lps(middle + d * length / 2, depth),
+        "from": _lps(middle - d * length / 2, depth, axes),
+        "to": _lps(middle + d * length / 2, depth, axes),
     }
 
 
-def endplate_line(quad: Quad, side: str, depth: float) -> dict:
+def endplate_line(quad: Quad, side: str, depth: float, axes: plane.PlaneAxes = plane.SAGITTAL) -> dict:
     """The line an angle uses for the ``side`` ("upper"/"lower") endplate of ``quad`` (plane mm at ``depth``)."""
     if side == "upper":
-        return _line(quad.upper_mid, quad.upper_direction, quad.upper_width, depth)
-    return _line(quad.lower_mid, quad.lower_direction, quad.lower_width, depth)
+        return _line(quad.upper_mid, quad.upper_direction, quad.upper_width, depth, axes)
+    return _line(quad.lower_mid, quad.lower_direction, quad.lower_width, depth, axes)
 
 
 def endplate_name(vertebra: int, side: str) -> str:
@@ -208,8 +214,7 @@ def _spine_record(spine: Spine, row) -> dict:
         record["withheld"][row.parameter] = row.note
         return record
     if row.parameter == "cobb_max_deg":
-        record["withheld"][row.parameter] = COBB_NOT_EXPORTED
-        return record
+        return _cobb(spine, row, record)
     if row.parameter == "sacral_slope_deg":
         used = [(scheme.SACRUM, "upper")]
     else:  # lumbar lordosis: L1 superior to S1 superior, or to the lowest lumbar body's inferior endplate
@@ -226,6 +231,26 @@ def _spine_record(spine: Spine, row) -> dict:
         quad, _ = spine.endplate(scheme.SACRUM, "upper")
         record["lines"][AP_AXIS] = _line(quad.upper_mid, (1.0, 0.0), quad.upper_width, spine.section(scheme.SACRUM).patch.depth)
         names.append(AP_AXIS)
+    record["values"][row.parameter] = names
+    return record
+
+
+def _cobb(spine: Spine, row, record: dict) -> dict:
+    """The two endplate lines of the largest Cobb angle, each in its vertebra's mid-coronal plane (names "L1 superior
+    endplate (coronal)"), found by the names in the row's note; the note of a straight spine ("all endplates
+    parallel") names none."""
+    match = COBB_PAIR.match(row.note)
+    by_name = {scheme.vertebra_name(v): v for v in spine.vertebrae}
+    if match is None or match.group(1) not in by_name or match.group(3) not in by_name:
+        record["withheld"][row.parameter] = COBB_NOT_EXPORTED
+        return record
+    names = []
+    for level, which in ((match.group(1), match.group(2)), (match.group(3), match.group(4))):
+        vertebra, side = by_name[level], "upper" if which == "superior" else "lower"
+        quad, _ = spine.endplate(vertebra, side, plane.CORONAL)
+        name = endplate_name(vertebra, side) + CORONAL
+        record["lines"][name] = endplate_line(quad, side, spine.section(vertebra, plane.CORONAL).patch.depth, plane.CORONAL)
+        names.append(name)
     record["values"][row.parameter] = names
     return record
 

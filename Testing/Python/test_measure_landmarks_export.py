@@ -134,8 +134,36 @@ def test_lordosis_and_sacral_slope_name_their_endplates(oblique_case):
     lordosis = [r for r in landmark_points.records_of(landmarks, "spine", "L1-S1") if "lumbar_lordosis_deg" in r["values"]][0]
     top, bottom = (lordosis["lines"][n]["direction"] for n in lordosis["values"]["lumbar_lordosis_deg"])
     assert _angle_deg(top) - _angle_deg(bottom) == pytest.approx(row_value(rows, "spine", "L1-S1", "lumbar_lordosis_deg").value, abs=1e-3)
-    cobb = [r for r in landmark_points.records_of(landmarks, "spine", "L1-S1") if "cobb_max_deg" in r["withheld"]][0]
-    assert cobb["withheld"]["cobb_max_deg"] == landmark_points.COBB_NOT_EXPORTED
+    # the Cobb angle of a spine straight in the coronal plane (about 0 degrees) still names the two endplates it took
+    cobb = [r for r in landmark_points.records_of(landmarks, "spine", "L1-S1") if "cobb_max_deg" in r["values"]][0]
+    assert all(name.endswith(landmark_points.CORONAL) for name in cobb["values"]["cobb_max_deg"])
+
+
+def _coronal_angle(direction_lps) -> float:
+    """Angle of an LPS direction in the coronal (left, superior) plane, degrees."""
+    return float(np.degrees(np.arctan2(direction_lps[2], direction_lps[0])))
+
+
+def test_the_cobb_angle_shows_its_two_endplates_in_their_mid_coronal_planes():
+    """L2 tilted 7 degrees, L4 -5 degrees about the AP axis (test_measure_geometry's Cobb phantom): the Cobb angle
+    takes an endplate of each; the exported lines run along them, in each body's mid-coronal plane."""
+    tilts = {21: 7.0, 22: -2.0, 23: -5.0}
+    phantom = ph.build_spine((20, 21, 22, 23), heights=26.0, discs=12.0, coronal_tilts=tilts, disc_labels=False, csf=False)
+    spacing, direction = (1.0, 1.0, 1.0), ph.oblique(15.0, axis=(0.1, 0.9, 0.4))
+    label_map, _ = ph.render_phantom(phantom, spacing, direction)
+    rows, landmarks = measure_case_with_landmarks(None, label_map)
+    cobb_row = row_value(rows, "spine", "L1-L4", "cobb_max_deg")
+    (record_,) = [r for r in landmark_points.records_of(landmarks, "spine", "L1-L4") if "cobb_max_deg" in r["values"]]
+    names = record_["values"]["cobb_max_deg"]
+    assert [name.split()[0] for name in names] == ["L2", "L4"] and all(n.endswith(" endplate (coronal)") for n in names)
+    angles = [_coronal_angle(record_["lines"][name]["direction"]) for name in names]
+    assert abs(angles[0] - angles[1]) == pytest.approx(cobb_row.value, abs=1e-3)
+    for name, angle in zip(names, angles):
+        vertebra = {"L2": 21, "L4": 23}[name.split()[0]]
+        truth = ph.rotation((0, 1, 0), tilts[vertebra]) @ np.array([1.0, 0.0, 0.0])  # the body's left-right axis, tilted
+        assert angle == pytest.approx(_coronal_angle(truth), abs=ANGLE_TOL), name
+        centroid = phantom.body_prism(vertebra).centroid_lps()  # its mid-coronal plane: the centroid's y
+        assert record_["lines"][name]["point"][1] == pytest.approx(centroid[1], abs=in_plane_voxel(spacing, direction))
 
 
 def test_a_withheld_disc_has_no_landmarks():

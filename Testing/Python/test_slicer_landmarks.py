@@ -126,10 +126,11 @@ def test_after_an_edit_the_shown_landmarks_are_drawn_again_from_the_new_measurem
 def test_spine_rows_show_the_endplate_lines_of_their_angles_and_a_row_without_landmarks_shows_nothing(logic, measured):
     phantom, volume, segmentation, table = measured
     logic.showLandmarks(table, _row(table, "vertebra", "L3"))
-    nodes = logic.showLandmarks(table, _row(table, "spine", "L1-S1"))  # lordosis (lines) and Cobb (not exported) share the row
-    assert {n.GetName() for n in nodes} == {"L1 superior endplate", "S1 superior endplate"}
-    records = [r for r in logic.landmarksOfTable(table)["records"] if r["level"] == "L1-S1"]
-    assert any("cobb_max_deg" in r["withheld"] for r in records)
+    nodes = logic.showLandmarks(table, _row(table, "spine", "L1-S1"))  # lordosis and the Cobb angle share the row
+    names = {n.GetName() for n in nodes}
+    (cobb,) = [r for r in logic.landmarksOfTable(table)["records"] if r["level"] == "L1-S1" and "cobb_max_deg" in r["values"]]
+    assert names == {"L1 superior endplate", "S1 superior endplate", *cobb["values"]["cobb_max_deg"]}
+    assert len(names) == 4 and all(n.IsA("vtkMRMLMarkupsLineNode") for n in nodes)
     assert logic.showLandmarks(table, _row(table, "vertebra", "L3")) and logic.landmarkNodes(table)
     table.SetAttribute(landmarks_module().LANDMARKS_ATTRIBUTE, '{"records": []}')  # as for a row whose values were withheld
     assert logic.showLandmarks(table, _row(table, "vertebra", "L3")) == [] and logic.landmarkNodes(table) == []
