@@ -115,6 +115,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(f"{path}: not a readable image ({_first_line(error)})") from None
+        if _is_segmentation_file(path):
+            from . import segfile
+
+            image = segfile.to_scheme_labels(image, str(path)) or image  # levels from the segment names
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar image is needed")
     if image.GetDimension() != 3:
@@ -223,9 +227,17 @@ def check_label_map(label_map: sitk.Image, reference: sitk.Image | None = None, 
     return array.astype(np.uint16)
 
 
+def _is_segmentation_file(path: Path) -> bool:
+    return path.name.lower().endswith(".seg.nrrd")
+
+
 def read_label_map(path: str | os.PathLike, reference: sitk.Image | None = None) -> sitk.Image:
     """Read and validate a label map (see :func:`check_label_map`); returned as UInt16."""
     image = read_image(path)
+    if reference is not None and _is_segmentation_file(Path(path)) and not same_grid(image, reference):
+        from . import segfile
+
+        image = segfile.onto_grid(image, reference) or image  # Slicer crops a saved segmentation to its extent
     array = check_label_map(image, reference, what=str(path))
     result = sitk.GetImageFromArray(array)
     result.CopyInformation(image)
