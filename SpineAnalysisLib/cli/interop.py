@@ -24,9 +24,9 @@ COMMANDS = ("export-training", "finetune", "dicom-seg", "export-measurements")
 def add_commands(commands) -> None:
     export = commands.add_parser("export-training", help="add a corrected case to a training dataset folder (nnU-Net/MONAI layout)")
     export.add_argument("image", help="image file or DICOM series folder")
-    export.add_argument("labels", help="the corrected label map (on the image grid)")
+    export.add_argument("labels", help="the corrected label map (on the image grid), a .seg.nrrd or a DICOM SEG (.dcm)")
     export.add_argument("-o", "--output", required=True, help="dataset folder (created when missing)")
-    export.add_argument("--original", help="the model's label map before correction (kept in labelsOriginal/)")
+    export.add_argument("--original", help="the model's label map before correction, or its DICOM SEG (kept in labelsOriginal/)")
     export.add_argument("--case-id", help="case identifier (default: from the image file name)")
     export.add_argument("--model", help="model that produced the original, 'name version' or name@version")
     export.add_argument("--annotator", help="who corrected the case (stored in the provenance)")
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
         image = imageio.read_scan(args.image)
         corrected = _read_labels(args.labels, image)
         original = None
-        if args.original:
-            original = imageio.read_image(args.original)
+        if args.original:  # a DICOM SEG is read like the corrected labels; a model output may be empty, so no check here
+            original = _read_labels(args.original, image) if str(args.original).lower().endswith(".dcm") else imageio.read_image(args.original)
         result = export_training_case(
             image, corrected, args.output, args.case_id, original_label_map=original, model=args.model, annotator=args.annotator, image_path=args.image,
             overwrite=args.overwrite,

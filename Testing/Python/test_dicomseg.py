@@ -197,3 +197,23 @@ def test_written_files_get_the_usual_permissions(series, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_export_training_takes_the_model_output_as_a_dicom_seg_too(series, tmp_path, capsys):
+    """In a DICOM workflow both the model's output (AUTOMATIC) and the correction (SEMIAUTOMATIC) are SEGs; the
+    original SEG was read as a plain image (one frame per slice per segment) and refused as 'on different grids'."""
+    folder, _, reference, labels = series
+    original = labels.copy()
+    original[original == 123] = 0  # the model missed L4-L5
+    for name, array in (("model", original), ("corrected", labels)):
+        sitk.WriteImage(imageio.label_map_like(array, reference), str(tmp_path / f"{name}.nii.gz"))
+        assert main(["dicom-seg", str(folder), str(tmp_path / f"{name}.nii.gz"), "-o", str(tmp_path / f"{name}.dcm"), "--model", "spine-mri-2d 1.0.0"]) == 0
+    capsys.readouterr()
+    assert main(["export-training", str(folder), str(tmp_path / "corrected.dcm"), "-o", str(tmp_path / "ds"),
+                 "--original", str(tmp_path / "model.dcm"), "--case-id", "mr"]) == 0  # fmt: skip
+    assert "(edited: L4-L5)" in capsys.readouterr().out
+    from SpineAnalysisLib import annotation
+
+    back = annotation.read_training_case(tmp_path / "ds", "mr")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back.original), original)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back.labels), labels)
