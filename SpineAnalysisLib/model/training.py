@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -317,6 +318,26 @@ def _save_checkpoint(path: Path, network, optimiser, scheduler, step: int, sampl
     temporary.replace(path)
 
 
+def _load_checkpoint(path: Path) -> dict:
+    """A run's checkpoint, read with ``weights_only=True``: tensors, plain containers and the uint32 arrays of the
+    augmenter's MT19937 states (numpy's array reconstruction allowlisted). A file planted in a run folder (a shared
+    model folder, for fine-tuning) cannot run code when the run resumes; it is refused in one line."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    allowed = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: not a checkpoint this program wrote, not loaded ({reason[:160]}); delete its run folder to start over") from None
+    if not isinstance(state, dict) or "network" not in state:
+        raise InputError(f"{path}: not a checkpoint this program wrote; delete its run folder to start over")
+    return state
+
+
 def describe_hardware(device: torch.device, threads: int) -> str:
     """The machine a run trains on, for the model manifest (GPU name, or CPU cores and torch threads)."""
     if device.type == "cuda":
@@ -390,7 +411,7 @@ def train(
     if checkpoint.exists():
         # our own checkpoint (optimiser + RNG states); read to the CPU because the generator states must stay
         # there (torch.set_rng_state refuses a CUDA tensor); the optimiser moves its state to the parameters' device
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = _load_checkpoint(checkpoint)
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])

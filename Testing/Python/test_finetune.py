@@ -217,3 +217,33 @@ def test_an_interrupted_finetune_is_resumed_only_with_the_same_base_and_settings
     messages = []
     finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=messages.append, **{**FAST, "threads": 1})
     assert "resumed from step 10" in messages  # the same command (threads aside) resumes
+
+
+class _Planted:
+    """A pickle that runs code when loaded without ``weights_only`` (it only touches a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_planted_in_the_run_folder_is_not_executed(dataset, models, tmp_path):
+    """Resuming read the run folder's checkpoint with weights_only=False: a file planted in a shared model folder
+    ran code when an annotator fine-tuned. It is now read as weights only, and refused in one line."""
+    _, base = models
+    target = tmp_path / "out" / "tuned"
+
+    def interrupt(message):
+        if message.startswith("step 15/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=interrupt, **FAST)
+    checkpoint = tmp_path / "out" / ".tuned.run" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=False)["step"] == 10
+    torch.save({"network": _Planted(tmp_path / "ran")}, checkpoint)
+    with pytest.raises(InputError, match="checkpoint.pt: not a checkpoint this program wrote, not loaded"):
+        finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=lambda m: None, **FAST)
+    assert not (tmp_path / "ran").exists()
