@@ -196,6 +196,35 @@ def validation_figures(network: torch.nn.Module, cases: list[TrainingCase], devi
     return {"level_dice": mean(all_scores), "vertebra_level_dice": mean(vertebra_scores), "disc_level_dice": mean(disc_scores), "cases": len(cases), "levels_scored": len(all_scores)}
 
 
+def segmentation_figures(model_folder: Path, records: list[CaseRecord], device: torch.device) -> dict:
+    """The annotated validation cases segmented as ``spineanalysis segment`` runs the model (localisation, the model's
+    inference settings, level labelling), scored as ``evaluate`` scores: mean body and disc class Dice, mean Dice per
+    level and the levels identified. :func:`validation_figures` scores the bare network, whose levels before the
+    level-labelling step can be wrong where the segmentation is right (the sample's T12: 0.14 against 1.0)."""
+    from .evaluation import score_prediction
+    from .inference import _NETWORK_CACHE, segment_image
+
+    vertebra, disc, level, identified, identifiable = [], [], [], 0, 0
+    for record in records:
+        image = sitk.ReadImage(str(record.image_file))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(record.label_file))).astype(np.int32)
+        predicted = sitk.GetArrayFromImage(segment_image(image, str(model_folder), device.type).label_map).astype(np.int32)
+        annotated = [label for label in record.annotated_labels if label in LABEL_TO_CHANNEL]
+        scores = score_prediction(predicted, reference, image, [l for l in annotated if l not in DISC_CLASSES], [l for l in annotated if l in DISC_CLASSES])
+        vertebra += [scores["dice_vertebra"]] if scores.get("dice_vertebra") is not None else []
+        disc += [scores["dice_disc"]] if scores.get("dice_disc") is not None else []
+        level += [d for d in scores["dice_per_level"].values() if d is not None]
+        identified, identifiable = identified + scores["identified"], identifiable + scores["identifiable"]
+    for key in [k for k in _NETWORK_CACHE if k[0].startswith(str(model_folder))]:
+        del _NETWORK_CACHE[key]  # a temporary model folder is not used again
+
+    def mean(values):
+        return round(float(np.mean(values)), 4) if values else None
+
+    return {"segment_vertebra_dice": mean(vertebra), "segment_disc_dice": mean(disc), "segment_level_dice": mean(level),
+            "segment_identified": f"{identified}/{identifiable}", "segment_cases": len(records)}  # fmt: skip
+
+
 # -- fine-tuning -----------------------------------------------------------------------------------
 def _next_version(name: str) -> str:
     versions = [m.version for m in store.list_models() if m.name == name]
@@ -352,6 +381,7 @@ def finetune(
     validation_cases = [load_validation_case(r) for r in validation_records]  # the expert labels as published
     settings = InferenceSettings.from_manifest(base.manifest)
     before = validation_figures(base_network.to(device), validation_cases, device, settings)
+    before.update(segmentation_figures(base.folder, ann_validation, device))
     log(f"validation before: {before}")
     initial_state = {k: v.detach().cpu() for k, v in base_network.state_dict().items()}
     del base_network
@@ -362,10 +392,7 @@ def finetune(
     tuned = build_network(net)
     tuned.load_state_dict(state)
     after = validation_figures(tuned.to(device).eval(), validation_cases, device, settings)
-    log(f"validation after: {after}")
     (run_dir / "split.json").write_text(json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1))
-    with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
-        stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     losses = [float(r["loss"]) for r in records if "loss" in r]
     elapsed = max((r.get("elapsed_s", 0) for r in records), default=0.0)
@@ -399,6 +426,11 @@ def finetune(
     partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
     try:
         store.write_model(partial, state, manifest)
+        after.update(segmentation_figures(partial, ann_validation, device))  # the model as written (half-precision weights)
+        log(f"validation after: {after}")
+        store.write_model(partial, state, manifest)  # the manifest with the after figures; same weights and sha256
+        with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
         shutil.copyfile(run_dir / "log.jsonl", partial / store.TRAINING_LOG)
         if output_model_dir.exists():
             output_model_dir.rmdir()  # empty (checked above)
