@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,15 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 import torch
+
+try:
+    import fcntl
+
+    msvcrt = None
+except ImportError:  # Windows
+    import msvcrt
+
+    fcntl = None
 
 from . import __version__
 from . import annotation, imageio
@@ -248,6 +258,26 @@ def _base_class_dice_weight(manifest: dict) -> float:
         return 0.0
 
 
+@contextmanager
+def _run_lock(run_dir: Path):
+    """Hold ``run_dir`` for this process: a second fine-tune into the same folder (two terminals, both taking the next
+    free version) would share its checkpoint and log and end in a traceback; it is refused in one line instead."""
+    handle = open(run_dir / ".lock", "a+b")
+    try:
+        try:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:  # Windows
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise InputError(
+                f"{run_dir}: another fine-tune is running into this folder; wait for it, or give this one its own -o or --version"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
 RUN_IDENTITY = "finetune.json"
 #: Settings that may change between an interrupted run and its resumption (speed and logging only).
 _RESUME_FREE = ("threads", "log_every", "checkpoint_every", "validate_every")
@@ -348,99 +378,100 @@ def finetune(
         raise InputError(f"crop {crop} must be a multiple of {net.size_multiple} for this network")
     run_dir = output_model_dir.parent / f".{output_model_dir.name}.run"
     run_dir.mkdir(exist_ok=True)
+    with _run_lock(run_dir):
 
-    notes: list[str] = []
-    annotated = dataset_records(dataset_dir, run_dir / "data")
-    ann_train, ann_validation, same = _split_annotated(annotated, seed, validation_fraction)
-    if same:
-        notes.append("only one study in the dataset: validation figures are on the training case(s)")
-    train_records, validation_records = list(ann_train), list(ann_validation)
-    config_extra = {}
-    if mix_shipped_data:
-        data_dir = Path(shipped_data_dir) if shipped_data_dir else default_data_dir()
-        if not (data_dir / "manifest.csv").exists():
-            raise InputError(f"{data_dir}: shipped training data not found (manifest.csv); set SPINEANALYSIS_DATA or pass --data")
-        shipped_train, shipped_validation = split_cases(read_manifest(data_dir), validation_fraction, SPLIT_SEED)
-        train_records += shipped_train
-        validation_records += shipped_validation
-        disc_case_weight = TrainingConfig().disc_case_weight  # as the sampler will draw the shipped cases
-        shipped_weight = sum(disc_case_weight if r.source == "IVD" else 1.0 for r in shipped_train)
-        share = min(max(annotated_share, 0.01), 0.99)
-        config_extra["annotated_case_weight"] = shipped_weight * share / (1 - share) / max(1, len(ann_train))
-        notes.append(f"mixed with {len(shipped_train)} shipped training cases from {data_dir}")
-    config = TrainingConfig(
-        steps=steps, batch_size=batch_size, crop=crop, learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
-        validate_every=steps, checkpoint_every=checkpoint_every, threads=threads, network=network_config, log_every=log_every,
-        freeze_batch_norm=freeze_batch_norm, class_dice_weight=_base_class_dice_weight(base.manifest), **config_extra,
-    )  # fmt: skip
-    _check_resumable(run_dir, _run_identity(base, dataset_dir, train_records, validation_records, config))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(threads)
-    log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")
+        notes: list[str] = []
+        annotated = dataset_records(dataset_dir, run_dir / "data")
+        ann_train, ann_validation, same = _split_annotated(annotated, seed, validation_fraction)
+        if same:
+            notes.append("only one study in the dataset: validation figures are on the training case(s)")
+        train_records, validation_records = list(ann_train), list(ann_validation)
+        config_extra = {}
+        if mix_shipped_data:
+            data_dir = Path(shipped_data_dir) if shipped_data_dir else default_data_dir()
+            if not (data_dir / "manifest.csv").exists():
+                raise InputError(f"{data_dir}: shipped training data not found (manifest.csv); set SPINEANALYSIS_DATA or pass --data")
+            shipped_train, shipped_validation = split_cases(read_manifest(data_dir), validation_fraction, SPLIT_SEED)
+            train_records += shipped_train
+            validation_records += shipped_validation
+            disc_case_weight = TrainingConfig().disc_case_weight  # as the sampler will draw the shipped cases
+            shipped_weight = sum(disc_case_weight if r.source == "IVD" else 1.0 for r in shipped_train)
+            share = min(max(annotated_share, 0.01), 0.99)
+            config_extra["annotated_case_weight"] = shipped_weight * share / (1 - share) / max(1, len(ann_train))
+            notes.append(f"mixed with {len(shipped_train)} shipped training cases from {data_dir}")
+        config = TrainingConfig(
+            steps=steps, batch_size=batch_size, crop=crop, learning_rate=learning_rate, seed=seed, validation_fraction=validation_fraction,
+            validate_every=steps, checkpoint_every=checkpoint_every, threads=threads, network=network_config, log_every=log_every,
+            freeze_batch_norm=freeze_batch_norm, class_dice_weight=_base_class_dice_weight(base.manifest), **config_extra,
+        )  # fmt: skip
+        _check_resumable(run_dir, _run_identity(base, dataset_dir, train_records, validation_records, config))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        torch.set_num_threads(threads)
+        log(f"fine-tuning {base.label} on {len(train_records)} cases ({len(ann_train)} annotated), validating on {len(validation_records)}; {steps} steps on {device.type}")
 
-    validation_cases = [load_validation_case(r) for r in validation_records]  # the expert labels as published
-    settings = InferenceSettings.from_manifest(base.manifest)
-    before = validation_figures(base_network.to(device), validation_cases, device, settings)
-    before.update(segmentation_figures(base.folder, ann_validation, device))
-    log(f"validation before: {before}")
-    initial_state = {k: v.detach().cpu() for k, v in base_network.state_dict().items()}
-    del base_network
-    # validation runs here, before and after, on the same cases (not a second time inside train)
-    weights = train(run_dir, config, log=log, records=train_records, validation_records=[], initial_state=initial_state)
+        validation_cases = [load_validation_case(r) for r in validation_records]  # the expert labels as published
+        settings = InferenceSettings.from_manifest(base.manifest)
+        before = validation_figures(base_network.to(device), validation_cases, device, settings)
+        before.update(segmentation_figures(base.folder, ann_validation, device))
+        log(f"validation before: {before}")
+        initial_state = {k: v.detach().cpu() for k, v in base_network.state_dict().items()}
+        del base_network
+        # validation runs here, before and after, on the same cases (not a second time inside train)
+        weights = train(run_dir, config, log=log, records=train_records, validation_records=[], initial_state=initial_state)
 
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    tuned = build_network(net)
-    tuned.load_state_dict(state)
-    after = validation_figures(tuned.to(device).eval(), validation_cases, device, settings)
-    (run_dir / "split.json").write_text(json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1))
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    losses = [float(r["loss"]) for r in records if "loss" in r]
-    elapsed = max((r.get("elapsed_s", 0) for r in records), default=0.0)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        tuned = build_network(net)
+        tuned.load_state_dict(state)
+        after = validation_figures(tuned.to(device).eval(), validation_cases, device, settings)
+        (run_dir / "split.json").write_text(json.dumps({"train": [r.case_id for r in train_records], "validation": [r.case_id for r in validation_records]}, indent=1))
+        records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        losses = [float(r["loss"]) for r in records if "loss" in r]
+        elapsed = max((r.get("elapsed_s", 0) for r in records), default=0.0)
 
-    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    manifest = {
-        "name": name,
-        "version": version,
-        "description": f"{base.label} fine-tuned on annotator-corrected cases ({Path(dataset_dir).name})",
-        "network": network_config,
-        "expected_input": base.manifest.get("expected_input", {}),
-        "inference": base.manifest.get("inference", {}),  # slice smoothing, test-time scales, threshold: the base model's way of running
-        "base_model": {"name": base.name, "version": base.version, "sha256": base.manifest.get("sha256")},
-        "created_utc": created,
-        "software": f"SpineAnalysis {__version__}",
-        "training": {
-            "kind": "fine-tune",
-            "dataset": str(Path(dataset_dir).resolve()),
-            "train_cases": [r.case_id for r in train_records],
-            "validation_cases": [r.case_id for r in validation_records],
-            "mixed_with_shipped_data": bool(mix_shipped_data),
-            "config": {k: v for k, v in asdict(config).items() if k != "network"},
-            "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-            "wall_clock_minutes": round(elapsed / 60, 2),
-            "hardware": describe_hardware(device, threads),
-            "notes": notes,
-        },
-        "validation": {"before": before, "after": after},
-    }
-    partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
-    try:
-        store.write_model(partial, state, manifest)
-        after.update(segmentation_figures(partial, ann_validation, device))  # the model as written (half-precision weights)
-        log(f"validation after: {after}")
-        store.write_model(partial, state, manifest)  # the manifest with the after figures; same weights and sha256
-        with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
-            stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
-        shutil.copyfile(run_dir / "log.jsonl", partial / store.TRAINING_LOG)
-        if output_model_dir.exists():
-            output_model_dir.rmdir()  # empty (checked above)
-        os.chmod(partial, imageio.default_mode(directory=True))
-        os.replace(partial, output_model_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    info = store.find_model(str(output_model_dir))
-    store.load_network(info)  # the written model loads and its checksum holds
+        created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        manifest = {
+            "name": name,
+            "version": version,
+            "description": f"{base.label} fine-tuned on annotator-corrected cases ({Path(dataset_dir).name})",
+            "network": network_config,
+            "expected_input": base.manifest.get("expected_input", {}),
+            "inference": base.manifest.get("inference", {}),  # slice smoothing, test-time scales, threshold: the base model's way of running
+            "base_model": {"name": base.name, "version": base.version, "sha256": base.manifest.get("sha256")},
+            "created_utc": created,
+            "software": f"SpineAnalysis {__version__}",
+            "training": {
+                "kind": "fine-tune",
+                "dataset": str(Path(dataset_dir).resolve()),
+                "train_cases": [r.case_id for r in train_records],
+                "validation_cases": [r.case_id for r in validation_records],
+                "mixed_with_shipped_data": bool(mix_shipped_data),
+                "config": {k: v for k, v in asdict(config).items() if k != "network"},
+                "loss_first": losses[0] if losses else None,
+                "loss_last": losses[-1] if losses else None,
+                "wall_clock_minutes": round(elapsed / 60, 2),
+                "hardware": describe_hardware(device, threads),
+                "notes": notes,
+            },
+            "validation": {"before": before, "after": after},
+        }
+        partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
+        try:
+            store.write_model(partial, state, manifest)
+            after.update(segmentation_figures(partial, ann_validation, device))  # the model as written (half-precision weights)
+            log(f"validation after: {after}")
+            store.write_model(partial, state, manifest)  # the manifest with the after figures; same weights and sha256
+            with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
+                stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
+            shutil.copyfile(run_dir / "log.jsonl", partial / store.TRAINING_LOG)
+            if output_model_dir.exists():
+                output_model_dir.rmdir()  # empty (checked above)
+            os.chmod(partial, imageio.default_mode(directory=True))
+            os.replace(partial, output_model_dir)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        info = store.find_model(str(output_model_dir))
+        store.load_network(info)  # the written model loads and its checksum holds
     if not keep_run:
         shutil.rmtree(run_dir, ignore_errors=True)
     log(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256'][:12]}...)")

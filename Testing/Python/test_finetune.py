@@ -272,3 +272,18 @@ def test_before_and_after_figures_score_the_model_as_segment_runs_it(tmp_path, m
     assert identified == identifiable >= 10
     after = json.loads((tmp_path / "model" / "manifest.json").read_text(encoding="utf-8"))["validation"]["after"]
     assert after == result.after and after["segment_cases"] == 1 and after["segment_vertebra_dice"] > 0.9
+
+
+def test_a_second_finetune_into_the_same_run_folder_is_refused(dataset, models, tmp_path):
+    """Two fine-tunes started side by side both took the next free version, shared one run folder (checkpoint, log)
+    and the second ended in a traceback ('Directory not empty') when the first had written the model."""
+    _, base = models
+    target = tmp_path / "out" / "tuned"
+    fcntl = pytest.importorskip("fcntl")
+    (tmp_path / "out" / ".tuned.run").mkdir(parents=True)
+    with open(tmp_path / "out" / ".tuned.run" / ".lock", "a+b") as first:  # the first one, still running
+        fcntl.flock(first.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="another fine-tune is running into this folder"):
+            finetune.finetune(dataset, target, base_model=str(base.folder), steps=2, log=lambda m: None, **FAST)
+    assert not target.exists()
+    finetune.finetune(dataset, target, base_model=str(base.folder), steps=2, log=lambda m: None, **FAST)  # once it is done
