@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import slicer
 
-from . import labelmaps, table
+from . import labelmaps, landmarks, table
 from .compat import _
 
 #: Segmentation node attribute of a segmentation set aside: the ID of the newer one that took over.
@@ -34,6 +34,8 @@ def setAside(newNode, volumeNode) -> list:
         display = node.GetDisplayNode()
         if display is not None:
             display.SetVisibility(False)
+        for tableNode in table.tablesOfSegmentation(node):
+            landmarks.hide(tableNode)  # where its values were measured is not drawn over the new segmentation either
         if node.GetAttribute(SUPERSEDED_BY_ATTRIBUTE):
             continue  # named as an earlier one already
         tables = table.tablesOfSegmentation(node)

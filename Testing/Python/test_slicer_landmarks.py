@@ -140,3 +140,13 @@ def landmarks_module():
     from SpineAnalysisSlicer import landmarks
 
     return landmarks
+
+
+def test_segmenting_again_hides_the_earlier_tables_landmarks(logic, measured, tmp_path):
+    from SpineAnalysisSlicer import earlier
+
+    phantom, volume, segmentation, table = measured
+    nodes = logic.showLandmarks(table, _row(table, "vertebra", "L3"))
+    newer = logic.importLabelMap(sitk.ReadImage(str(tmp_path / "labels.nii.gz")), volume)
+    assert segmentation in earlier.setAside(newer, volume)
+    assert nodes and not any(node.GetDisplayNode().GetVisibility() for node in nodes)
