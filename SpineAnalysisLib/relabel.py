@@ -18,20 +18,30 @@ def _label(name: str) -> int | None:
         return None
 
 
-def _disc_name_after(old_name: str, label: int, mapping: Mapping[str, str]) -> str | None:
-    """New name of a disc when its neighbouring vertebrae are renamed (None: unchanged)."""
+def _disc_name_after(old_name: str, label: int, mapping: Mapping[str, str], present: set[str]) -> str | None:
+    """New name of a disc when its neighbouring vertebrae are renamed (None: unchanged). A neighbour that is not a
+    segment (the vertebra above the top disc, below the bottom one) stays next to the renamed one: shifting T10 up
+    to T9 makes the T9-T10 disc above it T8-T9."""
     above = scheme.vertebra_name(scheme.vertebra_above_disc(label))
     parts = old_name.strip().replace("/", "-").upper().split("-")
     below = parts[1] if len(parts) == 2 else scheme.disc_name(label).split("-")[1]
     below = scheme.vertebra_name(scheme.label_from_name(below))
     if above not in mapping and below not in mapping:
         return None
-    new_name = f"{mapping.get(above, above)}-{mapping.get(below, below)}"
+    new_above, new_below = mapping.get(above, above), mapping.get(below, below)
+    if above not in mapping and above not in present:
+        new_above = _neighbour(new_below, scheme.previous_vertebra) or new_above
+    elif below not in mapping and below not in present:
+        new_below = _neighbour(new_above, scheme.next_vertebra) or new_below
+    new_name = f"{new_above}-{new_below}"
     if _label(new_name) is None:
-        raise ValueError(
-            f"disc {old_name} would lie between {mapping.get(above, above)} and {mapping.get(below, below)}, which are not neighbours"
-        )
+        raise ValueError(f"disc {old_name} would lie between {new_above} and {new_below}, which are not neighbours")
     return new_name
+
+
+def _neighbour(name: str, step) -> str | None:
+    label = step(scheme.label_from_name(name))
+    return scheme.vertebra_name(label) if label is not None else None
 
 
 def plan_relabel(segment_names: Mapping[str, str], mapping: Mapping[str, str]) -> dict[str, tuple[str, str]]:
@@ -61,7 +71,7 @@ def plan_relabel(segment_names: Mapping[str, str], mapping: Mapping[str, str]) -
         if scheme.is_vertebra(label):
             new = mapping.get(scheme.vertebra_name(label))
         else:
-            new = _disc_name_after(old, label, mapping) if scheme.is_disc(label) else None
+            new = _disc_name_after(old, label, mapping, present) if scheme.is_disc(label) else None
         if new is not None and new != old:
             renames[sid] = (old, new)
     discs = [scheme.label_from_name(new) for old, new in renames.values() if scheme.is_disc(scheme.label_from_name(new))]
