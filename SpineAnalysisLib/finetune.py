@@ -9,7 +9,8 @@ only when picked by name (no surprise retraining).
 
 Cases of the dataset folder become training records with source ``ANN``: annotated labels are every label
 present in the corrected map plus the labels ``dataset.json`` declares (a declared label absent from a case
-is taken as truly absent) plus the labels of the case's original model output (a structure the annotator erased
+is taken as truly absent, unless the case holds no disc at all - bodies only - or no vertebra at all: then the
+missing class is unknown) plus the labels of the case's original model output (a structure the annotator erased
 is truly absent). Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
 folder first (labels nearest-neighbour). Validation figures (Dice per level, vertebrae and discs) are
 computed before and after on held-out cases: annotated cases grouped by study (all of them when there is
@@ -48,6 +49,7 @@ except ImportError:  # Windows
 
 from . import __version__
 from . import annotation, imageio
+from . import labels as scheme
 from .errors import InputError
 from .model import store
 from .model.classes import CHANNEL_LABELS, DISC_CLASSES, LABEL_TO_CHANNEL, VERTEBRA_CHANNELS
@@ -135,6 +137,15 @@ def _original_labels(path: Path) -> set[int]:
     return {int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))) if v}
 
 
+def _declared_for_case(declared: set[int], known: set[int]) -> set[int]:
+    """The declared labels a case annotates by leaving them out. A case without any disc (or any vertebra) is a
+    partial annotation of the bodies (or discs) only, as the shared data's VB (IVD) cases: its missing discs
+    (vertebrae) are unknown, not absent, and the gap pseudo-discs fill in between its bodies."""
+    has_disc = any(scheme.is_disc(v) for v in known)
+    has_vertebra = any(scheme.is_vertebra(v) for v in known)
+    return {v for v in declared if (has_disc or not scheme.is_disc(v)) and (has_vertebra or not scheme.is_vertebra(v))}
+
+
 def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> list[CaseRecord]:
     """Training records of an annotation dataset folder (resampled copies go to ``work_dir`` when needed)."""
     dataset_dir = Path(dataset_dir)
@@ -176,7 +187,9 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
                     sitk.WriteImage(resampled[1], str(target_labels), True)
                     stamp.write_text(source_stamp)
                     image_file, label_file = target_image, target_labels
-        records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(present | declared | _original_labels(paths["original"])))))
+        known = present | _original_labels(paths["original"])
+        annotated = known | _declared_for_case(declared, known)
+        records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(annotated))))
     if not any(set(r.annotated_labels) & set(LABEL_TO_CHANNEL) - {0} for r in records):
         raise InputError(f"{dataset_dir}: no case holds a level the network predicts ({', '.join(map(str, CHANNEL_LABELS[1:]))})")
     return records

@@ -287,3 +287,20 @@ def test_a_second_finetune_into_the_same_run_folder_is_refused(dataset, models, 
             finetune.finetune(dataset, target, base_model=str(base.folder), steps=2, log=lambda m: None, **FAST)
     assert not target.exists()
     finetune.finetune(dataset, target, base_model=str(base.folder), steps=2, log=lambda m: None, **FAST)  # once it is done
+
+
+def test_a_case_annotating_bodies_only_leaves_its_discs_unknown(dataset, tmp_path):
+    """A bodies-only case (an expert map like the shared VB cases) exported beside corrected cases that declare discs
+    had every disc taken as truly absent: its discs were taught as background."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL
+    from SpineAnalysisLib.model.dataset import load_training_case
+
+    image_array, labels = spine_phantom(shape=(6, 64, 48), seed=5)
+    image = _sagittal(image_array, spacing=(1.0, 1.0, 4.0))
+    bodies = np.where(np.isin(labels, [22, 23, 24]), labels, 0)
+    annotation.export_training_case(image, imageio.label_map_like(bodies, image), dataset, "bodies-only")
+    records = {r.case_id: r for r in finetune.dataset_records(dataset, tmp_path / "work")}
+    assert records["bodies-only"].annotated_labels == (22, 23, 24)
+    assert records["case0"].annotated_labels == (22, 23, 24, 122, 123)  # a full case: declared labels stay known
+    case = load_training_case(records["bodies-only"])  # the gap between its bodies becomes a pseudo-disc, as for VB cases
+    assert (case.target == LABEL_TO_CHANNEL[122]).any() and (case.target == LABEL_TO_CHANNEL[123]).any()
