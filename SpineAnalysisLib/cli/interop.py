@@ -48,6 +48,7 @@ def add_commands(commands) -> None:
     tune.add_argument("--keep-run", action="store_true", help="keep the run folder (checkpoints, log) after success")
     tune.add_argument("--train-batch-norm", action="store_true", help="update batch-norm statistics too (default: keep the base model's)")
     tune.add_argument("--summary", help="write the before/after summary as JSON here")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing --summary file")
 
     seg = commands.add_parser("dicom-seg", help="write a label map as DICOM SEG referencing its source series, or --read one back")
     seg.add_argument("first", metavar="DICOM_FOLDER|SEG", help="source DICOM series folder (write) or the SEG file (--read)")
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{action} case {result.case_id} in {result.dataset_dir} (edited: {edited})")
         return 0
     if args.command == "finetune":
+        if args.summary:  # checked before the run, not after it
+            check_output_file(args.summary, (".json",), args.overwrite, option="--summary", what="summary")
         from ..finetune import finetune
 
         result = finetune(

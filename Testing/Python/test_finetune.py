@@ -304,3 +304,19 @@ def test_a_case_annotating_bodies_only_leaves_its_discs_unknown(dataset, tmp_pat
     assert records["case0"].annotated_labels == (22, 23, 24, 122, 123)  # a full case: declared labels stay known
     case = load_training_case(records["bodies-only"])  # the gap between its bodies becomes a pseudo-disc, as for VB cases
     assert (case.target == LABEL_TO_CHANNEL[122]).any() and (case.target == LABEL_TO_CHANNEL[123]).any()
+
+
+def test_cli_finetune_does_not_write_its_summary_over_an_existing_file(dataset, models, tmp_path, capsys):
+    """--summary was written after the run over whatever the path held (the annotator's corrected labels, given by
+    mistake, became JSON); it is now checked before any work and replaced only with --overwrite."""
+    _, base = models
+    labels = tmp_path / "corrected.nii.gz"
+    labels.write_bytes(b"the annotator's work")
+    arguments = ["finetune", str(dataset), "-o", str(tmp_path / "m"), "--base", str(base.folder), "--steps", "2", "--crop", "64", "--batch-size", "2"]
+    assert main(arguments + ["--summary", str(labels)]) == 2
+    assert "--summary" in capsys.readouterr().err and labels.read_bytes() == b"the annotator's work"
+    (tmp_path / "old.json").write_text("{}")
+    assert main(arguments + ["--summary", str(tmp_path / "old.json")]) == 2
+    assert "exists; choose another name, or add --overwrite" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    assert main(arguments + ["--summary", str(tmp_path / "old.json"), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "old.json").read_text(encoding="utf-8"))["model"] == "tiny-finetuned 1"
