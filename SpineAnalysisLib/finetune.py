@@ -137,13 +137,14 @@ def _original_labels(path: Path) -> set[int]:
     return {int(v) for v in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))) if v}
 
 
-def _declared_for_case(declared: set[int], known: set[int]) -> set[int]:
-    """The declared labels a case annotates by leaving them out. A case without any disc (or any vertebra) is a
-    partial annotation of the bodies (or discs) only, as the shared data's VB (IVD) cases: its missing discs
-    (vertebrae) are unknown, not absent, and the gap pseudo-discs fill in between its bodies."""
-    has_disc = any(scheme.is_disc(v) for v in known)
-    has_vertebra = any(scheme.is_vertebra(v) for v in known)
-    return {v for v in declared if (has_disc or not scheme.is_disc(v)) and (has_vertebra or not scheme.is_vertebra(v))}
+def _in_annotated_classes(labels: set[int], present: set[int]) -> set[int]:
+    """Those of ``labels`` (declared by the dataset, or erased from the model's output) that a case annotates by
+    leaving them out. A corrected map without any disc (or any vertebra) is a partial annotation of the bodies (or
+    discs) only, as the shared data's VB (IVD) cases: its missing discs (vertebrae) are unknown, not absent, and the
+    gap pseudo-discs fill in between its bodies."""
+    has_disc = any(scheme.is_disc(v) for v in present)
+    has_vertebra = any(scheme.is_vertebra(v) for v in present)
+    return {v for v in labels if (has_disc or not scheme.is_disc(v)) and (has_vertebra or not scheme.is_vertebra(v))}
 
 
 def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> list[CaseRecord]:
@@ -187,8 +188,7 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
                     sitk.WriteImage(resampled[1], str(target_labels), True)
                     stamp.write_text(source_stamp)
                     image_file, label_file = target_image, target_labels
-        known = present | _original_labels(paths["original"])
-        annotated = known | _declared_for_case(declared, known)
+        annotated = present | _in_annotated_classes(declared | _original_labels(paths["original"]), present)
         records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(annotated))))
     if not any(set(r.annotated_labels) & set(LABEL_TO_CHANNEL) - {0} for r in records):
         raise InputError(f"{dataset_dir}: no case holds a level the network predicts ({', '.join(map(str, CHANNEL_LABELS[1:]))})")

@@ -299,8 +299,11 @@ def test_a_case_annotating_bodies_only_leaves_its_discs_unknown(dataset, tmp_pat
     image = _sagittal(image_array, spacing=(1.0, 1.0, 4.0))
     bodies = np.where(np.isin(labels, [22, 23, 24]), labels, 0)
     annotation.export_training_case(image, imageio.label_map_like(bodies, image), dataset, "bodies-only")
+    # the same with the model's output as the original: every disc "erased" is a bodies-only annotation too
+    annotation.export_training_case(image, imageio.label_map_like(bodies, image), dataset, "bodies-of-model",
+                                    original_label_map=imageio.label_map_like(labels, image))  # fmt: skip
     records = {r.case_id: r for r in finetune.dataset_records(dataset, tmp_path / "work")}
-    assert records["bodies-only"].annotated_labels == (22, 23, 24)
+    assert records["bodies-only"].annotated_labels == records["bodies-of-model"].annotated_labels == (22, 23, 24)
     assert records["case0"].annotated_labels == (22, 23, 24, 122, 123)  # a full case: declared labels stay known
     case = load_training_case(records["bodies-only"])  # the gap between its bodies becomes a pseudo-disc, as for VB cases
     assert (case.target == LABEL_TO_CHANNEL[122]).any() and (case.target == LABEL_TO_CHANNEL[123]).any()
