@@ -198,11 +198,8 @@ def test_a_structure_the_annotator_erased_is_taught_as_background(tmp_path):
     assert case.annotated[LABEL_TO_CHANNEL[122]] and not (case.target == LABEL_TO_CHANNEL[122]).any()
 
 
-def test_an_interrupted_finetune_is_resumed_only_with_the_same_base_and_settings(dataset, models, tmp_path):
-    """A checkpoint left by an interrupted run was continued whatever the new command said: another base model (its
-    manifest then named a base the weights did not come from) or another step count."""
-    folder, base = models
-    other = store.write_model(folder / "tiny-2", build_network(TINY).state_dict(), {**base.manifest, "version": "2"})
+def _interrupted_run(dataset, base, tmp_path):
+    """A 20-step fine-tune stopped at step 15 (its last checkpoint: step 10); returns its model folder."""
     target = tmp_path / "out" / "tuned"
 
     def interrupt(message):
@@ -211,6 +208,15 @@ def test_an_interrupted_finetune_is_resumed_only_with_the_same_base_and_settings
 
     with pytest.raises(KeyboardInterrupt):
         finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=interrupt, **FAST)
+    return target
+
+
+def test_an_interrupted_finetune_is_resumed_only_with_the_same_base_and_settings(dataset, models, tmp_path):
+    """A checkpoint left by an interrupted run was continued whatever the new command said: another base model (its
+    manifest then named a base the weights did not come from) or another step count."""
+    folder, base = models
+    other = store.write_model(folder / "tiny-2", build_network(TINY).state_dict(), {**base.manifest, "version": "2"})
+    target = _interrupted_run(dataset, base, tmp_path)
     for changed, expected in (({"base_model": str(other.folder)}, "another base model"), ({"steps": 30}, "another --steps")):
         arguments = {"base_model": str(base.folder), "steps": 20, **changed}
         with pytest.raises(InputError, match=f"holds an interrupted fine-tune with {expected}.*delete the folder"):
@@ -234,14 +240,7 @@ def test_a_checkpoint_planted_in_the_run_folder_is_not_executed(dataset, models,
     """Resuming read the run folder's checkpoint with weights_only=False: a file planted in a shared model folder
     ran code when an annotator fine-tuned. It is now read as weights only, and refused in one line."""
     _, base = models
-    target = tmp_path / "out" / "tuned"
-
-    def interrupt(message):
-        if message.startswith("step 15/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        finetune.finetune(dataset, target, base_model=str(base.folder), steps=20, log=interrupt, **FAST)
+    target = _interrupted_run(dataset, base, tmp_path)
     checkpoint = tmp_path / "out" / ".tuned.run" / "checkpoint.pt"
     assert torch.load(checkpoint, weights_only=False)["step"] == 10
     torch.save({"network": _Planted(tmp_path / "ran")}, checkpoint)
