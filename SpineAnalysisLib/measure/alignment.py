@@ -63,13 +63,16 @@ def _span(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{names[0]}-{names[-1]}"
 
 
-def cobb_max(spine: Spine) -> Row:
-    tilts = []  # (angle, vertebra, "superior"/"inferior")
+def cobb_endplates(spine: Spine) -> tuple[float | None, tuple | None, tuple | None, list[int], list[str]]:
+    """(largest Cobb angle, (vertebra, "upper"/"lower") of its upper endplate, the same of its lower one, the vertebrae
+    measurable in their mid-coronal planes, why the others' endplates were not); the angle is None with fewer than
+    two measurable vertebrae, both endplates None when all are parallel."""
+    tilts = []  # (angle, vertebra, "upper"/"lower")
     skipped = []
     measured = []
     for v in spine.vertebrae:
         found = False
-        for side, name in (("upper", "superior"), ("lower", "inferior")):
+        for side in ("upper", "lower"):
             if v == 26 and side == "lower":
                 continue  # the sacrum's S1 label ends inside the sacrum: only its superior endplate belongs to a curve
             quad, why = spine.endplate(v, side, plane.CORONAL)
@@ -78,17 +81,11 @@ def cobb_max(spine: Spine) -> Row:
                 continue
             found = True
             direction = quad.upper_direction if side == "upper" else quad.lower_direction
-            tilts.append((angle_of(direction), v, name))
+            tilts.append((angle_of(direction), v, side))
         if found:
             measured.append(v)
-    names = [scheme.vertebra_name(v) for v in measured]
-    labelled = [scheme.vertebra_name(v) for v in spine.vertebrae]
-    level = _span(names) if measured else _span(labelled)
     if len(measured) < 2:
-        note = "needs two vertebrae measurable in their mid-coronal planes"
-        if skipped:
-            note += ": " + "; ".join(skipped)
-        return (level, "cobb_max_deg", None, "deg", note)
+        return None, None, None, measured, skipped
     best = (0.0, None, None)
     for i, a in enumerate(tilts):
         for b in tilts[i + 1 :]:
@@ -99,15 +96,31 @@ def cobb_max(spine: Spine) -> Row:
                 best = (d, a, b)
     value, a, b = best
     if a is None:
+        return value, None, None, measured, skipped
+    upper, lower = sorted((a, b), key=lambda t: scheme.anatomical_rank(t[1]))
+    return value, upper[1:], lower[1:], measured, skipped
+
+
+def cobb_max(spine: Spine) -> Row:
+    value, upper, lower, measured, skipped = cobb_endplates(spine)
+    names = [scheme.vertebra_name(v) for v in measured]
+    labelled = [scheme.vertebra_name(v) for v in spine.vertebrae]
+    level = _span(names) if measured else _span(labelled)
+    if value is None:
+        note = "needs two vertebrae measurable in their mid-coronal planes"
+        if skipped:
+            note += ": " + "; ".join(skipped)
+        return (level, "cobb_max_deg", None, "deg", note)
+    if upper is None:
         note = "all endplates parallel"
     else:
-        upper, lower = sorted((a, b), key=lambda t: scheme.anatomical_rank(t[1]))
-        note = (
-            f"between {scheme.vertebra_name(upper[1])} {upper[2]} and {scheme.vertebra_name(lower[1])} {lower[2]} endplates"
-        )
+        note = "between " + " and ".join(f"{scheme.vertebra_name(v)} {_SIDE_NAMES[side]}" for v, side in (upper, lower)) + " endplates"
     if skipped:
         note += "; not measured: " + "; ".join(skipped)
     return (level, "cobb_max_deg", value, "deg", note)
+
+
+_SIDE_NAMES = {"upper": "superior", "lower": "inferior"}
 
 
 def rows(spine: Spine) -> list[Row]:

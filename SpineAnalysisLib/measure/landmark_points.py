@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .. import imageio
 from .. import labels as scheme
+from . import alignment
 from . import disc as disc_geometry
 from . import plane
 from .landmarks import Quad
@@ -58,9 +58,7 @@ VERTEBRA_VALUES = {
 }
 DISC_HEIGHTS = (("height_anterior_mm", "anterior"), ("height_middle_mm", "middle"), ("height_posterior_mm", "posterior"))
 SPINE_VALUES = ("lumbar_lordosis_deg", "sacral_slope_deg", "cobb_max_deg")
-#: the Cobb row's note names its two endplates (:func:`.alignment.cobb_max`): "between L1 superior and L4 inferior endplates"
-COBB_PAIR = re.compile(r"^between (\S+) (superior|inferior) and (\S+) (superior|inferior) endplates")
-COBB_NOT_EXPORTED = "the Cobb angle's note does not name its two endplates: no landmarks"
+COBB_PARALLEL = "all endplates parallel: no pair of endplates gives the angle"
 #: suffix of the names of coronal endplate lines (the Cobb angle's; a sagittal picture does not draw them)
 CORONAL = " (coronal)"
 AP_AXIS = "patient AP axis"
@@ -236,17 +234,15 @@ def _spine_record(spine: Spine, row) -> dict:
 
 
 def _cobb(spine: Spine, row, record: dict) -> dict:
-    """The two endplate lines of the largest Cobb angle, each in its vertebra's mid-coronal plane (names "L1 superior
-    endplate (coronal)"), found by the names in the row's note; the note of a straight spine ("all endplates
-    parallel") names none."""
-    match = COBB_PAIR.match(row.note)
-    by_name = {scheme.vertebra_name(v): v for v in spine.vertebrae}
-    if match is None or match.group(1) not in by_name or match.group(3) not in by_name:
-        record["withheld"][row.parameter] = COBB_NOT_EXPORTED
+    """The two endplate lines of the largest Cobb angle (:func:`.alignment.cobb_endplates`, the pair the row's value
+    comes from), each in its vertebra's mid-coronal plane (names "L1 superior endplate (coronal)"); a straight spine
+    ("all endplates parallel") has none."""
+    _, upper, lower, _, _ = alignment.cobb_endplates(spine)
+    if upper is None:
+        record["withheld"][row.parameter] = COBB_PARALLEL
         return record
     names = []
-    for level, which in ((match.group(1), match.group(2)), (match.group(3), match.group(4))):
-        vertebra, side = by_name[level], "upper" if which == "superior" else "lower"
+    for vertebra, side in (upper, lower):
         quad, _ = spine.endplate(vertebra, side, plane.CORONAL)
         name = endplate_name(vertebra, side) + CORONAL
         record["lines"][name] = endplate_line(quad, side, spine.section(vertebra, plane.CORONAL).patch.depth, plane.CORONAL)
