@@ -15,6 +15,7 @@ from SpineAnalysisLib import imageio as spineIO
 from SpineAnalysisLib import measurements_export
 
 from . import dicomsource, labelmaps, modeloutput, segments, table, volumes
+from . import landmarks as shownLandmarks
 from .compat import _
 
 DICOM_IDENTIFIER_TAGS = spineIO.DICOM_IDENTIFIER_TAGS
@@ -31,11 +32,18 @@ def summaryPath(outputDirectory: str, image: str) -> str:
     return os.path.join(outputDirectory, measurements_export.case_file_stem(image) + "_summary.json")
 
 
+def landmarksPath(outputDirectory: str, image: str) -> str:
+    """``<image>_measurements_landmarks.json`` beside the measurement files."""
+    return os.path.join(outputDirectory, measurements_export.case_file_stem(image) + "_landmarks.json")
+
+
 def exportMeasurements(measurements, tableNode, outputDirectory: str, volumeNode=None, overwrite: bool = False):
     """``<image>_measurements.csv`` and ``.json`` naming the image and the model on every row (their ``quality``
-    column: the status), and ``<image>_measurements_summary.json`` with the case's whole quality as the command
+    column: the status), ``<image>_measurements_summary.json`` with the case's whole quality as the command
     line's summary.json has it (``{"image", "model", "quality": {status, reasons, notes, levels_review}}``: a
-    reader's review of the levels beside what the model said); returns the CSV and JSON paths.
+    reader's review of the levels beside what the model said) and, when the table has them, where each value was
+    measured (``<image>_measurements_landmarks.json``, the command line's landmarks.json); returns the CSV and JSON
+    paths.
 
     Raises ``FileExistsError`` (writing nothing) when the files exist and ``overwrite`` is False.
     """
@@ -43,13 +51,20 @@ def exportMeasurements(measurements, tableNode, outputDirectory: str, volumeNode
     image = volumeNode.GetName() if volumeNode is not None else tableNode.GetName()
     model = tableNode.GetAttribute(table.MODEL_ATTRIBUTE) or ""
     summary = summaryPath(outputDirectory, image)
-    if os.path.exists(summary) and not overwrite:
-        raise FileExistsError(f"{summary} already exist(s)")
+    landmarks = landmarksPath(outputDirectory, image)
+    existing = [path for path in (summary, landmarks) if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s)")
     paths = measurements_export.write_case_measurements(
         measurements, outputDirectory, image=image, model=model, quality=table.qualityStatus(tableNode), overwrite=overwrite
     )
     text = json.dumps({"image": image, "model": model, "quality": table.qualityOf(tableNode)}, indent=1, ensure_ascii=False)
     spineIO.write_text(text + "\n", summary)
+    where = shownLandmarks.landmarksOf(tableNode)
+    if where.get("records"):
+        spineIO.write_text(json.dumps(where, indent=1, ensure_ascii=False) + "\n", landmarks)
+    elif os.path.exists(landmarks):
+        os.remove(landmarks)  # overwriting an export: an older file must not pass for this table's landmarks
     return paths
 
 

@@ -150,3 +150,19 @@ def test_segmenting_again_hides_the_earlier_tables_landmarks(logic, measured, tm
     newer = logic.importLabelMap(sitk.ReadImage(str(tmp_path / "labels.nii.gz")), volume)
     assert segmentation in earlier.setAside(newer, volume)
     assert nodes and not any(node.GetDisplayNode().GetVisibility() for node in nodes)
+
+
+def test_export_writes_where_each_value_was_measured_beside_the_measurements(logic, measured, tmp_path):
+    import json
+
+    phantom, volume, segmentation, table = measured
+    csv_path, _ = logic.exportMeasurements(table, str(tmp_path / "export"), volume)
+    path = str(csv_path)[: -len(".csv")] + "_landmarks.json"
+    exported = json.loads(open(path, encoding="utf-8").read())
+    assert exported["coordinates"] == "LPS"
+    (l3,) = [r for r in exported["records"] if (r["structure"], r["level"]) == ("vertebra", "L3")]
+    for corner in ("AS", "PI"):
+        a, s = getattr(phantom.bodies[22], corner)
+        assert np.linalg.norm(np.asarray(l3["points"][f"L3 {corner}"]) - ph.to_lps(a, s, phantom.x_center)) <= 1.0
+    with pytest.raises(FileExistsError):  # never replaced without asking
+        logic.exportMeasurements(table, str(tmp_path / "export"), volume)
