@@ -231,13 +231,19 @@ def _is_segmentation_file(path: Path) -> bool:
     return path.name.lower().endswith(".seg.nrrd")
 
 
+def on_reference_grid(label_map: sitk.Image, path: str | os.PathLike, reference: sitk.Image | None) -> sitk.Image:
+    """A Slicer ``.seg.nrrd`` saved cropped to its segments' extent, put back onto ``reference``'s grid when it lies on
+    it (:func:`.segfile.onto_grid`); any other label map unchanged (a grid mismatch is the caller's to refuse)."""
+    if reference is None or not _is_segmentation_file(Path(path)) or same_grid(label_map, reference):
+        return label_map
+    from . import segfile
+
+    return segfile.onto_grid(label_map, reference) or label_map
+
+
 def read_label_map(path: str | os.PathLike, reference: sitk.Image | None = None) -> sitk.Image:
     """Read and validate a label map (see :func:`check_label_map`); returned as UInt16."""
-    image = read_image(path)
-    if reference is not None and _is_segmentation_file(Path(path)) and not same_grid(image, reference):
-        from . import segfile
-
-        image = segfile.onto_grid(image, reference) or image  # Slicer crops a saved segmentation to its extent
+    image = on_reference_grid(read_image(path), path, reference)
     array = check_label_map(image, reference, what=str(path))
     result = sitk.GetImageFromArray(array)
     result.CopyInformation(image)

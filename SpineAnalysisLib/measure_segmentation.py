@@ -157,7 +157,7 @@ def measure_files(image_path, labels_path, output_dir, *, label_scheme: str = "a
     from .report import write_report
 
     image = imageio.read_scan(image_path)  # a label map given as the image is refused
-    label_map = imageio.read_image(labels_path)
+    label_map = imageio.on_reference_grid(imageio.read_image(labels_path), labels_path, image)  # a Slicer file cropped to its segments
     bodies = imageio.read_image(bodies_path) if bodies_path else None
     result = measure_segmentation(image, label_map, label_scheme=label_scheme, bodies=bodies, sex=sex, age=age)
     write_measurements(result.measurements, output_dir, quality=result.quality.get("status"))

@@ -6,6 +6,8 @@ makes: add a missed disc, delete a false one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -96,3 +98,25 @@ def test_a_segment_named_outside_the_scheme_is_refused_in_one_line(tmp_path):
     _edit_in_slicer(harness, tmp_path / "model.seg.nrrd", tmp_path / "edited.seg.nrrd", name="new disc")
     with pytest.raises(InputError, match=r"segment\(s\) 'new disc' are not named as a structure of the scheme"):
         imageio.read_label_map(tmp_path / "edited.seg.nrrd", reference=image)
+
+
+def test_measure_reads_the_sample_segmentation_saved_by_slicer_like_its_label_map(tmp_path):
+    """'measure IMAGE edited.seg.nrrd' refused Slicer's file (cropped to its segments) as 'on different grids'."""
+    from conftest import build_scene
+
+    harness = build_scene()
+    import slicer  # noqa: F401
+
+    root = Path(__file__).resolve().parents[2] / "Resources" / "Samples"
+    image, labels = root / "MyoSegmenTUM_VB3_02_image.nii.gz", root / "MyoSegmenTUM_VB3_02_labels.nii.gz"
+    imageio.write_image(imageio.read_label_map(labels), tmp_path / "labels.seg.nrrd")
+    node = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = harness.scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "labels.seg.nrrd"))
+    assert storage.ReadData(node)
+    storage.SetFileName(str(tmp_path / "saved.seg.nrrd"))
+    assert storage.WriteData(node)
+    assert sitk.ReadImage(str(tmp_path / "saved.seg.nrrd")).GetSize() != sitk.ReadImage(str(image)).GetSize()  # cropped
+    assert main(["measure", str(image), str(labels), "-o", str(tmp_path / "from-nifti")]) == 0
+    assert main(["measure", str(image), str(tmp_path / "saved.seg.nrrd"), "-o", str(tmp_path / "from-slicer")]) == 0
+    assert (tmp_path / "from-slicer" / "measurements.csv").read_bytes() == (tmp_path / "from-nifti" / "measurements.csv").read_bytes()
