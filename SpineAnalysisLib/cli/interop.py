@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..outputs import LABEL_MAP_SUFFIXES, check_output_file
 from .options import add_overwrite_option, add_subject_options
@@ -70,6 +71,25 @@ def add_commands(commands) -> None:
     add_overwrite_option(table)
 
 
+def _installed_model(text: str | None):
+    """The installed model that ``--model`` names with its version (or folder), so that the provenance records its
+    sha256: fine-tuned models are numbered 1, 2 ... per model folder, so a name and version alone do not say which
+    weights produced a case. A bare name or a model not installed here stays the text given."""
+    if not text:
+        return None
+    from ..annotation import split_model_text
+    from ..errors import ModelError
+    from ..model import store
+
+    name, version = split_model_text(text)
+    if version is None and not Path(text).is_dir():
+        return text
+    try:
+        return store.find_model(text if Path(text).is_dir() else f"{name}@{version}")
+    except ModelError:
+        return text
+
+
 def _read_labels(path: str, reference):
     from .. import imageio
 
@@ -93,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if args.original:  # a DICOM SEG is read like the corrected labels; a model output may be empty, so no check here
             original = _read_labels(args.original, image) if str(args.original).lower().endswith(".dcm") else imageio.read_image(args.original)
         result = export_training_case(
-            image, corrected, args.output, args.case_id, original_label_map=original, model=args.model, annotator=args.annotator, image_path=args.image,
+            image, corrected, args.output, args.case_id, original_label_map=original, model=_installed_model(args.model), annotator=args.annotator, image_path=args.image,
             overwrite=args.overwrite,
         )
         action = "updated" if result.replaced else "added"

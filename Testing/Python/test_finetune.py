@@ -322,3 +322,19 @@ def test_cli_finetune_does_not_write_its_summary_over_an_existing_file(dataset, 
     assert "exists; choose another name, or add --overwrite" in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert main(arguments + ["--summary", str(tmp_path / "old.json"), "--overwrite"]) == 0
     assert json.loads((tmp_path / "old.json").read_text(encoding="utf-8"))["model"] == "tiny-finetuned 1"
+
+
+def test_export_training_records_the_sha256_of_the_installed_model_it_names(models, tmp_path, capsys):
+    """'--model tiny 1' was stored as a name and version only; fine-tuned models are numbered per model folder, so two
+    annotators' 'spine-mri-2d-finetuned 1' could not be told apart in the provenance."""
+    _, base = models
+    image_array, labels = spine_phantom(shape=(6, 64, 48), seed=0)
+    image = _sagittal(image_array)
+    sitk.WriteImage(image, str(tmp_path / "image.nii.gz"))
+    sitk.WriteImage(imageio.label_map_like(labels, image), str(tmp_path / "labels.nii.gz"))
+    for given, case in (("tiny 1", "a"), (str(base.folder), "b"), ("elsewhere 3", "c")):
+        assert main(["export-training", str(tmp_path / "image.nii.gz"), str(tmp_path / "labels.nii.gz"), "-o", str(tmp_path / "ds"),
+                     "--case-id", case, "--model", given]) == 0  # fmt: skip
+    model = {case: annotation.read_training_case(tmp_path / "ds", case).provenance["model"] for case in "abc"}
+    assert model["a"] == model["b"] == {"name": "tiny", "version": "1", "sha256": base.manifest["sha256"]}
+    assert model["c"] == {"name": "elsewhere", "version": "3"}  # not installed here: as given
