@@ -114,21 +114,16 @@ def showRow(tableNode, structure: str, level: str) -> list:
     nodes (none when the row's values have no landmarks: each record's ``withheld`` says why)."""
     clear(tableNode)
     tableNode.SetAttribute(SHOWN_ATTRIBUTE, f"{structure}|{level}")
-    records = landmark_points.records_of(landmarksOf(tableNode), structure, level)
+    points, lines = landmark_points.row_shapes(landmarksOf(tableNode), structure, level)
+    colors = {"segment": POINT_COLOR, "line": LINE_COLOR}
     nodes = []
-    points = {}
-    lines = {}
-    for record in records:
-        points.update(record.get("points", {}))
-        lines.update({name: (s["from"], s["to"], POINT_COLOR) for name, s in record.get("segments", {}).items()})
-        lines.update({name: (s["from"], s["to"], LINE_COLOR) for name, s in record.get("lines", {}).items()})
     if points:
         node = _newNode("vtkMRMLMarkupsFiducialNode", f"{level} landmarks", tableNode, POINT_COLOR)
         for name, point in points.items():
             node.AddControlPoint(*lpsToRas(point), name)
         nodes.append(node)
-    for name, (start, end, color) in lines.items():
-        node = _newNode("vtkMRMLMarkupsLineNode", name, tableNode, color)
+    for name, (start, end, kind) in lines.items():
+        node = _newNode("vtkMRMLMarkupsLineNode", name, tableNode, colors[kind])
         node.AddControlPoint(*lpsToRas(start), "")
         node.AddControlPoint(*lpsToRas(end), "")
         nodes.append(node)

@@ -292,3 +292,17 @@ def write_landmarks(landmarks: dict, outdir: str | os.PathLike) -> Path:
 def records_of(landmarks: dict, structure: str, level: str) -> list[dict]:
     """The records of one table row (``structure``, ``level``): a spine level may have several (lordosis and slope)."""
     return [r for r in landmarks.get("records", []) if r["structure"] == structure and r["level"] == level]
+
+
+def row_shapes(landmarks: dict, structure: str, level: str) -> tuple[dict, dict]:
+    """What a viewer draws for one table row (``structure``, ``level``; the Slicer module's and the review page's
+    markups): ``points``, name -> LPS point (the body corners), and ``lines``, name -> ``(from, to, kind)`` with
+    ``kind`` ``"segment"`` (a height) or ``"line"`` (an endplate line an angle uses). Both are empty when none of the
+    row's values has landmarks (each record's ``withheld`` says why)."""
+    points: dict = {}
+    lines: dict = {}
+    for record in records_of(landmarks, structure, level):
+        points.update(record.get("points", {}))
+        lines.update({name: (s["from"], s["to"], "segment") for name, s in record.get("segments", {}).items()})
+        lines.update({name: (s["from"], s["to"], "line") for name, s in record.get("lines", {}).items()})
+    return points, lines

@@ -30,6 +30,7 @@ from ..errors import SpineAnalysisError
 from ..measurements import write_measurements
 from .files import DataFolder, UploadFolder
 from .job import job_summary, start_segmentation
+from .landmarks import LandmarkMarkups
 from .navigation import NotLabelled
 from .scene import ReviewScene
 from .table import build_table, estimate_legend
@@ -73,6 +74,7 @@ class ReviewApp(TrameApp):
         self.layout_manager.register_layout(LAYOUT_ID, review_layout())
         self.layout_manager.set_layout(LAYOUT_ID)  # views exist before any brush effect is activated
         self.case = ReviewScene(self.slicer)
+        self.landmarks = LandmarkMarkups(self.slicer.scene)  # where the clicked row's values were measured
         self.editor = self.slicer.segmentation_editor
         self.undo = UndoStack(undo_limit=30)
         self.editor.set_undo_stack(self.undo)
@@ -116,6 +118,7 @@ class ReviewApp(TrameApp):
         s.table_headers, s.table_rows, s.table_version, s.table_state = [], [], 0, ""
         s.table_estimates = []
         s.edit_to_table_s = None
+        s.show_landmarks, s.landmarks_note = True, ""
         s.slice_positions = {}
         s.rename_from, s.rename_to = None, ""
         s.can_undo = s.can_redo = False
@@ -238,6 +241,7 @@ class ReviewApp(TrameApp):
             self.state.edit_to_table_s = None  # the timing was of an edit to the segmentation this one replaces
         self._first_edit_at = None
         self._edited_at = 0.0  # measure now
+        self._set_landmarks(None)  # a clicked row of the replaced segmentation is not shown on this one
 
     # -- segmentation job --------------------------------------------------------------------------
     def start_segmentation(self) -> None:
@@ -380,6 +384,8 @@ class ReviewApp(TrameApp):
     def _renamed(self, renames: dict) -> None:
         names = list(self.case.segment_names().values())
         self.unsaved = self.unsaved or bool(renames)
+        if renames:
+            self._set_landmarks(None)  # the clicked row's level now names another structure
         with self.state:
             self.state.segments = names
             if self.state.active_segment in renames:
@@ -388,9 +394,14 @@ class ReviewApp(TrameApp):
             self._say("renamed " + ", ".join(f"{o} -> {n}" for o, n in renames.items()) if renames else "nothing to rename")
         self._edited_at = 0.0
 
-    def jump_to(self, name) -> None:
-        """Centre the views on a table row's level; when that level is not labelled, say in the message line what
-        the views show instead, or that nothing is labelled there (a plain status, not an error)."""
+    def jump_to(self, name, structure=None) -> None:
+        """Centre the views on a table row's level and show where its values were measured (``structure``: the
+        row's, "vertebra", "disc" or "spine"; :mod:`.landmarks`); when that level is not labelled, say in the message
+        line what the views show instead, or that nothing is labelled there (a plain status, not an error)."""
+        if structure:
+            self.landmarks.show(str(structure), str(name))
+            self._say_landmarks()
+
         def jump():
             try:
                 note = self.case.jump_to(str(name))[1]
@@ -415,8 +426,22 @@ class ReviewApp(TrameApp):
                 self.state.slice_positions = positions
 
     # -- measurements ------------------------------------------------------------------------------
-    def _set_measurements(self, measurements) -> None:
+    def _set_landmarks(self, landmarks) -> None:
+        """The landmarks of the rows now in the table (None: none; the clicked row is forgotten): the shown row is
+        drawn again from them, or shows nothing when its values are no longer measured."""
+        if landmarks is None:
+            self.landmarks.reset()
+        else:
+            self.landmarks.update(landmarks)
+        self._say_landmarks()
+
+    def _say_landmarks(self) -> None:
+        self.state.landmarks_note = self.landmarks.note()
+
+    def _set_measurements(self, measurements, landmarks=None) -> None:
+        """The table's rows and (``landmarks``, None: none) where their values were measured."""
         self.measurements = list(measurements)
+        self._set_landmarks(landmarks)
         self.quality = assess(self.measurements, self.summary)
         has_case = bool(self.measurements) or self.summary is not None
         self.state.quality_status = self.quality.status if has_case else ""
@@ -437,13 +462,13 @@ class ReviewApp(TrameApp):
         try:
             label_map = self.case.label_map()  # VTK export on the loop's thread
             if not label_map or not any(self.case.segment_labels()):
-                measurements = []
+                measured = [], None
             else:
-                measurements = await asyncio.get_running_loop().run_in_executor(None, self.case.measure, label_map)
+                measured = await asyncio.get_running_loop().run_in_executor(None, self.case.measure_with_landmarks, label_map)
             if case_number != self._case_number:
                 return  # another image was opened while these rows were measured: they are not its rows
             with self.state:
-                self._set_measurements(measurements)
+                self._set_measurements(*measured)
                 if first_edit is not None:  # shown in the table's title; read by benchmark_web.py
                     self.state.edit_to_table_s = round(time.monotonic() - first_edit, 3)
         except SpineAnalysisError as error:
@@ -486,7 +511,7 @@ class ReviewApp(TrameApp):
             label_map = self.case.label_map()
             self._edited_at = self._first_edit_at = None
             with self.state:
-                self._set_measurements(self.case.measure(label_map) if any(self.case.segment_labels()) else [])
+                self._set_measurements(*(self.case.measure_with_landmarks(label_map) if any(self.case.segment_labels()) else ([], None)))
         with tempfile.TemporaryDirectory(prefix="spineanalysis-export-") as folder:
             csv_path, _json = write_measurements(self.measurements, folder, quality=self.quality.status)
             return csv_path.read_text(encoding="utf-8")
@@ -532,6 +557,10 @@ def bind_state_changes(app: ReviewApp) -> None:
     @state.change("tool", "active_segment", "brush_mm")
     def _tool(**_):
         app._apply_tool()
+
+    @state.change("show_landmarks")
+    def _show_landmarks(show_landmarks, **_):
+        app.landmarks.set_visible(bool(show_landmarks))
 
     @state.change("intensity_limit", "intensity_range")
     def _intensity_limit(intensity_limit, intensity_range, **_):

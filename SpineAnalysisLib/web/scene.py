@@ -267,9 +267,15 @@ class ReviewScene:
     def measure(self, label_map: sitk.Image | None = None) -> list[Measurement]:
         """The current segmentation (or ``label_map``, our scheme: translated on loading) measured as
         ``spineanalysis measure`` does (CT-aware)."""
+        return self.measure_with_landmarks(label_map)[0]
+
+    def measure_with_landmarks(self, label_map: sitk.Image | None = None) -> tuple[list[Measurement], dict]:
+        """:meth:`measure` and where each value was measured (landmarks.json's content, patient LPS mm), from the
+        same measurement (``measure_segmentation`` runs ``measure_case_with_landmarks``: nothing is measured twice)."""
         label_map = label_map if label_map is not None else self.label_map()
         detected = (self.modality, self.modality_source) if self.modality else None  # found once, by load_image
-        return measure_segmentation(self.image, label_map, label_scheme="spineanalysis", detected=detected).measurements
+        result = measure_segmentation(self.image, label_map, label_scheme="spineanalysis", detected=detected)
+        return result.measurements, result.landmarks
 
     # -- relabelling ---------------------------------------------------------------------------------
     def relabel(self, mapping: dict[str, str]) -> dict[str, str]:

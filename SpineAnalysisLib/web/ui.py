@@ -114,6 +114,10 @@ def _side_panel(app) -> None:
     html.Div("Slice positions", classes="text-subtitle-2 mt-2")
     html.Div("{{ name }}: {{ value }}", v_for="(value, name) in slice_positions", key="name", classes="slice-position",
              raw_attrs=[':data-view="name"'])
+    html.Div("Landmarks", classes="text-subtitle-2 mt-2")
+    v3.VCheckbox(v_model=("show_landmarks",), label="show where the clicked row was measured", density="compact", hide_details=True,
+                 id="show-landmarks")
+    html.Div("{{ landmarks_note }}", classes="text-caption", id="landmarks-note")
 
 def _confirm_dialog(app) -> None:
     """The question before corrections that were not downloaded would be replaced (:meth:`ReviewApp.ask_before`)."""
@@ -140,7 +144,7 @@ def _table(app) -> None:
             with html.Tr():
                 html.Th("{{ h.title }}", v_for="h in table_headers", key="h.key", style="position: sticky; top: 0; background: #eee; padding: 2px 6px; text-align: left;")
         with html.Tbody():
-            with html.Tr(v_for="row in table_rows", key="row.structure + row.level", click=(app.jump_to, "[row.level]"), style="cursor: pointer;",
+            with html.Tr(v_for="row in table_rows", key="row.structure + row.level", click=(app.jump_to, "[row.level, row.structure]"), style="cursor: pointer;",
                          raw_attrs=[':data-level="row.level"']):
                 html.Td("{{ row[h.key] }}", v_for="h in table_headers", key="h.key", style="padding: 1px 6px; border-bottom: 1px solid #ddd;",
                         raw_attrs=[':data-key="h.key"', ':title="row.why[h.key] || null"',

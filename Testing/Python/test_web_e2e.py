@@ -302,6 +302,54 @@ def test_paint_limited_to_an_intensity_range(tmp_path):
         server.close()
 
 
+#: the markups' colours on the page (web/landmarks.py: COLORS), 0-255
+LANDMARK_RGB = ((255, 217, 25), (51, 230, 255))
+
+
+def landmark_pixels(png: Path, view: dict, other: Path) -> int:
+    """Pixels of ``view`` that differ between the screenshots ``png`` and ``other`` and have a landmark colour in
+    ``png``."""
+    import numpy as np
+    from PIL import Image
+
+    box = (int(view["x"]), int(view["y"]), int(view["x"] + view["w"]), int(view["y"] + view["h"]))
+    shown, hidden = (np.asarray(Image.open(p).convert("RGB").crop(box), dtype=float) for p in (png, other))
+    changed = np.abs(shown - hidden).max(axis=-1) > 40
+    coloured = np.zeros(changed.shape, dtype=bool)
+    for rgb in LANDMARK_RGB:
+        coloured |= np.linalg.norm(shown - np.array(rgb, dtype=float), axis=-1) < 60
+    return int((changed & coloured).sum())
+
+
+def test_a_clicked_row_shows_its_landmarks_in_the_views(tmp_path):
+    """Clicking the L3 row draws where its values were measured (corners, middle height) in the sagittal view: the
+    pixels that change when *show where the clicked row was measured* is unticked have the markups' colours."""
+    shots = shots_folder()
+    server = Server(str(SAMPLE), str(SAMPLE_LABELS), log_folder=tmp_path)
+    browser = Chromium(CHROMIUM)
+    try:
+        browser.navigate(server.url)
+        browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views")
+        browser.wait_for("!!document.querySelector('tr[data-level=\"L3\"]')", 60, "the table")
+        click_row(browser, "L3")
+        note = browser.wait_for("document.querySelector('#landmarks-note').textContent.includes('L3:') && document.querySelector('#landmarks-note').textContent.trim()",
+                                10, "the landmarks note")
+        assert note == "L3: 4 corners and 1 line where its values were measured"
+        view = rect(browser, ".layout-grid-item img.image-display-area")  # sagittal
+        time.sleep(1.0)  # the views' next frame
+        shown = browser.screenshot(shots / "13_L3_landmarks.png")
+        click_element(browser, "#show-landmarks")
+        browser.wait_for("window.trame.state.get('show_landmarks') === false", 10, "the landmarks to be hidden")
+        deadline, count = time.monotonic() + 10, 0
+        while time.monotonic() < deadline and count < 50:
+            time.sleep(0.5)
+            count = landmark_pixels(shown, view, browser.screenshot(tmp_path / "hidden.png"))
+        assert count >= 50, f"{count} landmark-coloured pixels disappeared when the landmarks were hidden"
+    finally:
+        browser.close()
+        server.close()
+
+
 def ready_to_paint(browser: Chromium, level: str, brush_mm: float, shot: Path) -> list[tuple[float, float]]:
     """Centre the views on ``level`` (its row), select its segment and *Paint* with ``brush_mm``; returns a stroke
     in unlabelled tissue in front of it (:func:`review_page.anterior_stroke`, whose margins of about three brush

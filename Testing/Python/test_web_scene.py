@@ -219,16 +219,16 @@ def test_rows_measured_before_an_edit_stay_marked_as_updating():
     app = ReviewApp()
     try:
         app.load(SAMPLE, SAMPLE_LABELS)
-        measure = app.case.measure
+        measure = app.case.measure_with_landmarks
 
         def measure_while_the_user_paints(label_map):
             app._on_edit()  # the segmentation changes while this label map is measured
             return measure(label_map)
 
-        app.case.measure = measure_while_the_user_paints
+        app.case.measure_with_landmarks = measure_while_the_user_paints
         asyncio.run(app._measure())
         assert app.state.table_rows and app.state.table_state == "(updating)" and app._edited_at is not None
-        app.case.measure = measure
+        app.case.measure_with_landmarks = measure
         asyncio.run(app._measure())
         assert app.state.table_state == "" and app._edited_at is None
     finally:
@@ -330,14 +330,14 @@ def test_opening_another_image_drops_the_previous_cases_timing_and_rows(tmp_path
         # the previous case measured in the worker thread while the next image is opened on the loop's thread
         app.load(SAMPLE, SAMPLE_LABELS)
         app._on_edit()
-        measure, started, release = app.case.measure, threading.Event(), threading.Event()
+        measure, started, release = app.case.measure_with_landmarks, threading.Event(), threading.Event()
 
         def slow_measure(label_map):
             started.set()
             release.wait(30)
             return measure(label_map)
 
-        app.case.measure = slow_measure
+        app.case.measure_with_landmarks = slow_measure
 
         async def open_while_measuring():
             task = asyncio.ensure_future(app._measure())
@@ -378,5 +378,87 @@ def test_a_finished_jobs_label_file_is_read_once(tmp_path, monkeypatch):
         assert reads.count(output) == 1
         assert app.state.segments == ["L1", "L2", "L3", "L4", "L5"] and app.state.error == ""
         np.testing.assert_array_equal(app.case.label_array(), sitk.GetArrayViewFromImage(imageio.read_label_map(SAMPLE_LABELS, reference=app.case.image)))
+    finally:
+        app.close()
+
+
+def shown_points(app) -> dict:
+    """Name -> RAS of the corners the page shows (its point lists on the scene)."""
+    return {node.GetNthControlPointLabel(i): np.array(node.GetNthControlPointPositionWorld(i))
+            for node in app.landmarks.nodes if node.IsA("vtkMRMLMarkupsFiducialNode") for i in range(node.GetNumberOfControlPoints())}
+
+
+def landmark_nodes_on_scene(app) -> list:
+    from SpineAnalysisLib.web.landmarks import ROW_ATTRIBUTE
+
+    scene = app.slicer.scene
+    nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    return [n for n in nodes if n.IsA("vtkMRMLMarkupsNode") and n.GetAttribute(ROW_ATTRIBUTE)]
+
+
+def test_a_clicked_row_shows_where_its_values_were_measured_and_follows_edits():
+    """A row click draws that row's landmarks (the library's, of the same measurement as the table) as locked
+    markups at their RAS positions; the next click replaces them; after an edit is measured they are drawn from the
+    new landmarks, and a value the edit makes withheld shows nothing."""
+    from SpineAnalysisLib.measurements import measure_case_with_landmarks
+    from SpineAnalysisLib.web.app import ReviewApp
+
+    app = ReviewApp()
+    try:
+        app.load(SAMPLE, SAMPLE_LABELS)
+        asyncio.run(app._measure())
+        app.jump_to("L3", "vertebra")
+        # expected: the library on the files, LPS -> RAS by hand (x and y change sign)
+        _rows, landmarks = measure_case_with_landmarks(app.case.image, imageio.read_label_map(SAMPLE_LABELS, reference=app.case.image))
+        (record,) = [r for r in landmarks["records"] if (r["structure"], r["level"]) == ("vertebra", "L3")]
+        points = shown_points(app)
+        assert set(points) == {"L3 AS", "L3 AI", "L3 PS", "L3 PI"}
+        for name, (x, y, z) in record["points"].items():
+            np.testing.assert_allclose(points[name], [-x, -y, z], atol=1e-3)
+        # RAS anatomy: anterior corners in front of the posterior ones, superior above inferior, around L3's segment
+        assert points["L3 AS"][1] > points["L3 PS"][1] + 20 and points["L3 AS"][2] > points["L3 AI"][2] + 15
+        centre = np.array(app.case.segment_center("L3"))
+        assert np.all(np.abs(np.mean(list(points.values()), axis=0) - centre) < 4), (points, centre)
+        (chord,) = [n for n in app.landmarks.nodes if n.IsA("vtkMRMLMarkupsLineNode")]
+        assert chord.GetName() == "L3 middle height" and chord.GetLocked()
+        length = float(next(m.value for m in app.measurements if (m.level, m.parameter) == ("L3", "height_middle_mm")))
+        assert abs(chord.GetLineLengthWorld() - length) < 1e-3
+        assert "L3: 4 corners and 1 line" in app.state.landmarks_note
+
+        # the next click replaces them: only L4's nodes are left on the scene
+        app.jump_to("L4", "vertebra")
+        assert {n.GetAttribute("SpineAnalysis.LandmarksRow") for n in landmark_nodes_on_scene(app)} == {"vertebra|L4"}
+        assert set(shown_points(app)) == {"L4 AS", "L4 AI", "L4 PS", "L4 PI"} and len(landmark_nodes_on_scene(app)) == 2
+        before = shown_points(app)
+
+        # an edit (the upper 6 mm of L4 erased) and its measurement: the upper corners move down, the lower stay
+        edited = app.case.label_array()
+        l4 = np.argwhere(edited == scheme.label_from_name("L4"))
+        edited[tuple(l4[l4[:, 2] < l4[:, 2].min() + 6].T)] = 0  # the sample's third voxel axis runs head to feet
+        app.case.import_labels(imageio.label_map_like(edited, app.case.image))
+        app._on_edit()
+        asyncio.run(app._measure())
+        after = shown_points(app)
+        assert len(landmark_nodes_on_scene(app)) == 2
+        for corner in ("AS", "PS"):
+            assert 1.5 < before[f"L4 {corner}"][2] - after[f"L4 {corner}"][2] < 7  # rounded rims: less than 6 mm
+        for corner in ("AI", "PI"):
+            assert np.linalg.norm(before[f"L4 {corner}"] - after[f"L4 {corner}"]) < 1.5
+
+        # an edit that makes L4 touch the volume's anterior border: its heights are withheld, nothing is shown
+        cut = app.case.label_array()
+        strip = cut[20:40, 0:50, 140:150]
+        strip[strip == 0] = scheme.label_from_name("L4")
+        app.case.import_labels(imageio.label_map_like(cut, app.case.image))
+        app._on_edit()
+        asyncio.run(app._measure())
+        assert next(m for m in app.measurements if (m.level, m.parameter) == ("L4", "height_anterior_mm")).value is None
+        assert landmark_nodes_on_scene(app) == [] and "cut by the field of view" in app.state.landmarks_note
+
+        # a rename: the clicked row's level names another vertebra now, its landmarks go
+        app.jump_to("L3", "vertebra")
+        assert len(landmark_nodes_on_scene(app)) == 2
+        app.shift_levels(1)
+        assert landmark_nodes_on_scene(app) == [] and app.state.landmarks_note == ""
     finally:
         app.close()
