@@ -127,6 +127,7 @@ def exportTrainingCase(segmentationNode, volumeNode, datasetDirectory: str, case
         raise spineErrors.InputError(_("select the input volume"))
     if not datasetDirectory:
         raise spineErrors.InputError(_("choose a dataset folder"))
+    segments.refuseUnnamedSegments(segmentationNode, volumeNode)
     image = volumes.volumeNodeToSitk(volumeNode)
     corrected = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
     original, model = modeloutput.modelOutput(segmentationNode)
@@ -148,6 +149,7 @@ def exportDicomSeg(segmentationNode, volumeNode, path: str, sourceFolder=None, d
     """
     if segmentationNode is None or not segments.segmentLabels(segmentationNode):
         raise spineErrors.InputError(_("there is no segmentation to export"))
+    segments.refuseUnnamedSegments(segmentationNode, volumeNode)
     with dicomsource.SeriesFolder(volumeNode, dicomDatabase) as recorded:
         sourceFolder = sourceFolder or recorded
         if not sourceFolder:

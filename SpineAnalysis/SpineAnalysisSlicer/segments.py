@@ -49,6 +49,23 @@ def segmentLabels(segmentationNode) -> dict:
     return result
 
 
+def unnamedSegmentsWithVoxels(segmentationNode, volumeNode) -> list:
+    """Names of the segments that hold voxels but whose names are no level of the scheme (e.g. a missed disc painted
+    into Slicer's default "Segment_1"): a label map leaves them out, so an export must not go ahead silently."""
+    labelled = segmentLabels(segmentationNode)
+    return [name for sid, name in segmentNames(segmentationNode).items()
+            if sid not in labelled and slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, sid, volumeNode).any()]
+
+
+def refuseUnnamedSegments(segmentationNode, volumeNode) -> None:
+    """Raise ``InputError`` naming the segments :func:`unnamedSegmentsWithVoxels` finds (none: nothing)."""
+    unnamed = unnamedSegmentsWithVoxels(segmentationNode, volumeNode)
+    if unnamed:
+        raise spineErrors.InputError(
+            _("{names} hold(s) voxels but is not named as a level (e.g. 'L4' or 'L4-L5'): rename or delete it before "
+              "exporting, or its voxels would be left out").format(names=", ".join(f"'{name}'" for name in unnamed)))
+
+
 def segmentIdByName(segmentationNode, name: str):
     """ID of the segment called ``name`` (also "L4/L5" for "L4-L5"); None when there is none."""
     names = segmentNames(segmentationNode)

@@ -210,3 +210,25 @@ def test_dicom_seg_export_of_a_model_segmentation_marks_edited_structures(logic,
     other, _ = logic.loadInputs(str(tmp_path / "mr.nii.gz"))  # a volume from a file has no source series
     with pytest.raises(InputError, match="source series"):
         logic.exportDicomSeg(segmentation, other, str(tmp_path / "x.dcm"))
+
+
+def test_a_painted_segment_without_a_level_name_is_not_dropped_silently(logic, phantom, tmp_path):
+    """A missed disc painted into Slicer's default "Segment_1" and not renamed would be left out of the label map:
+    the training export and the DICOM SEG export refuse with its name instead; once renamed it is exported."""
+    import slicer
+
+    volume, segmentation = logic.loadInputs(phantom[0], phantom[1])
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(phantom[1]))
+    disc = segmentation.GetSegmentation().AddEmptySegment("", "Segment_1")
+    slicer.util.updateSegmentBinaryLabelmapFromArray((truth == 123).astype(np.uint8), segmentation, disc, volume)
+    segmentation.GetSegmentation().RemoveSegment(logic.segmentIdByName(segmentation, "L4-L5"))
+    with pytest.raises(InputError, match="'Segment_1' hold"):
+        logic.exportTrainingCase(segmentation, volume, str(tmp_path / "d"))
+    with pytest.raises(InputError, match="'Segment_1' hold"):
+        logic.exportDicomSeg(segmentation, volume, str(tmp_path / "seg.dcm"))
+    assert not (tmp_path / "d").exists()
+    segmentation.GetSegmentation().AddEmptySegment("", "notes")  # an empty segment of any name is no loss
+    segmentation.GetSegmentation().GetSegment(disc).SetName("L4-L5")
+    result = logic.exportTrainingCase(segmentation, volume, str(tmp_path / "d"))
+    back = annotation.read_training_case(tmp_path / "d", result.case_id)
+    assert int((sitk.GetArrayFromImage(back.labels) == 123).sum()) == int((truth == 123).sum())
