@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 import slicer
+from SpineAnalysisLib import landmark_markups
 from SpineAnalysisLib.measure import landmark_points
 
 from . import table
@@ -25,9 +26,6 @@ LANDMARKS_ATTRIBUTE = "SpineAnalysis.Landmarks"
 SHOWN_ATTRIBUTE = "SpineAnalysis.LandmarksShown"
 #: Markups node attribute: the ID of the table node whose landmarks it shows.
 OF_TABLE_ATTRIBUTE = "SpineAnalysis.LandmarksOf"
-#: colours: corners (and lines of heights) yellow, endplate lines for angles cyan, thin
-POINT_COLOR = (1.0, 0.85, 0.1)
-LINE_COLOR = (0.2, 0.9, 1.0)
 
 
 def lpsToRas(point) -> list:
@@ -84,16 +82,13 @@ def shownRow(tableNode):
     return tuple(text.split("|", 1)) if text else None
 
 
-def _newNode(className: str, name: str, tableNode, color):
+def _newNode(className: str, name: str, tableNode, kind: str):
+    """A locked markups node of ``tableNode``'s landmarks, styled as on the review page (``landmark_markups``: colour of
+    ``kind``, projected onto the slice view of its plane and shown in 3D)."""
     node = slicer.mrmlScene.AddNewNodeByClass(className, name)
     node.CreateDefaultDisplayNodes()
     node.SetAttribute(OF_TABLE_ATTRIBUTE, tableNode.GetID())
-    node.SetLocked(True)
-    display = node.GetDisplayNode()
-    display.SetSelectedColor(*color)
-    display.SetColor(*color)
-    display.SetGlyphScale(1.5)
-    display.SetTextScale(2.0)
+    landmark_markups.style(node, kind)
     return node
 
 
@@ -115,15 +110,14 @@ def showRow(tableNode, structure: str, level: str) -> list:
     clear(tableNode)
     tableNode.SetAttribute(SHOWN_ATTRIBUTE, f"{structure}|{level}")
     points, lines = landmark_points.row_shapes(landmarksOf(tableNode), structure, level)
-    colors = {"segment": POINT_COLOR, "line": LINE_COLOR}
     nodes = []
     if points:
-        node = _newNode("vtkMRMLMarkupsFiducialNode", f"{level} landmarks", tableNode, POINT_COLOR)
+        node = _newNode("vtkMRMLMarkupsFiducialNode", f"{level} landmarks", tableNode, "point")
         for name, point in points.items():
             node.AddControlPoint(*lpsToRas(point), name)
         nodes.append(node)
     for name, (start, end, kind) in lines.items():
-        node = _newNode("vtkMRMLMarkupsLineNode", name, tableNode, colors[kind])
+        node = _newNode("vtkMRMLMarkupsLineNode", name, tableNode, kind)
         node.AddControlPoint(*lpsToRas(start), "")
         node.AddControlPoint(*lpsToRas(end), "")
         nodes.append(node)

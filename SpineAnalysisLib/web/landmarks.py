@@ -15,15 +15,12 @@ when its values are no longer measured (withheld).
 
 from __future__ import annotations
 
+from .. import landmark_markups
 from ..imageio import lps_to_ras
 from ..measure import landmark_points
 
-#: as in the Slicer module: corners and heights yellow, the endplate lines angles use cyan
-COLORS = {"point": (1.0, 0.85, 0.1), "segment": (1.0, 0.85, 0.1), "line": (0.2, 0.9, 1.0)}
 #: markups node attribute marking the page's landmark nodes (value: "structure|level" of their row)
 ROW_ATTRIBUTE = "SpineAnalysis.LandmarksRow"
-#: the slice view (its slice node's layout name, as in Slicer) that shows landmarks of each plane
-PLANE_VIEWS = {"sagittal": "Yellow", "coronal": "Green"}
 
 
 class LandmarkMarkups:
@@ -88,32 +85,11 @@ class LandmarkMarkups:
         self.row = None
         self.landmarks = landmark_points.empty("nothing measured")
 
-    def _view_ids(self, plane: str) -> list:
-        """IDs of the views that show landmarks of ``plane``: that plane's slice view and the 3D views."""
-        ids = []
-        for class_name in ("vtkMRMLSliceNode", "vtkMRMLViewNode"):
-            views = self.scene.GetNodesByClass(class_name)
-            for i in range(views.GetNumberOfItems()):
-                view = views.GetItemAsObject(i)
-                if class_name == "vtkMRMLViewNode" or view.GetLayoutName() == PLANE_VIEWS[plane]:
-                    ids.append(view.GetID())
-        return ids
-
     def _new_node(self, class_name: str, name: str, kind: str):
         node = self.scene.AddNewNodeByClass(class_name, name)
         node.CreateDefaultDisplayNodes()
         node.SetAttribute(ROW_ATTRIBUTE, "|".join(self.row))
-        node.SetLocked(True)  # moving a markup would not change a value
-        display = node.GetDisplayNode()
-        display.SetSelectedColor(*COLORS[kind])
-        display.SetColor(*COLORS[kind])
-        display.SetGlyphScale(1.5)
-        display.SetTextScale(2.0)
-        display.SetVisibility(self.visible)
-        display.SetSliceProjection(True)  # seen on the plane's slice wherever it is, in the landmark's colour
-        display.SetSliceProjectionUseFiducialColor(True)
-        display.SetSliceProjectionOpacity(1.0)
-        for view_id in self._view_ids("coronal" if name.endswith(landmark_points.CORONAL) else "sagittal"):
-            display.AddViewNodeID(view_id)
+        landmark_markups.style(node, kind)
+        node.GetDisplayNode().SetVisibility(self.visible)
         self.nodes.append(node)
         return node

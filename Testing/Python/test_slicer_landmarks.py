@@ -166,3 +166,25 @@ def test_export_writes_where_each_value_was_measured_beside_the_measurements(log
         assert np.linalg.norm(np.asarray(l3["points"][f"L3 {corner}"]) - ph.to_lps(a, s, phantom.x_center)) <= 1.0
     with pytest.raises(FileExistsError):  # never replaced without asking
         logic.exportMeasurements(table, str(tmp_path / "export"), volume)
+
+
+def test_landmarks_are_projected_onto_the_sagittal_view_only(logic, measured):
+    """Each body's corners lie in its own mid-sagittal plane, which the slice a row click centres on may miss by a
+    millimetre: unprojected, they would not be drawn there at all. They are projected, and shown in the sagittal slice
+    view and 3D only (the coronal Cobb lines in the coronal view), not projected into the axial view."""
+    import slicer
+
+    views = {}
+    for name in ("Red", "Yellow", "Green"):
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode", f"slice {name}")
+        node.SetLayoutName(name)
+        views[name] = node.GetID()
+    views["3D"] = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLViewNode", "view 3D").GetID()
+    phantom, volume, segmentation, table = measured
+    nodes = logic.showLandmarks(table, _row(table, "vertebra", "L3"))
+    assert nodes
+    for node in nodes:
+        display = node.GetDisplayNode()
+        assert display.GetSliceProjection() and display.GetSliceProjectionOpacity() == 1.0
+        shown = {display.GetNthViewNodeID(i) for i in range(display.GetNumberOfViewNodeIDs())}
+        assert shown == {views["Yellow"], views["3D"]}, node.GetName()

@@ -302,7 +302,7 @@ def test_paint_limited_to_an_intensity_range(tmp_path):
         server.close()
 
 
-#: the markups' colours on the page (web/landmarks.py: COLORS), 0-255
+#: the markups' colours on the page (SpineAnalysisLib/landmark_markups.py: COLORS), 0-255
 LANDMARK_RGB = ((255, 217, 25), (51, 230, 255))
 
 
