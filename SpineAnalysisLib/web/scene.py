@@ -63,7 +63,7 @@ def read_labels(path, image: sitk.Image, label_scheme: str = "auto", bodies=None
     """A label map of ``image`` (its grid) in any scheme of :mod:`SpineAnalysisLib.label_schemes`, read into
     ours (``bodies``: the body map a whole-vertebra map needs). Whole vertebrae without bodies are refused:
     nothing geometric is measurable on them (the page would show an empty table)."""
-    label_map = imageio.read_image(path)
+    label_map = imageio.on_reference_grid(imageio.read_image(path), path, image)  # a .seg.nrrd Slicer saved cropped
     if not imageio.same_grid(label_map, image):
         raise InputError(
             f"{Path(path).name}: the label map's grid ({imageio.describe_grid(label_map)}) differs from the image's "

@@ -462,3 +462,32 @@ def test_a_clicked_row_shows_where_its_values_were_measured_and_follows_edits():
         assert landmark_nodes_on_scene(app) == [] and app.state.landmarks_note == ""
     finally:
         app.close()
+
+
+def test_a_segmentation_slicer_saved_cropped_to_its_segments_opens_on_the_image(case, tmp_path):
+    """Slicer saves a .seg.nrrd cropped to the segments' extent, with its own label values; the page read it as on
+    "different grids" and refused it (the command line already put such a file back onto the image's grid)."""
+    image = sitk.ReadImage(str(SAMPLE))
+    labels = sitk.ReadImage(str(SAMPLE_LABELS))
+    full = sitk.GetArrayFromImage(labels)
+    k, j, i = (np.nonzero(full.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3))
+    cropped_array = full[k[0]:k[-1] + 1, j[0]:j[-1] + 1, i[0]:i[-1] + 1]
+    values = {}  # Slicer's own values: 1, 2, ... in segment order
+    slicer_array = np.zeros_like(cropped_array, dtype=np.uint8)
+    for n, label in enumerate(sorted(int(v) for v in np.unique(cropped_array) if v)):
+        values[label] = n + 1
+        slicer_array[cropped_array == label] = n + 1
+    cropped = sitk.GetImageFromArray(slicer_array)
+    cropped.SetSpacing(labels.GetSpacing())
+    cropped.SetDirection(labels.GetDirection())
+    cropped.SetOrigin(labels.TransformIndexToPhysicalPoint((int(i[0]), int(j[0]), int(k[0]))))
+    for n, (label, value) in enumerate(values.items()):
+        cropped.SetMetaData(f"Segment{n}_Name", scheme.structure_name(label))
+        cropped.SetMetaData(f"Segment{n}_LabelValue", str(value))
+        cropped.SetMetaData(f"Segment{n}_Layer", "0")
+    sitk.WriteImage(cropped, str(tmp_path / "edited.seg.nrrd"))
+    assert sitk.ReadImage(str(tmp_path / "edited.seg.nrrd")).GetSize() != image.GetSize()
+    case.load_image(SAMPLE)
+    case.load_labels(tmp_path / "edited.seg.nrrd")
+    assert list(case.segment_names().values()) == ["L1", "L2", "L3", "L4", "L5"]
+    np.testing.assert_array_equal(case.label_array(), full)
