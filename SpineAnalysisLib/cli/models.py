@@ -102,7 +102,7 @@ def add_commands(commands) -> None:
     export.add_argument("--earlier-minutes", type=float, default=0.0, help="training minutes behind the weights file a run continued from (a model's history is carried over by itself)")
     export.add_argument("--change", default="", help="what this training phase did differently, kept in the manifest's training phases")
 
-    commands.add_parser("models", help="list available models")
+    commands.add_parser("models", help="list available models (one whose weights fail their checksum is marked UNUSABLE)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,11 +158,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {info.label} to {info.folder} (sha256 {info.manifest['sha256']})")
         return 0
     if args.command == "models":
-        from ..model.store import list_models
+        from ..model.store import list_models, weights_problem
 
         for info in list_models():
             metrics = info.manifest.get("validation", {})
-            print(f"{info.label}\t{info.folder}\t{json.dumps(metrics)}")
+            problem = weights_problem(info)  # listed all the same (its folder is where to look), but never as usable
+            print(f"{info.label}\t{info.folder}\t{json.dumps(metrics)}" + (f"\tUNUSABLE: {problem}" if problem else ""))
         return 0
     raise AssertionError(args.command)
 

@@ -26,20 +26,29 @@ from .predict import InferenceSettings
 #: The training history shipped next to a model's weights (every phase's log records, tagged with the phase).
 TRAINING_LOG = "training_log.jsonl"
 
-__all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "retune_model", "sha256_of", "write_model"]
+__all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "retune_model", "sha256_of", "weights_problem", "write_model"]
+
+
+def weights_problem(info: ModelInfo) -> str:
+    """Why the model's weights file cannot be used (missing, no checksum, checksum differs), or ''."""
+    path = info.weights_path
+    if not path.is_file():
+        return f"model {info.label}: weights file {path} is missing"
+    expected = info.manifest.get("sha256")
+    if not expected:
+        return f"model {info.label}: the manifest gives no sha256 for {path.name}"
+    actual = sha256_of(path)
+    if actual != expected:
+        return f"model {info.label}: {path.name} is corrupt or was changed (sha256 {actual[:12]}..., manifest says {expected[:12]}...)"
+    return ""
 
 
 def load_network(info: ModelInfo, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Verify the checksum, then load the weights safely into a fresh network."""
     path = info.weights_path
-    if not path.is_file():
-        raise ModelError(f"model {info.label}: weights file {path} is missing")
-    expected = info.manifest.get("sha256")
-    if not expected:
-        raise ModelError(f"model {info.label}: the manifest gives no sha256 for {path.name}")
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ModelError(f"model {info.label}: {path.name} is corrupt or was changed (sha256 {actual[:12]}..., manifest says {expected[:12]}...)")
+    problem = weights_problem(info)
+    if problem:
+        raise ModelError(problem)
     if list(info.manifest.get("channel_labels", CHANNEL_LABELS)) != list(CHANNEL_LABELS):
         raise ModelError(f"model {info.label}: its output channels do not match this version of SpineAnalysis")
     try:

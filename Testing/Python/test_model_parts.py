@@ -368,6 +368,21 @@ def test_corrupt_weights_are_refused(tmp_path):
         store.load_network(info)
 
 
+def test_the_model_list_marks_a_model_whose_weights_fail_their_checksum(tmp_path, monkeypatch, capsys):
+    from SpineAnalysisLib.cli import main
+
+    config = NetworkConfig(channels=(4, 8), strides=(2,), num_res_units=0)
+    state = build_network(config).state_dict()
+    for version in ("1", "2"):
+        info = store.write_model(tmp_path / version, state, {"name": "tiny", "version": version, "network": config.to_dict()})
+    info.weights_path.write_bytes(info.weights_path.read_bytes()[:-10] + b"0123456789")  # version 2 broken
+    monkeypatch.setenv("SPINEANALYSIS_MODELS", str(tmp_path))
+    assert main(["models"]) == 0
+    lines = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "UNUSABLE" not in lines["tiny 1"]
+    assert "\tUNUSABLE: model tiny 2: " in lines["tiny 2"] and "is corrupt or was changed" in lines["tiny 2"]
+
+
 def test_missing_weights_are_named(tmp_path):
     info = _save_model(tmp_path, lambda i: i.weights_path.unlink())
     with pytest.raises(ModelError, match="is missing"):
