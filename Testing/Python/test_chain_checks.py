@@ -167,3 +167,19 @@ def test_end_checks_do_not_fail_on_an_end_step_without_length():
     assert room_above_mm(centroids, ["L1", "L2", "L3", "L4"], [300.0, 200.0])[0] == 0.0
     assert upper_end_reasons(centroids, ["L1", "L2", "L3", "L4"], [300.0, 200.0]) == []
     assert lower_end_reasons(centroids[::-1], ["L1", "L2", "L3", "L4"], [300.0, 200.0], False) == []
+
+
+def test_a_body_missed_at_the_top_edge_is_flagged_once_half_of_it_would_be_in_view():
+    """Under noise the stress test lost a T10 that reached the top edge (VB1_07: 1.48 pitches of image above T11),
+    which the limit of 1.5 pitches let pass. Beyond 1.0 pitch of image above the highest body's centroid the next
+    body's lower half is in view, which the labelling keeps; a whole chain of the shared scans ends with at most
+    0.74 pitches above it."""
+    from SpineAnalysisLib.model.chain import upper_end_reasons
+
+    names = ["T11", "T12", "L1", "L2"]
+
+    def chain(top_row):
+        return np.array([[0.0, top_row + 35.0 * k, 60.0] for k in range(4)])
+
+    assert upper_end_reasons(chain(45.0), names, [300.0, 200.0])[0].startswith("no body labelled above T11")  # 1.29 pitches
+    assert upper_end_reasons(chain(30.0), names, [300.0, 200.0]) == []  # 0.86 pitches: the next body is cut short
