@@ -1,7 +1,7 @@
 """Spinal alignment: lumbar lordosis, sacral slope and the largest coronal Cobb angle (degrees).
 
-Endplate lines are corner-to-corner lines from :mod:`.landmarks` (each vertebra in its own mid-sagittal or
-mid-coronal plane; an endplate is used when its own two corners are intact, also when the field of view cuts the
+Endplate directions are the endplates' own line fits (:attr:`.landmarks.Quad.upper_direction`,
+:data:`.sections.ANGLE_PLATE_TRIM`; each vertebra in its own mid-sagittal or mid-coronal plane; an endplate is used when its own two corners are intact, also when the field of view cuts the
 vertebra's other end, and never the free end of an incomplete chain-end vertebra; all these planes are parallel, so their 2D directions are directly comparable). Angles
 between endplates: theta = atan2(u1 x u2, u1 . u2).
 
@@ -28,24 +28,30 @@ Row = tuple[str, str, "float | None", str, str]  # level, parameter, value, unit
 PARAMETERS = (("lumbar_lordosis_deg", "deg"), ("sacral_slope_deg", "deg"), ("cobb_max_deg", "deg"))
 
 
+def lordosis_reference(spine: Spine) -> tuple[str, tuple[int, str] | None, str]:
+    """(level, the (vertebra, side) of the endplate L1's superior endplate is measured against, how), that endplate
+    being S1's superior one, else the lowest lumbar vertebra's inferior one; None, with why neither is measurable."""
+    s1, why_s1 = spine.endplate(26, "upper")
+    if s1 is not None:
+        return "L1-S1", (26, "upper"), "L1 superior to S1 superior endplate"
+    lowest = 25 if 25 in spine.present else 24
+    name = scheme.vertebra_name(lowest)
+    l5, why_l5 = spine.endplate(lowest, "lower")
+    if l5 is None:
+        return f"L1-{name}", None, "; ".join(x for x in (why_s1, why_l5) if x)
+    return f"L1-{name}", (lowest, "lower"), f"L1 superior to {name} inferior endplate ({why_s1 if 26 in spine.present else 'S1 not in view'})"
+
+
 def lordosis(spine: Spine) -> Row:
     top, why_top = spine.endplate(20, "upper")
-    s1, why_s1 = spine.endplate(26, "upper")
-    lowest = 25 if 25 in spine.present else 24
-    if s1 is not None:
-        level, reference, how = "L1-S1", s1.upper_direction, "L1 superior to S1 superior endplate"
-    else:
-        l5, why_l5 = spine.endplate(lowest, "lower")
-        name = scheme.vertebra_name(lowest)
-        level = f"L1-{name}"
-        if l5 is None:
-            note = "; ".join(x for x in (why_top, why_s1, why_l5) if x)
-            return (level, "lumbar_lordosis_deg", None, "deg", note)
-        reference = l5.lower_direction
-        how = f"L1 superior to {name} inferior endplate ({why_s1 if 26 in spine.present else 'S1 not in view'})"
+    level, reference, how = lordosis_reference(spine)
+    if reference is None:
+        return (level, "lumbar_lordosis_deg", None, "deg", "; ".join(x for x in (why_top, how) if x))
     if top is None:
         return (level, "lumbar_lordosis_deg", None, "deg", why_top)
-    value = angle_between(top.upper_direction, reference)
+    quad, _ = spine.endplate(*reference)
+    direction = quad.upper_direction if reference[1] == "upper" else quad.lower_direction
+    value = angle_between(top.upper_direction, direction)
     return (level, "lumbar_lordosis_deg", value, "deg", how + "; positive = lordosis")
 
 

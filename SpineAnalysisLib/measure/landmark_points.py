@@ -41,7 +41,7 @@ from .. import labels as scheme
 from . import alignment
 from . import disc as disc_geometry
 from . import plane
-from .landmarks import Quad
+from .landmarks import Quad, middle_chord_ends
 from .sections import Spine
 
 FORMAT = "spineanalysis-landmarks/1"
@@ -106,27 +106,6 @@ def endplate_name(vertebra: int, side: str) -> str:
     return f"{scheme.vertebra_name(vertebra)} {'superior' if side == 'upper' else 'inferior'} endplate"
 
 
-def middle_chord(points: np.ndarray, quad: Quad, h: float) -> tuple[np.ndarray, np.ndarray]:
-    """End points (plane mm) of a body's middle height chord: along the body's up axis through the front-back
-    mid-point of its corners, centred between the mean top and bottom of the mask's columns within 2.5 mm of it
-    (the band :func:`.landmarks._middle_chord` averages), ``quad.middle_height`` long."""
-    f = quad.front_axis()
-    n = np.array([-f[1], f[0]])
-    centre = (quad.front_up + quad.front_down + quad.back_up + quad.back_down) / 4.0
-    d = points - centre
-    x, y = d @ f, d @ n
-    band = max(2.5, 2.0 * h)
-    inside = np.abs(x) <= band
-    middle = 0.0
-    if inside.sum() >= 3:
-        bins = np.floor((x[inside] + band) / h).astype(np.int64)
-        tops = [y[inside][bins == b].max() for b in np.unique(bins)]
-        bottoms = [y[inside][bins == b].min() for b in np.unique(bins)]
-        middle = (float(np.mean(tops)) + float(np.mean(bottoms))) / 2.0
-    half = quad.middle_height / 2.0
-    return centre + n * (middle - half), centre + n * (middle + half)
-
-
 def _values_of(measurements, structure: str, level: str) -> dict:
     return {m.parameter: m for m in measurements if m.structure == structure and m.level == level}
 
@@ -151,8 +130,8 @@ def _vertebra(spine: Spine, vertebra: int, rows: dict, level: str) -> dict:
             name = f"{level} {kind}"
             if kind in _CORNER_ATTRIBUTES:
                 record["points"][name] = _lps(getattr(quad, _CORNER_ATTRIBUTES[kind]), depth)
-            else:
-                start, end = middle_chord(section.points(), quad, section.h)
+            elif name not in record["segments"]:  # the middle height, once for the values that use it
+                start, end = middle_chord_ends(section.points(), quad, section.h)
                 record["segments"][name] = _segment(start, end, depth, depth, quad.middle_height)
             names.append(name)
         record["values"][parameter] = names
@@ -215,10 +194,8 @@ def _spine_record(spine: Spine, row) -> dict:
         return _cobb(spine, row, record)
     if row.parameter == "sacral_slope_deg":
         used = [(scheme.SACRUM, "upper")]
-    else:  # lumbar lordosis: L1 superior to S1 superior, or to the lowest lumbar body's inferior endplate
-        bottom = scheme.vertebra_name(scheme.SACRUM)
-        used = [(20, "upper"), (scheme.SACRUM, "upper")] if row.level.endswith(f"-{bottom}") else [
-            (20, "upper"), (next(v for v in spine.vertebrae if scheme.vertebra_name(v) == row.level.split("-")[1]), "lower")]
+    else:  # lumbar lordosis: L1 superior to the endplate alignment.lordosis measured it against
+        used = [(20, "upper"), alignment.lordosis_reference(spine)[1]]
     names = []
     for vertebra, side in used:
         quad, _ = spine.endplate(vertebra, side)

@@ -353,9 +353,9 @@ def fit_quad(
                 corners.get("upper_line"), corners.get("lower_line"))
 
 
-def _middle_chord(points: np.ndarray, quad: Quad, h: float, tau: float | None = None) -> tuple[float | None, tuple]:
-    """Mean chord of the mask along the up axis over the columns within 2.5 mm of the front-back mid-point, and the
-    focal endplate notches bridged for it (only with ``tau``, the concavity depth of vertebral bodies)."""
+def _chord_frame(points: np.ndarray, quad: Quad, h: float):
+    """The middle chord's frame: (corners' centre, front axis f, up axis n, points' coordinates x along f and y along
+    n, half-width of the band of columns around the front-back mid-point, each point's column bin)."""
     f = quad.front_axis()
     n = np.array([-f[1], f[0]])
     centre = (quad.front_up + quad.front_down + quad.back_up + quad.back_down) / 4.0
@@ -364,6 +364,27 @@ def _middle_chord(points: np.ndarray, quad: Quad, h: float, tau: float | None = 
     y = d @ n
     band = max(2.5, 2.0 * h)
     bins = np.floor((x + band) / h).astype(np.int64)
+    return centre, f, n, x, y, band, bins
+
+
+def middle_chord_ends(points: np.ndarray, quad: Quad, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where a viewer draws the middle height (plane mm, bottom and top end): along the up axis through the corners'
+    front-back mid-point, centred between the mean bottom and top of the mask's columns in the band
+    :func:`_middle_chord` averages, ``quad.middle_height`` long (the engine keeps the chord's length, not its place)."""
+    centre, _, n, x, y, band, bins = _chord_frame(points, quad, h)
+    middle = 0.0
+    inside = np.abs(x) <= band
+    if inside.sum() >= 3:
+        order, first, last = _columns(y[inside], bins[inside])
+        middle = (float(np.mean(y[inside][order[last]])) + float(np.mean(y[inside][order[first]]))) / 2.0
+    half = quad.middle_height / 2.0
+    return centre + n * (middle - half), centre + n * (middle + half)
+
+
+def _middle_chord(points: np.ndarray, quad: Quad, h: float, tau: float | None = None) -> tuple[float | None, tuple]:
+    """Mean chord of the mask along the up axis over the columns within 2.5 mm of the front-back mid-point, and the
+    focal endplate notches bridged for it (only with ``tau``, the concavity depth of vertebral bodies)."""
+    centre, f, n, x, y, band, bins = _chord_frame(points, quad, h)
     notches = ()
     if tau is not None:  # every column of the body, for the endplate profiles the notches are found in
         order, first, last = _columns(y, bins)

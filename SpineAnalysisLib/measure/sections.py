@@ -279,12 +279,14 @@ class Spine:
             return sides[offset]
 
         quads = [centre] + [q for q in map(side, self.slab_side_offsets()) if q is not None]
+        with_lines = [centre]
+        if centre.upper_line is not None:
+            with_lines += [q for q in map(side, self.angle_side_offsets()) if q is not None]
+        if len(quads) == 1 and len(with_lines) == 1:
+            return centre
         lines = (centre.upper_line, centre.lower_line)
         if centre.upper_line is not None:
-            with_lines = [centre] + [q for q in map(side, self.angle_side_offsets()) if q is not None]
             lines = tuple(_mean_direction([getattr(q, name) for q in with_lines]) for name in ("upper_line", "lower_line"))
-        if len(quads) == 1 and lines[0] is centre.upper_line:
-            return centre
         corners = [np.mean([getattr(q, name) for q in quads], axis=0) for name in ("front_up", "front_down", "back_up", "back_down")]
         chords = [q.middle_height for q in quads if q.middle_height is not None]
         middle = float(np.mean(chords)) if centre.middle_height is not None else None
