@@ -9,6 +9,7 @@ slice is not drawn at all (0 pixels on the review page before projection). repor
 
 from __future__ import annotations
 
+from .imageio import lps_to_ras
 from .measure import landmark_points
 
 #: colours (0-1 RGB) by kind of landmark: "point" corners, "segment" heights, "line" endplate lines for angles
@@ -49,3 +50,29 @@ def style(node, kind: str) -> None:
     display.SetSliceProjectionOpacity(1.0)
     for view_id in view_ids(node.GetScene(), plane_of(node.GetName())):
         display.AddViewNodeID(view_id)
+
+
+def add_row(scene, landmarks: dict, structure: str, level: str) -> list:
+    """Add the markups of one table row (``structure``, ``level``; :func:`.landmark_points.row_shapes`) to ``scene``,
+    in RAS (``landmarks`` are LPS, converted here explicitly): one point list of the corners ("L3 landmarks") and one
+    line per height and endplate line, each styled by :func:`style`; returns the new nodes (none when none of the
+    row's values has landmarks)."""
+    points, lines = landmark_points.row_shapes(landmarks, structure, level)
+    nodes = []
+
+    def new(class_name: str, name: str, kind: str):
+        node = scene.AddNewNodeByClass(class_name, name)
+        node.CreateDefaultDisplayNodes()
+        style(node, kind)
+        nodes.append(node)
+        return node
+
+    if points:
+        node = new("vtkMRMLMarkupsFiducialNode", f"{level} landmarks", "point")
+        for name, point in points.items():
+            node.AddControlPoint(*lps_to_ras(point), name)
+    for name, (start, end, kind) in lines.items():
+        node = new("vtkMRMLMarkupsLineNode", name, kind)
+        node.AddControlPoint(*lps_to_ras(start), "")
+        node.AddControlPoint(*lps_to_ras(end), "")
+    return nodes

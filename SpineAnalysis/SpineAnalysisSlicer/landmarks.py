@@ -5,7 +5,7 @@ of landmarks.json) in patient **LPS** millimetres; they are kept on the table no
 with the scene, merged like the rows when only some structures are measured again). Clicking a row shows that row's
 landmarks: one point list (the corners, named "L3 AS" ...) and one line per segment and endplate line ("L3 middle
 height", "L3-L4 anterior height", "L3 inferior endplate" ...), replacing the previous row's. Markups are in **RAS**
-(Slicer's world): x and y are negated here, explicitly. They are locked: moving one would not change a value.
+(Slicer's world): ``SpineAnalysisLib.landmark_markups.add_row`` negates x and y explicitly. They are locked: moving one would not change a value.
 When the table is measured again (an edit of the segmentation) the shown landmarks are hidden and drawn again from
 the new ones; a row whose values are no longer measured shows nothing.
 """
@@ -16,7 +16,6 @@ import json
 
 import slicer
 from SpineAnalysisLib import landmark_markups
-from SpineAnalysisLib.measure import landmark_points
 
 from . import table
 
@@ -26,12 +25,6 @@ LANDMARKS_ATTRIBUTE = "SpineAnalysis.Landmarks"
 SHOWN_ATTRIBUTE = "SpineAnalysis.LandmarksShown"
 #: Markups node attribute: the ID of the table node whose landmarks it shows.
 OF_TABLE_ATTRIBUTE = "SpineAnalysis.LandmarksOf"
-
-
-def lpsToRas(point) -> list:
-    """LPS (the library's, ITK's, DICOM's patient axes) to RAS (Slicer's world): x and y change sign."""
-    x, y, z = (float(c) for c in point)
-    return [-x, -y, z]
 
 
 def landmarksOf(tableNode) -> dict:
@@ -82,16 +75,6 @@ def shownRow(tableNode):
     return tuple(text.split("|", 1)) if text else None
 
 
-def _newNode(className: str, name: str, tableNode, kind: str):
-    """A locked markups node of ``tableNode``'s landmarks, styled as on the review page (``landmark_markups``: colour of
-    ``kind``, projected onto the slice view of its plane and shown in 3D)."""
-    node = slicer.mrmlScene.AddNewNodeByClass(className, name)
-    node.CreateDefaultDisplayNodes()
-    node.SetAttribute(OF_TABLE_ATTRIBUTE, tableNode.GetID())
-    landmark_markups.style(node, kind)
-    return node
-
-
 def clear(tableNode) -> None:
     """Remove the markups of ``tableNode``'s landmarks (the row stays remembered as shown)."""
     for node in markupsOf(tableNode):
@@ -109,18 +92,9 @@ def showRow(tableNode, structure: str, level: str) -> list:
     nodes (none when the row's values have no landmarks: each record's ``withheld`` says why)."""
     clear(tableNode)
     tableNode.SetAttribute(SHOWN_ATTRIBUTE, f"{structure}|{level}")
-    points, lines = landmark_points.row_shapes(landmarksOf(tableNode), structure, level)
-    nodes = []
-    if points:
-        node = _newNode("vtkMRMLMarkupsFiducialNode", f"{level} landmarks", tableNode, "point")
-        for name, point in points.items():
-            node.AddControlPoint(*lpsToRas(point), name)
-        nodes.append(node)
-    for name, (start, end, kind) in lines.items():
-        node = _newNode("vtkMRMLMarkupsLineNode", name, tableNode, kind)
-        node.AddControlPoint(*lpsToRas(start), "")
-        node.AddControlPoint(*lpsToRas(end), "")
-        nodes.append(node)
+    nodes = landmark_markups.add_row(slicer.mrmlScene, landmarksOf(tableNode), structure, level)
+    for node in nodes:
+        node.SetAttribute(OF_TABLE_ATTRIBUTE, tableNode.GetID())
     return nodes
 
 

@@ -16,7 +16,6 @@ when its values are no longer measured (withheld).
 from __future__ import annotations
 
 from .. import landmark_markups
-from ..imageio import lps_to_ras
 from ..measure import landmark_points
 
 #: markups node attribute marking the page's landmark nodes (value: "structure|level" of their row)
@@ -43,15 +42,10 @@ class LandmarkMarkups:
         (none when none of the row's values has landmarks)."""
         self.clear()
         self.row = (structure, level)
-        points, lines = landmark_points.row_shapes(self.landmarks, structure, level)
-        if points:
-            node = self._new_node("vtkMRMLMarkupsFiducialNode", f"{level} landmarks", "point")
-            for name, point in points.items():
-                node.AddControlPoint(*lps_to_ras(point), name)
-        for name, (start, end, kind) in lines.items():
-            node = self._new_node("vtkMRMLMarkupsLineNode", name, kind)
-            node.AddControlPoint(*lps_to_ras(start), "")
-            node.AddControlPoint(*lps_to_ras(end), "")
+        self.nodes = landmark_markups.add_row(self.scene, self.landmarks, structure, level)
+        for node in self.nodes:
+            node.SetAttribute(ROW_ATTRIBUTE, "|".join(self.row))
+            node.GetDisplayNode().SetVisibility(self.visible)
         return list(self.nodes)
 
     def note(self) -> str:
@@ -84,12 +78,3 @@ class LandmarkMarkups:
         self.clear()
         self.row = None
         self.landmarks = landmark_points.empty("nothing measured")
-
-    def _new_node(self, class_name: str, name: str, kind: str):
-        node = self.scene.AddNewNodeByClass(class_name, name)
-        node.CreateDefaultDisplayNodes()
-        node.SetAttribute(ROW_ATTRIBUTE, "|".join(self.row))
-        landmark_markups.style(node, kind)
-        node.GetDisplayNode().SetVisibility(self.visible)
-        self.nodes.append(node)
-        return node
