@@ -225,7 +225,7 @@ def segmentation_figures(model_folder: Path, records: list[CaseRecord], device: 
     level and the levels identified. :func:`validation_figures` scores the bare network, whose levels before the
     level-labelling step can be wrong where the segmentation is right (the sample's T12: 0.14 against 1.0)."""
     from .evaluation import score_prediction
-    from .inference import _NETWORK_CACHE, segment_image
+    from .inference import forget_networks, segment_image
 
     vertebra, disc, level, identified, identifiable = [], [], [], 0, 0
     for record in records:
@@ -238,8 +238,7 @@ def segmentation_figures(model_folder: Path, records: list[CaseRecord], device: 
         disc += [scores["dice_disc"]] if scores.get("dice_disc") is not None else []
         level += [d for d in scores["dice_per_level"].values() if d is not None]
         identified, identifiable = identified + scores["identified"], identifiable + scores["identifiable"]
-    for key in [k for k in _NETWORK_CACHE if k[0].startswith(str(model_folder))]:
-        del _NETWORK_CACHE[key]  # a temporary model folder is not used again
+    forget_networks(model_folder)  # a temporary model folder is not used again
 
     def mean(values):
         return round(float(np.mean(values)), 4) if values else None

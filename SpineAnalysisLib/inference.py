@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -79,6 +80,18 @@ def get_network(info: ModelInfo, device: torch.device) -> torch.nn.Module:
     if key not in _NETWORK_CACHE:
         _NETWORK_CACHE[key] = load_network(info, device)
     return _NETWORK_CACHE[key]
+
+
+def network_loaded(info: ModelInfo, device: torch.device) -> bool:
+    """Whether :func:`get_network` holds this model on this device already."""
+    return (str(info.weights_path), str(device)) in _NETWORK_CACHE
+
+
+def forget_networks(model_folder) -> None:
+    """Drop the cached networks of the model in ``model_folder`` (a temporary folder that is not used again)."""
+    folder = Path(model_folder).resolve()
+    for key in [k for k in _NETWORK_CACHE if Path(k[0]).parent.resolve() == folder]:
+        del _NETWORK_CACHE[key]
 
 
 #: ``--fast`` (one zoom instead of the model's three) gave clinically different answers from the

@@ -69,13 +69,13 @@ def _select_gpu(worker_name) -> None:
 def prepare_worker(options: dict) -> tuple[str, str]:
     """Load the model into this process's cache once; (model label, device type)."""
     global _MODEL_LOADS
-    from ..inference import _NETWORK_CACHE, get_network, pick_device
+    from ..inference import get_network, network_loaded, pick_device
     from ..model.store import find_model
 
     info = find_model(options.get("model"))
     device = pick_device(options.get("device") or "auto")
     with _MODEL_LOCK:
-        if (str(info.weights_path), str(device)) not in _NETWORK_CACHE:
+        if not network_loaded(info, device):
             _MODEL_LOADS += 1
         get_network(info, device)
     return info.label, device.type
