@@ -11,7 +11,8 @@ Cases of the dataset folder become training records with source ``ANN``: annotat
 present in the corrected map plus the labels ``dataset.json`` declares (a declared label absent from a case
 is taken as truly absent, unless the case holds no disc at all - bodies only - or no vertebra at all: then the
 missing class is unknown) plus the labels of the case's original model output (a structure the annotator erased
-is truly absent). Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
+is truly absent). A case exported as a partial map (its provenance's ``annotated_labels``, see
+:mod:`.annotation`) annotates only the labels it holds and those listed there; every other label is unknown. Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
 folder first (labels nearest-neighbour). Validation figures (Dice per level, vertebrae and discs) are
 computed before and after on held-out cases: annotated cases grouped by study (all of them when there is
 only one study, which is then reported), plus the shipped validation split when shipped data are mixed in.
@@ -164,13 +165,13 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
         paths = annotation.case_file_paths(dataset_dir, case_id)
         labels = sitk.ReadImage(str(paths["labels"]))
         present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v}
-        group = case_id
+        provenance = {}
         if paths["provenance"].exists():
             try:
                 provenance = json.loads(paths["provenance"].read_text(encoding="utf-8"))
-                group = provenance.get("source_image", {}).get("StudyInstanceUID") or case_id
             except (OSError, ValueError):
                 pass
+        group = provenance.get("source_image", {}).get("StudyInstanceUID") or case_id
         image_file, label_file = paths["image"], paths["labels"]
         if work_dir is not None:
             target_image = Path(work_dir) / "images" / f"{case_id}.nii.gz"
@@ -188,7 +189,11 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
                     sitk.WriteImage(resampled[1], str(target_labels), True)
                     stamp.write_text(source_stamp)
                     image_file, label_file = target_image, target_labels
-        annotated = present | _in_annotated_classes(declared | _original_labels(paths["original"]), present)
+        stated = provenance.get("annotated_labels")
+        if isinstance(stated, dict):  # a partial map: only what it holds and what the annotator listed
+            annotated = present | {int(value) for value in stated}
+        else:
+            annotated = present | _in_annotated_classes(declared | _original_labels(paths["original"]), present)
         records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(annotated))))
     if not any(set(r.annotated_labels) & set(LABEL_TO_CHANNEL) - {0} for r in records):
         raise InputError(f"{dataset_dir}: no case holds a level the network predicts ({', '.join(map(str, CHANNEL_LABELS[1:]))})")

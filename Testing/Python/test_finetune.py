@@ -338,3 +338,39 @@ def test_export_training_records_the_sha256_of_the_installed_model_it_names(mode
     model = {case: annotation.read_training_case(tmp_path / "ds", case).provenance["model"] for case in "abc"}
     assert model["a"] == model["b"] == {"name": "tiny", "version": "1", "sha256": base.manifest["sha256"]}
     assert model["c"] == {"name": "elsewhere", "version": "3"}  # not installed here: as given
+
+
+def test_a_partial_expert_map_leaves_the_levels_it_does_not_outline_unknown(dataset):
+    """Someone else's expert map outlining some levels only (the shared IVD_11 outlines L1-L2..L5-S1, not the T12-L1 in
+    view) taught every level the dataset declares and the map leaves out as background. Exported with
+    annotated_levels='present', those levels are unknown: the loss is the same whether the network calls them that
+    level or background (the same map under the default rule, for a corrected model output, still teaches background)."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL, NUM_CHANNELS
+    from SpineAnalysisLib.model.dataset import load_training_case
+    from SpineAnalysisLib.model.losses import partial_label_loss
+    from SpineAnalysisLib.model.preprocessing import sagittal_frame
+
+    image_array, labels = spine_phantom(shape=(6, 64, 48), seed=6)
+    image = _sagittal(image_array, spacing=(1.0, 1.0, 4.0))
+    partial = imageio.label_map_like(np.where(np.isin(labels, [23, 123, 24]), labels, 0), image)  # L3 and L3-L4 left out
+    annotation.export_training_case(image, partial, dataset, "expert", annotated_levels="present")
+    annotation.export_training_case(image, partial, dataset, "corrected")
+    records = {r.case_id: r for r in finetune.dataset_records(dataset)}
+    assert records["expert"].annotated_labels == (23, 24, 123)
+    assert records["corrected"].annotated_labels == (22, 23, 24, 122, 123)  # the default rule: declared = absent
+
+    truth = sagittal_frame(image).to_canonical(labels.astype(np.int32))
+    middle = truth.shape[0] // 2
+    channels = np.vectorize(lambda v: LABEL_TO_CHANNEL.get(int(v), 0))(truth[middle])
+    left_out = np.isin(truth[middle], [22, 122])
+    assert left_out.sum() > 200
+
+    def loss(case, classes):
+        logits = 8.0 * torch.nn.functional.one_hot(torch.from_numpy(classes).long(), NUM_CHANNELS).permute(2, 0, 1)[None].float()
+        target = torch.from_numpy(case.target[middle].astype(np.int64))[None]
+        return float(partial_label_loss(logits, target, torch.from_numpy(case.annotated)[None], class_dice_weight=1.0))
+
+    for case_id, same in (("expert", True), ("corrected", False)):
+        case = load_training_case(records[case_id])
+        said_level, said_background = loss(case, channels), loss(case, np.where(left_out, 0, channels))
+        assert (said_level == pytest.approx(said_background, abs=1e-6)) is same, (case_id, said_level, said_background)
