@@ -473,10 +473,11 @@ def finetune(
         }
         partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
         try:
-            store.write_model(partial, state, manifest)
+            written = store.write_model(partial, state, manifest)
             after.update(segmentation_figures(partial, ann_validation, device))  # the model as written (half-precision weights)
             log(f"validation after: {after}")
-            store.write_model(partial, state, manifest)  # the manifest with the after figures; same weights and sha256
+            # the after figures join the manifest; the weights they scored are the ones kept, not written again
+            store.write_manifest(partial, {**written.manifest, "validation": {"before": before, "after": after}})
             with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
                 stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
             shutil.copyfile(run_dir / "log.jsonl", partial / store.TRAINING_LOG)

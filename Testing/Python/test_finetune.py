@@ -374,3 +374,24 @@ def test_a_partial_expert_map_leaves_the_levels_it_does_not_outline_unknown(data
         case = load_training_case(records[case_id])
         said_level, said_background = loss(case, channels), loss(case, np.where(left_out, 0, channels))
         assert (said_level == pytest.approx(said_background, abs=1e-6)) is same, (case_id, said_level, said_background)
+
+
+def test_the_weights_scored_after_finetuning_are_written_once_and_kept(dataset, models, tmp_path):
+    """The new model folder was written twice: once to score it ('validation after'), then weights and manifest
+    again, so the file kept was not the file scored. Now the weights stay as scored and only the manifest gets the
+    after figures."""
+    _, base = models
+    target = tmp_path / "out" / "tuned"
+    scored = {}
+
+    def watch(message):
+        if message.startswith("validation after"):
+            (weights,) = (tmp_path / "out").glob(".tuned.partial-*/weights.pt")
+            scored["stat"] = weights.stat()
+
+    result = finetune.finetune(dataset, target, base_model=str(base.folder), steps=2, log=watch, **FAST)
+    kept = (target / "weights.pt").stat()
+    assert (kept.st_ino, kept.st_mtime_ns, kept.st_size) == (scored["stat"].st_ino, scored["stat"].st_mtime_ns, scored["stat"].st_size)
+    manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sha256"] == store.sha256_of(target / "weights.pt")
+    assert manifest["validation"]["after"] == result.after and result.after["segment_cases"] >= 1
