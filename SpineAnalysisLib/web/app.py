@@ -46,6 +46,13 @@ LAYOUT_ID = "review"
 #: VTK scalar types of integer voxels (vtkType.h: VTK_CHAR ... VTK_UNSIGNED_LONG_LONG)
 INTEGER_TYPES = {2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17}
 SLICE_VIEWS = {"Yellow": "sagittal", "Red": "axial", "Green": "coronal"}
+#: what a page that does not own the case is told was not applied, by the refused trigger's function
+REFUSED_LABELS = {
+    "open_selected": "Open", "upload": "the upload", "start_segmentation": "Segment", "cancel_segmentation": "Cancel",
+    "answer": "the answer to the question", "undo_edit": "Undo", "redo_edit": "Redo", "shift_levels": "the level shift",
+    "rename": "Rename", "jump_to": "the row click", "export_csv": "the CSV download", "export_seg_nrrd": "the .seg.nrrd download",
+    "export_labels": "the labels download", "export_dicom_seg": "the DICOM SEG download",
+}
 
 
 def review_layout() -> Layout:
@@ -63,7 +70,9 @@ def review_layout() -> Layout:
 class ReviewApp(TrameApp):
     def __init__(self, server=None, data_dir: str | None = None, device: str = "auto"):
         super().__init__(server)
-        self.tabs = OneTab()  # one tab shows the views at a time (one render size per view: see tabs.py)
+        # one tab shows and edits the case at a time (one render size per view; the server refuses the others)
+        self.tabs = OneTab(self.server, open_triggers=(self.claim_tab, self.take_over_tab))
+        self.tabs.labels = REFUSED_LABELS
         self.server.add_protocol_to_configure(self.tabs.register)
         self.device = device
         self.data = DataFolder(data_dir)
@@ -125,12 +134,19 @@ class ReviewApp(TrameApp):
         s.dicom_input = False
         s.confirm_open, s.confirm_text = False, ""
         s.unsaved_corrections = False  # mirrors ``unsaved`` for the page
-        s.tab_role = ""  # per page, set by ``claim_tab``: "owner" shows the case, "other" says it is open elsewhere
-        s.client_only("tab_role")
+        # per page (tabs.OneTab): "owner" shows the case; "other" waits, "taken" lost it to another tab; notes:
+        # what of this page was refused or finished at a hand-over
+        s.tab_role, s.tab_notes = "", []
+        s.client_only("tab_role", "tab_notes")
 
-    def claim_tab(self) -> None:
-        """A page has loaded: it shows the case if no other tab does (:class:`.tabs.OneTab`)."""
-        self.tabs.claim()
+    def claim_tab(self, page="", previous_page="") -> None:
+        """A page has loaded or reconnected (``page``: its id, ``previous_page``: the page this tab showed before
+        a reload): it shows the case if no other tab holds it (:mod:`.ownership`)."""
+        self.tabs.claim(page, previous_page)
+
+    def take_over_tab(self, page="") -> None:
+        """*Take over here*: this page gets the case; the former owner's stroke in progress is applied first."""
+        self.tabs.take_over(page)
 
     def _say(self, message: str = "", error: str = "") -> None:
         self.state.message, self.state.error = message, error

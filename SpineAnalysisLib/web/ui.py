@@ -11,11 +11,29 @@ from trame.widgets import vuetify3 as v3
 from trame_vuetify.ui.vuetify3 import SinglePageLayout
 
 OWNER_TAB = "tab_role === 'owner'"  # the page shows the case only in the tab that owns it (tabs.OneTab)
+NOT_OWNER_TAB = "tab_role === 'other' || tab_role === 'taken'"
+# The page's id (made once per page load, kept over reconnections) and the id of the page this tab showed before
+# a reload (sessionStorage is per tab): they tell the server a reconnection or a reload of the owning page
+# (ownership.py). With reconnect=auto in the address trame's own <trame-reconnect> retries by itself.
+PAGE_ID_SCRIPT = """
+if (!window.trame.utils.reviewPage) {
+  let previous = '';
+  const page = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  try { previous = sessionStorage.getItem('spineanalysis-review-page') || ''; sessionStorage.setItem('spineanalysis-review-page', page); } catch (e) {}
+  window.trame.utils.reviewPage = {page, previous};
+  const url = new URL(window.location.href);
+  if (url.searchParams.get('reconnect') !== 'auto') { url.searchParams.set('reconnect', 'auto'); window.history.replaceState({}, document.title, url.toString()); }
+}
+"""
+#: shown when the connection to the server drops (trame's template keys): it reconnects by itself, then claims again
+RECONNECT_TEMPLATE = ('<trame-reconnect message="The connection to the review server was lost: reconnecting (click to retry now)" '
+                      ':max-retry="120" :delay="1000" />')
 
 
 def build_page(app) -> SinglePageLayout:
     """The page: toolbar (open, upload, segment, cancel), the views, the side panel, the table; in a second tab
     only the note that the case is open in another one (:class:`.tabs.OneTab`)."""
+    ctrl = app.server.controller
     with SinglePageLayout(app.server, full_height=True) as page:
         page.title.set_text("SpineAnalysis review")
         with page.toolbar:
@@ -23,10 +41,11 @@ def build_page(app) -> SinglePageLayout:
             with html.Template(v_if=OWNER_TAB):
                 _toolbar(app)
         with page.content:
-            client.ClientTriggers(mounted=app.claim_tab)  # which tab shows the case (tabs.OneTab)
-            html.Div("This case is open in another tab or window of this review server. Only one of them can show and edit it: "
-                     "the server renders each view once, at the size of one window. Close the other one to work here; "
-                     "this tab takes over when it closes.", v_if="tab_role === 'other'", id="other-tab", classes="ma-6 text-h6")
+            client.Script(PAGE_ID_SCRIPT)
+            app.state.trame__template_error = app.state.trame__template_error_reconnect = RECONNECT_TEMPLATE
+            # which tab shows the case (tabs.OneTab); runs again after a reconnection (the page is rebuilt)
+            client.ClientTriggers(mounted=f"trigger('{ctrl.trigger_name(app.claim_tab)}', [utils.reviewPage.page, utils.reviewPage.previous])")
+            _other_tab(app)
             # the window's height below the app bar and above the footer (Vuetify's layout variables), so the
             # views and the table stay in the window whatever the side panel holds (it scrolls)
             with html.Div(v_if=OWNER_TAB, id="page-body",
@@ -34,6 +53,20 @@ def build_page(app) -> SinglePageLayout:
                 _page_body(app, page)
         _confirm_dialog(app)
     return page
+
+
+def _other_tab(app) -> None:
+    """A page that does not own the case: why, and *Take over here* (the other page then stops editing)."""
+    with html.Div(v_if=NOT_OWNER_TAB, id="other-tab", classes="ma-6"):
+        html.Div("This case is open in another tab or window of this review server. Only one of them can show and edit it: "
+                 "the server renders each view once, at the size of one window. Take it over here (the other tab then stops "
+                 "editing), or close the other one: this tab takes over a few seconds after it closes.",
+                 v_if="tab_role === 'other'", id="other-tab-note", classes="text-h6")
+        html.Div("This case was taken over in another tab or window. This tab no longer shows or edits it; everything done "
+                 "here up to the hand-over is in the case the other tab shows.", v_if="tab_role === 'taken'", id="taken-note", classes="text-h6")
+        html.Div("{{ n }}", v_for="n in tab_notes", key="n", classes="text-warning tab-note")
+        v3.VBtn("Take over here", color="primary", classes="mt-4", id="take-over-button",
+                click=f"trigger('{app.server.controller.trigger_name(app.take_over_tab)}', [utils.reviewPage.page])")
 
 
 def _toolbar(app) -> None:
@@ -55,6 +88,7 @@ def _page_body(app, page) -> None:
         html.Span("{{ progress_text }} ", v_if="running", id="progress-text")
         html.Span("{{ message }}", id="message")
         html.Span("{{ error }}", id="error", style="color: #d32f2f; font-weight: bold")
+        html.Span(" {{ tab_notes.join('; ') }}", v_if="tab_notes.length", classes="text-warning tab-note")  # e.g. a stroke applied at a drop
     with html.Div(style="display: flex; flex: 6 1 0; min-height: 300px;"):
         with html.Div(style="flex: 1; display: flex; position: relative;", id="views"):
             app.layout_manager.initialize_layout_grid(page)

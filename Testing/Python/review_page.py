@@ -6,8 +6,10 @@ Shared by Testing/Python/test_web_e2e.py and Testing/Benchmarks/benchmark_web.py
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +55,61 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+class Relay:
+    """A TCP relay in front of the server (``port``): a page opened at ``url`` connects through it, and ``cut()``
+    drops every connection it carries, as a network drop does, while the page stays loaded."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
+        self.lock = threading.Lock()
+        self.carried: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                page_side, _ = self.listener.accept()
+            except OSError:
+                return
+            server_side = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.carried += [page_side, server_side]
+            for source, sink in ((page_side, server_side), (server_side, page_side)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        with self.lock:
+            carried, self.carried = self.carried, []
+        for end in carried:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
 
 
 # -- page helpers ----------------------------------------------------------------------------------

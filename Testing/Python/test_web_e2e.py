@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from chromium_cdp import Chromium, find_chromium  # noqa: E402
 from review_page import (  # noqa: E402
-    REPO, SAMPLE, SAMPLE_LABELS, VIEWS_RENDERED, Server, anterior_stroke, cell, choose, click_element, rect, set_state, shots_folder, slice_positions, type_text,
+    REPO, SAMPLE, SAMPLE_LABELS, VIEWS_RENDERED, Relay, Server, anterior_stroke, cell, choose, click_element, rect, set_state, shots_folder, slice_positions, type_text,
     wait_cell_change,
 )
 
@@ -466,8 +467,9 @@ VIEWS_AT_OWN_SIZE = f"(() => {{ const s = {VIEW_SIZES}; return s.length === 4 &&
 def test_a_second_tab_is_told_the_case_is_open_elsewhere(tmp_path):
     """trame-slicer renders each view once, at one size: a 1600 x 1000 tab opened beside a 900 x 700 one used to
     resize the first one's views (enlarged and cut). Now the second tab says the case is open in another tab and
-    shows no views; the first keeps its own view size and keeps working; when it closes, the second takes over
-    (at its own size), and a reload gets the case back."""
+    shows no views; what it sends by hand (triggers, settings, view sizes, mouse events) is refused by the server;
+    the first keeps its own view size and keeps working; when it closes, the second takes over (at its own size,
+    after the few seconds the case is kept for a reconnection), and a reload gets the case back."""
     server = Server(str(SAMPLE), str(SAMPLE_LABELS), log_folder=tmp_path)
     first = Chromium(CHROMIUM, width=900, height=700)
     second = None
@@ -484,6 +486,34 @@ def test_a_second_tab_is_told_the_case_is_open_elsewhere(tmp_path):
         time.sleep(1.0)  # what the second tab would send (its size: after a 100 ms debounce) has arrived
         assert second.evaluate("document.querySelectorAll('img.image-display-area').length") == 0
         assert second.evaluate("!document.querySelector('#segment-button') && !document.querySelector('#measurements')")
+
+        # what the second tab's page does not offer, sent by hand from it (a hand-crafted client), is refused by
+        # the server: a level shift (twice: logged once), a setting, a view size, a paint stroke in the views
+        brush = first.evaluate("window.trame.state.get('brush_mm')")
+        stroke = ready_to_paint(first, "L4", 2.0, tmp_path / "before_refused.png")
+        volume = cell(first, "L4", "volume_mm3")
+        segments = first.evaluate("window.trame.state.get('segments')")
+        template = second.evaluate("window.trame.state.get('trame__template_main')")
+        shift = re.search(r"id=\"shift-up\"[^>]*trigger\('(trigger__\d+)'", template).group(1)
+        second.evaluate(f"window.trame.trigger('{shift}', [-1])")
+        second.evaluate(f"window.trame.trigger('{shift}', [-1])")
+        second.evaluate("window.trame.state.set('brush_mm', 25)")
+        call = "window.trame.client.getConnection().getSession().call"
+        second.evaluate(f"{call}('trame.rca.size', ['Yellow', 'region', {{w: 1500, h: 1200, p: 1}}])")
+        view = rect(first, ".layout-grid-item img.image-display-area")
+        (x, y0), (_, y1) = ((sx - view["x"], view["h"] - (sy - view["y"])) for sx, sy in (stroke[0], stroke[-1]))  # VTK: y up
+        for kind, y, button in (("LeftButtonPress", y0, 1), ("MouseMove", (y0 + y1) / 2, 1), ("MouseMove", y1, 1), ("LeftButtonRelease", y1, 0)):
+            second.evaluate(f"{call}('trame.rca.event', ['Yellow', 'region', {{type: '{kind}', x: {x}, y: {y}, w: {view['w']}, h: {view['h']}, buttonLeft: {button}}}])")
+        time.sleep(1.5)  # a stroke would be measured 0.15 s after it; a frame at 1500 x 1200 would have come
+        assert first.evaluate("window.trame.state.get('segments')") == segments and cell(first, "L4", "volume_mm3") == volume
+        assert first.evaluate("window.trame.state.get('brush_mm')") == 2.0 and second.evaluate("window.trame.state.get('brush_mm')") == 2.0
+        assert first.evaluate(VIEWS_AT_OWN_SIZE), first.evaluate(VIEW_SIZES)
+        second.wait_for("window.trame.state.get('tab_notes').includes('not applied: the level shift')", 10, "the refusal note")
+        log = (tmp_path / "server.log").read_text()
+        assert log.count("refused trigger shift_levels from a tab that does not own the case") == 1, log[-2000:]
+        assert "refused trame.rca.size" in log and "refused trame.rca.event" in log and "refused state brush_mm" in log
+        set_state(first, "brush_mm", brush)
+        click_element(first, "#tool-none")
 
         # the first tab: still its own view size, and it still works (a row click moves the views)
         axial = slice_positions(first)["axial"]
@@ -506,4 +536,118 @@ def test_a_second_tab_is_told_the_case_is_open_elsewhere(tmp_path):
         for browser in (first, second):
             if browser is not None:
                 browser.close()
+        server.close()
+
+
+def press_and_hold(browser: Chromium, stroke: list[tuple[float, float]]) -> None:
+    """The first part of a drag: pressed at the first point, moved through the others, not released."""
+    (x0, y0), rest = stroke[0], stroke[1:]
+    browser.mouse("mouseMoved", x0, y0)
+    time.sleep(0.05)
+    browser.mouse("mousePressed", x0, y0, buttons=1)
+    for x, y in rest:
+        time.sleep(0.05)
+        browser.mouse("mouseMoved", x, y, button="left", buttons=1)
+
+
+def open_ready_to_paint_L4(browser: Chromium, url: str, shot: Path) -> tuple[list[tuple[float, float]], str]:
+    """Open the page (the sample with its labels), choose L4 and *Paint*; returns a stroke in front of L4 and
+    L4's volume in the table."""
+    browser.navigate(url)
+    browser.wait_for(VIEWS_RENDERED, 60, "4 rendered views in the first tab")
+    browser.wait_for("!!document.querySelector('tr[data-level=\"L4\"]')", 60, "the table")
+    stroke = ready_to_paint(browser, "L4", 2.0, shot)
+    return stroke, cell(browser, "L4", "volume_mm3")
+
+
+def open_waiting(browser: Chromium, url: str) -> None:
+    """Open the page in a tab that finds the case open elsewhere: it waits, with *Take over here*."""
+    browser.navigate(url)
+    browser.wait_for("!!document.querySelector('#take-over-button') && !!document.querySelector('#other-tab-note')", 60, "the waiting tab's button")
+
+
+def test_take_over_here_moves_the_case_and_applies_the_stroke_in_progress(tmp_path):
+    """*Take over here* in the waiting tab: it gets the case at once, with the other tab's stroke still held down
+    applied (Slicer paints on release) and undoable here; the former owner says it was taken over and that its
+    stroke was applied, sends nothing more, and takes the case back with its own button."""
+    server = Server(str(SAMPLE), str(SAMPLE_LABELS), log_folder=tmp_path)
+    first, second = Chromium(CHROMIUM, width=1200, height=900), None
+    try:
+        stroke, before = open_ready_to_paint_L4(first, server.url, tmp_path / "before_take_over.png")
+        second = Chromium(CHROMIUM, width=1600, height=1000)
+        open_waiting(second, server.url)
+
+        press_and_hold(first, stroke)
+        time.sleep(0.5)  # the moves have reached the server (the view's events are throttled to 10 ms)
+        click_element(second, "#take-over-button")
+        second.wait_for(VIEWS_RENDERED, 30, "the second tab's views")
+        second.wait_for(VIEWS_AT_OWN_SIZE, 20, "the second tab's frames at its own size")
+        painted, _delay = wait_cell_change(second, "L4", "volume_mm3", before)
+        assert float(painted) > float(before)
+        # the first tab: taken over, says its stroke was applied, shows no views; its late release changes nothing
+        note = first.wait_for("document.querySelector('#taken-note') && document.querySelector('#taken-note').textContent.trim()", 10, "the taken-over note")
+        assert "taken over in another tab" in note
+        assert "stroke in progress was applied" in first.wait_for("[...document.querySelectorAll('.tab-note')].map(e => e.textContent).join(' ')", 10, "the stroke note")
+        assert first.evaluate("document.querySelectorAll('img.image-display-area').length") == 0
+        first.screenshot(tmp_path / "taken_over.png")
+        first.mouse("mouseReleased", *stroke[-1], buttons=0)
+        time.sleep(1.0)
+        assert cell(second, "L4", "volume_mm3") == painted
+        # one scene: the correction is not downloaded yet (so Segment would ask), and it is undone here
+        assert second.evaluate("!!document.querySelector('#unsaved') && window.trame.state.get('can_undo')")
+        click_element(second, "#undo-button")
+        wait_cell_change(second, "L4", "volume_mm3", painted)
+        assert cell(second, "L4", "volume_mm3") == before
+
+        # the first tab takes it back
+        click_element(first, "#take-over-button")
+        first.wait_for(VIEWS_RENDERED, 30, "the first tab's views again")
+        first.wait_for(VIEWS_AT_OWN_SIZE, 20, "the first tab's frames at its own size")
+        second.wait_for("!!document.querySelector('#taken-note')", 10, "the second tab's taken-over note")
+        assert cell(first, "L4", "volume_mm3") == before and not first.evaluate("document.querySelectorAll('.tab-note').length")
+    finally:
+        for browser in (first, second):
+            if browser is not None:
+                browser.close()
+        server.close()
+
+
+def test_a_dropped_connection_or_a_reload_keeps_the_case_in_its_tab(tmp_path):
+    """The owner's connection drops (cut in a relay) in the middle of a paint stroke while a second tab waits: the
+    stroke is applied as far as it had reached the server, and the page reconnects by itself, still owns the case
+    (the waiting tab is not given it) and says so; a reload keeps the case too."""
+    server = Server(str(SAMPLE), str(SAMPLE_LABELS), log_folder=tmp_path)
+    relay = Relay(server.port)
+    first, second = Chromium(CHROMIUM, width=1200, height=900), None
+    try:
+        stroke, before = open_ready_to_paint_L4(first, relay.url, tmp_path / "before_the_drop.png")
+        second = Chromium(CHROMIUM, width=1200, height=800)
+        open_waiting(second, server.url)
+
+        first.evaluate("document.querySelector('#page-body').dataset.beforeTheDrop = 'yes'")
+        press_and_hold(first, stroke)
+        time.sleep(0.5)
+        relay.cut()
+        first.mouse("mouseReleased", *stroke[-1], buttons=0)  # lost with the connection
+        first.wait_for("!document.querySelector('[data-before-the-drop]')", 20, "the page to notice the drop")
+        first.wait_for(VIEWS_RENDERED, 30, "the views after reconnecting")
+        assert float(wait_cell_change(first, "L4", "volume_mm3", before)[0]) > float(before)
+        assert "stroke in progress when the connection dropped was applied" in \
+            first.wait_for("[...document.querySelectorAll('.tab-note')].map(e => e.textContent).join(' ')", 10, "the stroke note")
+        # owner again (so the waiting tab is not given the case when the 5 s kept for a reconnection end)
+        assert first.evaluate("window.trame.state.get('tab_role')") == "owner" and second.evaluate("!!document.querySelector('#other-tab-note')")
+        axial = slice_positions(first)["axial"]
+        first.wait_for("!!document.querySelector('tr[data-level=\"L3\"]')", 30, "the table")
+        click_row(first, "L3")  # its triggers are accepted: the views move
+        first.wait_for(f"parseFloat(document.querySelector('.slice-position[data-view=\"axial\"]').textContent.split(':')[1]) !== {axial}", 10, "the views to move to L3")
+
+        first.navigate(first.evaluate("window.location.href"))  # a reload of the owning tab
+        first.wait_for(VIEWS_RENDERED, 60, "the views after a reload")
+        assert first.evaluate("window.trame.state.get('tab_role')") == "owner" and second.evaluate("!!document.querySelector('#other-tab-note')")
+        assert "refused" not in (tmp_path / "server.log").read_text()
+    finally:
+        for browser in (first, second):
+            if browser is not None:
+                browser.close()
+        relay.close()
         server.close()

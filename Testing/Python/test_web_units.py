@@ -1,5 +1,5 @@
 """The review page's pure parts (no trame needed): data-folder confinement, uploads, relabel planning,
-job summary, argument checks. The page itself is tested end to end in test_web_e2e.py."""
+job summary, argument checks, which tab owns the case. The page itself is tested end to end in test_web_e2e.py."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from SpineAnalysisLib.web.command import INSTALL_HINT, check_port
 from SpineAnalysisLib.web.files import DataFolder, UploadFolder
 from SpineAnalysisLib.web.job import job_summary
 from SpineAnalysisLib.web.navigation import NotLabelled, where_to_look
+from SpineAnalysisLib.web.ownership import OWNER, TAKEN, WAITING, TabOwnership
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,3 +176,74 @@ def test_a_row_whose_level_is_not_labelled_goes_to_what_it_is_about_or_says_so()
             where_to_look("S1", labelled)
     with pytest.raises(NotLabelled, match="this row is not labelled"):
         where_to_look("", vertebrae)
+
+
+class Clock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_one_tab_owns_the_case_and_another_takes_it_over_on_request():
+    tabs = TabOwnership(grace_s=5.0, clock=Clock())
+    assert tabs.claim("c1", "page A") == {"c1": OWNER}
+    assert tabs.claim("c2", "page B") == {"c2": WAITING}
+    assert tabs.may_change("c1") and not tabs.may_change("c2") and not tabs.may_change(None)
+    assert tabs.claim("c1", "page A") == {"c1": OWNER}  # asking again changes nothing
+    # Take over here: B owns it at once, A is told it was taken (and may take it back)
+    assert tabs.take_over("c2", "page B") == {"c2": OWNER, "c1": TAKEN}
+    assert tabs.may_change("c2") and not tabs.may_change("c1")
+    assert tabs.claim("c1", "page A") == {"c1": TAKEN}  # A reconnecting now still sees it was taken
+    assert tabs.take_over("c1", "page A") == {"c1": OWNER, "c2": TAKEN}
+    assert tabs.take_over("c1", "page A") == {"c1": OWNER}  # the owner taking over: nobody else is told
+
+
+def test_a_dropped_connection_keeps_the_case_for_its_page_until_the_grace_period_ends():
+    clock = Clock()
+    tabs = TabOwnership(grace_s=5.0, clock=clock)
+    tabs.claim("c1", "page A")
+    tabs.claim("c2", "page B")
+    # A's connection drops; A's page reconnects (same page id) within the grace period: A keeps the case
+    tabs.close("c1")
+    assert not tabs.may_change("c2") and tabs.expire() == {}
+    clock.now = 2.0
+    assert tabs.claim("c3", "page A") == {"c3": OWNER}
+    clock.now = 10.0
+    assert tabs.expire() == {}  # nobody is promoted over an owner
+    # A reconnects before the server noticed its old connection closed: one page has one connection, so the
+    # new one owns the case and the old one may no longer change it
+    assert tabs.claim("c4", "page A") == {"c4": OWNER} and not tabs.may_change("c3")
+    tabs.close("c3")
+    assert tabs.may_change("c4")
+    # A reloads (a new page, which names A as the page this tab showed before): it gets the case back
+    tabs.close("c4")
+    clock.now = 11.0
+    assert tabs.claim("c5", "page A2", previous_page="page A") == {"c5": OWNER}
+    # A's tab is closed for good: after the grace period the longest-waiting page gets the case
+    tabs.claim("c6", "page C")
+    tabs.close("c5")
+    clock.now = 12.0
+    assert tabs.expire() == {}
+    assert tabs.claim("c7", "page D") == {"c7": WAITING}  # a new page during the grace period waits too
+    clock.now = 16.5
+    assert tabs.expire() == {"c2": OWNER}
+    assert tabs.waiting == ["c6", "c7"]
+
+
+def test_a_page_whose_case_was_taken_gets_it_back_only_by_taking_it_over():
+    clock = Clock()
+    tabs = TabOwnership(grace_s=5.0, clock=clock)
+    tabs.claim("c1", "page A")
+    tabs.take_over("c2", "page B")
+    tabs.close("c1")  # A drops while B owns: when A's page comes back it is told the case was taken
+    assert tabs.claim("c3", "page A") == {"c3": TAKEN}
+    # B drops and does not come back: after the grace period the waiting A gets the case
+    tabs.close("c2")
+    clock.now = 6.0
+    assert tabs.expire() == {"c3": OWNER}
+    # a reload of a page that is not the owner's does not take the case
+    assert tabs.claim("c4", "page E", previous_page="page B") == {"c4": WAITING}
