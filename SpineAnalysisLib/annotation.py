@@ -17,6 +17,14 @@ Exporting a case writes all of its files into a staging folder inside DATASET fi
 into place (the previous files of the same case are restored if a move fails) and finally rewrites
 ``dataset.json`` atomically. Re-exporting a case replaces that case only; nothing else in the folder is
 touched. Re-exporting without an original keeps the original stored by an earlier export.
+
+What a case annotates (``provenance/<case>.json`` ``annotated_labels``, read by :mod:`.finetune`): by default
+(``null``) the corrected map and every structure ``dataset.json`` declares, so a declared structure the map
+leaves out is taught as absent - right for a corrected model output, where the annotator saw every level. A
+*partial* map (someone else's expert map that outlines only some levels, e.g. the shared IVD cases' five lumbar
+discs) is exported with ``annotated_levels``: the case then annotates only the structures it holds plus those
+listed (known absent), and fine-tuning leaves every other structure unknown (out of every loss term).
+Re-exporting without ``annotated_levels`` keeps the earlier export's statement.
 """
 
 from __future__ import annotations
@@ -118,6 +126,54 @@ def case_segment_names(labels_present) -> dict[int, str]:
         else:
             names[label] = scheme.structure_name(label)
     return names
+
+
+#: ``annotated_levels``: the case annotates only the structures its map holds (a partial map).
+ONLY_PRESENT = "present"
+#: ``annotated_levels``: back to the default rule (the map and every structure dataset.json declares).
+DATASET_RULE = "dataset"
+
+
+def annotated_label_names(spec, present: set[int], previous, names: dict[int, str]) -> dict[int, str] | None:
+    """What a case annotates, as label value -> name, or None for the default rule (see the module docstring).
+
+    ``spec``: None (keep ``previous``, the earlier export's statement), ``"present"`` (only the structures in the
+    map), ``"dataset"`` (the default rule) or structure names / label values, as a list or one comma-separated
+    text ("L1-L2,L5-S1" or "present,T12-L1"), annotated besides those present (a listed one that the map lacks is
+    known absent). ``names``: the case's structure names by value.
+    """
+    if spec is None:
+        if not isinstance(previous, dict):
+            return None
+        listed = {int(value) for value in previous}
+    else:
+        items = [item.strip() for item in spec.split(",")] if isinstance(spec, str) else list(spec)
+        items = [item for item in items if item != ""]
+        if items == [DATASET_RULE]:
+            return None
+        listed = set()
+        for item in items:
+            if item == ONLY_PRESENT:
+                continue
+            listed.add(_structure_value(item))
+    labels = listed | set(present)
+    return {value: names.get(value) or scheme.structure_name(value) for value in sorted(labels, key=scheme.anatomical_rank)}
+
+
+def _structure_value(item) -> int:
+    """A label value of the scheme from a name ("L4-L5") or a value."""
+    if isinstance(item, str) and not item.isdigit():
+        try:
+            return scheme.label_from_name(item)
+        except ValueError:
+            raise InputError(
+                f"annotated level {item!r}: not a structure of the label scheme (give names such as L4, L4-L5, or "
+                f"'{ONLY_PRESENT}' or '{DATASET_RULE}')"
+            ) from None
+    value = int(item)
+    if not scheme.is_known(value):
+        raise InputError(f"annotated level {value}: not a label value of the SpineAnalysis scheme")
+    return value
 
 
 def _as_image(item, what: str) -> sitk.Image:
@@ -301,6 +357,7 @@ def export_training_case(
     image_path: str | os.PathLike | None = None,
     note: str | None = None,
     overwrite: bool = False,
+    annotated_levels=None,
 ) -> ExportResult:
     """Write one corrected case into ``dataset_dir`` (created when missing).
 
@@ -310,7 +367,8 @@ def export_training_case(
     the structure name of a label value in this case (e.g. segment names from Slicer).
     Re-exporting a case of the same image updates it (its history and original are kept). A case id that already
     holds *another* image (two series folders both called "T2_SAG") is refused unless ``overwrite``, which replaces
-    that case as a new one (its history and original dropped).
+    that case as a new one (its history and original dropped). ``annotated_levels`` says what a partial map
+    annotates (:func:`annotated_label_names`; recorded as the provenance's ``annotated_labels``).
     Raises :class:`InputError` (nothing written) for a missing/empty segmentation, a grid mismatch, an
     unwritable folder, a case id taken by another image or a dataset.json that is not SpineAnalysis-compatible.
     """
@@ -363,6 +421,7 @@ def export_training_case(
 
     case_names = case_segment_names(present | (set(np.unique(original_array).tolist()) if original_array is not None else set()))
     case_names.update({int(k): str(v) for k, v in (names or {}).items()})
+    annotates = annotated_label_names(annotated_levels, present, previous.get("annotated_labels"), case_names)
     changes = segment_changes(corrected_array, original_array, case_names)
     now = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     edited = [name for name, item in changes.items() if item.get("status") in ("edited", "added", "removed")]
@@ -387,6 +446,8 @@ def export_training_case(
         "image_grid": {"size": list(image.GetSize()), "spacing_mm": [round(s, 6) for s in image.GetSpacing()]},
         "segments": changes,
         "segment_names": {str(k): v for k, v in sorted(case_names.items()) if k in present},
+        # None: the map and every structure dataset.json declares; else only these (a partial map, others unknown)
+        "annotated_labels": None if annotates is None else {str(k): v for k, v in annotates.items()},
         "edited_structures": edited,
         "changed_voxels_total": int(sum(item.get("changed_voxels", 0) for item in changes.values())),
         "files": {key: str(path.relative_to(dataset_dir)) for key, path in paths.items() if key != "original" or original_array is not None},

@@ -11,7 +11,9 @@ Cases of the dataset folder become training records with source ``ANN``: annotat
 present in the corrected map plus the labels ``dataset.json`` declares (a declared label absent from a case
 is taken as truly absent, unless the case holds no disc at all - bodies only - or no vertebra at all: then the
 missing class is unknown) plus the labels of the case's original model output (a structure the annotator erased
-is truly absent). Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
+is truly absent), except the levels beyond the map's highest and lowest body that the image shows at least in part
+(:func:`levels_beyond_the_ends`: a body the edge cuts, missed and not added, is unknown). A case exported as a partial map (its provenance's ``annotated_labels``, see
+:mod:`.annotation`) annotates only the labels it holds and those listed there; every other label is unknown. Images whose sagittal pixels are not 1 mm are resampled in-plane into the run
 folder first (labels nearest-neighbour). Validation figures (Dice per level, vertebrae and discs) are
 computed before and after on held-out cases: annotated cases grouped by study (all of them when there is
 only one study, which is then reported), plus the shipped validation split when shipped data are mixed in.
@@ -147,6 +149,53 @@ def _in_annotated_classes(labels: set[int], present: set[int]) -> set[int]:
     return {v for v in labels if (has_disc or not scheme.is_disc(v)) and (has_vertebra or not scheme.is_vertebra(v))}
 
 
+#: The k-th vertebra beyond a chain's end counts as (partly) in view when the image reaches ``k - IN_VIEW_PITCHES``
+#: pitches past the end body's centroid: its near half would be inside (a body is about 0.7 of a pitch tall, see
+#: :mod:`.model.chain`); 0.5 errs towards unknown, the safe side.
+IN_VIEW_PITCHES = 0.5
+
+
+def levels_beyond_the_ends(labels: sitk.Image) -> set[int]:
+    """The vertebrae beyond the highest and lowest body of a label map that lie at least partly in the image, and the
+    discs on the way to them (e.g. T11 and T11-T12 above a top T12 with room for part of T11).
+
+    Anatomy puts a vertebra there, so a level the map lacks beyond its ends is not absent, only not outlined: a body
+    the top or bottom edge cuts, that the model missed and the annotator did not add. The room is measured as
+    :func:`.model.chain.room_above_mm` / ``room_below_mm`` do (along the chain's end step, in pitches); fewer than two
+    bodies above the sacrum give no pitch and nothing. ``Testing/DataChecks/edge_levels.py`` on the 63 shared expert
+    body maps: S1 marked below the 55 maps that end at L5 with the sacrum noted in view, nothing below the 8 that end
+    at S1; a top body within 8 rows of the edge removed (8 maps, 10 683-57 956 voxels) comes out unknown in 8/8. The
+    0.5-pitch margin can mark a level whose disc only is in view (VB1_08's T9 above a T10 3 rows from the edge),
+    which costs nothing: the level has no voxels there."""
+    from .model import chain
+
+    frame = sagittal_frame(labels)
+    array = frame.to_canonical(sitk.GetArrayFromImage(labels))
+    bodies = sorted((int(v) for v in np.unique(array) if v and scheme.is_vertebra(int(v))), key=scheme.anatomical_rank)
+    if len(bodies) < 2:
+        return set()
+    spacing = np.asarray(frame.spacing, float)
+    centroids = np.array([np.argwhere(array == body).mean(axis=0) * spacing for body in bodies])
+    names = [scheme.structure_name(body) for body in bodies]
+    extent = [(array.shape[1] - 1) * spacing[1], (array.shape[2] - 1) * spacing[2]]
+    beyond = set()
+    for room_mm, end, step in (
+        (chain.room_above_mm(centroids, names, extent), bodies[0], scheme.previous_vertebra),
+        (chain.room_below_mm(centroids, names, extent), bodies[-1], scheme.next_vertebra),
+    ):
+        room, pitch = room_mm
+        if pitch <= 0:
+            continue
+        level, k = end, 1
+        while (k - IN_VIEW_PITCHES) * pitch < room:
+            following = step(level)
+            if following is None:
+                break
+            beyond |= {following, scheme.disc_label(min((level, following), key=scheme.anatomical_rank))}
+            level, k = following, k + 1
+    return beyond
+
+
 def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> list[CaseRecord]:
     """Training records of an annotation dataset folder (resampled copies go to ``work_dir`` when needed)."""
     dataset_dir = Path(dataset_dir)
@@ -164,13 +213,13 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
         paths = annotation.case_file_paths(dataset_dir, case_id)
         labels = sitk.ReadImage(str(paths["labels"]))
         present = {int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v}
-        group = case_id
+        provenance = {}
         if paths["provenance"].exists():
             try:
                 provenance = json.loads(paths["provenance"].read_text(encoding="utf-8"))
-                group = provenance.get("source_image", {}).get("StudyInstanceUID") or case_id
             except (OSError, ValueError):
                 pass
+        group = provenance.get("source_image", {}).get("StudyInstanceUID") or case_id
         image_file, label_file = paths["image"], paths["labels"]
         if work_dir is not None:
             target_image = Path(work_dir) / "images" / f"{case_id}.nii.gz"
@@ -188,7 +237,13 @@ def dataset_records(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike 
                     sitk.WriteImage(resampled[1], str(target_labels), True)
                     stamp.write_text(source_stamp)
                     image_file, label_file = target_image, target_labels
-        annotated = present | _in_annotated_classes(declared | _original_labels(paths["original"]), present)
+        stated = provenance.get("annotated_labels")
+        if isinstance(stated, dict):  # a partial map: only what it holds and what the annotator listed
+            annotated = present | {int(value) for value in stated}
+        else:
+            original = _original_labels(paths["original"])
+            annotated = present | _in_annotated_classes(declared | original, present)
+            annotated -= levels_beyond_the_ends(labels) - present - original  # not outlined, but in view: unknown
         records.append(CaseRecord(case_id, ANNOTATED_SOURCE, str(group), image_file, label_file, tuple(sorted(annotated))))
     if not any(set(r.annotated_labels) & set(LABEL_TO_CHANNEL) - {0} for r in records):
         raise InputError(f"{dataset_dir}: no case holds a level the network predicts ({', '.join(map(str, CHANNEL_LABELS[1:]))})")
@@ -468,10 +523,11 @@ def finetune(
         }
         partial = Path(tempfile.mkdtemp(prefix=f".{output_model_dir.name}.partial-", dir=output_model_dir.parent))
         try:
-            store.write_model(partial, state, manifest)
+            written = store.write_model(partial, state, manifest)
             after.update(segmentation_figures(partial, ann_validation, device))  # the model as written (half-precision weights)
             log(f"validation after: {after}")
-            store.write_model(partial, state, manifest)  # the manifest with the after figures; same weights and sha256
+            # the after figures join the manifest; the weights they scored are the ones kept, not written again
+            store.write_manifest(partial, {**written.manifest, "validation": {"before": before, "after": after}})
             with open(run_dir / "log.jsonl", "a", encoding="utf-8") as stream:
                 stream.write(json.dumps({"step": steps, "validation_before": before, "validation_after": after}) + "\n")
             shutil.copyfile(run_dir / "log.jsonl", partial / store.TRAINING_LOG)

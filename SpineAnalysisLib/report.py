@@ -147,6 +147,18 @@ def write_report(image: sitk.Image, label_map: sitk.Image, measurements, path: s
     return path
 
 
+#: a level's text is its structure colour mixed with white, on a black box this opaque: every level's text keeps a
+#: WCAG contrast ratio of at least 4.5 (AA) even where the box lies over white CSF or fat (the dark blues and purples
+#: of some levels were unreadable on the earlier, lighter box)
+LEVEL_TEXT_WHITE_SHARE = 0.5
+LEVEL_BOX_ALPHA = 0.8
+
+
+def level_text_colour(label: int) -> tuple[float, float, float]:
+    colour = np.asarray(scheme.structure_color(label), dtype=float)
+    return tuple(colour * (1 - LEVEL_TEXT_WHITE_SHARE) + LEVEL_TEXT_WHITE_SHARE)
+
+
 def draw_report(image: sitk.Image, label_map: sitk.Image, measurements, title: str = "", notes: list[str] | None = None, quality=None,
                 landmarks: dict | None = None):
     """The figure of :func:`write_report` and its image axis (matplotlib, not saved)."""
@@ -183,9 +195,9 @@ def draw_report(image: sitk.Image, label_map: sitk.Image, measurements, title: s
         name = scheme.structure_name(label)
         y = rows.mean() * row_mm
         x_right = cols.max() * col_mm + 8
-        axis.text(x_right, y, level_text(name, values, flagged, scheme.is_disc(label)), color=scheme.structure_color(label), fontsize=8 if scheme.is_disc(label) else 9,
+        axis.text(x_right, y, level_text(name, values, flagged, scheme.is_disc(label)), color=level_text_colour(label), fontsize=8 if scheme.is_disc(label) else 9,
                   va="center", ha="left", fontweight="bold" if scheme.is_vertebra(label) else "normal",
-                  bbox=dict(facecolor="black", alpha=0.55, edgecolor="none", pad=1.5))
+                  bbox=dict(facecolor="black", alpha=LEVEL_BOX_ALPHA, edgecolor="none", pad=1.5))
     axis.set_title("\n".join(title_lines(title, measurements, notes)), fontsize=9, loc="left")
     axis.set_xlabel("anterior → posterior (mm)")
     axis.set_ylabel("superior → inferior (mm)")

@@ -1,6 +1,7 @@
 """The annotators' loop and DICOM interoperability commands.
 
     spineanalysis export-training IMAGE LABELS -o DATASET [--original LABELS] [--case-id ID] [--model NAME]
+                                 [--annotated-levels present|LEVELS|dataset]
     spineanalysis finetune DATASET [-o MODELDIR] [--steps N] [--base MODEL] [--mix-shipped]
     spineanalysis dicom-seg DICOM_FOLDER LABELS -o SEG.dcm [--model NAME] [--edited L4,L4-L5]
     spineanalysis dicom-seg --read SEG.dcm REFERENCE -o LABELS.nii.gz
@@ -32,6 +33,13 @@ def add_commands(commands) -> None:
     export.add_argument("--model", help="model that produced the original, 'name version' or name@version")
     export.add_argument("--annotator", help="who corrected the case (stored in the provenance)")
     export.add_argument("--overwrite", action="store_true", help="replace a case of the same id that holds another image")
+    export.add_argument(
+        "--annotated-levels", metavar="present|LEVELS|dataset",
+        help="a partial map (e.g. someone else's expert map of some levels): 'present' = it annotates only the structures it "
+             "holds, or a comma list of structures it also annotates as absent (L5-S1,T12-L1); fine-tuning leaves every other "
+             "structure unknown. 'dataset' = the default (the map and every structure the dataset declares; one left out is "
+             "absent). Without it a re-export keeps the case's earlier statement",
+    )  # fmt: skip
 
     tune = commands.add_parser("finetune", help="fine-tune a model on an exported dataset folder; writes a new model version")
     tune.add_argument("dataset", help="dataset folder written by export-training")
@@ -114,11 +122,14 @@ def run(args: argparse.Namespace) -> int:
             original = _read_labels(args.original, image) if str(args.original).lower().endswith(".dcm") else imageio.read_image(args.original)
         result = export_training_case(
             image, corrected, args.output, args.case_id, original_label_map=original, model=_installed_model(args.model), annotator=args.annotator, image_path=args.image,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, annotated_levels=args.annotated_levels,
         )
         action = "updated" if result.replaced else "added"
         edited = ", ".join(result.provenance["edited_structures"]) or ("none" if result.provenance["original_available"] else "unknown (no original)")
         print(f"{action} case {result.case_id} in {result.dataset_dir} (edited: {edited})")
+        annotates = result.provenance["annotated_labels"]
+        if annotates is not None:
+            print(f"partial map: annotates {', '.join(annotates.values())} only; fine-tuning leaves every other structure unknown")
         return 0
     if args.command == "finetune":
         if args.summary:  # checked before the run, not after it

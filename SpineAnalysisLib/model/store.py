@@ -26,7 +26,7 @@ from .predict import InferenceSettings
 #: The training history shipped next to a model's weights (every phase's log records, tagged with the phase).
 TRAINING_LOG = "training_log.jsonl"
 
-__all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "retune_model", "sha256_of", "weights_problem", "write_model"]
+__all__ = ["DEFAULT_MODEL", "MANIFEST", "ModelInfo", "export_run", "find_model", "initial_weights", "list_models", "load_network", "model_folders", "read_model_manifest", "retune_model", "sha256_of", "weights_problem", "write_manifest", "write_model"]
 
 
 def weights_problem(info: ModelInfo) -> str:
@@ -84,8 +84,14 @@ def write_model(folder: Path, state_dict: dict, manifest: dict, weights_name: st
     weights = folder / weights_name
     torch.save(compact, weights)
     manifest = dict(manifest, weights=weights_name, sha256=sha256_of(weights), channel_labels=list(CHANNEL_LABELS))
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_manifest(folder, manifest)
     return ModelInfo(manifest["name"], str(manifest["version"]), folder, manifest)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """(Re)write a model folder's manifest only: figures measured on the written model are added without
+    writing its weights again."""
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def export_run(
@@ -191,7 +197,7 @@ def retune_model(
     for path in (source.weights_path, source.folder / TRAINING_LOG):
         if path.is_file() and path.resolve() != (folder / path.name).resolve():
             shutil.copyfile(path, folder / path.name)
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_manifest(folder, manifest)
     return ModelInfo(manifest["name"], str(version), folder, manifest)
 
 

@@ -1,9 +1,11 @@
-"""Batch throughput (cases per hour) with 1 and 2 local Dask workers on a fixed set of small real cases.
+"""Batch throughput (cases per hour) with 1 and 2 local Dask workers on a fixed set of real cases.
 
-    .venv/bin/python Testing/Benchmarks/benchmark_batch.py [--cases 12] [--workers 1 2] [--device cpu]
+    .venv/bin/python Testing/Benchmarks/benchmark_batch.py [--cases 12] [--workers 1 2] [--device cpu] [--full-scans]
 
 Cases: ``--cases`` crops of 14 central sagittal slices (224 x 160 x 14 voxels at 1 mm) of the bundled real sample,
-at different offsets. For each worker count a fresh batch runs on a local cluster (127.0.0.1, one process per
+at different offsets; with ``--full-scans``, whole scans as a cohort holds them: the image cases of the validation
+split of ``../shared/data/lumbar_mri`` (``$SPINEANALYSIS_DATA``), in the split's order, repeated when ``--cases``
+asks for more (a repeated file is a new case to the batch). For each worker count a fresh batch runs on a local cluster (127.0.0.1, one process per
 worker, cores / workers torch threads each) with the shipped model. Printed per run:
 
 * ``processing_cases_per_hour``: cases / (first task submitted -> last result); workers already hold the model.
@@ -43,6 +45,21 @@ def make_cases(folder: Path, count: int) -> Path:
     return folder
 
 
+def link_full_scans(folder: Path, count: int) -> Path:
+    from SpineAnalysisLib.model.dataset import default_data_dir, read_manifest, split_cases
+
+    data = default_data_dir()
+    if not data.is_dir():
+        raise SystemExit(f"--full-scans needs the shared data: {data} is not a folder")
+    _, validation = split_cases(read_manifest(data))
+    images = [record.image_file for record in validation if record.image_file is not None]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        source = images[i % len(images)]
+        (folder / f"case{i:03d}_{source.name}").symlink_to(source)
+    return folder
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -74,6 +91,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", help="model name or folder (default: the shipped model)")
     parser.add_argument("--fast", action="store_true", help="batch --fast (deprecated: now the default settings)")
+    parser.add_argument("--full-scans", action="store_true", help="whole validation-split scans instead of small crops")
     args = parser.parse_args()
 
     from SpineAnalysisLib.batch import run_batch
@@ -83,7 +101,7 @@ def main() -> None:
     info["model"] = find_model(args.model).label
     print(json.dumps({"machine": info}), flush=True)
     with tempfile.TemporaryDirectory(prefix="spineanalysis-bench-") as tmp:
-        cases = make_cases(Path(tmp) / "cases", args.cases)
+        cases = (link_full_scans if args.full_scans else make_cases)(Path(tmp) / "cases", args.cases)
         results = []
         for workers in args.workers:
             started = time.perf_counter()
@@ -91,7 +109,7 @@ def main() -> None:
             total = time.perf_counter() - started
             if result.succeeded != args.cases:
                 raise SystemExit(f"only {result.succeeded} of {args.cases} cases finished; see {result.outdir}/errors.csv")
-            row = {"workers": workers, "threads_per_worker": max(1, info["cores"] // workers), "cases": args.cases, "device": args.device, "fast": args.fast,
+            row = {"workers": workers, "threads_per_worker": max(1, info["cores"] // workers), "cases": args.cases, "device": args.device, "fast": args.fast, "full_scans": args.full_scans,
                    "processing_s": round(result.processing_seconds, 1), "total_s": round(total, 1),
                    "processing_cases_per_hour": round(3600 * args.cases / result.processing_seconds),
                    "end_to_end_cases_per_hour": round(3600 * args.cases / total),

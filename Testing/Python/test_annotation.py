@@ -246,3 +246,29 @@ def test_a_case_id_holding_another_image_is_not_replaced_without_overwrite(case,
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back.image), other_array)
     assert back.original is None and back.provenance["revision"] == 1 and len(back.provenance["history"]) == 1
     assert back.provenance["original_available"] is False
+
+
+def test_cli_records_what_a_partial_map_annotates_and_a_reexport_keeps_it(case, tmp_path, capsys):
+    """An expert map of some levels only (the shared IVD cases outline five lumbar discs) had no way to say so: every
+    structure the dataset declares and the map leaves out was taken as absent. --annotated-levels records it."""
+    image, _, _, labels, _ = case
+    partial = np.where(np.isin(labels, [23, 123, 24]), labels, 0)  # L4, L4-L5, L5 outlined; L3 and L3-L4 in view but not
+    sitk.WriteImage(image, str(tmp_path / "expert.nii.gz"))
+    sitk.WriteImage(imageio.label_map_like(partial, image), str(tmp_path / "partial.nii.gz"))
+    dataset = tmp_path / "dataset"
+    arguments = ["export-training", str(tmp_path / "expert.nii.gz"), str(tmp_path / "partial.nii.gz"), "-o", str(dataset)]
+    assert main(arguments + ["--annotated-levels", "present"]) == 0
+    assert "partial map: annotates L4, L4-L5, L5 only" in capsys.readouterr().out
+    assert annotation.read_training_case(dataset, "expert").provenance["annotated_labels"] == {"23": "L4", "123": "L4-L5", "24": "L5"}
+    # a re-export (e.g. from Slicer, which has no such option) keeps the statement; listed levels are annotated as absent
+    annotation.export_training_case(image, imageio.label_map_like(partial, image), dataset, "expert")
+    assert annotation.read_training_case(dataset, "expert").provenance["annotated_labels"] == {"23": "L4", "123": "L4-L5", "24": "L5"}
+    assert main(arguments + ["--annotated-levels", "present,L5-S1"]) == 0
+    assert list(annotation.read_training_case(dataset, "expert").provenance["annotated_labels"].values()) == ["L4", "L4-L5", "L5", "L5-S1"]
+    assert main(arguments + ["--annotated-levels", "dataset"]) == 0  # back to the default rule
+    assert annotation.read_training_case(dataset, "expert").provenance["annotated_labels"] is None
+    before = _tree(dataset)
+    assert main(arguments + ["--annotated-levels", "L4-L6"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("spineanalysis: error: annotated level 'L4-L6': not a structure") and "\n" not in error
+    assert _tree(dataset) == before

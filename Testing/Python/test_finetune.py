@@ -338,3 +338,93 @@ def test_export_training_records_the_sha256_of_the_installed_model_it_names(mode
     model = {case: annotation.read_training_case(tmp_path / "ds", case).provenance["model"] for case in "abc"}
     assert model["a"] == model["b"] == {"name": "tiny", "version": "1", "sha256": base.manifest["sha256"]}
     assert model["c"] == {"name": "elsewhere", "version": "3"}  # not installed here: as given
+
+
+def _loss_as_level_and_as_background(record, truth, left_out):
+    """The real training loss of one slice of ``record``'s training case for a network that calls the ``left_out``
+    structures of ``truth`` (scheme labels, canonical frame) by their level, and for one that calls them background."""
+    from SpineAnalysisLib.model.classes import LABEL_TO_CHANNEL, NUM_CHANNELS
+    from SpineAnalysisLib.model.dataset import load_training_case
+    from SpineAnalysisLib.model.losses import partial_label_loss
+
+    case = load_training_case(record)
+    middle = truth.shape[0] // 2
+    channels = np.vectorize(lambda v: LABEL_TO_CHANNEL.get(int(v), 0))(truth[middle])
+    mask = np.isin(truth[middle], list(left_out))
+    assert mask.sum() >= 80  # at least one structure of the slice
+
+    def loss(classes):
+        logits = 8.0 * torch.nn.functional.one_hot(torch.from_numpy(classes).long(), NUM_CHANNELS).permute(2, 0, 1)[None].float()
+        target = torch.from_numpy(case.target[middle].astype(np.int64))[None]
+        return float(partial_label_loss(logits, target, torch.from_numpy(case.annotated)[None], class_dice_weight=1.0))
+
+    return loss(channels), loss(np.where(mask, 0, channels))
+
+
+def test_a_partial_expert_map_leaves_the_levels_it_does_not_outline_unknown(dataset):
+    """Someone else's expert map outlining some levels only (the shared IVD_11 outlines L1-L2..L5-S1, not the T12-L1 in
+    view) taught every level the dataset declares and the map leaves out as background. Exported with
+    annotated_levels='present', those levels are unknown: the loss is the same whether the network calls them that
+    level or background (the same map under the default rule, for a corrected model output, still teaches background)."""
+    from SpineAnalysisLib.model.preprocessing import sagittal_frame
+
+    image_array, labels = spine_phantom(shape=(6, 64, 48), seed=6)
+    image = _sagittal(image_array, spacing=(1.0, 1.0, 4.0))
+    partial = imageio.label_map_like(np.where(labels == 123, labels, 0), image)  # L4-L5 outlined; the L3-L4 in view is not
+    annotation.export_training_case(image, partial, dataset, "expert", annotated_levels="present")
+    annotation.export_training_case(image, partial, dataset, "corrected")
+    records = {r.case_id: r for r in finetune.dataset_records(dataset)}
+    assert records["expert"].annotated_labels == (123,)
+    assert records["corrected"].annotated_labels == (122, 123)  # the default rule: declared = absent (no body: bodies unknown)
+    truth = sagittal_frame(image).to_canonical(labels.astype(np.int32))
+    for case_id, same in (("expert", True), ("corrected", False)):
+        said_level, said_background = _loss_as_level_and_as_background(records[case_id], truth, {122})
+        assert (said_level == pytest.approx(said_background, abs=1e-6)) is same, (case_id, said_level, said_background)
+
+
+def test_a_body_the_edge_cuts_that_was_missed_and_not_added_is_unknown(dataset):
+    """A body at the top edge of the image that the model missed and the annotator did not add was taught as background
+    because another case declares its level. Beyond the highest (lowest) body the anatomy puts another vertebra, so a
+    level the map lacks there, at least partly in view, is unknown; one the annotator erased stays known absent."""
+    from SpineAnalysisLib.model.preprocessing import sagittal_frame
+
+    image_array, labels = spine_phantom(shape=(6, 64, 48), seed=8)
+    image_array, labels = image_array[:, 8:, :], labels[:, 8:, :]  # the top edge cuts L3: 6 of its 10 rows in view
+    image = _sagittal(image_array, spacing=(1.0, 1.0, 4.0))
+    missed = np.where(np.isin(labels, [22, 122]), 0, labels)  # the model missed L3 and L3-L4; the annotator left them
+    annotation.export_training_case(image, imageio.label_map_like(missed, image), dataset, "edge",
+                                    original_label_map=imageio.label_map_like(missed, image))  # fmt: skip
+    erased = np.where(labels == 122, 0, labels)  # the model's L3 there, erased by the annotator as not a vertebra
+    erased[erased == 22] = 0
+    annotation.export_training_case(image, imageio.label_map_like(erased, image), dataset, "erased",
+                                    original_label_map=imageio.label_map_like(np.where(labels == 122, 0, labels), image))  # fmt: skip
+    records = {r.case_id: r for r in finetune.dataset_records(dataset)}
+    assert records["edge"].annotated_labels == (23, 24, 123)
+    assert records["erased"].annotated_labels == (22, 23, 24, 123)  # erased: absent; L3-L4, never there, unknown
+    assert records["case0"].annotated_labels == (22, 23, 24, 122, 123)  # a whole map keeps its declared levels
+    truth = sagittal_frame(image).to_canonical(labels.astype(np.int32))
+    said_level, said_background = _loss_as_level_and_as_background(records["edge"], truth, {22, 122})
+    assert said_level == pytest.approx(said_background, abs=1e-6)
+    said_level, said_background = _loss_as_level_and_as_background(records["erased"], truth, {22})
+    assert said_level > said_background + 0.01
+
+
+def test_the_weights_scored_after_finetuning_are_written_once_and_kept(dataset, models, tmp_path):
+    """The new model folder was written twice: once to score it ('validation after'), then weights and manifest
+    again, so the file kept was not the file scored. Now the weights stay as scored and only the manifest gets the
+    after figures."""
+    _, base = models
+    target = tmp_path / "out" / "tuned"
+    scored = {}
+
+    def watch(message):
+        if message.startswith("validation after"):
+            (weights,) = (tmp_path / "out").glob(".tuned.partial-*/weights.pt")
+            scored["stat"] = weights.stat()
+
+    result = finetune.finetune(dataset, target, base_model=str(base.folder), steps=2, log=watch, **FAST)
+    kept = (target / "weights.pt").stat()
+    assert (kept.st_ino, kept.st_mtime_ns, kept.st_size) == (scored["stat"].st_ino, scored["stat"].st_mtime_ns, scored["stat"].st_size)
+    manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["sha256"] == store.sha256_of(target / "weights.pt")
+    assert manifest["validation"]["after"] == result.after and result.after["segment_cases"] >= 1

@@ -211,6 +211,40 @@ def test_report_png_labels_the_pfirrmann_grade_an_estimate_and_cuts_no_title_lin
     assert report.ESTIMATE_TEXT not in " ".join(report.title_lines("case.nii.gz", rows[:1]))  # only when a grade is shown
 
 
+def _wcag_contrast(first, second) -> float:
+    """WCAG 2.x contrast ratio of two sRGB colours (components 0-1)."""
+
+    def luminance(colour):
+        c = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in colour[:3]]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_report_level_texts_are_readable_over_bright_tissue():
+    """The bundled sample's report showed L1 (dark blue), L2 and L4 in their structure colours on a 55 % black box over
+    bright CSF: contrast 1.1-2.0, unreadable. Every level's drawn text must keep WCAG AA contrast (4.5) against its
+    box where the box lies over white."""
+    from matplotlib import colors
+
+    from SpineAnalysisLib import report
+
+    phantom = ph.build_spine(levels=(19, 20, 21, 22, 23, 24, 26), heights=24.0, csf=True)
+    label_map, image = ph.render_phantom(phantom, (1.0, 1.0, 1.0), ph.SAGITTAL_STACK)
+    figure, axis = report.draw_report(image, label_map, measure_case(image, label_map), title="phantom")
+    texts = [t for t in axis.texts if t.get_bbox_patch() is not None]
+    assert len(texts) == 7 + 6, [t.get_text() for t in axis.texts]  # 7 bodies, 6 discs
+    for text in texts:
+        box = text.get_bbox_patch()
+        alpha = box.get_alpha() if box.get_alpha() is not None else colors.to_rgba(box.get_facecolor())[3]
+        box_over_white = [c * alpha + (1 - alpha) for c in colors.to_rgb(box.get_facecolor())]
+        assert _wcag_contrast(colors.to_rgb(text.get_color()), box_over_white) >= 4.5, text.get_text()
+    for label in scheme.all_labels():  # every structure, also those the phantom does not hold
+        colour = report.level_text_colour(label)
+        assert _wcag_contrast(colour, [1 - report.LEVEL_BOX_ALPHA] * 3) >= 4.5, scheme.structure_name(label)
+
+
 def test_structured_export_carries_the_same_flags_and_the_quality_status(tmp_path):
     """export-measurements (the registry CSV with DICOM identifiers) had no reference, flag or quality column: a
     flagged disc or a failed case read like any other there."""
