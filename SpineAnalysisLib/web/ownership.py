@@ -9,9 +9,11 @@ replaced in the same tab, kept in the tab's ``sessionStorage``, tells a reload).
 - The first page that claims owns the case; a later one waits ("other").
 - *Take over here* in a waiting page moves the case to it at once; the former owner is told it was taken
   ("taken") and may take it back the same way.
-- A dropped connection keeps the case for its page for :data:`RECONNECT_GRACE_S`: the same page reconnecting
-  (same page id), or reloaded in the same tab (its previous id), gets it back if nobody took it over meanwhile.
-  After that the page that has waited longest gets it.
+- A dropped connection keeps the case for its page for :data:`RECONNECT_GRACE_S` against the pages that were
+  waiting: the same page reconnecting (same page id), or reloaded in the same tab (its previous id), gets it back
+  if nobody took it over meanwhile. After that the page that has waited longest gets it. A page that opens while
+  nobody holds the case gets it at once (a tab closed and the address opened again); the dropped page, when it
+  comes back, is then told the case was taken over.
 """
 
 from __future__ import annotations
@@ -44,15 +46,15 @@ class TabOwnership:
         self.pages[connection] = page
         if connection == self.owner:
             return {connection: OWNER}
-        same_page = page == self.owner_page
-        reloaded = self.owner is None and previous_page and previous_page == self.owner_page
-        if self.owner is None and (self.owner_page is None or same_page or reloaded or self._grace_over()):
+        if self.owner is None and connection not in self.waiting:
+            # nobody holds the case: a page that opens (or the owner's page coming back) gets it; only the pages
+            # that were already waiting wait for the grace period (:meth:`expire`), so a dropped page keeps it
             return self._give(connection)
-        if same_page:  # its old connection is not closed yet, but a page has one connection: that one is dead
+        if page == self.owner_page:  # its old connection is not closed yet, but a page has one connection: that one is dead
             return self._give(connection)
         if connection not in self.waiting:
             self.waiting.append(connection)
-        return {connection: TAKEN if page in self.taken_pages else WAITING}
+        return {connection: TAKEN if {page, previous_page} & self.taken_pages else WAITING}
 
     def take_over(self, connection: str, page: str) -> dict[str, str]:
         """*Take over here*: this page owns the case from now on; the former owner's page is told so."""
@@ -60,7 +62,6 @@ class TabOwnership:
         former = self.owner
         told = self._give(connection)
         if former is not None and former != connection:
-            self.taken_pages.add(self.pages.get(former, ""))
             self.waiting.append(former)
             told[former] = TAKEN
         return told
@@ -84,7 +85,10 @@ class TabOwnership:
         return self.released_at is not None and self.clock() - self.released_at >= self.grace_s
 
     def _give(self, connection: str) -> dict[str, str]:
-        self.owner, self.owner_page, self.released_at = connection, self.pages.get(connection), None
+        page = self.pages.get(connection)
+        if self.owner_page is not None and self.owner_page != page:  # told so when it comes back
+            self.taken_pages.add(self.owner_page)
+        self.owner, self.owner_page, self.released_at = connection, page, None
         if connection in self.waiting:
             self.waiting.remove(connection)
         self.taken_pages.discard(self.owner_page)

@@ -124,7 +124,9 @@ class OneTab(LinkProtocol):
 
     def _track(self, view: str, event) -> None:
         """Keep the owner's buttons held down (and where), so a hand-over can release them."""
-        kind = str(event.get("type", "")) if isinstance(event, dict) else ""
+        if not isinstance(event, dict):
+            return
+        kind = str(event.get("type", ""))
         if kind.endswith("Press"):
             self._held[view] = dict(event)
         elif kind.endswith("Release"):

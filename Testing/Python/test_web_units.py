@@ -228,10 +228,22 @@ def test_a_dropped_connection_keeps_the_case_for_its_page_until_the_grace_period
     tabs.close("c5")
     clock.now = 12.0
     assert tabs.expire() == {}
-    assert tabs.claim("c7", "page D") == {"c7": WAITING}  # a new page during the grace period waits too
     clock.now = 16.5
     assert tabs.expire() == {"c2": OWNER}
-    assert tabs.waiting == ["c6", "c7"]
+    assert tabs.waiting == ["c6"]
+    assert tabs.claim("c7", "page A3", previous_page="page A2") == {"c7": TAKEN}  # A's page is told it was given on
+
+
+def test_a_page_that_opens_while_nobody_holds_the_case_gets_it_at_once():
+    """A tab closed and the address opened again in a new one: no wait (the grace period holds off only the pages
+    that were already waiting); the closed page, if it comes back, is told the case was taken over."""
+    clock = Clock()
+    tabs = TabOwnership(grace_s=5.0, clock=clock)
+    tabs.claim("c1", "page A")
+    tabs.close("c1")
+    clock.now = 0.5
+    assert tabs.claim("c2", "page B") == {"c2": OWNER}
+    assert tabs.claim("c3", "page A") == {"c3": TAKEN}
 
 
 def test_a_page_whose_case_was_taken_gets_it_back_only_by_taking_it_over():
@@ -245,5 +257,6 @@ def test_a_page_whose_case_was_taken_gets_it_back_only_by_taking_it_over():
     tabs.close("c2")
     clock.now = 6.0
     assert tabs.expire() == {"c3": OWNER}
-    # a reload of a page that is not the owner's does not take the case
-    assert tabs.claim("c4", "page E", previous_page="page B") == {"c4": WAITING}
+    # a reload of B's tab (B was given the case on) does not take the case back: it is told it was taken over
+    assert tabs.claim("c4", "page E", previous_page="page B") == {"c4": TAKEN}
+    assert tabs.claim("c5", "page F") == {"c5": WAITING} and tabs.may_change("c3")
