@@ -203,6 +203,8 @@ class SpineAnalysisParameterNode:
     table - the measurement table.
     sex, age - for normative z-scores ("unknown" / 0: not used).
     autoUpdate - recompute the measurements of edited levels after each change.
+    partialMap, alsoAnnotated - "Export training case" of a partial map: only the structures present (and those
+        listed) are annotated; fine-tuning leaves every other structure unknown (``exports.annotatedLevels``).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -213,6 +215,8 @@ class SpineAnalysisParameterNode:
     sex: Annotated[str, Choice(list(SEXES)), Default("unknown")]
     age: Annotated[int, WithinRange(0, 120), Default(0)]
     autoUpdate: Annotated[bool, Default(True)]
+    partialMap: Annotated[bool, Default(False)]
+    alsoAnnotated: Annotated[str, Default("")]
 
 
 #
@@ -380,6 +384,7 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.measureButton.enabled = hasSegmentation and hasVolume and not running
         self.ui.exportCsvButton.enabled = bool(parameters and parameters.table) and not running
         self.ui.exportTrainingCaseButton.enabled = hasSegmentation and hasVolume and not running
+        self.ui.alsoAnnotatedLineEdit.enabled = bool(parameters and parameters.partialMap)  # not used unless checked
         fromDicom = hasVolume and self.logic.hasDicomSource(parameters.inputVolume)
         self.ui.saveDicomSegButton.enabled = hasSegmentation and fromDicom and not running
         self.ui.saveDicomSegButton.toolTip = (
@@ -502,10 +507,16 @@ class SpineAnalysisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             self.ui.trainingDatasetPathLineEdit.currentPath = folder
         with self._errors.action(_("Failed to export the training case."), waitCursor=True):
-            result = self.logic.exportTrainingCase(parameters.segmentation, parameters.inputVolume, folder, self.ui.caseIdLineEdit.text.strip() or None)
+            result = self.logic.exportTrainingCase(
+                parameters.segmentation, parameters.inputVolume, folder, self.ui.caseIdLineEdit.text.strip() or None,
+                partialMap=parameters.partialMap, alsoAnnotated=parameters.alsoAnnotated,
+            )
             self.ui.trainingDatasetPathLineEdit.addCurrentPathToHistory()
             edited = ", ".join(result.provenance["edited_structures"]) or (_("none") if result.provenance["original_available"] else _("unknown (no model output kept)"))
             self._log(_("Exported case {case} to {folder}; edited: {edited}").format(case=result.case_id, folder=folder, edited=edited))
+            note = self.logic.partialMapNote(result, parameters.partialMap)
+            if note:
+                self._log(note)
 
     # -- actions --------------------------------------------------------------------------------------
     def onLoadDicomFolderButton(self) -> None:
@@ -839,6 +850,7 @@ class SpineAnalysisLogic(ScriptedLoadableModuleLogic):
 
     saveSegmentation = staticmethod(exports.saveSegmentation)
     exportTrainingCase = staticmethod(exports.exportTrainingCase)
+    partialMapNote = staticmethod(exports.partialMapNote)
     hasDicomSource = staticmethod(dicomsource.hasDicomSource)
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import SimpleITK as sitk
 import slicer
@@ -12,6 +13,7 @@ from SpineAnalysisLib import annotation
 from SpineAnalysisLib import dicomseg as spineDicomSeg
 from SpineAnalysisLib import errors as spineErrors
 from SpineAnalysisLib import imageio as spineIO
+from SpineAnalysisLib import labels as scheme
 from SpineAnalysisLib import measurements_export
 
 from . import dicomsource, labelmaps, modeloutput, segments, table, volumes
@@ -118,15 +120,51 @@ def _namesByLabel(segmentationNode) -> dict:
     return {label: names[sid] for sid, label in segments.segmentLabels(segmentationNode).items()}
 
 
-def exportTrainingCase(segmentationNode, volumeNode, datasetDirectory: str, caseId=None, annotator=None):
+def annotatedLevels(partialMap: bool, alsoAnnotated: str = ""):
+    """The ``annotated_levels`` of ``annotation.export_training_case`` for the module's *Partial map* choice.
+
+    Unchecked: None, the default rule (every structure the dataset declares and the map leaves out is taught as
+    absent), or for a re-exported case the statement of its earlier export. Checked: the case annotates only the
+    structures its segmentation holds plus ``alsoAnnotated`` (level names separated by commas or spaces, known
+    absent where not outlined); fine-tuning leaves every other structure unknown. A name that is not a level of the
+    scheme raises ``InputError`` before anything is written.
+    """
+    if not partialMap:
+        return None
+    listed = [item for item in re.split(r"[,;\s]+", alsoAnnotated or "") if item]
+    for item in listed:
+        try:
+            scheme.label_from_name(item)
+        except ValueError:
+            raise spineErrors.InputError(
+                _("'{item}' under 'Also annotated' is not a level name of the scheme (e.g. T12-L1, L5-S1)").format(item=item)
+            ) from None
+    return [annotation.ONLY_PRESENT, *listed]
+
+
+def partialMapNote(result, partialMap: bool) -> str:
+    """One line on what an exported case annotates when it is a partial map ("" under the default rule); says when
+    the statement was kept from the case's earlier export (the box was unchecked)."""
+    annotates = result.provenance.get("annotated_labels")
+    if annotates is None:
+        return ""
+    text = _("Partial map: annotates {names} only; fine-tuning leaves every other structure unknown").format(names=", ".join(annotates.values()))
+    if not partialMap:
+        text += " " + _("(kept from the case's earlier export; the command line's export-training --annotated-levels dataset undoes it)")
+    return text
+
+
+def exportTrainingCase(segmentationNode, volumeNode, datasetDirectory: str, caseId=None, annotator=None, partialMap: bool = False, alsoAnnotated: str = ""):
     """Write the corrected segmentation, the volume and the model's original output into a training dataset
-    folder (``SpineAnalysisLib.annotation.export_training_case``); returns its ``ExportResult``."""
+    folder (``SpineAnalysisLib.annotation.export_training_case``); returns its ``ExportResult``.
+    ``partialMap``/``alsoAnnotated``: what a partial map annotates (:func:`annotatedLevels`)."""
     if segmentationNode is None or not segments.segmentLabels(segmentationNode):
         raise spineErrors.InputError(_("there is no segmentation to export: segment or load one first"))
     if volumeNode is None:
         raise spineErrors.InputError(_("select the input volume"))
     if not datasetDirectory:
         raise spineErrors.InputError(_("choose a dataset folder"))
+    annotated = annotatedLevels(partialMap, alsoAnnotated)
     segments.refuseUnnamedSegments(segmentationNode, volumeNode)
     image = volumes.volumeNodeToSitk(volumeNode)
     corrected = labelmaps.segmentationToLabelMap(segmentationNode, volumeNode)
@@ -135,7 +173,8 @@ def exportTrainingCase(segmentationNode, volumeNode, datasetDirectory: str, case
         original = None  # the volume was moved or resampled after segmentation: the voxels no longer correspond
     caseId = caseId or annotation.case_id_from_path(volumeNode.GetName() or "case")
     return annotation.export_training_case(
-        image, corrected, datasetDirectory, caseId, original_label_map=original, model=model, annotator=annotator, names=_namesByLabel(segmentationNode)
+        image, corrected, datasetDirectory, caseId, original_label_map=original, model=model, annotator=annotator, names=_namesByLabel(segmentationNode),
+        annotated_levels=annotated,
     )
 
 

@@ -232,3 +232,55 @@ def test_a_painted_segment_without_a_level_name_is_not_dropped_silently(logic, p
     result = logic.exportTrainingCase(segmentation, volume, str(tmp_path / "d"))
     back = annotation.read_training_case(tmp_path / "d", result.case_id)
     assert int((sitk.GetArrayFromImage(back.labels) == 123).sum()) == int((truth == 123).sum())
+
+
+def _keep_only(logic, segmentation, names):
+    """The annotator's partial map: every other segment deleted."""
+    segments = segmentation.GetSegmentation()
+    for index in reversed(range(segments.GetNumberOfSegments())):
+        segment = segments.GetNthSegment(index)
+        if segment.GetName() not in names:
+            segments.RemoveSegment(logic.segmentIdByName(segmentation, segment.GetName()))
+
+
+def test_partial_map_choice_is_recorded_kept_on_reexport_and_refuses_a_bad_level(logic, phantom, tmp_path):
+    """The module's *Partial map* box (parameter node ``partialMap``, ``alsoAnnotated``) reaches the provenance's
+    annotated_labels; unchecked, a re-export keeps the earlier statement and says so; a bad name writes nothing."""
+    parameters = logic.getParameterNode()
+    assert (parameters.partialMap, parameters.alsoAnnotated) == (False, "")  # default: today's behaviour
+    volume, segmentation = logic.loadInputs(phantom[0], phantom[1])
+    _keep_only(logic, segmentation, {"L4-L5"})
+    dataset = str(tmp_path / "dataset")
+    with pytest.raises(InputError, match="'L4-L6' under 'Also annotated'"):
+        logic.exportTrainingCase(segmentation, volume, dataset, "expert", partialMap=True, alsoAnnotated="L3-L4, L4-L6")
+    assert not (tmp_path / "dataset").exists()
+
+    parameters.partialMap, parameters.alsoAnnotated = True, "L3-L4 L5-S1"
+    result = logic.exportTrainingCase(segmentation, volume, dataset, "expert", partialMap=parameters.partialMap, alsoAnnotated=parameters.alsoAnnotated)
+    assert result.provenance["annotated_labels"] == {"122": "L3-L4", "123": "L4-L5", "124": "L5-S1"}
+    assert logic.partialMapNote(result, True) == (
+        "Partial map: annotates L3-L4, L4-L5, L5-S1 only; fine-tuning leaves every other structure unknown"
+    )
+    again = logic.exportTrainingCase(segmentation, volume, dataset, "expert")  # box unchecked: the statement is kept
+    assert again.provenance["annotated_labels"] == result.provenance["annotated_labels"] and again.provenance["revision"] == 2
+    assert "kept from the case's earlier export" in logic.partialMapNote(again, False)
+    only = logic.exportTrainingCase(segmentation, volume, dataset, "expert", partialMap=True)  # checked, nothing listed
+    assert only.provenance["annotated_labels"] == {"123": "L4-L5"}
+    whole = logic.exportTrainingCase(segmentation, volume, dataset, "corrected", alsoAnnotated="L3-L4")  # unused unless checked
+    assert whole.provenance["annotated_labels"] is None and logic.partialMapNote(whole, False) == ""
+
+
+def test_a_partial_map_from_slicer_leaves_the_levels_it_does_not_outline_unknown_for_finetuning(logic, phantom, tmp_path):
+    """The same disc-only map exported from Slicer with and without *Partial map*: fine-tuning's records (what each
+    case annotates) leave the L3-L4 it does not outline unknown, or teach it as absent (the default rule)."""
+    finetune = pytest.importorskip("SpineAnalysisLib.finetune")  # needs torch
+    volume, segmentation = logic.loadInputs(phantom[0], phantom[1])
+    dataset = str(tmp_path / "dataset")
+    logic.exportTrainingCase(segmentation, volume, dataset, "whole")  # declares L3..L5 and both discs
+    _keep_only(logic, segmentation, {"L4-L5"})
+    logic.exportTrainingCase(segmentation, volume, dataset, "expert", partialMap=True)
+    logic.exportTrainingCase(segmentation, volume, dataset, "expert-listed", partialMap=True, alsoAnnotated="L3-L4")
+    logic.exportTrainingCase(segmentation, volume, dataset, "corrected")
+    records = {r.case_id: r.annotated_labels for r in finetune.dataset_records(dataset)}
+    assert records["expert"] == (123,)
+    assert records["expert-listed"] == records["corrected"] == (122, 123)  # L3-L4 taught as absent

@@ -151,3 +151,16 @@ def test_signal_connections_in_python_use_qt_signal_syntax():
     text = MODULE_FILE.read_text(encoding="utf-8")
     for signal in re.findall(r'\.connect\("([^"]+)"', text):
         assert re.fullmatch(r"[A-Za-z]+\([A-Za-z*]*\)", signal), signal
+
+
+def test_export_training_case_passes_the_partial_map_choice_and_says_what_it_changes(ui_tree):
+    """The widget cannot run here: the button handler must hand the parameter node's partialMap/alsoAnnotated to
+    the Logic's export (tested on MRML in test_slicer_annotation.py), and the box must say what it changes."""
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    (handler,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "onExportTrainingCaseButton"]
+    (call,) = [n for n in ast.walk(handler) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "exportTrainingCase"]
+    passed = {k.arg: ast.unparse(k.value) for k in call.keywords}
+    assert passed == {"partialMap": "parameters.partialMap", "alsoAnnotated": "parameters.alsoAnnotated"}
+    (box,) = [w for w in ui_tree.iter("widget") if w.get("name") == "partialMapCheckBox"]
+    tip = next(p.findtext("string") for p in box.findall("property") if p.get("name") == "toolTip")
+    assert "fine-tuning leaves every other structure unknown" in tip and "taught as absent" in tip
