@@ -67,11 +67,14 @@ def _select_gpu(worker_name) -> None:
 
 
 def prepare_worker(options: dict) -> tuple[str, str]:
-    """Load the model into this process's cache once; (model label, device type)."""
+    """Load the model into this process's cache once and keep freed memory for the next case (:mod:`..heap`);
+    (model label, device type)."""
     global _MODEL_LOADS
+    from ..heap import keep_freed_memory
     from ..inference import get_network, network_loaded, pick_device
     from ..model.store import find_model
 
+    keep_freed_memory()
     info = find_model(options.get("model"))
     device = pick_device(options.get("device") or "auto")
     with _MODEL_LOCK:

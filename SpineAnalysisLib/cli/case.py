@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..heap import keep_freed_memory
 from ..outputs import LABEL_MAP_SUFFIXES, check_output_file, check_output_folder
 from ..settings import RunSettings, Subject
 from .options import add_label_scheme_options, add_model_options, add_overwrite_option, add_subject_options, progress_printer
@@ -71,6 +72,7 @@ def _segment(args: argparse.Namespace) -> int:
         check_output_file(args.summary, (".json",), args.overwrite, option="--summary", what="summary")
     image = imageio.read_scan(args.image)
     _check_device(settings)
+    keep_freed_memory()
     from ..inference import segment_image
 
     result = segment_image(image, settings.model, settings.device, progress_printer(args.progress), threads=settings.threads, fast=settings.fast)
@@ -104,6 +106,7 @@ def _analyze(args: argparse.Namespace) -> int:
     image = imageio.read_scan(args.image)
     imageio.check_finite(image, args.image)  # (again in pipeline.analyze, which imports torch)
     _check_device(settings)
+    keep_freed_memory()
     from ..pipeline import analyze
 
     outputs = analyze(args.image, args.output, model=settings.model, device=settings.device, sex=subject.sex, age=subject.age,
