@@ -159,6 +159,20 @@ def level_text_colour(label: int) -> tuple[float, float, float]:
     return tuple(colour * (1 - LEVEL_TEXT_WHITE_SHARE) + LEVEL_TEXT_WHITE_SHARE)
 
 
+def _labelled_voxels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (C order) and values of the labelled voxels: found once, where comparing the whole volume with
+    each level took 0.33 s of the 0.75 s report of a 381 x 381 x 77 scan (VB2_13, 2026-12-07)."""
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    return where, flat[where]
+
+
+def _rows_and_columns(flat_indices: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of each flat index of a (slice, row, column) array, in the given order (C order keeps the
+    order ``np.nonzero`` gives, so means over them are bit for bit the same)."""
+    return flat_indices // shape[2] % shape[1], flat_indices % shape[2]
+
+
 def draw_report(image: sitk.Image, label_map: sitk.Image, measurements, title: str = "", notes: list[str] | None = None, quality=None,
                 landmarks: dict | None = None):
     """The figure of :func:`write_report` and its image axis (matplotlib, not saved)."""
@@ -181,7 +195,8 @@ def draw_report(image: sitk.Image, label_map: sitk.Image, measurements, title: s
     figure, axis = plt.subplots(figsize=(10, 8), dpi=100)
     axis.imshow(slice_image, cmap="gray", extent=extent, interpolation="bilinear")
     overlay = np.zeros((*slice_labels.shape, 4))
-    structures = [int(v) for v in np.unique(labels) if v]
+    where, found = _labelled_voxels(labels)
+    structures = [int(v) for v in np.unique(found)]
     # the spinal cord and canal (a given segmentation may hold them) are drawn but carry no level text
     levels = sorted((label for label in structures if scheme.is_vertebra(label) or scheme.is_disc(label)), key=scheme.anatomical_rank)
     for label in [s for s in structures if s in (scheme.SPINAL_CORD, scheme.SPINAL_CANAL)] + levels:
@@ -189,7 +204,7 @@ def draw_report(image: sitk.Image, label_map: sitk.Image, measurements, title: s
     axis.imshow(overlay, extent=extent, interpolation="nearest")
     _draw_landmarks(axis, image, frame, landmarks)
     for label in levels:
-        rows, cols = np.nonzero(labels[:, :, :] == label)[1:]
+        rows, cols = _rows_and_columns(where[found == label], labels.shape)
         if rows.size == 0:
             continue
         name = scheme.structure_name(label)
