@@ -1,18 +1,20 @@
 """Keep freed memory in the process for the next allocation instead of handing it back to the kernel (glibc only).
 
-Segmenting a whole scan allocates and frees the network's layer outputs hundreds of times (tens of MB each on a
-381 x 381 x 77 scan). glibc serves every block above its mmap threshold (dynamic, at most 32 MiB) with a fresh
-``mmap`` and unmaps it on ``free``, so the next layer's output is faulted in again, 4 KiB page by page, and the
-kernel zeroes each page. Measured 2026-12-07 on the project's 2-core VM (``Testing/Benchmarks`` notes in
-docs/batch.md, "Where a case's time goes"): about one million minor page faults and 2-3 s of system time per
-381 x 381 x 77 case, a third of its wall time; with the heap kept, 50,000 faults and 0.2 s. The price is a higher
-resident size: freed memory stays with the process (peak RSS over the 15 validation scans in one process 1.80 ->
-1.90 GB), which suits a process that runs one case and exits, or a batch worker that runs the next case at once.
+Segmenting a whole scan allocates and frees the network's layer outputs hundreds of times (up to 81 MB each on a
+381 x 381 x 77 scan). glibc serves a block above its mmap threshold (dynamic, at most 32 MiB) with a fresh ``mmap``
+and unmaps it on ``free``, so the next layer's output is faulted in again page by page and the kernel zeroes each
+page: about one million minor faults and 3 s of system time per 381 x 381 x 77 case (VB2_13, 6.2 s wall). Dask's
+nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns the dynamic threshold off: every block
+over 128 KiB is then mapped afresh, 5.4 million faults and 10 s of system time for the same case. With the heap kept:
+under 0.13 million faults and 0.3 s; the batch benchmark went from 560 to 1422 cases/h on 2 cores
+(docs/batch.md, "Where a case's time goes", 2026-12-07). The price is resident memory: freed memory stays with the
+process (peak RSS over the 15 validation scans in one process 1.80 -> 1.90 GB), which suits a process that runs one
+case and exits, or a batch worker that runs the next case at once.
 
-Only the command line's case commands and batch workers call this; the library never does it on import, because
+Only the command line's analyze/segment and batch workers call this; the library never does it on import, because
 the Slicer module and the review server import it into long-running processes whose memory use is not ours to
-change. The allocator's placement of blocks changes no computed value: outputs are identical (checked on the 15
-validation scans: labels voxels, measurements, landmarks, summary).
+change. Where blocks are placed changes no computed value: outputs are identical (the 15 validation scans: label
+voxels, measurements, landmarks, summary).
 """
 
 from __future__ import annotations

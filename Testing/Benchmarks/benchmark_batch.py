@@ -14,7 +14,9 @@ worker, cores / workers torch threads each) with the shipped model. Printed per 
   table and report.html), i.e. what a batch of only these cases sees.
 
 The machine (CPU, cores, memory, load average) is printed with the numbers: other work on the machine (a
-training run) lowers them.
+training run) lowers them. ``worker_user_s``/``worker_sys_s``: CPU time of the worker processes (user, system), read
+after the cluster closed. The workers run with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it, as under
+``spineanalysis batch`` (whose command line sets it before the workers start).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="batch --fast (deprecated: now the default settings)")
     parser.add_argument("--full-scans", action="store_true", help="whole validation-split scans instead of small crops")
     args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the local workers, as the command line does
 
     from SpineAnalysisLib.batch import run_batch
     from SpineAnalysisLib.model.store import find_model
@@ -104,15 +108,18 @@ def main() -> None:
         cases = (link_full_scans if args.full_scans else make_cases)(Path(tmp) / "cases", args.cases)
         results = []
         for workers in args.workers:
-            started = time.perf_counter()
+            started, children = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             result = run_batch(cases, Path(tmp) / f"out-{workers}", workers=workers, device=args.device, model=args.model, fast=args.fast, progress=None)
             total = time.perf_counter() - started
+            workers_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the cluster's processes have ended and been waited for
             if result.succeeded != args.cases:
                 raise SystemExit(f"only {result.succeeded} of {args.cases} cases finished; see {result.outdir}/errors.csv")
             row = {"workers": workers, "threads_per_worker": max(1, info["cores"] // workers), "cases": args.cases, "device": args.device, "fast": args.fast, "full_scans": args.full_scans,
                    "processing_s": round(result.processing_seconds, 1), "total_s": round(total, 1),
                    "processing_cases_per_hour": round(3600 * args.cases / result.processing_seconds),
                    "end_to_end_cases_per_hour": round(3600 * args.cases / total),
+                   "worker_user_s": round(workers_cpu.ru_utime - children.ru_utime, 1), "worker_sys_s": round(workers_cpu.ru_stime - children.ru_stime, 1),
+                   "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
                    "load_average_1min_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
             results.append(row)
             print(json.dumps(row), flush=True)
