@@ -256,8 +256,8 @@ def _available_cpus() -> int:
 
 
 #: memory to allow per local worker process: its peak resident size over the 15 validation scans (up to 381 x 381 x 77)
-#: was 1.81 GB (1 torch thread) to 1.90 GB (2) with freed memory kept for the next case (:mod:`..heap`), 1.80 GB
-#: without (2026-12-07)
+#: was 1.81 GB (1 torch thread) to 1.90 GB (2) with freed memory kept for the next case (:mod:`..heap`), 2.04 GB run in
+#: a thread as Dask does (all threads on one heap), 1.80 GB before (2026-12-07)
 WORKER_MEMORY_BYTES = 2 * 2**30
 
 
