@@ -27,12 +27,12 @@ import sys
 #: mallopt parameters (glibc malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 #: blocks below this come from the heap and are reused after ``free`` (layer outputs of a 381 x 381 x 77 case are up
 #: to 81 MB, 15 of 3648 above 32 MiB); larger ones are still mapped and unmapped
 MMAP_THRESHOLD_BYTES = 1 << 30
 #: never give the top of the heap back (glibc's default 128 KiB would return the freed layer outputs at once)
 TRIM_THRESHOLD_BYTES = 2**31 - 1
-M_ARENA_MAX = -8
 #: every thread allocates from the one main heap. Dask runs a case in a worker thread, which glibc would give an arena
 #: of its own whose heaps hold at most 64 MiB: larger layer outputs were mapped afresh there whatever the threshold
 #: (VB2_13 in a thread, 2026-12-07: 4.7-5.5 s, system time 1.1-2.2 s; with one arena 4.0-4.5 s, 0.2-0.8 s). Arenas
