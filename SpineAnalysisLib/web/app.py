@@ -71,8 +71,7 @@ class ReviewApp(TrameApp):
     def __init__(self, server=None, data_dir: str | None = None, device: str = "auto"):
         super().__init__(server)
         # one tab shows and edits the case at a time (one render size per view; the server refuses the others)
-        self.tabs = OneTab(self.server, open_triggers=(self.claim_tab, self.take_over_tab))
-        self.tabs.labels = REFUSED_LABELS
+        self.tabs = OneTab(self.server, open_triggers=(self.claim_tab, self.take_over_tab), labels=REFUSED_LABELS)
         self.server.add_protocol_to_configure(self.tabs.register)
         self.device = device
         self.data = DataFolder(data_dir)

@@ -37,14 +37,15 @@ TRIGGER, STATE_UPDATE, VIEW_EVENT, LIFE_CYCLE = "trame.trigger", "trame.state.up
 
 class OneTab(LinkProtocol):
     """The tab ownership of one review server (``server``: trame's, for its triggers and state);
-    ``open_triggers``: the functions a page may trigger without owning the case (claim, take over)."""
+    ``open_triggers``: the functions a page may trigger without owning the case (claim, take over); ``labels``:
+    trigger function name -> what the page calls it (the note of a refusal)."""
 
-    def __init__(self, server, open_triggers=(), ownership: TabOwnership | None = None):
+    def __init__(self, server, open_triggers=(), labels: dict[str, str] | None = None, ownership: TabOwnership | None = None):
         super().__init__()
         self.controller, self.state = server.controller, server.state
         self.open_triggers = set(open_triggers)
         self.rules = ownership or TabOwnership()
-        self.labels: dict[str, str] = {}  # trigger function name -> what the page calls it (the refusal note)
+        self.labels = dict(labels or {})
         self._gated = False
         self._logged: set[tuple[str, str]] = set()
         self._held: dict[str, dict] = {}  # the owner's mouse buttons held down per view: view -> last event
